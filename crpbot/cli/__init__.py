@@ -1,0 +1,48 @@
+"""The ``crpbot`` command line: one entry point, one module per subcommand.
+
+Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``.
+Subcommand modules import Ray and PyTorch inside ``run`` only, so building the
+parser (and ``crpbot --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from crpbot import __version__
+from crpbot.errors import CrpbotError
+
+# subcommand -> (module under crpbot.cli, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "features": ("features", "validate bars and write the feature table"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crpbot", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"crpbot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(f"crpbot.cli.{module_name}")
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except CrpbotError as exc:
+        print(f"crpbot: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("crpbot: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Training configuration: one flat, validated record loaded from YAML.
+
+Flat on purpose: a search space (``tune_configs/*_search.yaml``) names the same
+keys, and a search's best trial is written back as a config that
+``crpbot train --config`` runs unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crpbot.errors import CrpbotError
+
+CELLS = ("lstm", "gru")
+OPTIMIZERS = ("adam", "adamw", "radam")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Architecture, data windowing and optimisation settings of one training run."""
+
+    # model
+    cell: str = "lstm"
+    hidden_size: int = 128
+    num_layers: int = 3
+    dropout: float = 0.35
+    bidirectional: bool = True
+    head_hidden: int = 64
+    # data
+    lookback: int = 60
+    horizon: int = 15
+    train_fraction: float = 0.70
+    val_fraction: float = 0.15
+    # cap on training windows drawn per epoch (None: all); smoke runs use it
+    max_train_windows: int | None = None
+    # optimisation
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 32
+    grad_clip: float = 1.0
+    t0: int = 10
+    t_mult: int = 2
+    eta_min: float = 1e-6
+    max_epochs: int = 50
+    patience: int = 7
+    min_delta: float = 0.001
+    seed: int = 0
+    # free-form note carried into artifacts (e.g. which search produced it)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        self._check_values()
+
+    def _check_values(self) -> None:
+        def need(ok: bool, key: str, what: str) -> None:
+            if not ok:
+                raise CrpbotError(f"invalid config value {key}={getattr(self, key)!r}: {what}")
+
+        need(self.cell in CELLS, "cell", f"expected one of {', '.join(CELLS)}")
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"expected one of {', '.join(OPTIMIZERS)}")
+        for key in ("hidden_size", "num_layers", "head_hidden", "lookback", "horizon", "batch_size",
+                    "t0", "t_mult", "max_epochs", "patience"):
+            need(getattr(self, key) >= 1, key, "must be >= 1")
+        need(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        need(0.0 < self.train_fraction < 1.0, "train_fraction", "must be in (0, 1)")
+        need(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
+        need(self.train_fraction + self.val_fraction < 1.0, "val_fraction",
+             "train_fraction + val_fraction must leave a test split (< 1)")
+        need(self.max_train_windows is None or self.max_train_windows >= 1, "max_train_windows",
+             "must be >= 1 or null")
+        need(self.lr > 0 and math.isfinite(self.lr), "lr", "must be a positive number")
+        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        need(self.grad_clip > 0, "grad_clip", "must be > 0")
+        need(0 <= self.eta_min < self.lr, "eta_min", "must be in [0, lr)")
+        need(self.min_delta >= 0, "min_delta", "must be >= 0")
+        need(self.seed >= 0, "seed", "must be >= 0")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some keys changed (validated like a fresh config)."""
+        unknown = sorted(set(changes) - config_keys())
+        if unknown:
+            raise CrpbotError(f"unknown config key(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        if not isinstance(values, dict):
+            raise CrpbotError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
+        unknown = sorted(set(values) - config_keys())
+        if unknown:
+            raise CrpbotError(f"{source}: unknown config key(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+def config_keys() -> set[str]:
+    return {f.name for f in fields(TrainConfig)}
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Reject values of the wrong type by key, so YAML typos fail loudly (``lr: 1e-3`` is a str in YAML 1.1)."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        expected = f.type
+        if expected == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif expected == "int | None":
+            ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+        elif expected == "float":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                object.__setattr__(config, f.name, float(value))
+        elif expected == "bool":
+            ok = isinstance(value, bool)
+        elif expected == "str":
+            ok = isinstance(value, str)
+        elif expected == "dict[str, Any]":
+            ok = isinstance(value, dict)
+        else:  # pragma: no cover - a new field type must be added above
+            raise AssertionError(f"unhandled config field type {expected!r}")
+        if not ok:
+            raise CrpbotError(
+                f"invalid config value {f.name}={value!r}: expected {expected}, got {type(value).__name__}"
+            )
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with a one-line error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CrpbotError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise CrpbotError(f"{path}: not valid YAML{where}") from exc
+    if not isinstance(loaded, dict):
+        raise CrpbotError(f"{path}: expected a mapping of keys at the top level")
+    return loaded
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Load and validate a training config YAML file."""
+    return TrainConfig.from_dict(load_yaml(path), source=str(path))
+
+
+def save_config(config: TrainConfig, path: str | Path, header: str = "") -> None:
+    """Write a config as YAML that :func:`load_config` reads back unchanged."""
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    if header:
+        text = "".join(f"# {line}\n" for line in header.splitlines()) + text
+    Path(path).write_text(text)

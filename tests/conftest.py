@@ -1,0 +1,82 @@
+"""Shared fixtures: the bundled real data, one local Ray instance, a real S3 endpoint.
+
+Only one Ray instance per test session: a second instance on the same host breaks
+Ray Train's clean-up of stopped trials (field notes), and each start costs seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+
+# Before anything imports Ray: no stale cluster address, no network calls.
+os.environ.pop("RAY_ADDRESS", None)
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def sample_path() -> callable:
+    """Path of a bundled real sample file, e.g. ``sample_path("BTC")``."""
+    return lambda coin="BTC": SAMPLE / f"{coin}-USD_1m.parquet"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One real local Ray instance (2 CPUs, dashboard on for the State API) for the whole session."""
+    import ray
+
+    from crpbot.ray_runtime import init_ray
+
+    init_ray(None, num_cpus=2, object_store_memory=1 << 30)
+    yield ray
+    ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API over HTTP: moto's server on 127.0.0.1, with throwaway credentials in the env."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("moto server did not start")
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield url
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    proc.terminate()
+    proc.wait(timeout=10)
