@@ -1,0 +1,266 @@
+"""Labels, purged chronological splits and a train-only scaler: the data contract of training.
+
+Two leaks are closed here. Splits are chronological with a purge of at least
+``lookback + horizon`` rows between them, and a window end is only served when its
+whole window and its label row lie inside one split and one gap-free segment, so no
+window or label of one split touches another. The scaler is fitted on train rows
+only and travels with the artifact, so evaluation reuses it instead of refitting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from crpbot.data import Bars, default_input, load_bars, normalize_coin, timestamps_ns
+from crpbot.errors import CrpbotError
+from crpbot.features import FEATURE_NAMES, compute_features
+
+if TYPE_CHECKING:
+    from crpbot.config import TrainConfig
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass
+class Scaler:
+    """Per-feature standardisation; ``fit`` sees train rows only."""
+
+    mean_: np.ndarray
+    scale_: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray) -> Scaler:
+        mean = features.mean(axis=0, dtype=np.float64)
+        std = features.std(axis=0, dtype=np.float64)
+        # a constant feature (e.g. a session flag never set in train) is centred, not blown up
+        return cls(mean_=mean, scale_=np.where(std > 0, std, 1.0))
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """float32, C-contiguous: the layout windows are served from."""
+        if features.ndim != 2 or features.shape[1] != len(self.mean_):
+            raise CrpbotError(
+                f"scaler expects {len(self.mean_)} features, got array of shape {features.shape}"
+            )
+        return np.ascontiguousarray((features - self.mean_) / self.scale_, dtype=np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean_.tolist(), "scale": self.scale_.tolist()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Scaler:
+        try:
+            mean = np.asarray(values["mean"], dtype=np.float64)
+            scale = np.asarray(values["scale"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CrpbotError(f"invalid scaler record: {exc}") from exc
+        if mean.ndim != 1 or mean.shape != scale.shape:
+            raise CrpbotError(f"invalid scaler record: mean {mean.shape} and scale {scale.shape} differ")
+        if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
+            raise CrpbotError("invalid scaler record: non-finite mean or non-positive scale")
+        return cls(mean_=mean, scale_=scale)
+
+
+@dataclass
+class PreparedData:
+    """Scaled features, labels and split row ranges of one coin; see docs/ARCHITECTURE.md."""
+
+    coin: str
+    timestamps: np.ndarray
+    features: np.ndarray
+    labels: np.ndarray
+    forward_returns: np.ndarray
+    segment_ids: np.ndarray
+    split_bounds: dict[str, tuple[int, int]]
+    horizon: int
+    purge: int
+    scaler: Scaler
+    feature_names: tuple[str, ...]
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def window_ends(self, split: str, lookback: int) -> np.ndarray:
+        """Rows t whose window [t-lookback+1, t] and label row t+h lie in ``split`` and one segment."""
+        if split not in self.split_bounds:
+            raise CrpbotError(f"no {split!r} split in this data (have {', '.join(self.split_bounds)})")
+        if lookback < 1:
+            raise CrpbotError(f"lookback must be >= 1, got {lookback}")
+        start, end = self.split_bounds[split]
+        ends = np.arange(start + lookback - 1, end - self.horizon, dtype=np.int64)
+        segment = self.segment_ids
+        same_segment = (segment[ends - lookback + 1] == segment[ends]) & (
+            segment[ends + self.horizon] == segment[ends]
+        )
+        return ends[same_segment & ~np.isnan(self.labels[ends])]
+
+    def split_times(self) -> dict[str, tuple[int, int]]:
+        """Split bounds as (first_ns, last_ns) so an artifact can reproduce them on reload."""
+        return {
+            name: (int(self.timestamps[start]), int(self.timestamps[end - 1]))
+            for name, (start, end) in self.split_bounds.items()
+        }
+
+
+def prepare_data(
+    bars: Bars,
+    *,
+    lookback: int,
+    horizon: int,
+    train_fraction: float = 0.7,
+    val_fraction: float = 0.15,
+    scaler: Scaler | None = None,
+    split_times: dict | None = None,
+) -> PreparedData:
+    """Features, labels, purged chronological splits and a train-only scaler for training."""
+    if lookback < 1 or horizon < 1:
+        raise CrpbotError(f"lookback and horizon must be >= 1, got {lookback} and {horizon}")
+    if not (0 < train_fraction < 1 and 0 < val_fraction < 1 and train_fraction + val_fraction < 1):
+        raise CrpbotError(
+            f"invalid split fractions train={train_fraction}, val={val_fraction}: "
+            "each in (0, 1) and their sum < 1"
+        )
+    rows = _usable_rows(bars, horizon)
+    purge = lookback + horizon
+    if split_times is None:
+        bounds = _fraction_bounds(len(rows["labels"]), purge, train_fraction, val_fraction)
+    else:
+        bounds = _bounds_from_times(rows["timestamps"], split_times, purge)
+    train_start, train_end = bounds["train"]
+    if scaler is None:
+        scaler = Scaler.fit(rows["features"][train_start:train_end])
+    data = _assemble(bars, rows, bounds, horizon, purge, scaler)
+    for split in SPLITS:
+        if len(data.window_ends(split, lookback)) == 0:
+            start, end = bounds[split]
+            raise CrpbotError(
+                f"the {split} split ({end - start} rows) holds no gap-free window of "
+                f"lookback {lookback} + horizon {horizon}; use more data"
+            )
+    return data
+
+
+def prepare_inference(bars: Bars, *, scaler: Scaler, horizon: int) -> PreparedData:
+    """The whole input as a "test" split, scaled with a saved scaler (for ``evaluate --input``)."""
+    if horizon < 1:
+        raise CrpbotError(f"horizon must be >= 1, got {horizon}")
+    rows = _usable_rows(bars, horizon)
+    return _assemble(bars, rows, {"test": (0, len(rows["labels"]))}, horizon, 0, scaler)
+
+
+def load_prepared(coin: str, input_path: str | Path | None, config: TrainConfig) -> PreparedData:
+    """Load a coin's bars (bundled sample by default) and prepare them with a config's settings."""
+    coin = normalize_coin(coin)
+    bars = load_bars(input_path if input_path is not None else default_input(coin))
+    bars.coin = coin
+    return prepare_data(
+        bars,
+        lookback=config.lookback,
+        horizon=config.horizon,
+        train_fraction=config.train_fraction,
+        val_fraction=config.val_fraction,
+    )
+
+
+def _usable_rows(bars: Bars, horizon: int) -> dict[str, np.ndarray]:
+    """Rows with every feature defined, their labels (NaN past the segment end) and segments."""
+    features = compute_features(bars).to_numpy(dtype=np.float64)
+    keep = np.isfinite(features).all(axis=1)
+    if not keep.any():
+        raise CrpbotError(
+            f"{Path(bars.source).name}: no row has all features defined "
+            f"({len(bars)} bars; every gap-free segment is shorter than the warm-up)"
+        )
+    rows = np.flatnonzero(keep)
+    # a new segment after every gap and after every dropped row, so segments stay contiguous
+    breaks = np.r_[True, (np.diff(rows) != 1) | (np.diff(bars.segment_ids[rows]) != 0)]
+    segment_ids = (np.cumsum(breaks) - 1).astype(np.int32)
+    close = bars.frame["close"].to_numpy()[rows]
+    labels = np.full(len(rows), np.nan, dtype=np.float32)
+    forward_returns = np.full(len(rows), np.nan, dtype=np.float64)
+    inside = (
+        np.flatnonzero(segment_ids[:-horizon] == segment_ids[horizon:])
+        if len(rows) > horizon
+        else np.empty(0, dtype=np.int64)
+    )
+    forward_returns[inside] = close[inside + horizon] / close[inside] - 1
+    labels[inside] = (close[inside + horizon] > close[inside]).astype(np.float32)
+    return {
+        "timestamps": timestamps_ns(bars.frame["timestamp"])[rows],
+        "features": features[keep],
+        "labels": labels,
+        "forward_returns": forward_returns,
+        "segment_ids": segment_ids,
+    }
+
+
+def _fraction_bounds(
+    n_rows: int, purge: int, train_fraction: float, val_fraction: float
+) -> dict[str, tuple[int, int]]:
+    """Chronological row ranges with ``purge`` unused rows between consecutive splits."""
+    per_split = purge  # one window and its label row: lookback + horizon rows
+    smallest_fraction = min(train_fraction, val_fraction, 1 - train_fraction - val_fraction)
+    usable = n_rows - 2 * purge
+    train_rows = int(usable * train_fraction)
+    val_rows = int(usable * val_fraction)
+    test_rows = usable - train_rows - val_rows
+    if min(train_rows, val_rows, test_rows) < per_split:
+        needed = 2 * purge + int(np.ceil((per_split + 1) / smallest_fraction))
+        raise CrpbotError(
+            f"too little data: {n_rows} usable rows after warm-up, about {needed} needed "
+            f"(each split needs >= lookback + horizon = {per_split} rows, plus {purge}-row purges; "
+            f"got train/val/test {max(train_rows, 0)}/{max(val_rows, 0)}/{max(test_rows, 0)})"
+        )
+    val_start = train_rows + purge
+    test_start = val_start + val_rows + purge
+    return {"train": (0, train_rows), "val": (val_start, val_start + val_rows), "test": (test_start, n_rows)}
+
+
+def _bounds_from_times(timestamps: np.ndarray, split_times: dict, purge: int) -> dict[str, tuple[int, int]]:
+    """Row ranges of an earlier split (from an artifact), checked against this data."""
+    missing = [name for name in SPLITS if name not in split_times]
+    if missing:
+        raise CrpbotError(f"split_times lacks {', '.join(missing)}")
+    bounds = {}
+    for name in SPLITS:
+        first_ns, last_ns = (int(v) for v in split_times[name])
+        start = int(np.searchsorted(timestamps, first_ns, side="left"))
+        end = int(np.searchsorted(timestamps, last_ns, side="right"))
+        if end <= start:
+            raise CrpbotError(f"the saved {name} split ({first_ns}..{last_ns} ns) has no rows in this data")
+        bounds[name] = (start, end)
+    for before, after in zip(SPLITS[:-1], SPLITS[1:], strict=True):
+        if bounds[after][0] - bounds[before][1] < purge:
+            raise CrpbotError(
+                f"saved splits {before}/{after} are closer than the purge of {purge} rows "
+                "for this lookback + horizon"
+            )
+    return bounds
+
+
+def _assemble(
+    bars: Bars,
+    rows: dict[str, np.ndarray],
+    bounds: dict[str, tuple[int, int]],
+    horizon: int,
+    purge: int,
+    scaler: Scaler,
+) -> PreparedData:
+    return PreparedData(
+        coin=bars.coin,
+        timestamps=rows["timestamps"],
+        features=scaler.transform(rows["features"]),
+        labels=rows["labels"],
+        forward_returns=rows["forward_returns"],
+        segment_ids=rows["segment_ids"],
+        split_bounds=bounds,
+        horizon=horizon,
+        purge=purge,
+        scaler=scaler,
+        feature_names=FEATURE_NAMES,
+        fingerprint=bars.fingerprint,
+    )

@@ -1,0 +1,105 @@
+"""``crpbot features`` end to end on real files: output table, report, and clean failures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from crpbot.cli import main
+from crpbot.features import FEATURE_NAMES, feature_manifest
+
+
+def test_default_output_path_columns_and_manifest(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["features", "--coin", "BTC"]) == 0
+    out = tmp_path / "data" / "features" / "features_BTC-USD_1m_latest.parquet"
+    table = pq.read_table(out)
+    assert table.column_names == ["timestamp", *FEATURE_NAMES]
+    assert json.loads(table.schema.metadata[b"crpbot.feature_manifest"]) == feature_manifest()
+    frame = table.to_pandas()
+    assert len(frame) == 30_160 - 2 * 120 and np.isfinite(frame[list(FEATURE_NAMES)].to_numpy()).all()
+    assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
+    printed = capsys.readouterr().out
+    assert "29,920 rows x 39 features" in printed and "80 bars missing" in printed
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left behind
+
+
+def test_long_coin_name_csv_input_and_explicit_out(tmp_path, sample_path, capsys):
+    csv = tmp_path / "eth.csv"
+    pd.read_parquet(sample_path("ETH")).iloc[:2000].to_csv(csv, index=False)
+    out = tmp_path / "nested" / "eth_features.parquet"
+    assert main(["features", "--coin", "ETH-USD", "--input", str(csv), "--out", str(out)]) == 0
+    assert len(pd.read_parquet(out)) == 2000 - 120
+    assert "ETH-USD" in capsys.readouterr().out
+
+
+def _bad_inputs(tmp_path: Path, sample: Path) -> dict[str, tuple[list[str], str]]:
+    rows = pd.read_parquet(sample).iloc[:500]
+    (tmp_path / "empty.csv").write_text("")
+    rows.drop(columns=["close"]).to_parquet(tmp_path / "no_close.parquet")
+    rows.assign(close=rows["close"].where(rows.index != 3)).to_parquet(tmp_path / "nan.parquet")
+    rows.assign(volume=-rows["volume"]).to_parquet(tmp_path / "neg_volume.parquet")
+    (tmp_path / "garbage.parquet").write_bytes(b"not a parquet file")
+    return {
+        "unknown coin": (["--coin", "XRP"], "unknown coin 'XRP'"),
+        "missing file": (["--input", str(tmp_path / "missing.parquet")], "input file not found"),
+        "empty file": (["--input", str(tmp_path / "empty.csv")], "file is empty"),
+        "missing column": (["--input", str(tmp_path / "no_close.parquet")], "missing column(s) close"),
+        "nan price": (["--input", str(tmp_path / "nan.parquet")], "NaN or infinite close"),
+        "negative volume": (["--input", str(tmp_path / "neg_volume.parquet")], "negative volume"),
+        "corrupt file": (["--input", str(tmp_path / "garbage.parquet")], "unreadable parquet"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown coin",
+        "missing file",
+        "empty file",
+        "missing column",
+        "nan price",
+        "negative volume",
+        "corrupt file",
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_loses_nothing(tmp_path, sample_path, capsys, case):
+    args, message = _bad_inputs(tmp_path, sample_path("BTC"))[case]
+    inputs = {p: hashlib.sha256(p.read_bytes()).digest() for p in tmp_path.iterdir()}
+    out = tmp_path / "out" / "features.parquet"
+    out.parent.mkdir()
+    out.write_bytes(b"previous good table")
+    assert main(["features", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("crpbot: error: ") and message in err and "\n" not in err
+    assert out.read_bytes() == b"previous good table" and [p.name for p in out.parent.iterdir()] == [out.name]
+    assert {p: hashlib.sha256(p.read_bytes()).digest() for p in inputs} == inputs
+
+
+def test_console_entry_point_exits_non_zero(tmp_path):
+    crpbot = Path(sys.executable).with_name("crpbot")
+    result = subprocess.run(
+        [str(crpbot), "features", "--input", str(tmp_path / "nope.csv")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "input file not found" in result.stderr
+
+
+def test_unwritable_output_is_one_line_and_leaves_no_partial_file(tmp_path, capsys):
+    out = tmp_path / "taken"
+    (out / "inner").mkdir(parents=True)  # a non-empty directory cannot be replaced by a file
+    assert main(["features", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"crpbot: error: cannot write {out}") and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"] and (out / "inner").is_dir()
