@@ -9,8 +9,13 @@ made from the CLI, the pipeline and the tests share one instance.
 from __future__ import annotations
 
 import os
+import time
 
 from crpbot.errors import CrpbotError
+
+# How long --gpu waits for an autoscaling cluster to bring GPU workers up from zero.
+GPU_WAIT_SECONDS = float(os.environ.get("CRPBOT_GPU_WAIT_SECONDS", "900"))
+_local_instance = False
 
 # Quiet defaults that matter for correctness as much as for noise: usage stats
 # reporting needs the network, and Ray Train's print patch doubles worker output.
@@ -27,6 +32,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
 
     for key, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    global _local_instance
     if ray.is_initialized():
         return
     try:
@@ -35,6 +41,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
             # /tmp/ray/ray_current_cluster file (which once made ray.init() block for minutes).
             ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
                      include_dashboard=True, logging_level="ERROR", log_to_driver=True)
+            _local_instance = True
         else:
             ray.init(address=address, logging_level="ERROR")
     except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -43,7 +50,33 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
 
 
 def cluster_gpus() -> float:
-    """GPUs the connected cluster offers (0 when none)."""
+    """GPUs the connected cluster offers now (0 when none)."""
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def require_gpus(count: int, *, wait_seconds: float | None = None) -> None:
+    """Make sure the cluster has ``count`` GPUs, asking the autoscaler for them when it has fewer.
+
+    An autoscaling cluster (``cluster.yaml``) keeps its GPU workers at zero while idle, so
+    "no GPU right now" is not an error there: request them and wait. A local instance has no
+    autoscaler, so a missing GPU is an error at once.
+    """
+    have = cluster_gpus()
+    if have >= count:
+        return
+    if _local_instance:
+        raise CrpbotError(f"--gpu: this machine offers {have:g} GPU(s) to Ray, {count} needed")
+    from ray.autoscaler.sdk import request_resources
+
+    wait_seconds = GPU_WAIT_SECONDS if wait_seconds is None else wait_seconds
+    print(f"--gpu: the cluster has {have:g} GPU(s); asking the autoscaler for {count} "
+          f"and waiting up to {wait_seconds:.0f} s", flush=True)
+    request_resources(bundles=[{"GPU": 1}] * count)
+    deadline = time.monotonic() + wait_seconds
+    while (have := cluster_gpus()) < count:
+        if time.monotonic() > deadline:
+            raise CrpbotError(f"--gpu: the cluster still has {have:g} GPU(s) after {wait_seconds:.0f} s, "
+                              f"{count} needed; check the GPU worker types and max_workers in cluster.yaml")
+        time.sleep(5)

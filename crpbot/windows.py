@@ -34,7 +34,11 @@ def gather_windows(features: torch.Tensor, ends: torch.Tensor, lookback: int) ->
         raise ValueError(f"features must be [N, F], got shape {tuple(features.shape)}")
     n_rows, n_features = features.shape
     ends = ends.to(device=features.device, dtype=torch.long)
-    if ends.numel() and (int(ends.min()) < lookback - 1 or int(ends.max()) >= n_rows):
+    # Checked on the CPU only: on an accelerator int(...) would stall the queue twice per batch.
+    # Training ends come from PreparedData.window_ends, which are in range by construction, and
+    # an out-of-range index still fails inside index_select there.
+    on_cpu = ends.device.type == "cpu"
+    if ends.numel() and on_cpu and (int(ends.min()) < lookback - 1 or int(ends.max()) >= n_rows):
         raise IndexError(f"window ends must lie in [{lookback - 1}, {n_rows - 1}]")
     offsets = torch.arange(1 - lookback, 1, device=features.device)
     rows = (ends[:, None] + offsets).reshape(-1)

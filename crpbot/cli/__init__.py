@@ -11,17 +11,19 @@ import argparse
 import importlib
 import sys
 
+import crpbot
 from crpbot import __version__
 from crpbot.errors import CrpbotError
 
 # subcommand -> (module under crpbot.cli, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "features": ("features", "validate bars and write the feature table"),
+    "train": ("train", "train one model with Ray Train and write its artifact"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crpbot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="crpbot", description=crpbot.__doc__)
     parser.add_argument("--version", action="version", version=f"crpbot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():

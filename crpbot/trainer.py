@@ -1,0 +1,165 @@
+"""Data-parallel training on Ray Train: a ``TorchTrainer`` whose workers each run ``training.fit``.
+
+The prepared arrays are put into the object store once; every worker maps them read-only
+(zero-copy) instead of re-reading and re-featurising the Parquet file. Each epoch rank 0
+writes a checkpoint (model, optimizer, scheduler, early stopping, RNG, history, best weights),
+so a worker group restarted after a failure resumes from the last finished epoch. The driver
+turns the final checkpoint's best weights into a model artifact directory.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from crpbot.config import TrainConfig
+from crpbot.errors import CrpbotError
+
+STATE_FILE = "state.pt"
+
+
+def train(
+    config: TrainConfig,
+    coin: str,
+    *,
+    input_path: str | Path | None = None,
+    num_workers: int = 1,
+    use_gpu: bool = False,
+    address: str | None = None,
+    out_dir: str | Path | None = None,
+    storage_path: str | Path | None = None,
+    run_name: str | None = None,
+    max_failures: int = 2,
+) -> Path:
+    """Train ``coin`` with ``num_workers`` DDP workers and write the best model; returns the artifact dir."""
+    import ray
+    from ray.train import (
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+        TrainingFailedError,
+    )
+    from ray.train.torch import TorchTrainer
+
+    from crpbot.data import default_input, normalize_coin
+    from crpbot.dataset import load_prepared
+    from crpbot.ray_runtime import init_ray, require_gpus
+    from crpbot.storage import ray_storage
+    from crpbot.training import save_model_artifact
+
+    if num_workers < 1:
+        raise CrpbotError(f"invalid number of workers {num_workers}: must be >= 1")
+    if max_failures < 0:
+        raise CrpbotError(f"invalid max_failures {max_failures}: must be >= 0")
+    coin = normalize_coin(coin)
+    input_path = Path(input_path) if input_path is not None else default_input(coin)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(out_dir) if out_dir is not None else Path("models") / coin / stamp
+    if out_dir.exists():
+        raise CrpbotError(f"output directory already exists: {out_dir}")
+    # Validate the input before starting Ray: a bad file fails in a second, not after a cluster start.
+    data = load_prepared(coin, input_path, config)
+
+    init_ray(address)
+    if use_gpu:
+        require_gpus(num_workers)
+    storage, filesystem = ray_storage(storage_path, default="runs/train")
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"config": config.to_dict(), "data": ray.put(data)},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(
+            name=run_name or f"train-{coin}-{stamp}-{uuid.uuid4().hex[:6]}",
+            storage_path=storage,
+            storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=LoggingConfig(log_level="WARNING"),  # the epoch lines, not Ray's chatter
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as exc:
+        user_error = _find_user_error(exc)
+        if user_error is not None:
+            raise CrpbotError(str(user_error)) from exc
+        raise
+    if result.checkpoint is None:
+        raise CrpbotError("training finished without a checkpoint (no epoch completed)")
+    state = _load_state(result.checkpoint)
+    artifact = save_model_artifact(
+        out_dir,
+        model_state=state["best_state"],
+        config=config,
+        data=data,
+        history=state["history"],
+        best_epoch=state["early_stopping"]["best_epoch"],
+        input_path=input_path,
+    )
+    return artifact
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: the shared loop, reporting each epoch with rank 0's checkpoint."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from crpbot.training import fit
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))  # one worker per core; oversubscription halves throughput
+    config = TrainConfig.from_dict(loop_config["config"])
+    data = ray.get(loop_config["data"])  # numpy arrays map the object store read-only: no copy
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        resume = _load_state(checkpoint)
+
+    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = None
+            if rank == 0:
+                torch.save(state, Path(tmp) / STATE_FILE)
+                saved = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"epoch_{metrics['epoch']:04d}")
+
+    fit(
+        config,
+        data,
+        device=ray.train.torch.get_device(),
+        reporter=report,
+        resume=resume,
+        rank=rank,
+        world_size=world_size,
+        wrap_model=ray.train.torch.prepare_model if world_size > 1 else None,
+    )
+
+
+def _load_state(checkpoint: Any) -> dict[str, Any]:
+    """A checkpoint's training state, through PyTorch's weights-only loader (no arbitrary pickle)."""
+    from crpbot.artifact import load_torch_file
+
+    with checkpoint.as_directory() as directory:
+        return load_torch_file(Path(directory) / STATE_FILE)
+
+
+def _find_user_error(exc: BaseException) -> CrpbotError | None:
+    """The CrpbotError a worker raised (bad data, divergence), if that is why training failed."""
+    failures = list(getattr(exc, "worker_failures", {}).values())
+    for failure in failures:
+        seen: BaseException | None = failure
+        while seen is not None:
+            if isinstance(seen, CrpbotError):
+                return seen
+            seen = seen.__cause__
+    return None

@@ -1,0 +1,378 @@
+"""The one training loop, plus inference and the model artifact.
+
+Every way of training runs :func:`fit`: the Ray Train worker (``crpbot.trainer``), a search
+trial, an ensemble member. Only the ``reporter`` differs -- it is called once per epoch with
+the epoch's metrics and a self-describing checkpoint dict, and decides where they go
+(``ray.train.report``, ``ray.tune.report``, nowhere).
+
+Batches are drawn nanoGPT-style: the features live in one tensor on the device, each batch is
+a tensor of window end rows, and ``gather_windows`` builds ``[B, L, F]`` in one indexing op.
+No Dataset, no DataLoader, no per-sample Python.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from crpbot.config import TrainConfig
+from crpbot.errors import CrpbotError
+from crpbot.models import RecurrentClassifier, build_model, param_count
+from crpbot.windows import gather_windows
+
+Reporter = Callable[[dict[str, float], dict[str, Any]], None]
+EVAL_BATCH = 2048
+
+
+@dataclass
+class FitResult:
+    """What a finished run hands back: the best weights (CPU) and the per-epoch history."""
+
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, float]]
+    best_epoch: int
+    stopped_early: bool
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when val loss has not improved by more than ``min_delta`` for ``patience`` epochs."""
+
+    patience: int
+    min_delta: float
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, val_loss: float, epoch: int) -> bool:
+        """Record one epoch; True when it is the new best."""
+        if val_loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+def fit(
+    config: TrainConfig,
+    data: Any,
+    *,
+    device: str | torch.device = "cpu",
+    reporter: Reporter | None = None,
+    resume: dict[str, Any] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Train one model on ``data`` (a ``PreparedData``); this rank trains on its shard of each epoch.
+
+    The ``state`` a reporter receives holds live tensors: serialise it before returning.
+    ``resume`` is such a state dict, saved earlier: training continues after its epoch
+    and ends exactly as the uninterrupted run would have. ``wrap_model`` wraps the model for
+    data parallelism (``ray.train.torch.prepare_model``); gradients are then averaged across
+    ranks, and the val loss is summed across ranks so every rank stops at the same epoch.
+    """
+    device = torch.device(device)
+    on_cuda = device.type == "cuda"
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True
+    say = log if rank == 0 else _silent
+
+    features = _as_tensor(data.features, device)
+    labels = _as_tensor(data.labels, device)
+    train_ends = np.asarray(data.window_ends("train", config.lookback), dtype=np.int64)
+    val_ends = torch.from_numpy(np.asarray(data.window_ends("val", config.lookback), dtype=np.int64))
+    per_epoch = min(len(train_ends), config.max_train_windows or len(train_ends))
+    if per_epoch < world_size or len(val_ends) == 0:
+        raise CrpbotError(
+            f"too little data to train {world_size} worker(s): {per_epoch} train windows per epoch and "
+            f"{len(val_ends)} val windows at lookback {config.lookback}"
+        )
+    positives = float(np.asarray(data.labels)[train_ends].sum())
+    negatives = len(train_ends) - positives
+    if positives == 0 or negatives == 0:
+        raise CrpbotError("training labels are all one class; cannot weight the loss")
+
+    torch.manual_seed(config.seed)
+    net = build_model(config, features.shape[1]).to(device)
+    model = wrap_model(net) if wrap_model is not None else net
+    optimizer = _make_optimizer(config, net)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=config.t0, T_mult=config.t_mult, eta_min=config.eta_min
+    )
+    # pos_weight = negatives/positives: up-weights the rarer class so logit 0 is the balanced threshold.
+    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(negatives / positives, device=device))
+    stopper = EarlyStopping(config.patience, config.min_delta)
+    history: list[dict[str, float]] = []
+    best_state = _cpu_copy(net.state_dict())
+    first_epoch = 1
+    if resume is not None:
+        net.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        stopper = EarlyStopping(**resume["early_stopping"])
+        history, best_state = list(resume["history"]), resume["best_state"]
+        torch.set_rng_state(resume["rng"]["torch"])
+        if on_cuda and resume["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
+        first_epoch = resume["epoch"] + 1
+        say(f"Resuming after epoch {resume['epoch']} (best epoch {stopper.best_epoch})")
+    else:
+        say(
+            f"Model: {config.cell.upper()} x{config.num_layers}, hidden {config.hidden_size}, "
+            f"{'bi' if config.bidirectional else 'uni'}directional: {param_count(net):,} parameters; "
+            f"{len(train_ends):,} train / {len(val_ends):,} val windows; {world_size} worker(s)"
+        )
+
+    for epoch in range(first_epoch, config.max_epochs + 1):
+        if stopper.should_stop:
+            break
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        shard = torch.from_numpy(epoch_shard(train_ends, config, epoch, rank, world_size)).to(device)
+
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for start in range(0, len(shard), config.batch_size):
+            ends = shard[start : start + config.batch_size]
+            windows = gather_windows(features, ends, config.lookback)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+                logits = model(windows)
+            loss = criterion(logits.float(), labels[ends])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+            optimizer.step()
+            loss_sum += loss.detach().double() * len(ends)  # stays on the device: no sync per step
+        if on_cuda:
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - started  # training throughput excludes validation
+        scheduler.step()
+        train_sums = torch.stack(
+            [loss_sum, torch.tensor(float(len(shard)), dtype=torch.float64, device=device)]
+        )
+
+        val_sums = _evaluate(
+            net, features, labels, val_ends[rank::world_size].to(device), criterion, config.lookback, on_cuda
+        )
+        if world_size > 1:
+            torch.distributed.all_reduce(train_sums)
+            torch.distributed.all_reduce(val_sums)
+        train_loss = float(train_sums[0] / train_sums[1])
+        val_loss, val_acc = float(val_sums[0] / val_sums[2]), float(val_sums[1] / val_sums[2])
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise CrpbotError(
+                f"training diverged at epoch {epoch}: train loss {train_loss}, val loss {val_loss}"
+            )
+        if stopper.update(val_loss, epoch):
+            best_state = _cpu_copy(net.state_dict())
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "epoch_seconds": time.perf_counter() - started,
+            "samples_per_second": float(train_sums[1]) / train_seconds,
+        }
+        history.append(metrics)
+        say(
+            f"Epoch {epoch}/{config.max_epochs}: Train Loss={train_loss:.4f}, Val Loss={val_loss:.4f}, "
+            f"Val Acc={val_acc:.4f}, LR={lr:.6f}"
+        )
+        if reporter is not None:
+            reporter(
+                dict(metrics),
+                {
+                    "epoch": epoch,
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "early_stopping": asdict(stopper),
+                    "best_state": best_state,
+                    "history": history,
+                    "rng": {
+                        "torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state(device) if on_cuda else None,
+                    },
+                },
+            )
+
+    if stopper.should_stop:
+        say(
+            f"Early stopping after epoch {history[-1]['epoch']}: val loss has not improved by more than "
+            f"{config.min_delta} for {config.patience} epochs; best epoch {stopper.best_epoch}"
+        )
+    return FitResult(
+        best_state=best_state,
+        history=history,
+        best_epoch=stopper.best_epoch,
+        stopped_early=stopper.should_stop,
+    )
+
+
+def epoch_shard(
+    train_ends: np.ndarray, config: TrainConfig, epoch: int, rank: int, world_size: int
+) -> np.ndarray:
+    """This rank's training window ends for one epoch.
+
+    The permutation depends only on (seed, epoch), so it is the same on every rank and after a
+    resume; it is trimmed to a multiple of world_size so every rank runs the same number of steps.
+    """
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(train_ends))
+    if config.max_train_windows is not None:
+        order = order[: config.max_train_windows]
+    usable = len(order) // world_size * world_size
+    return train_ends[order[:usable][rank::world_size]]
+
+
+@torch.no_grad()
+def _evaluate(
+    net: nn.Module,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    ends: torch.Tensor,
+    criterion: nn.Module,
+    lookback: int,
+    on_cuda: bool,
+) -> torch.Tensor:
+    """Sums (loss * n, correct, n) over this rank's val windows, with the raw (unwrapped) model.
+
+    The raw model, because a DDP forward may run collectives and ranks have unequal val shards.
+    """
+    net.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=features.device)
+    for start in range(0, len(ends), EVAL_BATCH):
+        batch = ends[start : start + EVAL_BATCH]
+        with torch.autocast(features.device.type, dtype=torch.bfloat16, enabled=on_cuda):
+            logits = net(gather_windows(features, batch, lookback)).float()
+        target = labels[batch]
+        sums[0] += criterion(logits, target).double() * len(batch)
+        sums[1] += ((logits > 0).float() == target).sum()
+        sums[2] += len(batch)
+    return sums
+
+
+def _make_optimizer(config: TrainConfig, net: nn.Module) -> torch.optim.Optimizer:
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "radam": torch.optim.RAdam}[
+        config.optimizer
+    ]
+    return kind(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A tensor over ``array`` without copying on the CPU.
+
+    Arrays from the Ray object store are read-only; torch warns because it cannot mark the
+    tensor read-only. Nothing here writes to features or labels, so the warning is silenced.
+    """
+    array = np.asarray(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array).to(device)
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
+
+
+def _silent(_: str) -> None:
+    """Log sink for ranks other than 0."""
+
+
+@torch.inference_mode()
+def predict_proba(
+    model: nn.Module,
+    data: Any,
+    split: str,
+    lookback: int,
+    batch_size: int = EVAL_BATCH,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window end rows of ``split`` and P(close[t+h] > close[t]) for each: the sigmoid of the logits."""
+    device = torch.device(device)
+    ends = np.asarray(data.window_ends(split, lookback), dtype=np.int64)
+    features = _as_tensor(data.features, device)
+    ends_on_device = torch.from_numpy(ends).to(device)
+    model.to(device).eval()
+    probs = [
+        torch.sigmoid(
+            model(gather_windows(features, ends_on_device[start : start + batch_size], lookback)).float()
+        ).cpu()
+        for start in range(0, len(ends), batch_size)
+    ]
+    return ends, (torch.cat(probs).numpy() if probs else np.empty(0, dtype=np.float32))
+
+
+def save_model_artifact(
+    out_dir: str | Path,
+    *,
+    model_state: dict[str, torch.Tensor],
+    config: TrainConfig,
+    data: Any,
+    history: list[dict[str, float]],
+    best_epoch: int,
+    input_path: str | Path,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model artifact directory (weights, config, scaler, feature manifest, history)."""
+    from crpbot.artifact import write_artifact
+    from crpbot.features import feature_manifest
+
+    config_json = {
+        "kind": "model",
+        "coin": data.coin,
+        "train_config": config.to_dict(),
+        "input_size": int(data.features.shape[1]),
+        "feature_names": list(data.feature_names),
+        "split_times": {
+            split: [int(bound) for bound in bounds] for split, bounds in data.split_times().items()
+        },
+        "input_path": str(input_path),
+        "best_epoch": int(best_epoch),
+        "param_count": sum(int(tensor.numel()) for tensor in model_state.values()),
+    }
+    return write_artifact(
+        out_dir,
+        json_files={
+            "config.json": config_json,
+            "scaler.json": data.scaler.to_dict(),
+            "features.json": feature_manifest(),
+            "history.json": history,
+        },
+        tensors=model_state,
+        data_fingerprint=data.fingerprint,
+        overwrite=overwrite,
+    )
+
+
+def load_model(artifact_dir: str | Path) -> tuple[RecurrentClassifier, dict[str, Any]]:
+    """The verified model of an artifact directory (eval mode, CPU) and its config.json."""
+    from crpbot.artifact import load_weights, read_artifact_json
+
+    config_json = read_artifact_json(artifact_dir, "config.json")
+    if not isinstance(config_json, dict) or config_json.get("kind") != "model":
+        raise CrpbotError(f"artifact {artifact_dir}: config.json does not describe a single model")
+    config = TrainConfig.from_dict(config_json.get("train_config"), source=f"{artifact_dir}/config.json")
+    model = build_model(config, int(config_json["input_size"]))
+    try:
+        model.load_state_dict(load_weights(artifact_dir))
+    except RuntimeError as exc:
+        raise CrpbotError(
+            f"artifact {artifact_dir}: weights do not fit the architecture in config.json"
+        ) from exc
+    return model.eval(), config_json
