@@ -115,7 +115,15 @@ def test_a_killed_worker_is_restarted_and_training_resumes(ray_session, sample_p
 
 
 @pytest.mark.ray
-def test_cli_trains_and_writes_a_loadable_artifact(ray_session, tmp_path, capsys) -> None:
+def test_cli_trains_and_writes_a_loadable_artifact(
+    ray_session, s3_endpoint, tmp_path, capsys, monkeypatch
+) -> None:
+    """End to end through the CLI, with the checkpoints on S3 (a real S3 API over HTTP), as on a cluster."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="crpbot-checkpoints")
     out = tmp_path / "btc-model"
     code = main(
         [
@@ -131,10 +139,12 @@ def test_cli_trains_and_writes_a_loadable_artifact(ray_session, tmp_path, capsys
             "--out",
             str(out),
             "--storage",
-            str(tmp_path / "runs"),
+            "s3://crpbot-checkpoints/train",
         ]
     )
     assert code == 0
+    keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket="crpbot-checkpoints")["Contents"]]
+    assert any(key.startswith("train/") and key.endswith("/state.pt") for key in keys)
     assert f"Model artifact written to {out}" in capsys.readouterr().out
     model, config_json = load_model(out)
     assert config_json["coin"] == "BTC-USD"
