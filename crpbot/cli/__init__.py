@@ -19,6 +19,8 @@ from crpbot.errors import CrpbotError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "features": ("features", "validate bars and write the feature table"),
     "train": ("train", "train one model with Ray Train and write its artifact"),
+    "ensemble": ("ensemble", "train one config under K seeds on Ray, temperature fitted on validation"),
+    "evaluate": ("evaluate", "score a model on its test split: metrics, baselines, backtest, gate, report"),
 }
 
 

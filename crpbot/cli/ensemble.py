@@ -1,0 +1,44 @@
+"""``crpbot ensemble``: train one config under K seeds in parallel on Ray, calibrate on validation.
+
+Usage: crpbot ensemble --coin BTC [--config best.yaml] [--seeds 5] [--epochs N] [--gpu]
+       [--address ADDR] [--input FILE] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from crpbot.cli.train import DEFAULT_CONFIG
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--coin", required=True, help="coin to train on, e.g. BTC or BTC-USD")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="training config YAML, e.g. a search's best config "
+                             "(default: tune_configs/default.yaml)")
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="number of members, seeds config.seed .. config.seed+K-1 (default 5)")
+    parser.add_argument("--epochs", type=int, help="override max_epochs of the config")
+    parser.add_argument("--gpu", action="store_true",
+                        help="one GPU per member; an error when none is visible")
+    parser.add_argument("--address", help="Ray cluster to join ('auto', host:port, ray://...); "
+                                          "default: start a local instance sized to this machine")
+    parser.add_argument("--input", type=Path, help="1-minute OHLCV Parquet file (default: bundled sample)")
+    parser.add_argument("--out", type=Path,
+                        help="artifact directory (default: models/<coin>/ensemble-<timestamp>)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from crpbot.config import load_config
+    from crpbot.ensemble import train_ensemble
+    from crpbot.errors import CrpbotError
+
+    if args.seeds < 1:
+        raise CrpbotError(f"invalid --seeds {args.seeds}: must be >= 1")
+    config = load_config(args.config)
+    if args.epochs is not None:
+        config = config.replace(max_epochs=args.epochs)
+    train_ensemble(config, args.coin, seeds=args.seeds, input_path=args.input, out_dir=args.out,
+                   address=args.address, use_gpu=args.gpu)
+    return 0

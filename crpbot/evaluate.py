@@ -1,0 +1,257 @@
+"""Score a model or ensemble on its test split, once, after everything else is fixed.
+
+Order matters and is the point of this module: the validation split is predicted first
+(the selective threshold and the trading threshold are chosen there), the logistic baseline
+is fitted on train, and only then is the test split predicted -- once -- and scored.
+Nothing computed from test feeds back into any choice.
+
+The test split is the one stored with the model (its ``split_times`` reproduced on the same
+file, checked by fingerprint), or the whole of ``--input`` when given; an ``--input`` that
+overlaps the model's train or validation period is refused, since that score would be a leak.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crpbot.artifact import read_artifact_json, read_manifest
+from crpbot.backtest import BacktestResult, run_backtest
+from crpbot.baselines import baseline_accuracies
+from crpbot.ensemble import Predictor, load_predictor
+from crpbot.errors import CrpbotError
+from crpbot.gate import (
+    GateThresholds,
+    choose_selective_threshold,
+    coin_decision,
+    selective_reading,
+)
+from crpbot.metrics import (
+    Predictions,
+    accuracy,
+    classification_metrics,
+    coverage_curve,
+    expected_calibration_error,
+)
+from crpbot.report import summary_lines, write_report
+
+ECE_DEFINITION = ("expected calibration error over 15 equal-width bins of [0, 1] on the "
+                  "confidence max(p, 1-p) of the predicted class: "
+                  "sum of bin share * |bin accuracy - bin mean confidence|")
+MINUTE_NS = 60 * 1_000_000_000
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    out_dir: Path
+    metrics: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.metrics["gate"]["passed"])
+
+
+def evaluate_model(model_dir: str | Path, *, input_path: str | Path | None = None,
+                   out_dir: str | Path | None = None, thresholds: GateThresholds | None = None,
+                   fee_bps: float = 10.0, slippage_bps: float = 0.0, trade_threshold: float | None = None,
+                   n_boot: int = 1000, overwrite: bool = False,
+                   log: Callable[[str], None] = print) -> EvaluationResult:
+    """Evaluate the artifact at ``model_dir`` and write predictions, metrics, report and plots to ``out_dir``.
+
+    ``trade_threshold`` is the backtest's τ; by default the selective threshold chosen on
+    validation, or 0.5 (trade every window) when none reaches ``min_accuracy`` there.
+    """
+    thresholds = thresholds if thresholds is not None else GateThresholds()
+    if trade_threshold is not None and not 0.5 <= trade_threshold <= 1.0:
+        raise CrpbotError(f"invalid trade threshold {trade_threshold}: must be in [0.5, 1]")
+    if fee_bps < 0 or slippage_bps < 0:
+        raise CrpbotError(f"backtest costs must be >= 0 bps, got fee {fee_bps}, slippage {slippage_bps}")
+    if n_boot < 1:
+        raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
+    model_dir = Path(model_dir)
+    predictor = load_predictor(model_dir)
+    coin = predictor.coin
+    out_dir = Path(out_dir) if out_dir is not None else \
+        Path("reports") / "evaluate" / f"{coin}-{model_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out_dir.exists() and not overwrite:
+        raise CrpbotError(f"output directory already exists: {out_dir}")
+
+    if input_path is None:
+        original = test_data = stored_split_data(predictor)
+        test_source = f"stored test split of {predictor.config_json['input_path']}"
+    else:
+        test_data = _input_data(predictor, Path(input_path))
+        test_source = f"all of {input_path}"
+        try:  # only for the validation-chosen threshold and the logistic baseline
+            original = stored_split_data(predictor)
+        except CrpbotError as exc:
+            log(f"Warning: no validation/train data for the selective threshold and baselines: {exc}")
+            original = None
+
+    # 1. every choice on validation only (the logistic baseline is fitted on train, guarded)
+    validation = predictor.predictions(original, "val") if original is not None else None
+    tau, tau_source = trade_threshold, "given"
+    if tau is None:
+        chosen = choose_selective_threshold(validation, thresholds.min_accuracy) if validation is not None \
+            else None
+        tau, tau_source = (chosen, "selective threshold chosen on val") if chosen is not None \
+            else (0.5, "default 0.5 (no threshold reaches min_accuracy on val)")
+
+    # 2. the test split, read once
+    test = predictor.predictions(test_data, "test")
+    if len(test) == 0:
+        raise CrpbotError("the test split holds no complete window to score")
+    log(f"Scoring {len(test):,} test windows of {coin} ({test_source})")
+
+    metrics: dict[str, Any] = {
+        "coin": coin,
+        "model": str(model_dir),
+        "kind": predictor.config_json["kind"],
+        "members": len(predictor.models),
+        "temperature": predictor.temperature,
+        "test_source": test_source,
+        "horizon_minutes": test_data.horizon,
+        "test_period": [_iso(test.timestamps[0]), _iso(test.timestamps[-1])],
+    }
+    metrics.update(classification_metrics(test.labels, test.probs, horizon=test_data.horizon, n_boot=n_boot))
+    metrics["ece_definition"] = ECE_DEFINITION
+    metrics["baselines"] = baseline_accuracies(test_data, test_data.window_ends("test", predictor.lookback),
+                                               lookback=predictor.lookback, train_data=original)
+    metrics["coverage_curve"] = coverage_curve(test.labels, test.probs)
+    trades = run_backtest(test.timestamps, test.probs, test.forward_returns, threshold=tau,
+                          horizon=test_data.horizon, fee_bps=fee_bps, slippage_bps=slippage_bps)
+    metrics["backtest"] = {**trades.summary, "threshold_source": tau_source}
+    decision = coin_decision(metrics["accuracy"], metrics["ece"], thresholds)
+    metrics["gate"] = {
+        **decision.to_dict(),
+        "min_accuracy": thresholds.min_accuracy,
+        "max_calibration_error": thresholds.max_calibration_error,
+        "selective": (selective_reading(validation, test, thresholds.min_accuracy) if validation is not None
+                      else {"threshold": None, "note": "no validation split available"}),
+    }
+    if validation is not None:
+        metrics["validation"] = {"n": len(validation),
+                                 "accuracy": accuracy(validation.labels, validation.probs),
+                                 "ece": expected_calibration_error(validation.labels, validation.probs)}
+    metrics = _json_safe(metrics)
+
+    history = read_artifact_json(model_dir, "history.json")
+    _write_outputs(out_dir, overwrite, lambda tmp: _fill_output_dir(tmp, metrics, test, trades, history))
+    for line in summary_lines(metrics):
+        log(line)
+    log(f"Evaluation written to {out_dir}")
+    return EvaluationResult(out_dir=out_dir, metrics=metrics)
+
+
+def stored_split_data(predictor: Predictor) -> Any:
+    """The model's own ``PreparedData`` with its stored splits and scaler, checked to be the same rows.
+
+    The file is the artifact's ``input_path`` (the bundled sample when that path does not exist
+    here, e.g. an artifact copied from another machine); its fingerprint must equal the one in
+    the artifact's manifest, or the stored splits would not be the rows the model was split on.
+    """
+    from crpbot.data import default_input, load_bars
+    from crpbot.dataset import Scaler, prepare_data
+
+    if predictor.path is None:
+        raise CrpbotError("stored_split_data needs a predictor loaded from an artifact directory")
+    fingerprint = read_manifest(predictor.path)["data_fingerprint"]
+    config_json = predictor.config_json
+    config = predictor.train_config
+    path = Path(config_json["input_path"])
+    if not path.is_file():
+        path = default_input(predictor.coin)
+    bars = load_bars(path)
+    bars.coin = predictor.coin
+    if bars.fingerprint != fingerprint:
+        raise CrpbotError(f"{path} is not the data the model was trained on (fingerprint differs), "
+                          "so its stored splits cannot be reproduced")
+    return prepare_data(bars, lookback=config.lookback, horizon=config.horizon,
+                        train_fraction=config.train_fraction, val_fraction=config.val_fraction,
+                        scaler=Scaler.from_dict(predictor.scaler), split_times=config_json["split_times"])
+
+
+def _input_data(predictor: Predictor, input_path: Path) -> Any:
+    """All of ``input_path`` as the test split, refused when it overlaps the model's train/val period."""
+    from crpbot.data import load_bars
+    from crpbot.dataset import Scaler, prepare_inference
+
+    config = predictor.train_config
+    bars = load_bars(input_path)
+    bars.coin = predictor.coin
+    data = prepare_inference(bars, scaler=Scaler.from_dict(predictor.scaler), horizon=config.horizon)
+    ends = data.window_ends("test", config.lookback)
+    if len(ends) == 0:
+        raise CrpbotError(f"{input_path.name}: no gap-free window of lookback {config.lookback} "
+                          f"+ horizon {config.horizon}; use more data")
+    seen_start = int(predictor.config_json["split_times"]["train"][0])
+    seen_end = int(predictor.config_json["split_times"]["val"][1])
+    window_first = data.timestamps[ends] - (config.lookback - 1) * MINUTE_NS
+    window_last = data.timestamps[ends] + config.horizon * MINUTE_NS
+    overlapping = int(np.sum((window_last >= seen_start) & (window_first <= seen_end)))
+    if overlapping:
+        raise CrpbotError(f"{input_path.name}: {overlapping:,} windows overlap the model's train/validation "
+                          f"period {_iso(seen_start)} .. {_iso(seen_end)}; evaluate on data it has not seen")
+    return data
+
+
+def _iso(ns: int) -> str:
+    return np.datetime_as_string(np.datetime64(int(ns), "ns"), unit="m") + "Z"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become null and numpy scalars plain numbers, so metrics.json is strict JSON."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _fill_output_dir(directory: Path, metrics: dict[str, Any], test: Predictions, trades: BacktestResult,
+                     history: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "timestamp": pd.to_datetime(test.timestamps, unit="ns", utc=True),
+        "prob_up": test.probs.astype(np.float64),
+        "label": test.labels.astype(np.int8),
+    })
+    frame.to_parquet(directory / "predictions.parquet", index=False)
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    write_report(directory, metrics, test, trades, history)
+
+
+def _write_outputs(out_dir: Path, overwrite: bool, fill: Callable[[Path], None]) -> None:
+    """Build the output directory beside ``out_dir``, then rename it into place (old one kept until then)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".tmp-{out_dir.name}-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        if out_dir.exists():
+            if not overwrite:
+                raise CrpbotError(f"output directory already exists: {out_dir}")
+            old = out_dir.parent / f".old-{out_dir.name}-{uuid.uuid4().hex[:12]}"
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,220 @@
+"""Scores of probabilistic direction forecasts: pure numpy, no Ray, no torch.
+
+``probs`` is always P(up) per row and ``labels`` is 1.0 for up, 0.0 otherwise. The
+predicted class is up when ``probs >= 0.5``, everywhere in the project (metrics,
+calibration, backtest), so one row never counts as up in one place and down in another.
+
+:class:`Predictions` carries the split name with the numbers, and
+:func:`guard_selection` refuses the test split to every function that chooses
+something (a temperature, a threshold, a baseline's weights): the test split is read
+once, by the final evaluation, after everything is fixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from crpbot.errors import CrpbotError
+
+ECE_BINS = 15
+COVERAGE_THRESHOLDS = tuple(round(0.50 + 0.01 * i, 2) for i in range(0, 50))
+
+
+class TestSplitAccessError(AssertionError):
+    """A selection step was handed the test split: a bug in the caller, never a user error."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+
+def guard_selection(split: str, purpose: str) -> None:
+    """Raise if ``purpose`` (a fitting/selection step) is about to read the test split."""
+    if split == "test":
+        raise TestSplitAccessError(f"{purpose} must not read the test split")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Scored rows of one split: which split, when, P(up), the label and the realised return."""
+
+    split: str
+    timestamps: np.ndarray  # int64 ns UTC of the window's last bar
+    probs: np.ndarray  # float64 P(up)
+    labels: np.ndarray  # float64 in {0, 1}
+    forward_returns: np.ndarray  # float64 close[t+h]/close[t] - 1
+
+    def __post_init__(self) -> None:
+        n = len(self.probs)
+        for name in ("timestamps", "labels", "forward_returns"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Predictions.{name} has {len(getattr(self, name))} rows, probs {n}")
+
+    def __len__(self) -> int:
+        return len(self.probs)
+
+
+def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate once so every metric fails with the same clear message."""
+    labels = np.asarray(labels, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if labels.shape != probs.shape or labels.ndim != 1:
+        raise CrpbotError(f"labels {labels.shape} and probabilities {probs.shape} must be equal 1-d arrays")
+    if len(labels) == 0:
+        raise CrpbotError("no rows to score")
+    if not np.all(np.isfinite(probs)) or np.any((probs < 0) | (probs > 1)):
+        raise CrpbotError("probabilities must be finite and within [0, 1]")
+    if not np.all((labels == 0) | (labels == 1)):
+        raise CrpbotError("labels must be 0 or 1")
+    return labels, probs
+
+
+def predicted_up(probs: np.ndarray) -> np.ndarray:
+    return np.asarray(probs) >= 0.5
+
+
+def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
+    labels, probs = _check(labels, probs)
+    return float(np.mean(predicted_up(probs) == (labels == 1)))
+
+
+def brier_score(labels: np.ndarray, probs: np.ndarray) -> float:
+    labels, probs = _check(labels, probs)
+    return float(np.mean((probs - labels) ** 2))
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean negative log-likelihood, clipped at float64 eps like scikit-learn."""
+    labels, probs = _check(labels, probs)
+    eps = np.finfo(np.float64).eps
+    probs = np.clip(probs, eps, 1 - eps)
+    return float(-np.mean(labels * np.log(probs) + (1 - labels) * np.log1p(-probs)))
+
+
+def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Area under the ROC curve via the rank-sum statistic (ties get average ranks); NaN for one class."""
+    labels, probs = _check(labels, probs)
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(probs, kind="mergesort")
+    sorted_probs = probs[order]
+    ranks = np.empty(len(probs), dtype=np.float64)
+    # average rank of each run of equal scores
+    starts = np.flatnonzero(np.r_[True, sorted_probs[1:] != sorted_probs[:-1]])
+    ends = np.r_[starts[1:], len(probs)]
+    average = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(average, ends - starts)
+    return float((ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def confidence(probs: np.ndarray) -> np.ndarray:
+    """Probability of the predicted class: max(p, 1 - p)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return np.maximum(probs, 1 - probs)
+
+
+def reliability_bins(labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin over [0, 1] of the confidence: (count, mean confidence, accuracy).
+
+    Binning as in ``sklearn.calibration.calibration_curve(strategy="uniform")``; empty bins
+    have count 0 and NaN means.
+    """
+    labels, probs = _check(labels, probs)
+    conf = confidence(probs)
+    correct = (predicted_up(probs) == (labels == 1)).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bin_ids = np.searchsorted(edges[1:-1], conf)
+    counts = np.bincount(bin_ids, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(bin_ids, weights=conf, minlength=n_bins) / counts
+        bin_accuracy = np.bincount(bin_ids, weights=correct, minlength=n_bins) / counts
+    return counts, mean_conf, bin_accuracy
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """ECE: sum over 15 equal-width confidence bins of (bin share) * |accuracy - mean confidence|.
+
+    Confidence is the probability of the predicted class, max(p, 1 - p) (Guo et al. 2017), so
+    only the bins above 0.5 are ever populated.
+    """
+    counts, mean_conf, bin_accuracy = reliability_bins(labels, probs, n_bins)
+    filled = counts > 0
+    return float(np.sum(counts[filled] / counts.sum() * np.abs(bin_accuracy[filled] - mean_conf[filled])))
+
+
+def block_bootstrap_ci(values: np.ndarray, *, block_length: int, n_boot: int = 1000,
+                       level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile CI of the mean by the circular moving-block bootstrap.
+
+    Consecutive windows share most of their bars and their 15-minute labels overlap, so rows
+    are not independent; resampling blocks longer than that dependence keeps the interval honest
+    where an i.i.d. bootstrap would be too narrow.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    if n == 0:
+        raise CrpbotError("no rows to bootstrap")
+    if block_length < 1 or n_boot < 1 or not 0 < level < 1:
+        raise CrpbotError(f"invalid bootstrap settings: block_length={block_length}, n_boot={n_boot}, "
+                          f"level={level}")
+    block_length = min(block_length, n)
+    n_blocks = -(-n // block_length)
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n, size=(n_boot, n_blocks))
+    offsets = np.arange(block_length)
+    # resamples in chunks of ~4M indices: a 60k-row test split x 1000 resamples would need 0.5 GB at once
+    chunk = max(1, 4_000_000 // (n_blocks * block_length))
+    means = np.concatenate([
+        values[((part[:, :, None] + offsets) % n).reshape(len(part), -1)[:, :n]].mean(axis=1)
+        for part in np.array_split(starts, range(chunk, n_boot, chunk))
+    ])
+    alpha = (1 - level) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def default_block_length(n: int, horizon: int) -> int:
+    """Twice the label horizon (overlap of labels), or n^(1/3) when that is longer."""
+    return max(2 * horizon, round(n ** (1 / 3)), 1)
+
+
+def coverage_curve(labels: np.ndarray, probs: np.ndarray, thresholds: tuple[float, ...] = COVERAGE_THRESHOLDS,
+                   ) -> list[dict[str, float | int | None]]:
+    """Accuracy on the rows whose confidence is >= each threshold, and the share of rows kept."""
+    labels, probs = _check(labels, probs)
+    conf = confidence(probs)
+    correct = predicted_up(probs) == (labels == 1)
+    curve: list[dict[str, float | int | None]] = []
+    for threshold in thresholds:
+        kept = conf >= threshold
+        n_kept = int(kept.sum())
+        curve.append({
+            "threshold": float(threshold),
+            "coverage": n_kept / len(labels),
+            "n": n_kept,
+            "accuracy": float(correct[kept].mean()) if n_kept else None,
+        })
+    return curve
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, *, horizon: int,
+                           n_boot: int = 1000, seed: int = 0) -> dict[str, object]:
+    """The scalar metrics of metrics.json for one set of scored rows."""
+    labels, probs = _check(labels, probs)
+    correct = (predicted_up(probs) == (labels == 1)).astype(np.float64)
+    block = default_block_length(len(labels), horizon)
+    low, high = block_bootstrap_ci(correct, block_length=block, n_boot=n_boot, seed=seed)
+    return {
+        "n": len(labels),
+        "accuracy": float(correct.mean()),
+        "accuracy_ci": [low, high],
+        "accuracy_ci_method": f"95% circular block bootstrap, block {block} rows, {n_boot} resamples",
+        "ece": expected_calibration_error(labels, probs),
+        "brier": brier_score(labels, probs),
+        "log_loss": log_loss(labels, probs),
+        "auc": roc_auc(labels, probs),
+        "up_rate": float(labels.mean()),
+    }

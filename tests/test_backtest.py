@@ -1,0 +1,65 @@
+"""Backtest rules on small hand-computed series: long, short, flat, costs, no overlap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crpbot.backtest import MINUTE_NS, max_drawdown, run_backtest
+from crpbot.errors import CrpbotError
+
+MINUTES = np.arange(10, dtype=np.int64) * MINUTE_NS
+PROBS = np.array([0.7, 0.8, 0.5, 0.2, 0.6, 0.5, 0.1, 0.5, 0.5, 0.9])
+RETURNS = np.array([0.01, 0.5, 0.0, -0.02, 0.5, 0.0, 0.03, 0.0, 0.0, 0.002])
+
+
+def test_long_short_no_overlap_and_fees_by_hand():
+    result = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=10)
+    # entries at minutes 0 (long), 3 (short), 6 (short), 9 (long); 1 and 4 fall inside open trades
+    np.testing.assert_array_equal(result.entry_times // MINUTE_NS, [0, 3, 6, 9])
+    np.testing.assert_array_equal(result.sides, [1, -1, -1, 1])
+    np.testing.assert_allclose(result.pnl, [0.008, 0.018, -0.032, 0.0], atol=1e-12)
+    s = result.summary
+    assert (s["trades"], s["longs"], s["shorts"]) == (4, 2, 2)
+    assert s["win_rate"] == pytest.approx(0.5)
+    assert s["total_pnl"] == pytest.approx(-0.006)
+    assert s["avg_pnl"] == pytest.approx(-0.0015)
+    assert s["max_drawdown"] == pytest.approx(0.032)
+    assert s["exposure"] == pytest.approx(4 * 3 / 12)
+    per_year = 4 / 12 * 365.25 * 24 * 60
+    expected_sharpe = np.mean(result.pnl) / np.std(result.pnl, ddof=1) * np.sqrt(per_year)
+    assert s["sharpe"] == pytest.approx(expected_sharpe)
+
+
+def test_costs_scale_with_fee_and_slippage():
+    free = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=0)
+    costly = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=7, slippage_bps=3)
+    assert free.summary["total_pnl"] - costly.summary["total_pnl"] == pytest.approx(4 * 2 * 10 / 1e4)
+
+
+def test_flat_when_nothing_is_confident():
+    result = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.95, horizon=3)
+    s = result.summary
+    assert s["trades"] == 0 and s["total_pnl"] == 0.0 and s["max_drawdown"] == 0.0
+    assert s["win_rate"] is None and s["sharpe"] is None and s["exposure"] == 0.0
+
+
+def test_no_overlap_is_measured_in_time_across_gaps():
+    # rows 1 minute apart, then a 10-minute gap: the row after the gap may trade at once
+    times = np.array([0, 1, 12, 13], dtype=np.int64) * MINUTE_NS
+    result = run_backtest(times, np.full(4, 0.9), np.full(4, 0.01), threshold=0.6, horizon=5, fee_bps=0)
+    np.testing.assert_array_equal(result.entry_times // MINUTE_NS, [0, 12])
+
+
+def test_max_drawdown_counts_the_start_as_a_peak():
+    assert max_drawdown(np.array([-0.01, -0.02, 0.05])) == pytest.approx(0.03)
+    assert max_drawdown(np.array([])) == 0.0
+
+
+def test_bad_inputs():
+    with pytest.raises(CrpbotError, match="threshold"):
+        run_backtest(MINUTES, PROBS, RETURNS, threshold=0.4, horizon=3)
+    with pytest.raises(CrpbotError, match="increasing"):
+        run_backtest(MINUTES[::-1], PROBS, RETURNS, threshold=0.6, horizon=3)
+    with pytest.raises(CrpbotError, match="costs"):
+        run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=-1)

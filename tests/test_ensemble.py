@@ -1,0 +1,108 @@
+"""Seed ensembles: identical members equal the member, the temperature is fitted on val only,
+and a real 2-seed ensemble trains on the session's Ray instance and evaluates like a model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from crpbot.config import TrainConfig
+from crpbot.errors import CrpbotError
+from crpbot.metrics import TestSplitAccessError
+
+TINY = TrainConfig(cell="lstm", hidden_size=8, num_layers=1, bidirectional=True, head_hidden=8, dropout=0.0,
+                   lookback=20, horizon=15, max_train_windows=256, batch_size=128, max_epochs=1, patience=1,
+                   t0=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def member(tmp_path_factory, sample_path):
+    import torch
+
+    from crpbot.dataset import load_prepared
+    from crpbot.training import fit, save_model_artifact
+
+    torch.set_num_threads(1)
+    data = load_prepared("SOL", sample_path("SOL"), TINY)
+    result = fit(TINY, data, log=lambda _: None)
+    path = save_model_artifact(tmp_path_factory.mktemp("member") / "m", model_state=result.best_state,
+                               config=TINY, data=data, history=result.history, best_epoch=result.best_epoch,
+                               input_path=sample_path("SOL"))
+    return path, data
+
+
+def test_ensemble_of_identical_members_equals_the_member(member, tmp_path):
+    from crpbot.ensemble import build_ensemble, load_predictor
+
+    path, data = member
+    single = load_predictor(path)
+    assert single.temperature == 1.0  # an uncalibrated single model
+    ensemble_dir = build_ensemble([path, path, path], data, tmp_path / "ens", calibrate=False)
+    ensemble = load_predictor(ensemble_dir)
+    assert len(ensemble.models) == 3
+    for split in ("val", "test"):
+        ends_single, probs_single = single.predict_proba(data, split)
+        ends_ensemble, probs_ensemble = ensemble.predict_proba(data, split)
+        np.testing.assert_array_equal(ends_single, ends_ensemble)
+        np.testing.assert_allclose(probs_ensemble, probs_single, rtol=1e-6)
+
+
+def test_temperature_is_fitted_on_val_and_keeps_the_predicted_class(member, tmp_path):
+    from crpbot.ensemble import build_ensemble, load_predictor
+
+    path, data = member
+    ensemble_dir = build_ensemble([path, path], data, tmp_path / "ens")
+    calibration = json.loads((ensemble_dir / "calibration.json").read_text())
+    assert calibration["fitted_on"] == "val" and calibration["val_nll_after"] <= calibration["val_nll_before"]
+    raw = load_predictor(path).predict_proba(data, "test")[1]
+    calibrated = load_predictor(ensemble_dir).predict_proba(data, "test")[1]
+    assert load_predictor(ensemble_dir).temperature == pytest.approx(calibration["temperature"])
+    np.testing.assert_array_equal(calibrated >= 0.5, raw >= 0.5)
+
+
+def test_calibration_refuses_the_test_split(member):
+    from crpbot.calibration import TemperatureScaler
+    from crpbot.ensemble import load_predictor
+
+    path, data = member
+    with pytest.raises(TestSplitAccessError):
+        TemperatureScaler().fit_predictions(load_predictor(path).predictions(data, "test"))
+
+
+def test_members_with_other_splits_are_refused(member, tmp_path, sample_path):
+    from crpbot.dataset import load_prepared
+    from crpbot.ensemble import build_ensemble, load_predictor
+    from crpbot.training import save_model_artifact
+
+    path, data = member
+    other_config = TINY.replace(train_fraction=0.6)
+    other_data = load_prepared("SOL", sample_path("SOL"), other_config)
+    other = save_model_artifact(tmp_path / "other", model_state=load_predictor(path).models[0].state_dict(),
+                                config=other_config, data=other_data, history=[], best_epoch=0,
+                                input_path=sample_path("SOL"))
+    with pytest.raises(CrpbotError, match="differs .* in split_times"):
+        build_ensemble([path, other], data, tmp_path / "ens")
+    with pytest.raises(CrpbotError, match="not split like its members"):
+        build_ensemble([path], other_data, tmp_path / "ens")
+    assert not (tmp_path / "ens").exists()
+
+
+@pytest.mark.ray
+def test_two_seed_ensemble_on_ray_then_evaluate(ray_session, tmp_path, sample_path):
+    from crpbot.ensemble import load_predictor, train_ensemble
+    from crpbot.evaluate import evaluate_model
+
+    out = train_ensemble(TINY, "SOL", seeds=2, input_path=sample_path("SOL"), out_dir=tmp_path / "ens",
+                         log=lambda _: None)
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "ensemble" and config["members"] == ["members/seed_3", "members/seed_4"]
+    assert config["seeds"] == [3, 4]
+    predictor = load_predictor(out)
+    weights = [next(iter(m.state_dict().values())) for m in predictor.models]
+    assert not np.allclose(weights[0].numpy(), weights[1].numpy())  # different seeds, different members
+    result = evaluate_model(out, out_dir=tmp_path / "eval", n_boot=50, log=lambda _: None)
+    assert result.metrics["kind"] == "ensemble" and result.metrics["members"] == 2
+    assert 0.4 < result.metrics["accuracy"] < 0.6
+    assert not list(tmp_path.glob(".tmp-*"))  # staging of member artifacts cleaned up

@@ -1,0 +1,129 @@
+"""End to end on the bundled real data: a tiny model trained with ``training.fit``, then evaluated.
+
+No Ray: the loop is called directly (the Ray path is covered by test_ensemble).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crpbot.config import TrainConfig
+from crpbot.errors import CrpbotError
+from crpbot.evaluate import evaluate_model
+from crpbot.gate import GateThresholds
+
+TINY = TrainConfig(cell="gru", hidden_size=8, num_layers=1, bidirectional=False, head_hidden=8, dropout=0.0,
+                   lookback=20, horizon=15, max_train_windows=512, batch_size=128, max_epochs=2, patience=2,
+                   t0=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, sample_path):
+    import torch
+
+    from crpbot.dataset import load_prepared
+    from crpbot.training import fit, save_model_artifact
+
+    torch.set_num_threads(1)
+    data = load_prepared("BTC", sample_path("BTC"), TINY)
+    result = fit(TINY, data, log=lambda _: None)
+    return save_model_artifact(tmp_path_factory.mktemp("model") / "btc", model_state=result.best_state,
+                               config=TINY, data=data, history=result.history, best_epoch=result.best_epoch,
+                               input_path=sample_path("BTC"))
+
+
+def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
+    lines: list[str] = []
+    result = evaluate_model(tiny_model, out_dir=tmp_path / "eval", n_boot=200, log=lines.append)
+    out = result.out_dir
+    for name in ("predictions.parquet", "metrics.json", "report.md", "reliability.png", "equity_curve.png",
+                 "accuracy_vs_coverage.png", "training_curves.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("n", "accuracy", "accuracy_ci", "ece", "brier", "log_loss", "auc", "baselines",
+                "coverage_curve", "backtest", "gate"):
+        assert key in metrics, key
+    assert set(metrics["baselines"]) == {"majority", "momentum", "reversal", "logistic"}
+    assert set(metrics["backtest"]) >= {"trades", "win_rate", "total_pnl", "avg_pnl", "sharpe",
+                                        "max_drawdown", "exposure"}
+    # a two-epoch GRU on three weeks of 1-minute bars is near a coin flip: anything above 0.6 is a leak
+    assert 0.4 < metrics["accuracy"] < 0.6
+    assert metrics["accuracy_ci"][0] <= metrics["accuracy"] <= metrics["accuracy_ci"][1]
+    assert metrics["gate"]["passed"] is False and metrics["gate"]["reasons"][0].startswith("accuracy")
+    assert result.passed is False
+
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    assert list(predictions.columns) == ["timestamp", "prob_up", "label"]
+    assert len(predictions) == metrics["n"]
+    # the scored rows are the stored test split: after the validation period, never inside it
+    config = json.loads((tiny_model / "config.json").read_text())
+    first_test_ns = predictions["timestamp"].iloc[0].value
+    assert first_test_ns >= config["split_times"]["test"][0] > config["split_times"]["val"][1]
+    assert np.isclose(metrics["accuracy"], ((predictions.prob_up >= 0.5) == (predictions.label == 1)).mean())
+    assert any(line.startswith("Test Accuracy:") for line in lines)
+    assert any(line.startswith("Status: FAIL (accuracy") for line in lines)
+
+
+def test_lenient_gate_passes_and_existing_output_is_kept(tiny_model, tmp_path):
+    result = evaluate_model(tiny_model, out_dir=tmp_path / "eval", n_boot=50, log=lambda _: None,
+                            thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0))
+    assert result.passed and result.metrics["gate"]["reasons"] == []
+    before = (result.out_dir / "metrics.json").read_text()
+    with pytest.raises(CrpbotError, match="already exists"):
+        evaluate_model(tiny_model, out_dir=tmp_path / "eval", n_boot=50, log=lambda _: None)
+    assert (result.out_dir / "metrics.json").read_text() == before
+
+
+def test_input_overlapping_training_period_is_refused(tiny_model, tmp_path, sample_path):
+    with pytest.raises(CrpbotError, match="overlap the model's train/validation period"):
+        evaluate_model(tiny_model, input_path=sample_path("BTC"), out_dir=tmp_path / "e", log=lambda _: None)
+    assert not (tmp_path / "e").exists()
+
+
+def test_input_after_training_period_is_scored_whole(tiny_model, tmp_path, sample_path):
+    frame = pd.read_parquet(sample_path("BTC"))
+    later = frame.iloc[-3000:]
+    path = tmp_path / "BTC-USD_later.parquet"
+    later.to_parquet(path)
+    # the last 3000 bars lie in the stored test split; only the windows after val count
+    result = evaluate_model(tiny_model, input_path=path, out_dir=tmp_path / "e", n_boot=50,
+                            log=lambda _: None)
+    assert result.metrics["test_source"].startswith("all of")
+    assert result.metrics["baselines"]["logistic"] is not None  # fitted on the stored train split
+
+
+def test_bad_model_dir_is_a_user_error(tmp_path):
+    with pytest.raises(CrpbotError, match="not found"):
+        evaluate_model(tmp_path / "missing", out_dir=tmp_path / "e", log=lambda _: None)
+
+
+def test_cli_exits_zero_on_a_failed_gate_and_two_on_errors(tiny_model, tmp_path, capsys):
+    from crpbot.cli import main
+
+    assert main(["evaluate", "--model", str(tiny_model), "--out", str(tmp_path / "e")]) == 0
+    assert "Status: FAIL (accuracy" in capsys.readouterr().out
+    bad_fee = ["--fee-bps", "-5", "--out", str(tmp_path / "f")]
+    assert main(["evaluate", "--model", str(tiny_model), *bad_fee]) == 2
+    assert "backtest costs must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
+
+
+def test_recipe_script_checks_symbol_and_model_type(tiny_model, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script_path = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_model.py"
+    spec = importlib.util.spec_from_file_location("evaluate_model", script_path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    recipe = ["--model", str(tiny_model), "--min-accuracy", "0.68", "--max-calibration-error", "0.05"]
+    assert script.main([*recipe, "--symbol", "BTC-USD", "--model-type", "lstm"]) == 2
+    assert "does not match the model's cell gru" in capsys.readouterr().err
+    assert script.main([*recipe, "--symbol", "ETH-USD", "--model-type", "gru"]) == 2
+    out = ["--out", str(tmp_path / "s")]
+    assert script.main([*recipe, "--symbol", "BTC-USD", "--model-type", "gru", *out]) == 0
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["gate"]["min_accuracy"] == 0.68

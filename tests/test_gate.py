@@ -1,0 +1,84 @@
+"""Gate decision table, quorum, and the selective reading chosen on validation only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crpbot.errors import CrpbotError
+from crpbot.gate import (
+    GateDecision,
+    GateThresholds,
+    batch_decision,
+    choose_selective_threshold,
+    coin_decision,
+    selective_reading,
+)
+from crpbot.metrics import Predictions, TestSplitAccessError
+
+RECIPE = GateThresholds()
+
+
+@pytest.mark.parametrize(("accuracy", "ece", "passed", "failing"), [
+    (0.70, 0.03, True, []),
+    (0.68, 0.05, True, []),
+    (0.55, 0.03, False, ["accuracy"]),
+    (0.70, 0.08, False, ["calibration error"]),
+    (0.52, 0.09, False, ["accuracy", "calibration error"]),
+    (float("nan"), 0.01, False, ["accuracy"]),
+])
+def test_coin_decision_table(accuracy, ece, passed, failing):
+    decision = coin_decision(accuracy, ece, RECIPE)
+    assert decision.passed is passed
+    assert [reason.split(" ")[0] if not reason.startswith("calibration") else "calibration error"
+            for reason in decision.reasons] == failing
+
+
+def test_quorum_two_of_three():
+    ok, bad = GateDecision(True), GateDecision(False, ["accuracy 0.5 < min_accuracy 0.68"])
+    two = batch_decision({"BTC": ok, "ETH": ok, "SOL": bad}, RECIPE)
+    assert two.promoted and two.passed_coins == ["BTC", "ETH"] and two.failed_coins == ["SOL"]
+    assert two.reasons == ["SOL: accuracy 0.5 < min_accuracy 0.68"]
+    one = batch_decision({"BTC": ok, "ETH": bad, "SOL": bad}, RECIPE)
+    assert not one.promoted and "1 of 3 coin(s) passed, quorum is 2" in one.reasons
+    strict = batch_decision({"BTC": ok, "ETH": ok, "SOL": bad}, GateThresholds(quorum=3))
+    assert not strict.promoted
+
+
+def test_quorum_is_capped_at_batch_size():
+    alone = batch_decision({"BTC": GateDecision(True)}, RECIPE)
+    assert alone.promoted and alone.quorum == 1 and "capped" in alone.reasons[0]
+    assert not batch_decision({"BTC": GateDecision(False, ["x"])}, RECIPE).promoted
+
+
+def test_invalid_thresholds_raise():
+    with pytest.raises(CrpbotError, match="min_accuracy"):
+        GateThresholds(min_accuracy=1.5)
+    with pytest.raises(CrpbotError, match="quorum"):
+        GateThresholds(quorum=0)
+
+
+def _predictions(split: str, seed: int, n: int = 4000) -> Predictions:
+    """Confident rows are right 80% of the time, unsure rows are coin flips."""
+    rng = np.random.default_rng(seed)
+    probs = rng.uniform(0.3, 0.7, size=n)
+    confident = np.abs(probs - 0.5) >= 0.15
+    right = np.where(confident, rng.uniform(size=n) < 0.8, rng.uniform(size=n) < 0.5)
+    labels = np.where(right, probs >= 0.5, probs < 0.5).astype(float)
+    return Predictions(split, np.arange(n, dtype=np.int64), probs, labels, np.zeros(n))
+
+
+def test_selective_threshold_chosen_on_validation_and_read_on_test():
+    val, test = _predictions("val", 0), _predictions("test", 1)
+    tau = choose_selective_threshold(val, 0.7)
+    assert tau is not None and 0.6 <= tau <= 0.66
+    reading = selective_reading(val, test, 0.7)
+    assert reading["threshold"] == tau and reading["chosen_on"] == "val"
+    assert 0.2 < reading["test_coverage"] < 0.4 and reading["test_accuracy"] > 0.7
+
+
+def test_selective_threshold_refuses_test_and_reports_none():
+    with pytest.raises(TestSplitAccessError):
+        choose_selective_threshold(_predictions("test", 0), 0.7)
+    reading = selective_reading(_predictions("val", 0), _predictions("test", 1), 0.99)
+    assert reading["threshold"] is None and "no confidence threshold" in reading["note"]
