@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train one model with Ray Train and write its artifact"),
     "ensemble": ("ensemble", "train one config under K seeds on Ray, temperature fitted on validation"),
     "evaluate": ("evaluate", "score a model on its test split: metrics, baselines, backtest, gate, report"),
+    "promote": ("promote", "copy a verified model into the registry and make it current"),
+    "registry": ("registry", "list, show, roll back promoted models; push/pull them to/from S3"),
 }
 
 

@@ -1,0 +1,460 @@
+"""The model registry: immutable promoted versions per coin, an atomic ``current`` pointer, an S3 mirror.
+
+Layout (local and, under ``<prefix>/``, on S3)::
+
+    models/promoted/BTC-USD/v20250101T120000Z-1a2b3c4d/   a verified artifact directory, never edited
+    models/promoted/BTC-USD/current.json                  {"version": ..., "digest": ...}
+
+Why this shape: a version directory appears only by ``os.rename`` of a complete, verified
+copy, and ``current.json`` changes only by ``os.replace``; a crash at any instant therefore
+leaves the previous ``current`` naming a complete version. On S3 a version's ``manifest.json``
+is its commit marker (written last, conditionally) and the coin's ``current.json`` is written
+after the version it names is complete and read back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import stat
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from crpbot.artifact import (
+    MANIFEST_FILE,
+    content_digest,
+    fsync_dir,
+    parse_manifest,
+    read_artifact_json,
+    read_manifest,
+    verify_artifact,
+    write_json_atomic,
+)
+from crpbot.data import normalize_coin
+from crpbot.errors import CrpbotError
+
+DEFAULT_ROOT = "models"
+PROMOTED_DIR = "promoted"
+POINTER_FILE = "current.json"
+DEFAULT_PREFIX = "crpbot"
+_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_LOCK_FILE = ".lock"
+_TEMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class PromotedVersion:
+    """A version in the local registry; ``new`` is False when the content was already there."""
+
+    coin: str
+    version: str
+    path: Path
+    digest: str = ""
+    new: bool = False
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One row of ``crpbot registry list``."""
+
+    coin: str
+    version: str
+    path: Path
+    digest: str
+    created_at: str
+    data_fingerprint: str
+    kind: str
+    current: bool
+
+
+@dataclass(frozen=True)
+class PushedVersion:
+    """One version on S3 after a push; ``uploaded`` is False when it was already there, identical."""
+
+    coin: str
+    version: str
+    url: str
+    uploaded: bool
+
+
+def promote(model_dir: str | Path, coin: str, *, root: str | Path = DEFAULT_ROOT,
+            version: str | None = None) -> PromotedVersion:
+    """Copy a verified artifact into the registry as an immutable version and make it ``current``.
+
+    Promoting content that is already there (same manifest digest) copies nothing and only moves
+    the pointer; a version name that already holds different content is refused.
+    """
+    coin = normalize_coin(coin)
+    model_dir = Path(model_dir)
+    manifest = verify_artifact(model_dir)
+    _check_artifact_coin(model_dir, manifest, coin)
+    digest = content_digest(manifest)
+    if version is not None:
+        _check_version_name(version)
+    directory = coin_dir(root, coin)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _coin_lock(directory):
+        existing = _find_digest(directory, digest)
+        if existing is not None and version not in (None, existing):
+            raise CrpbotError(f"{coin}: this model is already promoted as {existing}; "
+                              f"not copying it again as {version}")
+        name = existing or version or _auto_version_name(digest)
+        new = existing is None
+        if new:
+            if (directory / name).exists():
+                raise CrpbotError(f"{coin} version {name} already exists with different content "
+                                  "(promoted versions are immutable)")
+            _install(directory, name, digest, lambda tmp: shutil.copytree(model_dir, tmp))
+        _write_pointer(directory, name, digest)
+    return PromotedVersion(coin, name, directory / name, digest, new)
+
+
+def rollback(coin: str, version: str, *, root: str | Path = DEFAULT_ROOT) -> PromotedVersion:
+    """Point ``current`` at an earlier version, after verifying that version is intact."""
+    coin = normalize_coin(coin)
+    directory = coin_dir(root, coin)
+    path = _version_path(directory, coin, version)
+    digest = content_digest(verify_artifact(path))
+    with _coin_lock(directory):
+        _write_pointer(directory, version, digest)
+    return PromotedVersion(coin, version, path, digest, False)
+
+
+def current_version(coin: str, *, root: str | Path = DEFAULT_ROOT) -> str | None:
+    """The version ``current`` names, or None before the first promotion."""
+    pointer = _read_pointer(coin_dir(root, normalize_coin(coin)))
+    return None if pointer is None else pointer["version"]
+
+
+def current_path(coin: str, *, root: str | Path = DEFAULT_ROOT) -> Path:
+    """Directory of the current version of a coin (what inference should load)."""
+    coin = normalize_coin(coin)
+    version = current_version(coin, root=root)
+    if version is None:
+        raise CrpbotError(f"no promoted {coin} model in {Path(root) / PROMOTED_DIR}")
+    return coin_dir(root, coin) / version
+
+
+def list_versions(root: str | Path = DEFAULT_ROOT, coin: str | None = None) -> list[VersionInfo]:
+    """Every promoted version (by coin, then name), read from manifests without hashing the files."""
+    rows = []
+    for name in [normalize_coin(coin)] if coin else _local_coins(root):
+        directory = coin_dir(root, name)
+        current = current_version(name, root=root) if directory.is_dir() else None
+        for version in _version_names(directory):
+            path = directory / version
+            manifest = read_manifest(path)
+            kind = ""
+            if "config.json" in manifest["files"]:
+                config = read_artifact_json(path, "config.json")
+                kind = str(config.get("kind", "")) if isinstance(config, dict) else ""
+            rows.append(VersionInfo(name, version, path, content_digest(manifest),
+                                    str(manifest.get("created_at", "")),
+                                    str(manifest.get("data_fingerprint", "")), kind, version == current))
+    return rows
+
+
+def show(coin: str, version: str | None = None, *, root: str | Path = DEFAULT_ROOT) -> dict[str, Any]:
+    """Verify one version (default: current) and describe it: manifest facts plus its config.json."""
+    coin = normalize_coin(coin)
+    directory = coin_dir(root, coin)
+    current = current_version(coin, root=root) if directory.is_dir() else None
+    version = version or current
+    if version is None:
+        raise CrpbotError(f"no promoted {coin} model in {Path(root) / PROMOTED_DIR}")
+    path = _version_path(directory, coin, version)
+    manifest = verify_artifact(path)
+    files = manifest["files"]
+    return {
+        "coin": coin, "version": version, "current": version == current, "path": str(path),
+        "digest": content_digest(manifest), "verified": True,
+        "created_at": manifest.get("created_at"), "crpbot_version": manifest.get("crpbot_version"),
+        "git_commit": manifest.get("git_commit"), "data_fingerprint": manifest.get("data_fingerprint"),
+        "files": len(files), "bytes": sum(entry["size"] for entry in files.values()),
+        "config": read_artifact_json(path, "config.json") if "config.json" in files else None,
+    }
+
+
+def push(root: str | Path, bucket: str, *, coin: str | None = None, prefix: str = DEFAULT_PREFIX,
+         endpoint_url: str | None = None) -> list[PushedVersion]:
+    """Upload every local version (of one coin or all) and then each coin's ``current`` pointer.
+
+    Each object is written only if absent (If-None-Match) and read back against the manifest,
+    so concurrent pushes of different versions cannot clobber each other's bytes.
+    """
+    from crpbot import s3
+
+    prefix = _check_prefix(prefix)
+    coins = [normalize_coin(coin)] if coin else _local_coins(root)
+    if not coins:
+        raise CrpbotError(f"nothing to push: no promoted models in {Path(root) / PROMOTED_DIR}")
+    client = s3.make_client(endpoint_url)
+    s3.check_bucket(client, bucket)
+    pushed = []
+    for name in coins:
+        directory = coin_dir(root, name)
+        versions = _version_names(directory)
+        if not versions:
+            raise CrpbotError(f"nothing to push: no promoted {name} model in {Path(root) / PROMOTED_DIR}")
+        for version in versions:
+            pushed.append(_push_version(client, bucket, prefix, name, directory / version))
+        pointer = _read_pointer(directory)
+        if pointer is not None:
+            body = json.dumps(_pointer_record(pointer["version"], pointer["digest"]), indent=2).encode()
+            s3.put_bytes(client, bucket, f"{prefix}/{name}/{POINTER_FILE}", body)
+    return pushed
+
+
+def pull(root: str | Path, bucket: str, *, coin: str | None = None, version: str | None = None,
+         prefix: str = DEFAULT_PREFIX, endpoint_url: str | None = None) -> list[PromotedVersion]:
+    """Download a version (default: each coin's remote ``current``) into the local registry.
+
+    Files land in a temporary directory, are checked against the manifest (and the pointer's
+    digest), and only then renamed into place; pulling the remote current also moves the
+    local pointer. Any mismatch raises and leaves the local registry as it was.
+    """
+    from crpbot import s3
+
+    prefix = _check_prefix(prefix)
+    if version is not None and coin is None:
+        raise CrpbotError("pulling a named version needs a coin")
+    client = s3.make_client(endpoint_url)
+    s3.check_bucket(client, bucket)
+    remote_coins = [coin] if coin else s3.list_subprefixes(client, bucket, prefix)
+    coins = [normalize_coin(name) for name in remote_coins]
+    if not coins:
+        raise CrpbotError(f"nothing to pull: no models under s3://{bucket}/{prefix}/")
+    pulled = []
+    for name in coins:
+        expected_digest = None
+        wanted = version
+        if wanted is None:
+            pointer_url = f"s3://{bucket}/{prefix}/{name}/{POINTER_FILE}"
+            raw = s3.get_bytes(client, bucket, f"{prefix}/{name}/{POINTER_FILE}")
+            if raw is None:
+                raise CrpbotError(f"{pointer_url} is missing: no current {name} model on S3")
+            pointer = _parse_pointer(raw, pointer_url)
+            wanted, expected_digest = pointer["version"], pointer["digest"]
+        pulled.append(_pull_version(client, bucket, prefix, Path(root), name, wanted, expected_digest,
+                                    move_current=version is None))
+    return pulled
+
+
+def coin_dir(root: str | Path, coin: str) -> Path:
+    return Path(root) / PROMOTED_DIR / coin
+
+
+def _push_version(client: Any, bucket: str, prefix: str, coin: str, path: Path) -> PushedVersion:
+    from crpbot import s3
+
+    manifest = verify_artifact(path)
+    digest = content_digest(manifest)
+    base = f"{prefix}/{coin}/{path.name}"
+    url = f"s3://{bucket}/{base}"
+    remote = s3.get_bytes(client, bucket, f"{base}/{MANIFEST_FILE}")
+    if remote is not None:
+        _check_same_content(parse_manifest(remote, url), digest, url)
+        return PushedVersion(coin, path.name, url, uploaded=False)
+    for name, entry in sorted(manifest["files"].items()):
+        data = (path / name).read_bytes()
+        _check_bytes(data, entry, f"local {path / name}")
+        s3.put_bytes(client, bucket, f"{base}/{name}", data, if_absent=True)
+        back = s3.get_bytes(client, bucket, f"{base}/{name}")
+        _check_bytes(back or b"", entry, f"{url}/{name} after upload (another push writing this version?)")
+    manifest_bytes = (path / MANIFEST_FILE).read_bytes()
+    if not s3.put_bytes(client, bucket, f"{base}/{MANIFEST_FILE}", manifest_bytes, if_absent=True):
+        remote = s3.get_bytes(client, bucket, f"{base}/{MANIFEST_FILE}") or b""
+        _check_same_content(parse_manifest(remote, url), digest, url)
+    return PushedVersion(coin, path.name, url, uploaded=True)
+
+
+def _pull_version(client: Any, bucket: str, prefix: str, root: Path, coin: str, version: str,
+                  expected_digest: str | None, *, move_current: bool) -> PromotedVersion:
+    from crpbot import s3
+
+    _check_version_name(version)
+    base = f"{prefix}/{coin}/{version}"
+    url = f"s3://{bucket}/{base}"
+    manifest_bytes = s3.get_bytes(client, bucket, f"{base}/{MANIFEST_FILE}")
+    if manifest_bytes is None:
+        raise CrpbotError(f"{url}/{MANIFEST_FILE} is missing: no such version, or its push did not finish")
+    manifest = parse_manifest(manifest_bytes, url)
+    digest = content_digest(manifest)
+    if expected_digest is not None and digest != expected_digest:
+        raise CrpbotError(f"{url}: manifest digest {digest[:12]} differs from the remote pointer's "
+                          f"{expected_digest[:12]} (tampered manifest?)")
+
+    def download(tmp: Path) -> None:
+        tmp.mkdir()
+        (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
+        for name, entry in sorted(manifest["files"].items()):
+            size, sha256 = s3.download_hashed(client, bucket, f"{base}/{name}", tmp / name)
+            if size != entry["size"]:
+                raise CrpbotError(f"{url}/{name}: {size} bytes, manifest says {entry['size']} (truncated?)")
+            if sha256 != entry["sha256"]:
+                raise CrpbotError(f"{url}/{name}: sha256 does not match its manifest (tampered?)")
+
+    directory = coin_dir(root, coin)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _coin_lock(directory):
+        target = directory / version
+        new = not target.exists()
+        if new:
+            _install(directory, version, digest, download)
+        else:
+            _check_same_content(read_manifest(target), digest, f"local {coin} version {version}")
+            verify_artifact(target)
+        if move_current:
+            _write_pointer(directory, version, digest)
+    return PromotedVersion(coin, version, target, digest, new)
+
+
+def _install(directory: Path, version: str, digest: str, fill: Any) -> None:
+    """Fill a temp dir beside the version, verify it, freeze it, rename it into place."""
+    tmp = directory / f"{_TEMP_PREFIX}{version}-{uuid.uuid4().hex[:12]}"
+    try:
+        fill(tmp)
+        installed = verify_artifact(tmp)
+        if content_digest(installed) != digest:
+            raise CrpbotError(f"{directory.name} version {version}: content changed while it was copied")
+        _make_files_read_only(tmp)
+        os.rename(tmp, directory / version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def _coin_lock(directory: Path) -> Iterator[None]:
+    """Serialise writers of one coin (promote, pull, rollback) and clear temp dirs of crashed ones."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / _LOCK_FILE, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            for leftover in directory.glob(f"{_TEMP_PREFIX}*"):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _write_pointer(directory: Path, version: str, digest: str) -> None:
+    write_json_atomic(directory / POINTER_FILE, _pointer_record(version, digest))
+
+
+def _pointer_record(version: str, digest: str) -> dict[str, str]:
+    return {"version": version, "digest": digest,
+            "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _read_pointer(directory: Path) -> dict[str, str] | None:
+    path = directory / POINTER_FILE
+    if not path.is_file():
+        return None
+    pointer = _parse_pointer(path.read_bytes(), str(path))
+    if not (directory / pointer["version"]).is_dir():
+        raise CrpbotError(f"{path} names version {pointer['version']}, which is not in the registry")
+    return pointer
+
+
+def _parse_pointer(raw: bytes, where: str) -> dict[str, str]:
+    try:
+        pointer = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CrpbotError(f"{where} is not valid JSON") from exc
+    if not (isinstance(pointer, dict) and isinstance(pointer.get("version"), str)
+            and isinstance(pointer.get("digest"), str)):
+        raise CrpbotError(f"{where} lacks a version and digest")
+    _check_version_name(pointer["version"])
+    return pointer
+
+
+def _check_same_content(manifest: dict, digest: str, where: str) -> None:
+    if content_digest(manifest) != digest:
+        raise CrpbotError(f"{where} already holds different content (versions are immutable)")
+
+
+def _check_bytes(data: bytes, entry: dict, where: str) -> None:
+    import hashlib
+
+    if len(data) != entry["size"]:
+        raise CrpbotError(f"{where}: {len(data)} bytes, manifest says {entry['size']}")
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise CrpbotError(f"{where}: sha256 does not match its manifest")
+
+
+def _check_artifact_coin(model_dir: Path, manifest: dict, coin: str) -> None:
+    """Refuse what is not a model/ensemble artifact, or a model trained for another coin."""
+    if "config.json" not in manifest["files"]:
+        raise CrpbotError(f"{model_dir} is not a model artifact: no config.json")
+    config = read_artifact_json(model_dir, "config.json")
+    if not isinstance(config, dict) or config.get("kind") not in ("model", "ensemble"):
+        raise CrpbotError(f"{model_dir}/config.json: kind must be 'model' or 'ensemble'")
+    trained_for = config.get("coin")
+    if trained_for is not None and normalize_coin(trained_for) != coin:
+        raise CrpbotError(f"{model_dir} was trained for {trained_for}, not {coin}")
+
+
+def _find_digest(directory: Path, digest: str) -> str | None:
+    for version in _version_names(directory):
+        if content_digest(read_manifest(directory / version)) == digest:
+            return version
+    return None
+
+
+def _version_path(directory: Path, coin: str, version: str) -> Path:
+    _check_version_name(version)
+    path = directory / version
+    if not path.is_dir():
+        known = ", ".join(_version_names(directory)) or "none"
+        raise CrpbotError(f"unknown {coin} version {version!r} (promoted: {known})")
+    return path
+
+
+def _version_names(directory: Path) -> list[str]:
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _local_coins(root: str | Path) -> list[str]:
+    promoted = Path(root) / PROMOTED_DIR
+    if not promoted.is_dir():
+        return []
+    return sorted(p.name for p in promoted.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _auto_version_name(digest: str) -> str:
+    return f"v{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{digest[:8]}"
+
+
+def _check_version_name(version: str) -> None:
+    if not isinstance(version, str) or not _VERSION_NAME.fullmatch(version) or version == POINTER_FILE:
+        raise CrpbotError(f"invalid version name {version!r}: use letters, digits, '.', '_' or '-'")
+
+
+def _check_prefix(prefix: str) -> str:
+    cleaned = prefix.strip("/")
+    if not cleaned or any(part in ("", ".", "..") for part in cleaned.split("/")):
+        raise CrpbotError(f"invalid S3 prefix {prefix!r}")
+    return cleaned
+
+
+def _make_files_read_only(root: Path) -> None:
+    """A promoted version is immutable; read-only files catch accidental in-place edits."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath) / name
+            path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
