@@ -19,6 +19,7 @@ from crpbot.errors import CrpbotError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "features": ("features", "validate bars and write the feature table"),
     "train": ("train", "train one model with Ray Train and write its artifact"),
+    "tune": ("tune", "hyperparameter search with Ray Tune, Optuna and ASHA"),
     "ensemble": ("ensemble", "train one config under K seeds on Ray, temperature fitted on validation"),
     "evaluate": ("evaluate", "score a model on its test split: metrics, baselines, backtest, gate, report"),
     "promote": ("promote", "copy a verified model into the registry and make it current"),
@@ -48,7 +49,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("crpbot: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
