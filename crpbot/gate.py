@@ -34,8 +34,9 @@ class GateThresholds:
         if not 0.0 <= self.min_accuracy <= 1.0:
             raise CrpbotError(f"invalid min_accuracy {self.min_accuracy}: must be in [0, 1]")
         if not 0.0 <= self.max_calibration_error <= 1.0:
-            raise CrpbotError(f"invalid max_calibration_error {self.max_calibration_error}: "
-                              "must be in [0, 1]")
+            raise CrpbotError(
+                f"invalid max_calibration_error {self.max_calibration_error}: must be in [0, 1]"
+            )
         if isinstance(self.quorum, bool) or not isinstance(self.quorum, int) or self.quorum < 1:
             raise CrpbotError(f"invalid quorum {self.quorum!r}: must be an integer >= 1")
 
@@ -57,8 +58,9 @@ def coin_decision(accuracy: float, ece: float, thresholds: GateThresholds) -> Ga
     if not accuracy >= thresholds.min_accuracy:
         reasons.append(f"accuracy {accuracy:.4f} < min_accuracy {thresholds.min_accuracy:.4f}")
     if not ece <= thresholds.max_calibration_error:
-        reasons.append(f"calibration error {ece:.4f} > max_calibration_error "
-                       f"{thresholds.max_calibration_error:.4f}")
+        reasons.append(
+            f"calibration error {ece:.4f} > max_calibration_error {thresholds.max_calibration_error:.4f}"
+        )
     return GateDecision(passed=not reasons, reasons=reasons)
 
 
@@ -77,27 +79,35 @@ class BatchDecision:
 def batch_decision(decisions: dict[str, GateDecision], thresholds: GateThresholds) -> BatchDecision:
     """The batch is promoted when at least ``quorum`` coins pass.
 
-    A batch smaller than the quorum (e.g. one coin) needs every coin to pass: the quorum is
-    capped at the batch size, and the cap is stated in the reasons.
+    The quorum is never lowered to the number of coins evaluated: a batch smaller than the
+    quorum (e.g. one coin under the default 2) is not promoted, whatever its coins scored,
+    and the reasons say how to ask for a smaller quorum explicitly.
     """
     if not decisions:
         raise CrpbotError("gate: no coins to decide on")
-    quorum = min(thresholds.quorum, len(decisions))
+    quorum = thresholds.quorum
     passed = sorted(coin for coin, d in decisions.items() if d.passed)
     failed = sorted(coin for coin, d in decisions.items() if not d.passed)
     reasons = [f"{coin}: {reason}" for coin in failed for reason in decisions[coin].reasons]
-    if quorum < thresholds.quorum:
-        reasons.append(f"quorum {thresholds.quorum} capped at the {len(decisions)} coin(s) evaluated")
     promoted = len(passed) >= quorum
-    if not promoted:
+    if len(decisions) < quorum:
+        reasons.append(
+            f"only {len(decisions)} coin(s) evaluated, quorum is {quorum} "
+            f"(pass --quorum {len(decisions)} to promote a smaller batch)"
+        )
+    elif not promoted:
         reasons.append(f"{len(passed)} of {len(decisions)} coin(s) passed, quorum is {quorum}")
-    return BatchDecision(promoted=promoted, quorum=quorum, passed_coins=passed, failed_coins=failed,
-                         reasons=reasons)
+    return BatchDecision(
+        promoted=promoted, quorum=quorum, passed_coins=passed, failed_coins=failed, reasons=reasons
+    )
 
 
-def choose_selective_threshold(validation: Predictions, min_accuracy: float,
-                               thresholds: tuple[float, ...] = COVERAGE_THRESHOLDS,
-                               min_rows: int = MIN_SELECTIVE_ROWS) -> float | None:
+def choose_selective_threshold(
+    validation: Predictions,
+    min_accuracy: float,
+    thresholds: tuple[float, ...] = COVERAGE_THRESHOLDS,
+    min_rows: int = MIN_SELECTIVE_ROWS,
+) -> float | None:
     """Smallest confidence threshold whose validation accuracy reaches ``min_accuracy``.
 
     Smallest, so coverage is as large as possible; ``None`` when no threshold keeps
@@ -116,11 +126,16 @@ def choose_selective_threshold(validation: Predictions, min_accuracy: float,
 def selective_reading(validation: Predictions, test: Predictions, min_accuracy: float) -> dict[str, object]:
     """τ chosen on validation, then the test coverage and accuracy at that τ (information only)."""
     threshold = choose_selective_threshold(validation, min_accuracy)
-    reading: dict[str, object] = {"min_accuracy": min_accuracy, "threshold": threshold,
-                                  "chosen_on": validation.split}
+    reading: dict[str, object] = {
+        "min_accuracy": min_accuracy,
+        "threshold": threshold,
+        "chosen_on": validation.split,
+    }
     if threshold is None:
-        reading["note"] = (f"no confidence threshold reaches accuracy {min_accuracy:.2f} on "
-                           f">= {MIN_SELECTIVE_ROWS} validation rows")
+        reading["note"] = (
+            f"no confidence threshold reaches accuracy {min_accuracy:.2f} on "
+            f">= {MIN_SELECTIVE_ROWS} validation rows"
+        )
         return reading
     for predictions in (validation, test):
         kept = confidence(predictions.probs) >= threshold

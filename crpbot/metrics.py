@@ -53,6 +53,11 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.probs)
 
+    def where(self, mask: np.ndarray) -> Predictions:
+        """The rows where ``mask`` is true."""
+        return Predictions(self.split, self.timestamps[mask], self.probs[mask], self.labels[mask],
+                           self.forward_returns[mask])
+
 
 def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate once so every metric fails with the same clear message."""
@@ -115,8 +120,9 @@ def confidence(probs: np.ndarray) -> np.ndarray:
     return np.maximum(probs, 1 - probs)
 
 
-def reliability_bins(labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reliability_bins(
+    labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per equal-width bin over [0, 1] of the confidence: (count, mean confidence, accuracy).
 
     Binning as in ``sklearn.calibration.calibration_curve(strategy="uniform")``; empty bins
@@ -145,8 +151,51 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: in
     return float(np.sum(counts[filled] / counts.sum() * np.abs(bin_accuracy[filled] - mean_conf[filled])))
 
 
-def block_bootstrap_ci(values: np.ndarray, *, block_length: int, n_boot: int = 1000,
-                       level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def equal_mass_bins(
+    labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-count bin of the confidence: (count, mean confidence, accuracy).
+
+    Rows are ranked by confidence max(p, 1 - p), ascending (ties keep their input order, so
+    the binning is deterministic), and the row of rank r (0-based) of n goes to bin
+    floor(r * n_bins / n): every bin holds n // n_bins or n // n_bins + 1 rows. With fewer
+    rows than bins some bins are empty (count 0, NaN means).
+    """
+    labels, probs = _check(labels, probs)
+    conf = confidence(probs)
+    correct = (predicted_up(probs) == (labels == 1)).astype(np.float64)
+    n = len(conf)
+    order = np.argsort(conf, kind="stable")
+    bin_ids = np.empty(n, dtype=np.int64)
+    bin_ids[order] = np.arange(n, dtype=np.int64) * n_bins // n
+    counts = np.bincount(bin_ids, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(bin_ids, weights=conf, minlength=n_bins) / counts
+        bin_accuracy = np.bincount(bin_ids, weights=correct, minlength=n_bins) / counts
+    return counts, mean_conf, bin_accuracy
+
+
+def equal_mass_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """ECE over 15 equal-count bins of the confidence (see :func:`equal_mass_bins`).
+
+    Where the confidences crowd into a narrow range (here mostly 0.50-0.53) the equal-width
+    ECE puts nearly every row into one bin and averages over- and under-confidence away;
+    equal-count bins still resolve that range.
+    """
+    counts, mean_conf, bin_accuracy = equal_mass_bins(labels, probs, n_bins)
+    filled = counts > 0
+    return float(np.sum(counts[filled] / counts.sum() * np.abs(bin_accuracy[filled] - mean_conf[filled])))
+
+
+def calibration_in_the_large(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean P(up) minus the observed up rate: > 0 means the model predicts up too often on average."""
+    labels, probs = _check(labels, probs)
+    return float(probs.mean() - labels.mean())
+
+
+def block_bootstrap_ci(
+    values: np.ndarray, *, block_length: int, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile CI of the mean by the circular moving-block bootstrap.
 
     Consecutive windows share most of their bars and their 15-minute labels overlap, so rows
@@ -158,8 +207,9 @@ def block_bootstrap_ci(values: np.ndarray, *, block_length: int, n_boot: int = 1
     if n == 0:
         raise CrpbotError("no rows to bootstrap")
     if block_length < 1 or n_boot < 1 or not 0 < level < 1:
-        raise CrpbotError(f"invalid bootstrap settings: block_length={block_length}, n_boot={n_boot}, "
-                          f"level={level}")
+        raise CrpbotError(
+            f"invalid bootstrap settings: block_length={block_length}, n_boot={n_boot}, level={level}"
+        )
     block_length = min(block_length, n)
     n_blocks = -(-n // block_length)
     rng = np.random.default_rng(seed)
@@ -167,10 +217,12 @@ def block_bootstrap_ci(values: np.ndarray, *, block_length: int, n_boot: int = 1
     offsets = np.arange(block_length)
     # resamples in chunks of ~4M indices: a 60k-row test split x 1000 resamples would need 0.5 GB at once
     chunk = max(1, 4_000_000 // (n_blocks * block_length))
-    means = np.concatenate([
-        values[((part[:, :, None] + offsets) % n).reshape(len(part), -1)[:, :n]].mean(axis=1)
-        for part in np.array_split(starts, range(chunk, n_boot, chunk))
-    ])
+    means = np.concatenate(
+        [
+            values[((part[:, :, None] + offsets) % n).reshape(len(part), -1)[:, :n]].mean(axis=1)
+            for part in np.array_split(starts, range(chunk, n_boot, chunk))
+        ]
+    )
     alpha = (1 - level) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(low), float(high)
@@ -181,8 +233,11 @@ def default_block_length(n: int, horizon: int) -> int:
     return max(2 * horizon, round(n ** (1 / 3)), 1)
 
 
-def coverage_curve(labels: np.ndarray, probs: np.ndarray, thresholds: tuple[float, ...] = COVERAGE_THRESHOLDS,
-                   ) -> list[dict[str, float | int | None]]:
+def coverage_curve(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    thresholds: tuple[float, ...] = COVERAGE_THRESHOLDS,
+) -> list[dict[str, float | int | None]]:
     """Accuracy on the rows whose confidence is >= each threshold, and the share of rows kept."""
     labels, probs = _check(labels, probs)
     conf = confidence(probs)
@@ -191,17 +246,20 @@ def coverage_curve(labels: np.ndarray, probs: np.ndarray, thresholds: tuple[floa
     for threshold in thresholds:
         kept = conf >= threshold
         n_kept = int(kept.sum())
-        curve.append({
-            "threshold": float(threshold),
-            "coverage": n_kept / len(labels),
-            "n": n_kept,
-            "accuracy": float(correct[kept].mean()) if n_kept else None,
-        })
+        curve.append(
+            {
+                "threshold": float(threshold),
+                "coverage": n_kept / len(labels),
+                "n": n_kept,
+                "accuracy": float(correct[kept].mean()) if n_kept else None,
+            }
+        )
     return curve
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray, *, horizon: int,
-                           n_boot: int = 1000, seed: int = 0) -> dict[str, object]:
+def classification_metrics(
+    labels: np.ndarray, probs: np.ndarray, *, horizon: int, n_boot: int = 1000, seed: int = 0
+) -> dict[str, object]:
     """The scalar metrics of metrics.json for one set of scored rows."""
     labels, probs = _check(labels, probs)
     correct = (predicted_up(probs) == (labels == 1)).astype(np.float64)
@@ -213,6 +271,8 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, *, horizon: in
         "accuracy_ci": [low, high],
         "accuracy_ci_method": f"95% circular block bootstrap, block {block} rows, {n_boot} resamples",
         "ece": expected_calibration_error(labels, probs),
+        "ece_equal_mass": equal_mass_calibration_error(labels, probs),
+        "calibration_in_the_large": calibration_in_the_large(labels, probs),
         "brier": brier_score(labels, probs),
         "log_loss": log_loss(labels, probs),
         "auc": roc_auc(labels, probs),

@@ -35,9 +35,11 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     lines = [
         f"Test Accuracy: {metrics['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}, n={metrics['n']:,}; "
         f"best baseline {best_name} {baselines[best_name]:.4f})",
-        f"Calibration Error: {metrics['ece']:.4f}",
-        f"Win Rate: {_num(bt['win_rate'])} ({bt['trades']} trades at tau {bt['threshold']:.2f}, "
-        f"{bt['cost_bps_per_side']:g} bps per side)",
+        f"Calibration Error: {metrics['ece']:.4f} (equal-mass bins {_num(metrics.get('ece_equal_mass'))}; "
+        f"mean P(up) - up rate {_num(metrics.get('calibration_in_the_large'), '+.4f')})",
+        f"Win Rate: {_num(bt['win_rate'])} after costs ({_num(bt.get('gross_win_rate'))} before costs; "
+        f"round trip {_num(bt.get('breakeven_move_bps'), 'g')} bps; {bt['trades']} trades at tau "
+        f"{bt['threshold']:.2f}, {bt['cost_bps_per_side']:g} bps per side)",
         f"Total PnL: {bt['total_pnl']:.4f}",
         f"Sharpe: {_num(bt['sharpe'], '.2f')}",
         f"Max Drawdown: {bt['max_drawdown']:.4f}",
@@ -45,16 +47,19 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     ]
     selective = gate.get("selective") or {}
     if selective.get("threshold") is not None:
-        lines.append(f"Selective reading (information only): at confidence >= {selective['threshold']:.2f} "
-                     f"(chosen on val) test coverage {selective['test_coverage']:.1%}, "
-                     f"accuracy {_num(selective['test_accuracy'])}")
+        lines.append(
+            f"Selective reading (information only): at confidence >= {selective['threshold']:.2f} "
+            f"(chosen on val) test coverage {selective['test_coverage']:.1%}, "
+            f"accuracy {_num(selective['test_accuracy'])}"
+        )
     else:
         lines.append(f"Selective reading (information only): {selective.get('note', 'no threshold')}")
     return lines
 
 
-def write_report(directory: Path, metrics: dict[str, Any], test: Any, trades: Any,
-                 history: list[dict[str, Any]]) -> list[Path]:
+def write_report(
+    directory: Path, metrics: dict[str, Any], test: Any, trades: Any, history: list[dict[str, Any]]
+) -> list[Path]:
     """Write report.md and the PNG plots into ``directory``; returns the files written."""
     import matplotlib
 
@@ -91,13 +96,17 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "| metric | value |",
         "|---|---|",
         f"| accuracy | {metrics['accuracy']:.4f} (95% CI {low:.4f} – {high:.4f}) |",
-        f"| ECE | {metrics['ece']:.4f} |",
+        f"| ECE (15 equal-width bins; the gate's) | {metrics['ece']:.4f} |",
+        f"| ECE, 15 equal-mass bins | {_num(metrics.get('ece_equal_mass'))} |",
+        f"| calibration in the large (mean P(up) − up rate) "
+        f"| {_num(metrics.get('calibration_in_the_large'), '+.4f')} |",
         f"| Brier | {metrics['brier']:.4f} |",
         f"| log loss | {metrics['log_loss']:.4f} |",
         f"| AUC | {_num(metrics['auc'])} |",
         "",
-        f"CI: {metrics['accuracy_ci_method']}. ECE: {metrics['ece_definition']}.",
+        f"CI: {metrics['accuracy_ci_method']}. Calibration: {metrics['ece_definition']}.",
         "",
+        *_validation_section(metrics.get("validation")),
         "## Baselines (same rows)",
         "",
         "| rule | accuracy |",
@@ -110,11 +119,26 @@ def _markdown(metrics: dict[str, Any]) -> str:
         f"({bt['threshold_source']}); hold {metrics.get('horizon_minutes', 'h')} bars, no overlap, "
         f"{bt['cost_bps_per_side']:g} bps per side.",
         "",
-        "| trades | longs | shorts | win rate | total PnL | avg PnL | Sharpe | max drawdown | exposure |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| {bt['trades']} | {bt['longs']} | {bt['shorts']} | {_num(bt['win_rate'])} | {bt['total_pnl']:.4f} "
+        "| trades | longs | shorts | win rate (after costs) | win rate (before costs) | round trip (bps) "
+        "| total PnL | avg PnL | Sharpe | max drawdown | exposure |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {bt['trades']} | {bt['longs']} | {bt['shorts']} | {_num(bt['win_rate'])} "
+        f"| {_num(bt.get('gross_win_rate'))} | {_num(bt.get('breakeven_move_bps'), 'g')} "
+        f"| {bt['total_pnl']:.4f} "
         f"| {_num(bt['avg_pnl'], '.5f')} | {_num(bt['sharpe'], '.2f')} | {bt['max_drawdown']:.4f} "
         f"| {bt['exposure']:.3f} |",
+        "",
+        "How to read it:",
+        "",
+        "- Entries are at close[t], the last bar the model saw, with no latency: a real order fills "
+        "later, at a price that has already moved. `--slippage-bps` adds that allowance per side "
+        "(it is included in the bps per side above).",
+        "- The win rate after costs counts trades whose net PnL is > 0; a move must exceed the round trip "
+        "to win, and most 15-minute moves are smaller, so it sits far below the directional accuracy. "
+        "The win rate before costs is the share of trades whose direction was right "
+        "(side × forward return > 0; a flat move is not a win).",
+        "- Max drawdown is measured on the closed-trade equity curve (cumulative net PnL after each "
+        "trade), not on prices marked inside a trade, so intra-trade dips are not in it.",
         "",
         "## Gate",
         "",
@@ -132,28 +156,77 @@ def _markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _validation_section(validation: dict[str, Any] | None) -> list[str]:
+    """Validation numbers, labelled in-sample: they were used to fit and choose things."""
+    if not validation:
+        return []
+    return [
+        "## Validation (in-sample: used for early stopping, model selection, temperature and τ)",
+        "",
+        f"{validation.get('note', '')}",
+        "",
+        "| metric (validation, in-sample) | value |",
+        "|---|---|",
+        f"| windows | {validation['n']:,} |",
+        f"| accuracy | {_num(validation.get('accuracy'))} |",
+        f"| ECE (15 equal-width bins) | {_num(validation.get('ece'))} |",
+        f"| ECE, 15 equal-mass bins | {_num(validation.get('ece_equal_mass'))} |",
+        f"| calibration in the large (mean P(up) − up rate) "
+        f"| {_num(validation.get('calibration_in_the_large'), '+.4f')} |",
+        "",
+    ]
+
+
 def _selective_text(selective: dict[str, Any]) -> str:
     if selective.get("threshold") is None:
         return selective.get("note", "no threshold found")
-    return (f"confidence >= {selective['threshold']:.2f} chosen on validation (val coverage "
-            f"{selective['val_coverage']:.1%}, accuracy {_num(selective['val_accuracy'])}); on test: "
-            f"coverage {selective['test_coverage']:.1%}, accuracy {_num(selective['test_accuracy'])}.")
+    return (
+        f"confidence >= {selective['threshold']:.2f} chosen on validation (val coverage "
+        f"{selective['val_coverage']:.1%}, accuracy {_num(selective['val_accuracy'])}); on test: "
+        f"coverage {selective['test_coverage']:.1%}, accuracy {_num(selective['test_accuracy'])}."
+    )
 
 
 def _plot_reliability(path: Path, test: Any) -> Path:
+    """Reliability curve above a histogram of the rows per bin (counts as bars, not overlapping labels)."""
     import matplotlib.pyplot as plt
 
     counts, mean_conf, bin_accuracy = reliability_bins(test.labels, test.probs)
     filled = counts > 0
-    fig, ax = plt.subplots(figsize=(5, 5))
+    edges = np.linspace(0.0, 1.0, len(counts) + 1)
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0.5, 1], [0.5, 1], "--", color="grey", label="perfect calibration")
     ax.plot(mean_conf[filled], bin_accuracy[filled], "o-", label="model")
-    for x, y, n in zip(mean_conf[filled], bin_accuracy[filled], counts[filled], strict=True):
-        ax.annotate(str(int(n)), (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
-    ax.set(xlabel="confidence of predicted class", ylabel="accuracy", title="Reliability (test)",
-           xlim=(0.5, 1), ylim=(0, 1))
+    ax.set(ylabel="accuracy", title="Reliability (test)", xlim=(0.5, 1), ylim=(0, 1))
     ax.legend()
+    # the bin holding 0.5 spans [0.467, 0.533): draw only its part inside the plotted range
+    left = np.maximum(edges[:-1], 0.5)
+    right = edges[1:]
+    shown = filled & (right > 0.5)
+    hist.bar(
+        left[shown],
+        counts[shown],
+        width=(right - left)[shown],
+        align="edge",
+        color="tab:blue",
+        alpha=0.6,
+        edgecolor="white",
+    )
+    for x0, x1, n in zip(left[shown], right[shown], counts[shown], strict=True):
+        hist.text((x0 + x1) / 2, n, _compact(int(n)), ha="center", va="bottom", fontsize=7)
+    hist.set_yscale("log")
+    hist.set_ylim(0.8, max(int(counts.max()), 1) * 4)
+    hist.set(xlabel="confidence of predicted class", ylabel="rows (log)")
     return _save(fig, path)
+
+
+def _compact(n: int) -> str:
+    """A count in at most ~5 characters: 391148 -> 391k, 1234567 -> 1.2M."""
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}M"
+    if n >= 10_000:
+        return f"{n / 1e3:.0f}k"
+    return str(n)
 
 
 def _plot_equity(path: Path, trades: Any) -> Path:
@@ -178,8 +251,12 @@ def _plot_coverage(path: Path, metrics: dict[str, Any]) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([row["coverage"] for row in curve], [row["accuracy"] for row in curve], "o-", ms=3)
     ax.axhline(metrics["gate"]["min_accuracy"], color="red", ls="--", label="min_accuracy")
-    ax.set(xlabel="coverage (share of test windows kept)", ylabel="accuracy", xlim=(0, 1),
-           title="Accuracy vs coverage (test)")
+    ax.set(
+        xlabel="coverage (share of test windows kept)",
+        ylabel="accuracy",
+        xlim=(0, 1),
+        title="Accuracy vs coverage (test)",
+    )
     ax.legend()
     return _save(fig, path)
 

@@ -31,6 +31,34 @@ def test_long_short_no_overlap_and_fees_by_hand():
     assert s["sharpe"] == pytest.approx(expected_sharpe)
 
 
+def test_gross_win_rate_and_breakeven_by_hand():
+    result = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=10)
+    s = result.summary
+    # gross side * return: +0.01, +0.02, -0.03, +0.002 -> 3 of 4 right; the last one (+20 bps)
+    # only matches the 20 bps round trip, so after costs it is not a win (2 of 4)
+    assert s["gross_win_rate"] == pytest.approx(0.75)
+    assert s["win_rate"] == pytest.approx(0.5)
+    assert s["breakeven_move_bps"] == pytest.approx(20.0)
+    with_slippage = run_backtest(
+        MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=10, slippage_bps=2.5
+    )
+    assert with_slippage.summary["breakeven_move_bps"] == pytest.approx(25.0)
+    assert with_slippage.summary["gross_win_rate"] == pytest.approx(0.75)
+
+
+def test_right_direction_smaller_than_round_trip_is_a_gross_win_only():
+    # every trade right by 5 bps, then wrong by 5 bps once, under 10 bps per side: nothing wins after costs
+    times = np.arange(0, 50, 5, dtype=np.int64) * MINUTE_NS
+    probs = np.array([0.9, 0.1] * 5)
+    moves = np.array([0.0005, -0.0005] * 5)
+    moves[-1] = 0.0005  # the last short is wrong
+    s = run_backtest(times, probs, moves, threshold=0.6, horizon=5, fee_bps=10).summary
+    assert s["trades"] == 10
+    assert s["gross_win_rate"] == pytest.approx(0.9) and s["win_rate"] == 0.0
+    flat = run_backtest(times, probs, np.zeros(10), threshold=0.6, horizon=5, fee_bps=0).summary
+    assert flat["gross_win_rate"] == 0.0  # a flat move is not a win
+
+
 def test_costs_scale_with_fee_and_slippage():
     free = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=0)
     costly = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=7, slippage_bps=3)
@@ -42,6 +70,7 @@ def test_flat_when_nothing_is_confident():
     s = result.summary
     assert s["trades"] == 0 and s["total_pnl"] == 0.0 and s["max_drawdown"] == 0.0
     assert s["win_rate"] is None and s["sharpe"] is None and s["exposure"] == 0.0
+    assert s["gross_win_rate"] is None and s["breakeven_move_bps"] == pytest.approx(20.0)
 
 
 def test_no_overlap_is_measured_in_time_across_gaps():

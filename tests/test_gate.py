@@ -19,19 +19,24 @@ from crpbot.metrics import Predictions, TestSplitAccessError
 RECIPE = GateThresholds()
 
 
-@pytest.mark.parametrize(("accuracy", "ece", "passed", "failing"), [
-    (0.70, 0.03, True, []),
-    (0.68, 0.05, True, []),
-    (0.55, 0.03, False, ["accuracy"]),
-    (0.70, 0.08, False, ["calibration error"]),
-    (0.52, 0.09, False, ["accuracy", "calibration error"]),
-    (float("nan"), 0.01, False, ["accuracy"]),
-])
+@pytest.mark.parametrize(
+    ("accuracy", "ece", "passed", "failing"),
+    [
+        (0.70, 0.03, True, []),
+        (0.68, 0.05, True, []),
+        (0.55, 0.03, False, ["accuracy"]),
+        (0.70, 0.08, False, ["calibration error"]),
+        (0.52, 0.09, False, ["accuracy", "calibration error"]),
+        (float("nan"), 0.01, False, ["accuracy"]),
+    ],
+)
 def test_coin_decision_table(accuracy, ece, passed, failing):
     decision = coin_decision(accuracy, ece, RECIPE)
     assert decision.passed is passed
-    assert [reason.split(" ")[0] if not reason.startswith("calibration") else "calibration error"
-            for reason in decision.reasons] == failing
+    assert [
+        reason.split(" ")[0] if not reason.startswith("calibration") else "calibration error"
+        for reason in decision.reasons
+    ] == failing
 
 
 def test_quorum_two_of_three():
@@ -45,10 +50,44 @@ def test_quorum_two_of_three():
     assert not strict.promoted
 
 
-def test_quorum_is_capped_at_batch_size():
+@pytest.mark.parametrize(
+    ("coins", "quorum", "promoted"),
+    [
+        ({"BTC": True}, 2, False),  # one passing coin is not "2 of 3"
+        ({"BTC": True, "ETH": True}, 3, False),
+        ({"BTC": True}, 1, True),  # an explicit --quorum 1 promotes a single coin
+        ({"BTC": False}, 1, False),
+        ({"BTC": True, "ETH": True}, 2, True),
+        ({"BTC": True, "ETH": False}, 2, False),
+    ],
+)
+def test_decision_table_without_capping_the_quorum(coins, quorum, promoted):
+    decisions = {coin: GateDecision(ok, [] if ok else ["x"]) for coin, ok in coins.items()}
+    batch = batch_decision(decisions, GateThresholds(quorum=quorum))
+    assert batch.promoted is promoted
+    assert batch.quorum == quorum
+    too_few = [reason for reason in batch.reasons if reason.startswith("only ")]
+    if len(coins) < quorum:
+        assert too_few == [
+            f"only {len(coins)} coin(s) evaluated, quorum is {quorum} "
+            f"(pass --quorum {len(coins)} to promote a smaller batch)"
+        ]
+    else:
+        assert too_few == []
+    if promoted:
+        assert batch.reasons == []
+
+
+def test_one_passing_coin_is_not_promoted_under_the_default_quorum():
     alone = batch_decision({"BTC": GateDecision(True)}, RECIPE)
-    assert alone.promoted and alone.quorum == 1 and "capped" in alone.reasons[0]
-    assert not batch_decision({"BTC": GateDecision(False, ["x"])}, RECIPE).promoted
+    assert not alone.promoted and alone.quorum == 2 and alone.passed_coins == ["BTC"]
+    assert alone.reasons == [
+        "only 1 coin(s) evaluated, quorum is 2 (pass --quorum 1 to promote a smaller batch)"
+    ]
+    failing = batch_decision({"BTC": GateDecision(False, ["accuracy 0.5 < min_accuracy 0.68"])}, RECIPE)
+    assert not failing.promoted
+    assert failing.reasons[0] == "BTC: accuracy 0.5 < min_accuracy 0.68"
+    assert failing.reasons[1].startswith("only 1 coin(s) evaluated, quorum is 2")
 
 
 def test_invalid_thresholds_raise():

@@ -16,7 +16,7 @@ from crpbot.errors import CrpbotError
 def scored(request) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(request.param)
     probs = rng.uniform(0.001, 0.999, size=2000)
-    labels = (rng.uniform(size=2000) < probs ** 1.3).astype(np.float64)
+    labels = (rng.uniform(size=2000) < probs**1.3).astype(np.float64)
     return labels, probs
 
 
@@ -102,3 +102,86 @@ def test_classification_metrics_keys():
     out = metrics.classification_metrics(labels, probs, horizon=15, n_boot=200)
     assert set(out) >= {"n", "accuracy", "accuracy_ci", "ece", "brier", "log_loss", "auc"}
     assert out["accuracy_ci"][0] <= out["accuracy"] <= out["accuracy_ci"][1]
+
+
+def _direct_equal_mass_ece(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
+    """Equal-count ECE written out row by row: rank by confidence (stable), bin floor(rank * B / n)."""
+    conf = [max(p, 1 - p) for p in probs]
+    correct = [float((p >= 0.5) == (y == 1)) for p, y in zip(probs, labels, strict=True)]
+    order = sorted(range(len(conf)), key=lambda i: conf[i])  # Python's sort is stable
+    bins: dict[int, list[int]] = {}
+    for rank, row in enumerate(order):
+        bins.setdefault(rank * n_bins // len(conf), []).append(row)
+    total = 0.0
+    for rows in bins.values():
+        mean_conf = sum(conf[i] for i in rows) / len(rows)
+        mean_correct = sum(correct[i] for i in rows) / len(rows)
+        total += len(rows) / len(conf) * abs(mean_correct - mean_conf)
+    return total
+
+
+def _adversarial(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The reviewer's case: P(up) in [0.50, 0.53], 62% right in the lower half, 41% in the upper half."""
+    rng = np.random.default_rng(seed)
+    probs = np.sort(rng.uniform(0.50, 0.53, size=n))
+    labels = np.zeros(n)
+    half = n // 2
+    # exact shares, shuffled within each half: every prediction is "up", so right == label up
+    lower = np.r_[np.ones(round(0.62 * half)), np.zeros(half - round(0.62 * half))]
+    upper = np.r_[np.ones(round(0.41 * (n - half))), np.zeros(n - half - round(0.41 * (n - half)))]
+    labels[:half] = rng.permutation(lower)
+    labels[half:] = rng.permutation(upper)
+    order = rng.permutation(n)  # rows in time order need not be sorted by confidence
+    return labels[order], probs[order]
+
+
+def test_equal_mass_ece_sees_what_equal_width_bins_average_away():
+    labels, probs = _adversarial()
+    ece = metrics.expected_calibration_error(labels, probs)
+    equal_mass = metrics.equal_mass_calibration_error(labels, probs)
+    assert equal_mass == pytest.approx(_direct_equal_mass_ece(labels, probs))
+    # every row sits in the equal-width bin [0.467, 0.533): over- and under-confidence cancel
+    assert ece < 0.005
+    # |0.62 - ~0.5075| in the lower half and |0.41 - ~0.5225| in the upper half
+    assert 0.10 < equal_mass < 0.125
+    counts, _, _ = metrics.equal_mass_bins(labels, probs)
+    np.testing.assert_array_equal(counts, np.full(15, 200))
+
+
+@pytest.mark.parametrize("n", [7, 14, 15, 16, 1001])
+def test_equal_mass_ece_equals_direct_computation(n):
+    rng = np.random.default_rng(n)
+    probs = rng.uniform(0.05, 0.95, size=n)
+    probs[: n // 3] = 0.6  # ties: they are split across bins in input order
+    labels = (rng.uniform(size=n) < 0.5).astype(float)
+    assert metrics.equal_mass_calibration_error(labels, probs) == pytest.approx(
+        _direct_equal_mass_ece(labels, probs)
+    )
+    counts, _, _ = metrics.equal_mass_bins(labels, probs)
+    assert counts.sum() == n and counts.max() - counts[counts > 0].min() <= 1
+
+
+def test_equal_mass_ece_by_hand():
+    # 30 rows, 2 per bin. Bins of confidences (0.6, 0.6) all right -> |1 - 0.6| = 0.4 for the first
+    # 7 bins and (0.9, 0.9) half right -> |0.5 - 0.9| = 0.4 for the other 8: ECE 0.4
+    probs = np.r_[np.full(14, 0.6), np.full(16, 0.1)]
+    labels = np.r_[np.ones(14), np.tile([1.0, 0.0], 8)]
+    assert metrics.equal_mass_calibration_error(labels, probs) == pytest.approx(0.4)
+
+
+def test_calibration_in_the_large_is_mean_prob_minus_up_rate():
+    labels, probs = _adversarial()
+    assert metrics.calibration_in_the_large(labels, probs) == pytest.approx(probs.mean() - labels.mean())
+    # 0.515 predicted on average, 0.515 observed: calibrated in the large, miscalibrated in detail
+    assert abs(metrics.calibration_in_the_large(labels, probs)) < 0.005
+    assert metrics.calibration_in_the_large(
+        np.array([0.0, 0.0, 1.0, 1.0]), np.array([0.7, 0.7, 0.7, 0.7])
+    ) == pytest.approx(0.2)
+
+
+def test_classification_metrics_reports_both_calibration_views():
+    labels, probs = _adversarial()
+    out = metrics.classification_metrics(labels, probs, horizon=15, n_boot=50)
+    assert out["ece"] == pytest.approx(metrics.expected_calibration_error(labels, probs))
+    assert out["ece_equal_mass"] == pytest.approx(_direct_equal_mass_ece(labels, probs))
+    assert out["calibration_in_the_large"] == pytest.approx(probs.mean() - labels.mean())
