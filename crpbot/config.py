@@ -52,6 +52,9 @@ class TrainConfig:
     patience: int = 7
     min_delta: float = 0.001
     seed: int = 0
+    # bf16 autocast of the forward pass on CUDA (ignored on CPU). Measured on an H100 it does
+    # not speed up the default model (benchmarks/RESULTS.md); it halves activation memory.
+    bf16: bool = True
     # free-form note carried into artifacts (e.g. which search produced it)
     notes: dict[str, Any] = field(default_factory=dict)
 

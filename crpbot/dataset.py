@@ -1,5 +1,9 @@
 """Labels, purged chronological splits and a train-only scaler: the data contract of training.
 
+The label of row t is 1 if close[t+h] > close[t], 0 if below; ties are left unlabelled
+(NaN) because a flat outcome is neither direction, so they are never trained, validated,
+tested or scored. Their forward return stays 0.0.
+
 Two leaks are closed here. Splits are chronological with a purge of at least
 ``lookback + horizon`` rows between them, and a window end is only served when its
 whole window and its label row lie inside one split and one gap-free segment, so no
@@ -84,8 +88,13 @@ class PreparedData:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def window_ends(self, split: str, lookback: int) -> np.ndarray:
-        """Rows t whose window [t-lookback+1, t] and label row t+h lie in ``split`` and one segment."""
+    def window_ends(self, split: str, lookback: int, *, labelled: bool = True) -> np.ndarray:
+        """Rows t whose window [t-lookback+1, t] and label row t+h lie in ``split`` and one segment.
+
+        Rows without a label (t+h past the segment end, or a tie) are not served, unless
+        ``labelled`` is False: then ties are served too (a trading rule would trade them, and
+        pay the round trip for a zero move), which is what a backtest needs.
+        """
         if split not in self.split_bounds:
             raise CrpbotError(f"no {split!r} split in this data (have {', '.join(self.split_bounds)})")
         if lookback < 1:
@@ -96,7 +105,8 @@ class PreparedData:
         same_segment = (segment[ends - lookback + 1] == segment[ends]) & (
             segment[ends + self.horizon] == segment[ends]
         )
-        return ends[same_segment & ~np.isnan(self.labels[ends])]
+        defined = self.labels[ends] if labelled else self.forward_returns[ends]
+        return ends[same_segment & ~np.isnan(defined)]
 
     def split_times(self) -> dict[str, tuple[int, int]]:
         """Split bounds as (first_ns, last_ns) so an artifact can reproduce them on reload."""
@@ -167,7 +177,12 @@ def load_prepared(coin: str, input_path: str | Path | None, config: TrainConfig)
 
 
 def _usable_rows(bars: Bars, horizon: int) -> dict[str, np.ndarray]:
-    """Rows with every feature defined, their labels (NaN past the segment end) and segments."""
+    """Rows with every feature defined, their labels and forward returns, and segments.
+
+    label = 1 if close[t+h] > close[t], 0 if below; ties are left unlabelled (NaN) because a
+    flat outcome is neither direction. Labels and returns are NaN where t+h is past the end of
+    the row's segment; a tie's forward return is 0.0 (finite: it makes zero PnL).
+    """
     features = compute_features(bars).to_numpy(dtype=np.float64)
     keep = np.isfinite(features).all(axis=1)
     if not keep.any():
@@ -188,7 +203,8 @@ def _usable_rows(bars: Bars, horizon: int) -> dict[str, np.ndarray]:
         else np.empty(0, dtype=np.int64)
     )
     forward_returns[inside] = close[inside + horizon] / close[inside] - 1
-    labels[inside] = (close[inside + horizon] > close[inside]).astype(np.float32)
+    later, now = close[inside + horizon], close[inside]
+    labels[inside] = np.where(later > now, 1.0, np.where(later < now, 0.0, np.nan)).astype(np.float32)
     return {
         "timestamps": timestamps_ns(bars.frame["timestamp"])[rows],
         "features": features[keep],

@@ -2,10 +2,11 @@
 
 K members differ only in their seed. Each member is one ``ray.remote`` task that calls
 ``training.fit`` directly on the prepared arrays put once into the object store: a task
-starts in well under a second, a TorchTrainer per member costs ~20 s here. Members'
-probabilities are averaged, then one temperature -- fitted on the validation split by
-minimising NLL on the logit of the average -- sharpens or softens the result. The test
-split is never read here.
+starts in well under a second, a TorchTrainer per member costs ~20 s here. Each member's
+probabilities are first prior-corrected with its stored ``logit_offset`` (the shift its
+weighted loss put on the logits; see ``crpbot.training``), then averaged, then one
+temperature -- fitted on the validation split by minimising NLL on the logit of the
+average -- sharpens or softens the result. The test split is never read here.
 
 :func:`load_predictor` opens a single-model or an ensemble artifact behind the same
 ``predict_proba(data, split)``, so evaluation treats both alike.
@@ -30,13 +31,31 @@ CALIBRATION_FILE = "calibration.json"
 
 
 class Predictor:
-    """Averaged, temperature-scaled P(up) of one or more models sharing one data recipe."""
+    """Averaged, temperature-scaled P(up) of one or more models sharing one data recipe.
 
-    def __init__(self, models: Sequence[Any], *, config_json: dict[str, Any], scaler: dict[str, Any],
-                 temperature: float = 1.0, path: Path | None = None) -> None:
+    ``logit_offsets`` holds one prior correction per model (its artifact's ``logit_offset``),
+    subtracted from that model's logits before the sigmoid, the average and the temperature.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[Any],
+        *,
+        logit_offsets: Sequence[float],
+        config_json: dict[str, Any],
+        scaler: dict[str, Any],
+        temperature: float = 1.0,
+        path: Path | None = None,
+    ) -> None:
         if not models:
             raise CrpbotError("a predictor needs at least one model")
+        if len(logit_offsets) != len(models):
+            raise CrpbotError(
+                f"a predictor needs one logit offset per model: {len(logit_offsets)} offsets "
+                f"for {len(models)} models"
+            )
         self.models = list(models)
+        self.logit_offsets = [float(offset) for offset in logit_offsets]
         self.config_json = config_json
         self.scaler = scaler
         self.temperature = float(temperature)
@@ -54,30 +73,40 @@ class Predictor:
     def coin(self) -> str:
         return str(self.config_json.get("coin", ""))
 
-    def raw_proba(self, data: Any, split: str, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-        """Window ends of ``split`` and the members' mean P(up), before the temperature."""
+    def raw_proba(
+        self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Window ends of ``split`` and the members' mean prior-corrected P(up), before the temperature."""
         from crpbot.training import predict_proba
 
         total = None
         ends = np.empty(0, dtype=np.int64)
-        for model in self.models:
-            ends, probs = predict_proba(model, data, split, self.lookback, device=device)
+        for model, offset in zip(self.models, self.logit_offsets, strict=True):
+            ends, probs = predict_proba(
+                model, data, split, self.lookback, device=device, logit_offset=offset, labelled=labelled
+            )
             total = probs.astype(np.float64) if total is None else total + probs
         return ends, total / len(self.models)
 
-    def predict_proba(self, data: Any, split: str, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    def predict_proba(
+        self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Window ends of ``split`` and calibrated P(up)."""
         from crpbot.calibration import apply_temperature
 
-        ends, probs = self.raw_proba(data, split, device)
+        ends, probs = self.raw_proba(data, split, device, labelled=labelled)
         return ends, apply_temperature(probs, self.temperature)
 
-    def predictions(self, data: Any, split: str, device: str = "cpu") -> Predictions:
-        """``predict_proba`` packed with the split's name, timestamps, labels and returns."""
-        ends, probs = self.predict_proba(data, split, device)
-        return Predictions(split=split, timestamps=np.asarray(data.timestamps[ends], dtype=np.int64),
-                           probs=probs, labels=np.asarray(data.labels[ends], dtype=np.float64),
-                           forward_returns=np.asarray(data.forward_returns[ends], dtype=np.float64))
+    def predictions(self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True) -> Predictions:
+        """``predict_proba`` packed with the split's name, timestamps, labels (NaN on ties) and returns."""
+        ends, probs = self.predict_proba(data, split, device, labelled=labelled)
+        return Predictions(
+            split=split,
+            timestamps=np.asarray(data.timestamps[ends], dtype=np.int64),
+            probs=probs,
+            labels=np.asarray(data.labels[ends], dtype=np.float64),
+            forward_returns=np.asarray(data.forward_returns[ends], dtype=np.float64),
+        )
 
 
 def load_predictor(path: str | Path) -> Predictor:
@@ -95,14 +124,48 @@ def load_predictor(path: str | Path) -> Predictor:
         temperature = float(read_artifact_json(path, CALIBRATION_FILE)["temperature"])
     if kind == "model":
         model, _ = load_model(path)
-        return Predictor([model], config_json=config_json, scaler=scaler, temperature=temperature, path=path)
+        return Predictor(
+            [model],
+            logit_offsets=[stored_logit_offset(config_json, path)],
+            config_json=config_json,
+            scaler=scaler,
+            temperature=temperature,
+            path=path,
+        )
     if kind == "ensemble":
         members = config_json.get("members")
         if not isinstance(members, list) or not members:
             raise CrpbotError(f"ensemble artifact {path}: config.json lists no members")
-        models = [load_model(path / member)[0] for member in members]
-        return Predictor(models, config_json=config_json, scaler=scaler, temperature=temperature, path=path)
+        loaded = [load_model(path / member) for member in members]
+        offsets = [
+            stored_logit_offset(member_json, path / member)
+            for member, (_, member_json) in zip(members, loaded, strict=True)
+        ]
+        return Predictor(
+            [model for model, _ in loaded],
+            logit_offsets=offsets,
+            config_json=config_json,
+            scaler=scaler,
+            temperature=temperature,
+            path=path,
+        )
     raise CrpbotError(f"artifact {path}: config.json kind {kind!r} is neither 'model' nor 'ensemble'")
+
+
+def stored_logit_offset(config_json: dict[str, Any], path: str | Path) -> float:
+    """A model artifact's ``logit_offset`` (log of its loss's pos_weight); missing is an error, not 0.
+
+    Every model artifact written by ``save_model_artifact`` has it; one without it would give
+    silently shifted probabilities.
+    """
+    offset = config_json.get("logit_offset")
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not np.isfinite(offset):
+        found = "has none" if offset is None else f"has {offset!r}"
+        raise CrpbotError(
+            f"model artifact {path}: config.json needs a finite logit_offset "
+            f"(log of the loss's pos_weight), {found}; re-save it with this version"
+        )
+    return float(offset)
 
 
 def fit_ensemble_temperature(predictor: Predictor, data: Any) -> dict[str, Any]:
@@ -110,16 +173,31 @@ def fit_ensemble_temperature(predictor: Predictor, data: Any) -> dict[str, Any]:
     from crpbot.calibration import TemperatureScaler
 
     ends, probs = predictor.raw_proba(data, "val")
-    validation = Predictions(split="val", timestamps=data.timestamps[ends], probs=probs,
-                             labels=np.asarray(data.labels[ends], dtype=np.float64),
-                             forward_returns=data.forward_returns[ends])
+    validation = Predictions(
+        split="val",
+        timestamps=data.timestamps[ends],
+        probs=probs,
+        labels=np.asarray(data.labels[ends], dtype=np.float64),
+        forward_returns=data.forward_returns[ends],
+    )
     scaler = TemperatureScaler().fit_predictions(validation)
-    return {"temperature": scaler.temperature_, "fitted_on": validation.split, "val_windows": len(validation),
-            "val_nll_before": scaler.nll_before_, "val_nll_after": scaler.nll_after_}
+    return {
+        "temperature": scaler.temperature_,
+        "fitted_on": validation.split,
+        "val_windows": len(validation),
+        "val_nll_before": scaler.nll_before_,
+        "val_nll_after": scaler.nll_after_,
+    }
 
 
-def build_ensemble(member_dirs: Sequence[str | Path], data: Any, out_dir: str | Path, *,
-                   calibrate: bool = True, overwrite: bool = False) -> Path:
+def build_ensemble(
+    member_dirs: Sequence[str | Path],
+    data: Any,
+    out_dir: str | Path,
+    *,
+    calibrate: bool = True,
+    overwrite: bool = False,
+) -> Path:
     """Assemble member model artifacts into one ensemble artifact (temperature fitted on val).
 
     Members must share coin, data recipe, scaler and splits: they differ only in the seed.
@@ -144,27 +222,45 @@ def build_ensemble(member_dirs: Sequence[str | Path], data: Any, out_dir: str | 
         raise CrpbotError("the data given to fit the ensemble's temperature is not split like its members")
     seeds = [m.config_json["train_config"]["seed"] for m in members]
     # named by seed as the artifact contract says; by position when seeds repeat (copied members)
-    names = [f"members/seed_{s}" for s in seeds] if len(set(seeds)) == len(seeds) else \
-        [f"members/member_{i}" for i in range(len(seeds))]
-    predictor = Predictor([m.models[0] for m in members], config_json=first, scaler=members[0].scaler)
-    calibration = fit_ensemble_temperature(predictor, data) if calibrate else \
-        {"temperature": 1.0, "fitted_on": None}
+    names = (
+        [f"members/seed_{s}" for s in seeds]
+        if len(set(seeds)) == len(seeds)
+        else [f"members/member_{i}" for i in range(len(seeds))]
+    )
+    predictor = Predictor(
+        [m.models[0] for m in members],
+        logit_offsets=[m.logit_offsets[0] for m in members],
+        config_json=first,
+        scaler=members[0].scaler,
+    )
+    calibration = (
+        fit_ensemble_temperature(predictor, data) if calibrate else {"temperature": 1.0, "fitted_on": None}
+    )
     config_json = {
-        **{key: first[key] for key in ("coin", "train_config", "input_size", "feature_names", "split_times",
-                                       "input_path")},
+        **{
+            key: first[key]
+            for key in ("coin", "train_config", "input_size", "feature_names", "split_times", "input_path")
+        },
         "kind": "ensemble",
         "members": names,
         "seeds": seeds,
         "best_epochs": [m.config_json.get("best_epoch") for m in members],
         "param_count": sum(int(m.config_json.get("param_count", 0)) for m in members),
     }
-    history = [{"member": i, **row} for i, d in enumerate(member_dirs)
-               for row in read_artifact_json(d, "history.json")]
+    history = [
+        {"member": i, **row}
+        for i, d in enumerate(member_dirs)
+        for row in read_artifact_json(d, "history.json")
+    ]
     return write_artifact(
         out_dir,
-        json_files={"config.json": config_json, "scaler.json": members[0].scaler,
-                    "features.json": feature_manifest(), "history.json": history,
-                    CALIBRATION_FILE: calibration},
+        json_files={
+            "config.json": config_json,
+            "scaler.json": members[0].scaler,
+            "features.json": feature_manifest(),
+            "history.json": history,
+            CALIBRATION_FILE: calibration,
+        },
         data_fingerprint=data.fingerprint,
         copy_dirs=dict(zip(names, member_dirs, strict=True)),
         overwrite=overwrite,
@@ -183,10 +279,18 @@ def _train_member(config_dict: dict[str, Any], data: Any, device: str) -> dict[s
     return {"best_state": result.best_state, "history": result.history, "best_epoch": result.best_epoch}
 
 
-def train_ensemble(config: TrainConfig, coin: str, *, seeds: int | Sequence[int] = 5,
-                   input_path: str | Path | None = None, out_dir: str | Path | None = None,
-                   address: str | None = None, use_gpu: bool = False, overwrite: bool = False,
-                   log: Callable[[str], None] = print) -> Path:
+def train_ensemble(
+    config: TrainConfig,
+    coin: str,
+    *,
+    seeds: int | Sequence[int] = 5,
+    input_path: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    address: str | None = None,
+    use_gpu: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Train ``config`` under several seeds in parallel on Ray; write the calibrated ensemble artifact.
 
     ``seeds`` is a count K (seeds ``config.seed .. config.seed + K - 1``) or explicit seeds.
@@ -204,8 +308,11 @@ def train_ensemble(config: TrainConfig, coin: str, *, seeds: int | Sequence[int]
         raise CrpbotError(f"invalid ensemble seeds {seeds!r}: need at least one, distinct and >= 0")
     coin = normalize_coin(coin)
     input_path = Path(input_path) if input_path is not None else default_input(coin)
-    out_dir = Path(out_dir) if out_dir is not None else \
-        Path("models") / coin / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = (
+        Path(out_dir)
+        if out_dir is not None
+        else Path("models") / coin / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     if out_dir.exists() and not overwrite:
         raise CrpbotError(f"output directory already exists: {out_dir}")
     data = load_prepared(coin, input_path, config)  # fail on bad input before starting Ray
@@ -213,12 +320,17 @@ def train_ensemble(config: TrainConfig, coin: str, *, seeds: int | Sequence[int]
     init_ray(address)
     if use_gpu:
         require_gpus(1)
-    task = ray.remote(num_gpus=1, num_cpus=1)(_train_member) if use_gpu else \
-        ray.remote(num_cpus=1)(_train_member)
+    task = (
+        ray.remote(num_gpus=1, num_cpus=1)(_train_member)
+        if use_gpu
+        else ray.remote(num_cpus=1)(_train_member)
+    )
     data_ref = ray.put(data)
     log(f"Training {len(seed_list)} members of {coin} (seeds {', '.join(map(str, seed_list))}) on Ray")
-    pending = [task.remote(config.replace(seed=seed).to_dict(), data_ref, "cuda" if use_gpu else "cpu")
-               for seed in seed_list]
+    pending = [
+        task.remote(config.replace(seed=seed).to_dict(), data_ref, "cuda" if use_gpu else "cpu")
+        for seed in seed_list
+    ]
     try:
         results = ray.get(pending)
     except ray.exceptions.RayTaskError as exc:
@@ -231,9 +343,17 @@ def train_ensemble(config: TrainConfig, coin: str, *, seeds: int | Sequence[int]
     try:
         member_dirs = []
         for seed, result in zip(seed_list, results, strict=True):
-            member_dirs.append(save_model_artifact(
-                staging / f"seed_{seed}", model_state=result["best_state"], config=config.replace(seed=seed),
-                data=data, history=result["history"], best_epoch=result["best_epoch"], input_path=input_path))
+            member_dirs.append(
+                save_model_artifact(
+                    staging / f"seed_{seed}",
+                    model_state=result["best_state"],
+                    config=config.replace(seed=seed),
+                    data=data,
+                    history=result["history"],
+                    best_epoch=result["best_epoch"],
+                    input_path=input_path,
+                )
+            )
         artifact = build_ensemble(member_dirs, data, out_dir, overwrite=overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

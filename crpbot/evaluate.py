@@ -39,15 +39,29 @@ from crpbot.gate import (
 from crpbot.metrics import (
     Predictions,
     accuracy,
+    calibration_in_the_large,
     classification_metrics,
     coverage_curve,
+    equal_mass_calibration_error,
     expected_calibration_error,
 )
 from crpbot.report import summary_lines, write_report
 
-ECE_DEFINITION = ("expected calibration error over 15 equal-width bins of [0, 1] on the "
-                  "confidence max(p, 1-p) of the predicted class: "
-                  "sum of bin share * |bin accuracy - bin mean confidence|")
+ECE_DEFINITION = (
+    "ece (the gate's): expected calibration error over 15 equal-width bins of [0, 1] on the "
+    "confidence max(p, 1-p) of the predicted class: "
+    "sum of bin share * |bin accuracy - bin mean confidence|; "
+    "ece_equal_mass: the same sum over 15 equal-count bins of that confidence "
+    "(rows ranked by confidence, ties in time order, rank r of n in bin floor(15r/n)), "
+    "which still resolves confidences crowded into 0.50-0.53 where the equal-width bins "
+    "put almost every row into one bin; "
+    "calibration_in_the_large: mean P(up) - observed up rate (> 0: up predicted too often)"
+)
+VALIDATION_NOTE = (
+    "in-sample: the validation split was used for early stopping, model selection "
+    "(search ranking), the temperature and (unless given) the trading threshold tau, "
+    "so these numbers flatter the model; the test split is the honest estimate"
+)
 MINUTE_NS = 60 * 1_000_000_000
 
 
@@ -61,11 +75,19 @@ class EvaluationResult:
         return bool(self.metrics["gate"]["passed"])
 
 
-def evaluate_model(model_dir: str | Path, *, input_path: str | Path | None = None,
-                   out_dir: str | Path | None = None, thresholds: GateThresholds | None = None,
-                   fee_bps: float = 10.0, slippage_bps: float = 0.0, trade_threshold: float | None = None,
-                   n_boot: int = 1000, overwrite: bool = False,
-                   log: Callable[[str], None] = print) -> EvaluationResult:
+def evaluate_model(
+    model_dir: str | Path,
+    *,
+    input_path: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    thresholds: GateThresholds | None = None,
+    fee_bps: float = 10.0,
+    slippage_bps: float = 0.0,
+    trade_threshold: float | None = None,
+    n_boot: int = 1000,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> EvaluationResult:
     """Evaluate the artifact at ``model_dir`` and write predictions, metrics, report and plots to ``out_dir``.
 
     ``trade_threshold`` is the backtest's τ; by default the selective threshold chosen on
@@ -81,8 +103,11 @@ def evaluate_model(model_dir: str | Path, *, input_path: str | Path | None = Non
     model_dir = Path(model_dir)
     predictor = load_predictor(model_dir)
     coin = predictor.coin
-    out_dir = Path(out_dir) if out_dir is not None else \
-        Path("reports") / "evaluate" / f"{coin}-{model_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = (
+        Path(out_dir)
+        if out_dir is not None
+        else Path("reports") / "evaluate" / f"{coin}-{model_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     if out_dir.exists() and not overwrite:
         raise CrpbotError(f"output directory already exists: {out_dir}")
 
@@ -102,16 +127,26 @@ def evaluate_model(model_dir: str | Path, *, input_path: str | Path | None = Non
     validation = predictor.predictions(original, "val") if original is not None else None
     tau, tau_source = trade_threshold, "given"
     if tau is None:
-        chosen = choose_selective_threshold(validation, thresholds.min_accuracy) if validation is not None \
+        chosen = (
+            choose_selective_threshold(validation, thresholds.min_accuracy)
+            if validation is not None
             else None
-        tau, tau_source = (chosen, "selective threshold chosen on val") if chosen is not None \
+        )
+        tau, tau_source = (
+            (chosen, "selective threshold chosen on val")
+            if chosen is not None
             else (0.5, "default 0.5 (no threshold reaches min_accuracy on val)")
+        )
 
-    # 2. the test split, read once
-    test = predictor.predictions(test_data, "test")
+    # 2. the test split, read once. Accuracy and calibration score the labelled windows; the
+    # backtest trades every window, ties included (a zero move still pays the round trip).
+    traded = predictor.predictions(test_data, "test", labelled=False)
+    tie = np.isnan(traded.labels)
+    test = traded.where(~tie)
     if len(test) == 0:
         raise CrpbotError("the test split holds no complete window to score")
-    log(f"Scoring {len(test):,} test windows of {coin} ({test_source})")
+    log(f"Scoring {len(test):,} test windows of {coin} ({test_source}; "
+        f"{int(tie.sum()):,} more whose {test_data.horizon}-minute move is exactly 0 are traded, not scored)")
 
     metrics: dict[str, Any] = {
         "coin": coin,
@@ -122,27 +157,49 @@ def evaluate_model(model_dir: str | Path, *, input_path: str | Path | None = Non
         "test_source": test_source,
         "horizon_minutes": test_data.horizon,
         "test_period": [_iso(test.timestamps[0]), _iso(test.timestamps[-1])],
+        # flat outcomes (close[t+h] == close[t]) are neither up nor down: excluded from accuracy
+        "test_ties": int(tie.sum()),
     }
     metrics.update(classification_metrics(test.labels, test.probs, horizon=test_data.horizon, n_boot=n_boot))
     metrics["ece_definition"] = ECE_DEFINITION
-    metrics["baselines"] = baseline_accuracies(test_data, test_data.window_ends("test", predictor.lookback),
-                                               lookback=predictor.lookback, train_data=original)
+    metrics["baselines"] = baseline_accuracies(
+        test_data,
+        test_data.window_ends("test", predictor.lookback),
+        lookback=predictor.lookback,
+        train_data=original,
+    )
     metrics["coverage_curve"] = coverage_curve(test.labels, test.probs)
-    trades = run_backtest(test.timestamps, test.probs, test.forward_returns, threshold=tau,
-                          horizon=test_data.horizon, fee_bps=fee_bps, slippage_bps=slippage_bps)
+    trades = run_backtest(
+        traded.timestamps,
+        traded.probs,
+        traded.forward_returns,
+        threshold=tau,
+        horizon=test_data.horizon,
+        fee_bps=fee_bps,
+        slippage_bps=slippage_bps,
+    )
     metrics["backtest"] = {**trades.summary, "threshold_source": tau_source}
     decision = coin_decision(metrics["accuracy"], metrics["ece"], thresholds)
     metrics["gate"] = {
         **decision.to_dict(),
         "min_accuracy": thresholds.min_accuracy,
         "max_calibration_error": thresholds.max_calibration_error,
-        "selective": (selective_reading(validation, test, thresholds.min_accuracy) if validation is not None
-                      else {"threshold": None, "note": "no validation split available"}),
+        "selective": (
+            selective_reading(validation, test, thresholds.min_accuracy)
+            if validation is not None
+            else {"threshold": None, "note": "no validation split available"}
+        ),
     }
     if validation is not None:
-        metrics["validation"] = {"n": len(validation),
-                                 "accuracy": accuracy(validation.labels, validation.probs),
-                                 "ece": expected_calibration_error(validation.labels, validation.probs)}
+        metrics["validation"] = {
+            "n": len(validation),
+            "accuracy": accuracy(validation.labels, validation.probs),
+            "ece": expected_calibration_error(validation.labels, validation.probs),
+            "ece_equal_mass": equal_mass_calibration_error(validation.labels, validation.probs),
+            "calibration_in_the_large": calibration_in_the_large(validation.labels, validation.probs),
+            "in_sample": True,
+            "note": VALIDATION_NOTE,
+        }
     metrics = _json_safe(metrics)
 
     history = read_artifact_json(model_dir, "history.json")
@@ -174,11 +231,19 @@ def stored_split_data(predictor: Predictor) -> Any:
     bars = load_bars(path)
     bars.coin = predictor.coin
     if bars.fingerprint != fingerprint:
-        raise CrpbotError(f"{path} is not the data the model was trained on (fingerprint differs), "
-                          "so its stored splits cannot be reproduced")
-    return prepare_data(bars, lookback=config.lookback, horizon=config.horizon,
-                        train_fraction=config.train_fraction, val_fraction=config.val_fraction,
-                        scaler=Scaler.from_dict(predictor.scaler), split_times=config_json["split_times"])
+        raise CrpbotError(
+            f"{path} is not the data the model was trained on (fingerprint differs), "
+            "so its stored splits cannot be reproduced"
+        )
+    return prepare_data(
+        bars,
+        lookback=config.lookback,
+        horizon=config.horizon,
+        train_fraction=config.train_fraction,
+        val_fraction=config.val_fraction,
+        scaler=Scaler.from_dict(predictor.scaler),
+        split_times=config_json["split_times"],
+    )
 
 
 def _input_data(predictor: Predictor, input_path: Path) -> Any:
@@ -192,16 +257,20 @@ def _input_data(predictor: Predictor, input_path: Path) -> Any:
     data = prepare_inference(bars, scaler=Scaler.from_dict(predictor.scaler), horizon=config.horizon)
     ends = data.window_ends("test", config.lookback)
     if len(ends) == 0:
-        raise CrpbotError(f"{input_path.name}: no gap-free window of lookback {config.lookback} "
-                          f"+ horizon {config.horizon}; use more data")
+        raise CrpbotError(
+            f"{input_path.name}: no gap-free window of lookback {config.lookback} "
+            f"+ horizon {config.horizon}; use more data"
+        )
     seen_start = int(predictor.config_json["split_times"]["train"][0])
     seen_end = int(predictor.config_json["split_times"]["val"][1])
     window_first = data.timestamps[ends] - (config.lookback - 1) * MINUTE_NS
     window_last = data.timestamps[ends] + config.horizon * MINUTE_NS
     overlapping = int(np.sum((window_last >= seen_start) & (window_first <= seen_end)))
     if overlapping:
-        raise CrpbotError(f"{input_path.name}: {overlapping:,} windows overlap the model's train/validation "
-                          f"period {_iso(seen_start)} .. {_iso(seen_end)}; evaluate on data it has not seen")
+        raise CrpbotError(
+            f"{input_path.name}: {overlapping:,} windows overlap the model's train/validation "
+            f"period {_iso(seen_start)} .. {_iso(seen_end)}; evaluate on data it has not seen"
+        )
     return data
 
 
@@ -222,15 +291,22 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _fill_output_dir(directory: Path, metrics: dict[str, Any], test: Predictions, trades: BacktestResult,
-                     history: list[dict[str, Any]]) -> None:
+def _fill_output_dir(
+    directory: Path,
+    metrics: dict[str, Any],
+    test: Predictions,
+    trades: BacktestResult,
+    history: list[dict[str, Any]],
+) -> None:
     import pandas as pd
 
-    frame = pd.DataFrame({
-        "timestamp": pd.to_datetime(test.timestamps, unit="ns", utc=True),
-        "prob_up": test.probs.astype(np.float64),
-        "label": test.labels.astype(np.int8),
-    })
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime(test.timestamps, unit="ns", utc=True),
+            "prob_up": test.probs.astype(np.float64),
+            "label": test.labels.astype(np.int8),
+        }
+    )
     frame.to_parquet(directory / "predictions.parquet", index=False)
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     write_report(directory, metrics, test, trades, history)

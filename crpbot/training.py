@@ -8,6 +8,12 @@ the epoch's metrics and a self-describing checkpoint dict, and decides where the
 Batches are drawn nanoGPT-style: the features live in one tensor on the device, each batch is
 a tensor of window end rows, and ``gather_windows`` builds ``[B, L, F]`` in one indexing op.
 No Dataset, no DataLoader, no per-sample Python.
+
+The loss weights positives by ``w = negatives / positives`` of the training labels
+(:func:`positive_weight`). Under that loss the optimal logit is ``logit(P(up)) + log(w)``,
+so every probability leaves :func:`predict_proba` prior-corrected: ``sigmoid(logit - log(w))``,
+with ``log(w)`` stored in the artifact as ``logit_offset``. Temperature scaling has no
+intercept and could not remove this shift.
 """
 
 from __future__ import annotations
@@ -88,6 +94,7 @@ def fit(
     """
     device = torch.device(device)
     on_cuda = device.type == "cuda"
+    bf16 = on_cuda and config.bf16
     if on_cuda:
         torch.backends.cudnn.benchmark = True
     say = log if rank == 0 else _silent
@@ -102,10 +109,8 @@ def fit(
             f"too little data to train {world_size} worker(s): {per_epoch} train windows per epoch and "
             f"{len(val_ends)} val windows at lookback {config.lookback}"
         )
-    positives = float(np.asarray(data.labels)[train_ends].sum())
-    negatives = len(train_ends) - positives
-    if positives == 0 or negatives == 0:
-        raise CrpbotError("training labels are all one class; cannot weight the loss")
+    pos_weight = positive_weight(data, config.lookback)
+    logit_offset = math.log(pos_weight)  # logits - log(w) estimate logit(P(up)) under the weighted loss
 
     torch.manual_seed(config.seed)
     net = build_model(config, features.shape[1]).to(device)
@@ -114,8 +119,8 @@ def fit(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=config.t0, T_mult=config.t_mult, eta_min=config.eta_min
     )
-    # pos_weight = negatives/positives: up-weights the rarer class so logit 0 is the balanced threshold.
-    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(negatives / positives, device=device))
+    # pos_weight = negatives/positives up-weights the rarer class; it shifts the optimal logit by log(w)
+    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
     stopper = EarlyStopping(config.patience, config.min_delta)
     history: list[dict[str, float]] = []
     best_state = _cpu_copy(net.state_dict())
@@ -150,7 +155,7 @@ def fit(
         for start in range(0, len(shard), config.batch_size):
             ends = shard[start : start + config.batch_size]
             windows = gather_windows(features, ends, config.lookback)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(windows)
             loss = criterion(logits.float(), labels[ends])
             optimizer.zero_grad(set_to_none=True)
@@ -167,7 +172,14 @@ def fit(
         )
 
         val_sums = _evaluate(
-            net, features, labels, val_ends[rank::world_size].to(device), criterion, config.lookback, on_cuda
+            net,
+            features,
+            labels,
+            val_ends[rank::world_size].to(device),
+            criterion,
+            config.lookback,
+            bf16,
+            logit_offset,
         )
         if world_size > 1:
             torch.distributed.all_reduce(train_sums)
@@ -225,6 +237,20 @@ def fit(
     )
 
 
+def positive_weight(data: Any, lookback: int) -> float:
+    """The loss's ``pos_weight``: negatives / positives among the train split's window ends.
+
+    ``fit`` trains with it and ``save_model_artifact`` stores it (and ``log`` of it, the logit
+    offset that undoes its shift), so both always see the same number.
+    """
+    train_ends = np.asarray(data.window_ends("train", lookback), dtype=np.int64)
+    positives = float(np.asarray(data.labels)[train_ends].sum())
+    negatives = len(train_ends) - positives
+    if positives == 0 or negatives == 0:
+        raise CrpbotError("training labels are all one class; cannot weight the loss")
+    return negatives / positives
+
+
 def epoch_shard(
     train_ends: np.ndarray, config: TrainConfig, epoch: int, rank: int, world_size: int
 ) -> np.ndarray:
@@ -248,21 +274,24 @@ def _evaluate(
     ends: torch.Tensor,
     criterion: nn.Module,
     lookback: int,
-    on_cuda: bool,
+    bf16: bool,
+    logit_offset: float = 0.0,
 ) -> torch.Tensor:
     """Sums (loss * n, correct, n) over this rank's val windows, with the raw (unwrapped) model.
 
     The raw model, because a DDP forward may run collectives and ranks have unequal val shards.
+    A window counts as "up" when its prior-corrected logit ``logits - logit_offset`` is >= 0,
+    exactly as ``predict_proba`` >= 0.5 would call it.
     """
     net.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=features.device)
     for start in range(0, len(ends), EVAL_BATCH):
         batch = ends[start : start + EVAL_BATCH]
-        with torch.autocast(features.device.type, dtype=torch.bfloat16, enabled=on_cuda):
+        with torch.autocast(features.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = net(gather_windows(features, batch, lookback)).float()
         target = labels[batch]
         sums[0] += criterion(logits, target).double() * len(batch)
-        sums[1] += ((logits > 0).float() == target).sum()
+        sums[1] += ((logits - logit_offset >= 0).float() == target).sum()
         sums[2] += len(batch)
     return sums
 
@@ -302,16 +331,24 @@ def predict_proba(
     lookback: int,
     batch_size: int = EVAL_BATCH,
     device: str | torch.device = "cpu",
+    logit_offset: float = 0.0,
+    labelled: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Window end rows of ``split`` and P(close[t+h] > close[t]) for each: the sigmoid of the logits."""
+    """Window end rows of ``split`` and P(close[t+h] > close[t]) for each: ``sigmoid(logits - logit_offset)``.
+
+    Pass the artifact's ``logit_offset`` (``log(pos_weight)``) to undo the shift the weighted
+    loss puts on the logits; 0.0 returns the plain sigmoid. ``labelled=False`` also scores
+    windows whose outcome is a tie (see ``PreparedData.window_ends``).
+    """
     device = torch.device(device)
-    ends = np.asarray(data.window_ends(split, lookback), dtype=np.int64)
+    ends = np.asarray(data.window_ends(split, lookback, labelled=labelled), dtype=np.int64)
     features = _as_tensor(data.features, device)
     ends_on_device = torch.from_numpy(ends).to(device)
     model.to(device).eval()
     probs = [
         torch.sigmoid(
             model(gather_windows(features, ends_on_device[start : start + batch_size], lookback)).float()
+            - logit_offset
         ).cpu()
         for start in range(0, len(ends), batch_size)
     ]
@@ -329,10 +366,15 @@ def save_model_artifact(
     input_path: str | Path,
     overwrite: bool = False,
 ) -> Path:
-    """Write a model artifact directory (weights, config, scaler, feature manifest, history)."""
+    """Write a model artifact directory (weights, config, scaler, feature manifest, history).
+
+    config.json records the loss's ``pos_weight`` and ``logit_offset = log(pos_weight)``, which
+    every reader must subtract from the logits (``predict_proba(..., logit_offset=...)``).
+    """
     from crpbot.artifact import write_artifact
     from crpbot.features import feature_manifest
 
+    pos_weight = positive_weight(data, config.lookback)
     config_json = {
         "kind": "model",
         "coin": data.coin,
@@ -344,6 +386,8 @@ def save_model_artifact(
         },
         "input_path": str(input_path),
         "best_epoch": int(best_epoch),
+        "pos_weight": float(pos_weight),
+        "logit_offset": math.log(pos_weight),
         "param_count": sum(int(tensor.numel()) for tensor in model_state.values()),
     }
     return write_artifact(

@@ -40,12 +40,42 @@ def test_labels_are_close_h_minutes_later_above_close_now(btc, prepared):
     close = btc.frame.set_index(timestamps_ns(btc.frame["timestamp"]))["close"]
     later = close.reindex(prepared.timestamps + HORIZON * 60_000_000_000).to_numpy()
     now = close.reindex(prepared.timestamps).to_numpy()
-    defined = ~np.isnan(prepared.labels)
-    # defined exactly where t+h is a bar of the same segment (i.e. no gap, no end of data)
-    assert np.array_equal(defined, ~np.isnan(later))
-    assert np.array_equal(prepared.labels[defined], (later > now)[defined].astype(np.float32))
-    np.testing.assert_allclose(prepared.forward_returns[defined], (later / now - 1)[defined])
+    reachable = ~np.isnan(later)  # t+h is a bar of the same segment (no gap, no end of data)
+    tie = reachable & (later == now)
+    moved = reachable & ~tie
+    assert tie.any()  # the BTC sample has a few flat 15-minute outcomes
+    # labelled exactly where the price moved; a tie is neither up nor down: unlabelled
+    assert np.array_equal(~np.isnan(prepared.labels), moved)
+    assert np.array_equal(prepared.labels[moved], (later > now)[moved].astype(np.float32))
+    # returns are defined wherever t+h is reachable, ties included (0.0: zero PnL, finite)
+    assert np.array_equal(~np.isnan(prepared.forward_returns), reachable)
+    np.testing.assert_allclose(prepared.forward_returns[reachable], (later / now - 1)[reachable])
+    assert np.all(prepared.forward_returns[tie] == 0.0)
+    for split in prepared.split_bounds:
+        assert not np.isin(np.flatnonzero(tie), prepared.window_ends(split, LOOKBACK)).any()
     assert 0.4 < np.nanmean(prepared.labels) < 0.6
+
+
+def test_no_window_end_is_a_tie_on_the_sol_sample(sample_path):
+    """SOL's sample has many flat 15-minute outcomes (~6-9% of rows); none is served as "down"."""
+    sol = load_bars(sample_path("SOL"))
+    data = prepare_data(sol, lookback=LOOKBACK, horizon=HORIZON)
+    close = sol.frame.set_index(timestamps_ns(sol.frame["timestamp"]))["close"]
+    for split in ("train", "val", "test"):
+        ends = data.window_ends(split, LOOKBACK)
+        now = close.reindex(data.timestamps[ends]).to_numpy()
+        later = close.reindex(data.timestamps[ends] + HORIZON * 60_000_000_000).to_numpy()
+        assert not np.any(later == now), split
+        assert np.all(data.forward_returns[ends] != 0.0) and np.isin(data.labels[ends], (0.0, 1.0)).all()
+        start, end = data.split_bounds[split]
+        rows = np.arange(start, end - HORIZON)
+        ties = rows[data.forward_returns[rows] == 0.0]
+        assert len(ties) > 0.04 * len(rows), split  # the ties exist, they are just not served
+        assert np.isnan(data.labels[ties]).all()
+        # ...except to a backtest, which trades them (a flat move still pays the round trip)
+        traded = data.window_ends(split, LOOKBACK, labelled=False)
+        assert set(ends) < set(traded)
+        assert np.all(data.forward_returns[np.setdiff1d(traded, ends)] == 0.0)
 
 
 @pytest.mark.parametrize("lookback", [1, 16, LOOKBACK, 240])
@@ -72,8 +102,12 @@ def test_windows_across_the_gap_are_excluded(btc, prepared):
     ends = prepared.window_ends("train", LOOKBACK)
     crossing = (ends - LOOKBACK + 1 < gap_end) & (ends + HORIZON >= gap_end)
     assert gap_end < prepared.split_bounds["train"][1] and not crossing.any()
-    # the windows right beside the gap stay
-    assert np.isin([gap_end - HORIZON - 1, gap_end + LOOKBACK - 1], ends).all()
+    # the windows right beside the gap stay, except ties: the price was frozen before the halt,
+    # so the last 15-minute outcomes before it are flat and unlabelled
+    last_before = gap_end - HORIZON - 1
+    labelled_before = np.flatnonzero(~np.isnan(prepared.labels[: last_before + 1]))[-1]
+    assert np.all(prepared.forward_returns[labelled_before + 1 : last_before + 1] == 0.0)
+    assert np.isin([labelled_before, gap_end + LOOKBACK - 1], ends).all()
 
 
 def test_scaler_statistics_come_from_train_rows_only(tmp_path, btc, prepared):

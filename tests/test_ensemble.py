@@ -4,6 +4,7 @@ and a real 2-seed ensemble trains on the session's Ray instance and evaluates li
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,9 +13,22 @@ from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
 from crpbot.metrics import TestSplitAccessError
 
-TINY = TrainConfig(cell="lstm", hidden_size=8, num_layers=1, bidirectional=True, head_hidden=8, dropout=0.0,
-                   lookback=20, horizon=15, max_train_windows=256, batch_size=128, max_epochs=1, patience=1,
-                   t0=1, seed=3)
+TINY = TrainConfig(
+    cell="lstm",
+    hidden_size=8,
+    num_layers=1,
+    bidirectional=True,
+    head_hidden=8,
+    dropout=0.0,
+    lookback=20,
+    horizon=15,
+    max_train_windows=256,
+    batch_size=128,
+    max_epochs=1,
+    patience=1,
+    t0=1,
+    seed=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +41,15 @@ def member(tmp_path_factory, sample_path):
     torch.set_num_threads(1)
     data = load_prepared("SOL", sample_path("SOL"), TINY)
     result = fit(TINY, data, log=lambda _: None)
-    path = save_model_artifact(tmp_path_factory.mktemp("member") / "m", model_state=result.best_state,
-                               config=TINY, data=data, history=result.history, best_epoch=result.best_epoch,
-                               input_path=sample_path("SOL"))
+    path = save_model_artifact(
+        tmp_path_factory.mktemp("member") / "m",
+        model_state=result.best_state,
+        config=TINY,
+        data=data,
+        history=result.history,
+        best_epoch=result.best_epoch,
+        input_path=sample_path("SOL"),
+    )
     return path, data
 
 
@@ -47,6 +67,69 @@ def test_ensemble_of_identical_members_equals_the_member(member, tmp_path):
         ends_ensemble, probs_ensemble = ensemble.predict_proba(data, split)
         np.testing.assert_array_equal(ends_single, ends_ensemble)
         np.testing.assert_allclose(probs_ensemble, probs_single, rtol=1e-6)
+
+
+def _copy_with_config(path, out, change):
+    """A re-sealed copy of a model artifact whose config.json is ``change(config_json)``."""
+    from crpbot.artifact import load_weights, read_artifact_json, read_manifest, write_artifact
+
+    json_files = {
+        name: read_artifact_json(path, name)
+        for name in ("config.json", "scaler.json", "features.json", "history.json")
+    }
+    json_files["config.json"] = change(dict(json_files["config.json"]))
+    return write_artifact(
+        out,
+        json_files=json_files,
+        tensors=load_weights(path),
+        data_fingerprint=read_manifest(path)["data_fingerprint"],
+    )
+
+
+def test_each_member_is_prior_corrected_with_its_own_stored_offset(member, tmp_path):
+    """P(up) = sigmoid(logit - logit_offset) per member, averaged, and the temperature is fitted on that."""
+    from crpbot.calibration import TemperatureScaler, logit, sigmoid
+    from crpbot.ensemble import build_ensemble, load_predictor
+    from crpbot.training import positive_weight, predict_proba
+
+    path, data = member
+    offset = json.loads((path / "config.json").read_text())["logit_offset"]
+    assert offset == pytest.approx(np.log(positive_weight(data, TINY.lookback))) and abs(offset) > 1e-3
+    single = load_predictor(path)
+    assert single.logit_offsets == [offset]
+    ends, plain = predict_proba(single.models[0], data, "val", TINY.lookback)  # uncorrected
+    np.testing.assert_allclose(
+        single.predict_proba(data, "val")[1], sigmoid(logit(plain) - offset), rtol=1e-5
+    )
+
+    # a second member with the same weights but another offset: each member keeps its own
+    shifted = _copy_with_config(path, tmp_path / "shifted", lambda c: {**c, "logit_offset": offset + 1.0})
+    ensemble_dir = build_ensemble([path, shifted], data, tmp_path / "ens")
+    ensemble = load_predictor(ensemble_dir)
+    assert ensemble.logit_offsets == [offset, offset + 1.0]
+    expected = (sigmoid(logit(plain) - offset) + sigmoid(logit(plain) - offset - 1.0)) / 2
+    raw_ends, raw = ensemble.raw_proba(data, "val")
+    np.testing.assert_array_equal(raw_ends, ends)
+    np.testing.assert_allclose(raw, expected, rtol=1e-5)
+    # the temperature was fitted on the corrected average, not on the shifted sigmoid
+    calibration = json.loads((ensemble_dir / "calibration.json").read_text())
+    refit = TemperatureScaler().fit(expected, data.labels[ends].astype(np.float64))
+    assert calibration["val_nll_before"] == pytest.approx(refit.nll_before_, rel=1e-5)
+    assert calibration["temperature"] == pytest.approx(refit.temperature_, rel=1e-3)
+
+
+def test_a_model_artifact_without_a_logit_offset_is_refused(member, tmp_path):
+    from crpbot.ensemble import build_ensemble, load_predictor
+
+    path, data = member
+    old = _copy_with_config(
+        path, tmp_path / "old", lambda c: {k: v for k, v in c.items() if k != "logit_offset"}
+    )
+    with pytest.raises(CrpbotError, match=f"{re.escape(str(old))}: config.json needs a finite logit_offset"):
+        load_predictor(old)
+    with pytest.raises(CrpbotError, match="logit_offset"):
+        build_ensemble([path, old], data, tmp_path / "ens")
+    assert not (tmp_path / "ens").exists()
 
 
 def test_temperature_is_fitted_on_val_and_keeps_the_predicted_class(member, tmp_path):
@@ -79,9 +162,15 @@ def test_members_with_other_splits_are_refused(member, tmp_path, sample_path):
     path, data = member
     other_config = TINY.replace(train_fraction=0.6)
     other_data = load_prepared("SOL", sample_path("SOL"), other_config)
-    other = save_model_artifact(tmp_path / "other", model_state=load_predictor(path).models[0].state_dict(),
-                                config=other_config, data=other_data, history=[], best_epoch=0,
-                                input_path=sample_path("SOL"))
+    other = save_model_artifact(
+        tmp_path / "other",
+        model_state=load_predictor(path).models[0].state_dict(),
+        config=other_config,
+        data=other_data,
+        history=[],
+        best_epoch=0,
+        input_path=sample_path("SOL"),
+    )
     with pytest.raises(CrpbotError, match="differs .* in split_times"):
         build_ensemble([path, other], data, tmp_path / "ens")
     with pytest.raises(CrpbotError, match="not split like its members"):
@@ -94,8 +183,9 @@ def test_two_seed_ensemble_on_ray_then_evaluate(ray_session, tmp_path, sample_pa
     from crpbot.ensemble import load_predictor, train_ensemble
     from crpbot.evaluate import evaluate_model
 
-    out = train_ensemble(TINY, "SOL", seeds=2, input_path=sample_path("SOL"), out_dir=tmp_path / "ens",
-                         log=lambda _: None)
+    out = train_ensemble(
+        TINY, "SOL", seeds=2, input_path=sample_path("SOL"), out_dir=tmp_path / "ens", log=lambda _: None
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["kind"] == "ensemble" and config["members"] == ["members/seed_3", "members/seed_4"]
     assert config["seeds"] == [3, 4]

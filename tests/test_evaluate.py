@@ -13,12 +13,28 @@ import pytest
 
 from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
-from crpbot.evaluate import evaluate_model
+from crpbot.ensemble import load_predictor
+from crpbot.evaluate import evaluate_model, stored_split_data
 from crpbot.gate import GateThresholds
+from crpbot.metrics import Predictions, equal_mass_calibration_error, reliability_bins
+from crpbot.report import summary_lines
 
-TINY = TrainConfig(cell="gru", hidden_size=8, num_layers=1, bidirectional=False, head_hidden=8, dropout=0.0,
-                   lookback=20, horizon=15, max_train_windows=512, batch_size=128, max_epochs=2, patience=2,
-                   t0=1, seed=0)
+TINY = TrainConfig(
+    cell="gru",
+    hidden_size=8,
+    num_layers=1,
+    bidirectional=False,
+    head_hidden=8,
+    dropout=0.0,
+    lookback=20,
+    horizon=15,
+    max_train_windows=512,
+    batch_size=128,
+    max_epochs=2,
+    patience=2,
+    t0=1,
+    seed=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,27 +47,64 @@ def tiny_model(tmp_path_factory, sample_path):
     torch.set_num_threads(1)
     data = load_prepared("BTC", sample_path("BTC"), TINY)
     result = fit(TINY, data, log=lambda _: None)
-    return save_model_artifact(tmp_path_factory.mktemp("model") / "btc", model_state=result.best_state,
-                               config=TINY, data=data, history=result.history, best_epoch=result.best_epoch,
-                               input_path=sample_path("BTC"))
+    return save_model_artifact(
+        tmp_path_factory.mktemp("model") / "btc",
+        model_state=result.best_state,
+        config=TINY,
+        data=data,
+        history=result.history,
+        best_epoch=result.best_epoch,
+        input_path=sample_path("BTC"),
+    )
 
 
 def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     lines: list[str] = []
     result = evaluate_model(tiny_model, out_dir=tmp_path / "eval", n_boot=200, log=lines.append)
     out = result.out_dir
-    for name in ("predictions.parquet", "metrics.json", "report.md", "reliability.png", "equity_curve.png",
-                 "accuracy_vs_coverage.png", "training_curves.png"):
+    for name in (
+        "predictions.parquet",
+        "metrics.json",
+        "report.md",
+        "reliability.png",
+        "equity_curve.png",
+        "accuracy_vs_coverage.png",
+        "training_curves.png",
+    ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("n", "accuracy", "accuracy_ci", "ece", "brier", "log_loss", "auc", "baselines",
-                "coverage_curve", "backtest", "gate"):
+    for key in (
+        "n",
+        "accuracy",
+        "accuracy_ci",
+        "ece",
+        "brier",
+        "log_loss",
+        "auc",
+        "baselines",
+        "coverage_curve",
+        "backtest",
+        "gate",
+    ):
         assert key in metrics, key
     assert set(metrics["baselines"]) == {"majority", "momentum", "reversal", "logistic"}
-    assert set(metrics["backtest"]) >= {"trades", "win_rate", "total_pnl", "avg_pnl", "sharpe",
-                                        "max_drawdown", "exposure"}
+    assert set(metrics["backtest"]) >= {
+        "trades",
+        "win_rate",
+        "total_pnl",
+        "avg_pnl",
+        "sharpe",
+        "max_drawdown",
+        "exposure",
+    }
     # a two-epoch GRU on three weeks of 1-minute bars is near a coin flip: anything above 0.6 is a leak
     assert 0.4 < metrics["accuracy"] < 0.6
+    # flat outcomes are traded by the backtest but not scored: n + ties = every tradable window
+    data = stored_split_data(load_predictor(tiny_model))
+    tradable = data.window_ends("test", TINY.lookback, labelled=False)
+    assert metrics["test_ties"] > 0
+    assert metrics["n"] + metrics["test_ties"] == len(tradable) == len(data.window_ends("test", TINY.lookback)) + \
+        metrics["test_ties"]
     assert metrics["accuracy_ci"][0] <= metrics["accuracy"] <= metrics["accuracy_ci"][1]
     assert metrics["gate"]["passed"] is False and metrics["gate"]["reasons"][0].startswith("accuracy")
     assert result.passed is False
@@ -67,10 +120,37 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     assert any(line.startswith("Test Accuracy:") for line in lines)
     assert any(line.startswith("Status: FAIL (accuracy") for line in lines)
 
+    # both calibration views beside the gate's ECE, computed on the scored rows
+    probs, labels = predictions.prob_up.to_numpy(), predictions.label.to_numpy().astype(float)
+    assert metrics["calibration_in_the_large"] == pytest.approx(probs.mean() - labels.mean())
+    assert metrics["ece_equal_mass"] == pytest.approx(equal_mass_calibration_error(labels, probs))
+    definition = metrics["ece_definition"]
+    assert "equal-count" in definition and "mean P(up) - observed up rate" in definition
+    calibration = next(line for line in lines if line.startswith("Calibration Error:"))
+    assert f"equal-mass bins {metrics['ece_equal_mass']:.4f}" in calibration
+    assert f"mean P(up) - up rate {metrics['calibration_in_the_large']:+.4f}" in calibration
+    # win rate before and after costs, and the round trip that separates them
+    bt = metrics["backtest"]
+    assert bt["breakeven_move_bps"] == 20.0 and bt["gross_win_rate"] is not None
+    win = next(line for line in lines if line.startswith("Win Rate:"))
+    assert "after costs" in win and f"{bt['gross_win_rate']:.4f} before costs; round trip 20 bps" in win
+    # validation numbers are labelled in-sample
+    assert metrics["validation"]["in_sample"] is True and "early stopping" in metrics["validation"]["note"]
+    report = (out / "report.md").read_text()
+    assert "## Validation (in-sample: used for early stopping, model selection, temperature and τ)" in report
+    assert "ECE, 15 equal-mass bins" in report and "calibration in the large" in report
+    assert "win rate (before costs)" in report and "close[t]" in report and "--slippage-bps" in report
+    assert "closed-trade equity curve" in report
+
 
 def test_lenient_gate_passes_and_existing_output_is_kept(tiny_model, tmp_path):
-    result = evaluate_model(tiny_model, out_dir=tmp_path / "eval", n_boot=50, log=lambda _: None,
-                            thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0))
+    result = evaluate_model(
+        tiny_model,
+        out_dir=tmp_path / "eval",
+        n_boot=50,
+        log=lambda _: None,
+        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0),
+    )
     assert result.passed and result.metrics["gate"]["reasons"] == []
     before = (result.out_dir / "metrics.json").read_text()
     with pytest.raises(CrpbotError, match="already exists"):
@@ -90,8 +170,9 @@ def test_input_after_training_period_is_scored_whole(tiny_model, tmp_path, sampl
     path = tmp_path / "BTC-USD_later.parquet"
     later.to_parquet(path)
     # the last 3000 bars lie in the stored test split; only the windows after val count
-    result = evaluate_model(tiny_model, input_path=path, out_dir=tmp_path / "e", n_boot=50,
-                            log=lambda _: None)
+    result = evaluate_model(
+        tiny_model, input_path=path, out_dir=tmp_path / "e", n_boot=50, log=lambda _: None
+    )
     assert result.metrics["test_source"].startswith("all of")
     assert result.metrics["baselines"]["logistic"] is not None  # fitted on the stored train split
 
@@ -127,3 +208,67 @@ def test_recipe_script_checks_symbol_and_model_type(tiny_model, tmp_path, capsys
     out = ["--out", str(tmp_path / "s")]
     assert script.main([*recipe, "--symbol", "BTC-USD", "--model-type", "gru", *out]) == 0
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["gate"]["min_accuracy"] == 0.68
+
+
+def _metrics_for_summary(**backtest) -> dict:
+    return {
+        "accuracy": 0.52,
+        "accuracy_ci": [0.51, 0.53],
+        "n": 1000,
+        "ece": 0.0131,
+        "ece_equal_mass": 0.045,
+        "calibration_in_the_large": 0.012,
+        "baselines": {"majority": 0.51},
+        "backtest": {
+            "win_rate": 0.1365,
+            "gross_win_rate": 0.52,
+            "breakeven_move_bps": 20.0,
+            "trades": 400,
+            "threshold": 0.5,
+            "cost_bps_per_side": 10.0,
+            "total_pnl": -0.5,
+            "sharpe": -3.0,
+            "max_drawdown": 0.6,
+            **backtest,
+        },
+        "gate": {"passed": False, "reasons": ["accuracy 0.5200 < min_accuracy 0.6800"], "selective": {}},
+    }
+
+
+def test_summary_lines_show_both_calibration_views_and_both_win_rates():
+    lines = summary_lines(_metrics_for_summary())
+    assert "Calibration Error: 0.0131 (equal-mass bins 0.0450; mean P(up) - up rate +0.0120)" in lines
+    assert any(
+        line.startswith(
+            "Win Rate: 0.1365 after costs (0.5200 before costs; round trip 20 bps; "
+            "400 trades at tau 0.50, 10 bps per side)"
+        )
+        for line in lines
+    )
+    no_trades = summary_lines(_metrics_for_summary(win_rate=None, gross_win_rate=None, trades=0))
+    assert any(line.startswith("Win Rate: n/a after costs (n/a before costs") for line in no_trades)
+
+
+def test_reliability_plot_draws_counts_as_a_histogram_not_overlapping_labels(tmp_path, monkeypatch):
+    """Two adjacent crowded bins once printed as "3911481"; their counts are now bars on their own axis."""
+    from crpbot import report
+
+    rng = np.random.default_rng(0)
+    probs = np.r_[rng.uniform(0.50, 0.53, 3911), rng.uniform(0.54, 0.59, 481), [0.95]]
+    labels = (rng.uniform(size=len(probs)) < 0.5).astype(float)
+    n = len(probs)
+    test = Predictions("test", np.arange(n, dtype=np.int64), probs, labels, np.zeros(n))
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: figures.append(fig) or path)
+    report._plot_reliability(tmp_path / "r.png", test)
+    (fig,) = figures
+    curve, histogram = fig.axes
+    assert len(curve.texts) == 0  # no count labels on the reliability curve
+    counts, _, _ = reliability_bins(labels, probs)
+    heights = [patch.get_height() for patch in histogram.patches]
+    assert heights == [int(c) for c in counts if c > 0]
+    assert [text.get_text() for text in histogram.texts] == ["3911", "481", "1"]
+    # each label is centred over its own bar, so adjacent bins never share a spot
+    for text, patch in zip(histogram.texts, histogram.patches, strict=True):
+        assert text.get_position()[0] == pytest.approx(patch.get_x() + patch.get_width() / 2)
+        assert text.get_position()[1] == patch.get_height()

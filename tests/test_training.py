@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 
 from crpbot.config import TrainConfig
-from crpbot.dataset import load_prepared
+from crpbot.dataset import PreparedData, Scaler, load_prepared
 from crpbot.errors import CrpbotError
-from crpbot.training import epoch_shard, fit, load_model, predict_proba, save_model_artifact
+from crpbot.training import (
+    epoch_shard,
+    fit,
+    load_model,
+    positive_weight,
+    predict_proba,
+    save_model_artifact,
+)
 from crpbot.windows import gather_windows
 
 TINY = TrainConfig(
@@ -138,6 +146,67 @@ def test_predict_proba_is_the_sigmoid_of_the_logits(data) -> None:
             gather_windows(torch.from_numpy(data.features), torch.from_numpy(ends[:50]), TINY.lookback)
         )
     np.testing.assert_allclose(probs[:50], torch.sigmoid(logits).numpy(), rtol=1e-6)
+    # with the prior correction: exactly sigmoid(z - log w)
+    offset = math.log(positive_weight(data, TINY.lookback))
+    assert abs(offset) > 1e-3
+    _, corrected = predict_proba(model, data, "val", TINY.lookback, logit_offset=offset)
+    np.testing.assert_allclose(corrected[:50], torch.sigmoid(logits - offset).numpy(), rtol=1e-5)
+
+
+def _imbalanced_data(up_rate: float = 0.7, n: int = 6000, seed: int = 0) -> PreparedData:
+    """Synthetic prepared data whose labels are pure noise with P(up) = ``up_rate``."""
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((n, 4)).astype(np.float32)
+    labels = (rng.uniform(size=n) < up_rate).astype(np.float32)
+    labels[-1] = np.nan  # the last row's label lies past the end
+    purge = TINY.lookback + 1
+    train_end, val_start, val_end = 4000, 4000 + purge, 5000
+    return PreparedData(
+        coin="SYN-USD",
+        timestamps=np.arange(n, dtype=np.int64) * 60_000_000_000,
+        features=features,
+        labels=labels,
+        forward_returns=np.where(labels == 1, 0.001, -0.001),
+        segment_ids=np.zeros(n, dtype=np.int32),
+        split_bounds={"train": (0, train_end), "val": (val_start, val_end), "test": (val_end + purge, n)},
+        horizon=1,
+        purge=purge,
+        scaler=Scaler(mean_=np.zeros(4), scale_=np.ones(4)),
+        feature_names=("a", "b", "c", "d"),
+        fingerprint="0" * 64,
+    )
+
+
+def test_prior_correction_undoes_the_pos_weight_shift(tmp_path) -> None:
+    """70% up, features are noise: the weighted loss drives sigmoid(logits) to ~0.5; corrected is ~0.7."""
+    data = _imbalanced_data()
+    config = TINY.replace(max_epochs=3, max_train_windows=2048, dropout=0.0)
+    train_ends = data.window_ends("train", config.lookback)
+    up = data.labels[train_ends].mean()
+    assert positive_weight(data, config.lookback) == pytest.approx((1 - up) / up)
+    offset = math.log(positive_weight(data, config.lookback))
+    result = fit(config, data, log=_quiet)
+    model = load_model(
+        save_model_artifact(
+            tmp_path / "model",
+            model_state=result.best_state,
+            config=config,
+            data=data,
+            history=result.history,
+            best_epoch=result.best_epoch,
+            input_path="synthetic",
+        )
+    )[0]
+    val_up = float(data.labels[data.window_ends("val", config.lookback)].mean())
+    _, plain = predict_proba(model, data, "val", config.lookback)
+    _, corrected = predict_proba(model, data, "val", config.lookback, logit_offset=offset)
+    assert abs(plain.mean() - 0.5) < 0.05 and abs(plain.mean() - val_up) > 0.15  # the bias
+    assert abs(corrected.mean() - val_up) < 0.05  # gone
+    # fit's val accuracy calls "up" as the corrected probability does: ~always up here, so ~val_up
+    val_labels = data.labels[data.window_ends("val", config.lookback)]
+    best = result.history[result.best_epoch - 1]
+    assert best["val_acc"] == pytest.approx(np.mean((corrected >= 0.5) == (val_labels == 1)), abs=1e-3)
+    assert abs(best["val_acc"] - val_up) < 0.05
 
 
 def test_artifact_round_trip(data, sample_path, tmp_path) -> None:
@@ -165,6 +234,9 @@ def test_artifact_round_trip(data, sample_path, tmp_path) -> None:
     assert config_json["input_size"] == data.features.shape[1]
     assert config_json["best_epoch"] == 1
     assert config_json["param_count"] == sum(p.numel() for p in model.parameters())
+    pos_weight = positive_weight(data, TINY.lookback)
+    assert config_json["pos_weight"] == pytest.approx(pos_weight, rel=1e-12)
+    assert config_json["logit_offset"] == pytest.approx(math.log(pos_weight), rel=1e-12)
     assert json.loads((out / "manifest.json").read_text())["data_fingerprint"] == data.fingerprint
     _assert_same_state(model.state_dict(), result.best_state)
     assert not model.training
