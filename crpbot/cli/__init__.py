@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ensemble": ("ensemble", "train one config under K seeds on Ray, temperature fitted on validation"),
     "evaluate": ("evaluate", "score a model on its test split: metrics, baselines, backtest, gate, report"),
     "promote": ("promote", "copy a verified model into the registry and make it current"),
+    "pipeline": ("pipeline", "train, check, search, ensemble, evaluate and gate several coins; promote"),
     "registry": ("registry", "list, show, roll back promoted models; push/pull them to/from S3"),
 }
 
