@@ -10,16 +10,24 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 setup: $(STAMP)
 
+# TORCH_INDEX: optional wheel index for torch alone, e.g. https://download.pytorch.org/whl/cpu
+# on a laptop without a local wheel cache (PyPI's Linux torch is the multi-GB CUDA build).
+TORCH_INDEX ?=
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_INDEX),$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0 --index-url $(TORCH_INDEX))
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $(STAMP)
 
 demo: setup
 	$(BIN)/crpbot pipeline --budget smoke
 
+# Two runs: the multi-node test starts its own two-node cluster, which must not share the
+# host with the session's local Ray instance (it breaks Ray Train's clean-up).
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not multinode"
+	$(BIN)/python -m pytest -m multinode tests/test_multinode.py
 
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py
