@@ -28,36 +28,59 @@ from crpbot.search import run_search
 from crpbot.search_space import load_search_space
 
 REPO = Path(__file__).resolve().parents[1]
-SPACE = {"cell": {"choice": ["lstm", "gru"]}, "hidden_size": {"choice": [8, 32]},
-         "lr": {"choice": [0.001, 0.003, 0.01]}}
+SPACE = {
+    "cell": {"choice": ["lstm", "gru"]},
+    "hidden_size": {"choice": [8, 32]},
+    "lr": {"choice": [0.001, 0.003, 0.01]},
+}
 
 
 def write_space(directory: Path, name: str, args: argparse.Namespace, num_samples: int) -> Path:
     path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
-        "base": str(REPO / "tune_configs" / "smoke.yaml"), "seed": 0, "space": SPACE,
-        # patience above the budget: the epoch ratio then measures ASHA, not early stopping
-        "overrides": {"max_train_windows": args.windows, "patience": args.epochs + 1},
-        "budget": {"num_samples": num_samples, "max_epochs": args.epochs, "grace_period": 1,
-                   "reduction_factor": 3},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(REPO / "tune_configs" / "smoke.yaml"),
+                "seed": 0,
+                "space": SPACE,
+                # patience above the budget: the epoch ratio then measures ASHA, not early stopping
+                "overrides": {"max_train_windows": args.windows, "patience": args.epochs + 1},
+                "budget": {
+                    "num_samples": num_samples,
+                    "max_epochs": args.epochs,
+                    "grace_period": 1,
+                    "reduction_factor": 3,
+                },
+            }
+        )
+    )
     return path
 
 
 def timed_search(space_path: Path, storage: Path, name: str, args: argparse.Namespace, exhaustive: bool):
     started = time.perf_counter()
-    result = run_search(load_search_space(space_path), args.coin, input_path=args.input, storage=storage,
-                        name=name, exhaustive=exhaustive, progress=False, log=lambda _: None)
+    result = run_search(
+        load_search_space(space_path),
+        args.coin,
+        input_path=args.input,
+        storage=storage,
+        name=name,
+        exhaustive=exhaustive,
+        progress=False,
+        log=lambda _: None,
+    )
     return result, time.perf_counter() - started
 
 
 def describe(label: str, result, wall: float, concurrency: int) -> dict[str, float]:
     table = result.table
     all_in = (wall * concurrency - table["train_seconds"].sum()) / len(table)
-    print(f"{label:>12}: {len(table):2d} trials, {int(table['epochs_run'].sum()):3d} epochs, "
-          f"best val loss {table['best_val_loss'].min():.5f}, wall {wall:6.1f} s; overhead per trial: "
-          f"median {table['overhead_seconds'].median():.2f} s, max {table['overhead_seconds'].max():.2f} s "
-          f"(in trial), {all_in:.2f} s all-in")
+    print(
+        f"{label:>12}: {len(table):2d} trials, {int(table['epochs_run'].sum()):3d} epochs, "
+        f"best val loss {table['best_val_loss'].min():.5f}, wall {wall:6.1f} s; overhead per trial: "
+        f"median {table['overhead_seconds'].median():.2f} s, max {table['overhead_seconds'].max():.2f} s "
+        f"(in trial), {all_in:.2f} s all-in"
+    )
     return {"best": float(table["best_val_loss"].min()), "epochs": float(table["epochs_run"].sum())}
 
 
@@ -77,16 +100,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         grid, grid_wall = timed_search(write_space(tmp_path, "grid", args, 12), tmp_path, "grid", args, True)
-        search, search_wall = timed_search(write_space(tmp_path, "tpe", args, args.samples), tmp_path, "tpe",
-                                           args, False)
-    print(f"space: 12 configurations x {args.epochs} epochs, {args.windows} train windows/epoch, "
-          f"{args.coin} {args.input or 'bundled sample'}, {concurrency} trials at a time")
+        search, search_wall = timed_search(
+            write_space(tmp_path, "tpe", args, args.samples), tmp_path, "tpe", args, False
+        )
+    print(
+        f"space: 12 configurations x {args.epochs} epochs, {args.windows} train windows/epoch, "
+        f"{args.coin} {args.input or 'bundled sample'}, {concurrency} trials at a time"
+    )
     g = describe("grid", grid, grid_wall, concurrency)
     s = describe("TPE + ASHA", search, search_wall, concurrency)
     spread = grid.table["best_val_loss"]
-    print(f"grid val loss spread: min {spread.min():.5f}, median {spread.median():.5f}, "
-          f"max {spread.max():.5f} "
-          f"({(spread.max() / spread.min() - 1) * 100:.2f}% max over min)")
+    print(
+        f"grid val loss spread: min {spread.min():.5f}, median {spread.median():.5f}, "
+        f"max {spread.max():.5f} "
+        f"({(spread.max() / spread.min() - 1) * 100:.2f}% max over min)"
+    )
     print(f"search best vs grid best: {(s['best'] / g['best'] - 1) * 100:+.2f}% (target within 1%)")
     print(f"epochs spent: {s['epochs'] / g['epochs']:.2f}x of the grid's (target <= 0.40)")
     print(f"wall time: {search_wall / grid_wall:.2f}x of the grid's")

@@ -93,12 +93,16 @@ def verify_artifact(path: str | Path) -> dict:
     actual = _list_files(path)
     missing = sorted(set(expected) - set(actual))
     if missing:
-        raise CrpbotError(f"artifact {path}: missing file {missing[0]}"
-                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise CrpbotError(
+            f"artifact {path}: missing file {missing[0]}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     extra = sorted(set(actual) - set(expected))
     if extra:
-        raise CrpbotError(f"artifact {path}: unexpected file {extra[0]} not in {MANIFEST_FILE}"
-                          + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+        raise CrpbotError(
+            f"artifact {path}: unexpected file {extra[0]} not in {MANIFEST_FILE}"
+            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+        )
     for name in sorted(expected):
         _check_file(path, name, expected[name], actual[name])
     return manifest
@@ -126,8 +130,11 @@ def parse_manifest(raw: bytes, where: str) -> dict:
         raise CrpbotError(f"{where}: {MANIFEST_FILE} is not a {MANIFEST_FORMAT} manifest")
     for name, entry in files.items():
         _check_relative_name(name, f"{where}: {MANIFEST_FILE} lists")
-        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
-                and isinstance(entry.get("size"), int)):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("size"), int)
+        ):
             raise CrpbotError(f"{where}: {MANIFEST_FILE} entry for {name} lacks sha256/size")
     return manifest
 
@@ -204,7 +211,7 @@ def _check_entry_names(json_files: dict[str, Any], copy_dirs: dict[str, Path], *
         if not name.endswith(".json"):
             raise CrpbotError(f"artifact JSON file {name!r} must end in .json")
     for i, name in enumerate(names):
-        for other in names[i + 1:]:
+        for other in names[i + 1 :]:
             if name == other or other.startswith(name + "/") or name.startswith(other + "/"):
                 raise CrpbotError(f"artifact entries {name!r} and {other!r} collide")
 
@@ -214,8 +221,12 @@ def _check_relative_name(name: Any, context: str) -> None:
     if not isinstance(name, str) or not name:
         raise CrpbotError(f"{context} an empty or non-string file name")
     parts = PurePosixPath(name).parts
-    if name.startswith("/") or "\\" in name or any(part in ("..", ".") for part in parts) \
-            or PurePosixPath(*parts).as_posix() != name:
+    if (
+        name.startswith("/")
+        or "\\" in name
+        or any(part in ("..", ".") for part in parts)
+        or PurePosixPath(*parts).as_posix() != name
+    ):
         raise CrpbotError(f"{context} an unsafe file name {name!r}")
 
 
@@ -263,8 +274,10 @@ def _list_files(root: Path) -> dict[str, Path]:
 
 
 def _scan_files(root: Path) -> dict[str, dict[str, Any]]:
-    return {name: {"sha256": hash_file(full), "size": full.stat().st_size}
-            for name, full in sorted(_list_files(root).items())}
+    return {
+        name: {"sha256": hash_file(full), "size": full.stat().st_size}
+        for name, full in sorted(_list_files(root).items())
+    }
 
 
 def _check_file(root: Path, name: str, entry: dict, full: Path) -> None:
@@ -332,8 +345,12 @@ def _git_commit() -> str | None:
     """Commit of the crpbot source tree, or None outside a git checkout."""
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5, check=False,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -71,8 +71,9 @@ def fit_logistic(data: Any, split: str, lookback: int, seed: int = 0) -> Any:
         return LogisticRegression(max_iter=1000).fit(data.features[rows], labels.astype(np.int64))
 
 
-def baseline_accuracies(data: Any, rows: np.ndarray, *, lookback: int,
-                        train_data: Any | None) -> dict[str, float | None]:
+def baseline_accuracies(
+    data: Any, rows: np.ndarray, *, lookback: int, train_data: Any | None
+) -> dict[str, float | None]:
     """Accuracy of each baseline on ``rows`` of ``data`` (the model's scored windows).
 
     ``train_data`` holds the train split the logistic baseline is fitted on (usually ``data``

@@ -64,9 +64,12 @@ class TemperatureScaler:
         if len(z) < 2:
             raise CrpbotError("temperature scaling needs at least 2 rows")
         # NLL is smooth and unimodal in log T; a bounded 1-d search is exact enough and cannot diverge.
-        result = minimize_scalar(lambda log_t: _nll(z, labels, float(np.exp(log_t))),
-                                 bounds=(np.log(MIN_TEMPERATURE), np.log(MAX_TEMPERATURE)),
-                                 method="bounded", options={"xatol": 1e-6})
+        result = minimize_scalar(
+            lambda log_t: _nll(z, labels, float(np.exp(log_t))),
+            bounds=(np.log(MIN_TEMPERATURE), np.log(MAX_TEMPERATURE)),
+            method="bounded",
+            options={"xatol": 1e-6},
+        )
         self.temperature_ = float(np.exp(result.x))
         self.nll_before_ = _nll(z, labels, 1.0)
         self.nll_after_ = _nll(z, labels, self.temperature_)
@@ -75,8 +78,9 @@ class TemperatureScaler:
     def fit_predictions(self, predictions: Predictions) -> TemperatureScaler:
         """Fit on one split's predictions; refuses the test split."""
         guard_selection(predictions.split, "temperature fitting")
-        return self.fit(predictions.probs if self.inputs == "probs" else logit(predictions.probs),
-                        predictions.labels)
+        return self.fit(
+            predictions.probs if self.inputs == "probs" else logit(predictions.probs), predictions.labels
+        )
 
     def transform(self, scores: np.ndarray) -> np.ndarray:
         if not hasattr(self, "temperature_"):

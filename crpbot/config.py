@@ -69,16 +69,32 @@ class TrainConfig:
 
         need(self.cell in CELLS, "cell", f"expected one of {', '.join(CELLS)}")
         need(self.optimizer in OPTIMIZERS, "optimizer", f"expected one of {', '.join(OPTIMIZERS)}")
-        for key in ("hidden_size", "num_layers", "head_hidden", "lookback", "horizon", "batch_size",
-                    "t0", "t_mult", "max_epochs", "patience"):
+        for key in (
+            "hidden_size",
+            "num_layers",
+            "head_hidden",
+            "lookback",
+            "horizon",
+            "batch_size",
+            "t0",
+            "t_mult",
+            "max_epochs",
+            "patience",
+        ):
             need(getattr(self, key) >= 1, key, "must be >= 1")
         need(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
         need(0.0 < self.train_fraction < 1.0, "train_fraction", "must be in (0, 1)")
         need(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
-        need(self.train_fraction + self.val_fraction < 1.0, "val_fraction",
-             "train_fraction + val_fraction must leave a test split (< 1)")
-        need(self.max_train_windows is None or self.max_train_windows >= 1, "max_train_windows",
-             "must be >= 1 or null")
+        need(
+            self.train_fraction + self.val_fraction < 1.0,
+            "val_fraction",
+            "train_fraction + val_fraction must leave a test split (< 1)",
+        )
+        need(
+            self.max_train_windows is None or self.max_train_windows >= 1,
+            "max_train_windows",
+            "must be >= 1 or null",
+        )
         need(self.lr > 0 and math.isfinite(self.lr), "lr", "must be a positive number")
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         need(self.grad_clip > 0, "grad_clip", "must be > 0")
@@ -111,7 +127,10 @@ def config_keys() -> set[str]:
 
 
 def _check_types(config: TrainConfig) -> None:
-    """Reject values of the wrong type by key, so YAML typos fail loudly (``lr: 1e-3`` is a str in YAML 1.1)."""
+    """Reject values of the wrong type by key, so YAML typos fail loudly.
+
+    (``lr: 1e-3`` is a string in YAML 1.1, which PyYAML follows.)
+    """
     for f in fields(config):
         value = getattr(config, f.name)
         expected = f.type

@@ -97,7 +97,9 @@ class Predictor:
         ends, probs = self.raw_proba(data, split, device, labelled=labelled)
         return ends, apply_temperature(probs, self.temperature)
 
-    def predictions(self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True) -> Predictions:
+    def predictions(
+        self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
+    ) -> Predictions:
         """``predict_proba`` packed with the split's name, timestamps, labels (NaN on ties) and returns."""
         ends, probs = self.predict_proba(data, split, device, labelled=labelled)
         return Predictions(

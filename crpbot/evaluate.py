@@ -145,8 +145,10 @@ def evaluate_model(
     test = traded.where(~tie)
     if len(test) == 0:
         raise CrpbotError("the test split holds no complete window to score")
-    log(f"Scoring {len(test):,} test windows of {coin} ({test_source}; "
-        f"{int(tie.sum()):,} more whose {test_data.horizon}-minute move is exactly 0 are traded, not scored)")
+    log(
+        f"Scoring {len(test):,} test windows of {coin} ({test_source}; "
+        f"{int(tie.sum()):,} more whose {test_data.horizon}-minute move is exactly 0 are traded, not scored)"
+    )
 
     metrics: dict[str, Any] = {
         "coin": coin,

@@ -55,8 +55,9 @@ class Predictions:
 
     def where(self, mask: np.ndarray) -> Predictions:
         """The rows where ``mask`` is true."""
-        return Predictions(self.split, self.timestamps[mask], self.probs[mask], self.labels[mask],
-                           self.forward_returns[mask])
+        return Predictions(
+            self.split, self.timestamps[mask], self.probs[mask], self.labels[mask], self.forward_returns[mask]
+        )
 
 
 def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

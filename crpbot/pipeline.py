@@ -75,13 +75,24 @@ class PipelineResult:
         return bool(self.batch["promoted"])
 
 
-def run_pipeline(coins: list[str], *, budget: str = "smoke", address: str | None = None,
-                 input_dir: str | Path | None = None, run_dir: str | Path | None = None,
-                 registry_root: str | Path = "models", storage: str | Path | None = None,
-                 bucket: str | None = None, prefix: str = "crpbot",
-                 endpoint_url: str | None = None, use_gpu: bool = False, workers: int = 1,
-                 thresholds: GateThresholds | None = None, fee_bps: float = 10.0,
-                 log: Callable[[str], None] = print) -> PipelineResult:
+def run_pipeline(
+    coins: list[str],
+    *,
+    budget: str = "smoke",
+    address: str | None = None,
+    input_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    registry_root: str | Path = "models",
+    storage: str | Path | None = None,
+    bucket: str | None = None,
+    prefix: str = "crpbot",
+    endpoint_url: str | None = None,
+    use_gpu: bool = False,
+    workers: int = 1,
+    thresholds: GateThresholds | None = None,
+    fee_bps: float = 10.0,
+    log: Callable[[str], None] = print,
+) -> PipelineResult:
     """Run the recipe for ``coins`` and promote the batch if enough coins pass the gate.
 
     ``storage`` holds Ray Train checkpoints and Tune experiment state (a path or
@@ -100,7 +111,9 @@ def run_pipeline(coins: list[str], *, budget: str = "smoke", address: str | None
         raise CrpbotError(f"a coin is listed twice: {', '.join(coins)}")
     inputs = {coin: _input_for(coin, input_dir, default_input) for coin in coins}
     config = load_config(CONFIG_DIR / plan.train_config)
-    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = (
+        Path(run_dir) if run_dir is not None else Path("runs") / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     if run_dir.exists():
         raise CrpbotError(f"run directory already exists: {run_dir}")
     run_dir.mkdir(parents=True)
@@ -108,10 +121,23 @@ def run_pipeline(coins: list[str], *, budget: str = "smoke", address: str | None
     init_ray(address)
     log(f"Pipeline budget={budget} coins={','.join(coins)} run_dir={run_dir}")
     storage = storage if storage is not None else run_dir.resolve()
-    outcomes = [_run_coin(coin, inputs[coin], config, plan, run_dir / coin, storage=join(storage, coin),
-                          address=address, use_gpu=use_gpu, workers=workers, thresholds=thresholds,
-                          fee_bps=fee_bps, log=log)
-                for coin in coins]
+    outcomes = [
+        _run_coin(
+            coin,
+            inputs[coin],
+            config,
+            plan,
+            run_dir / coin,
+            storage=join(storage, coin),
+            address=address,
+            use_gpu=use_gpu,
+            workers=workers,
+            thresholds=thresholds,
+            fee_bps=fee_bps,
+            log=log,
+        )
+        for coin in coins
+    ]
 
     decisions = {o.coin: coin_decision(o.metrics["accuracy"], o.metrics["ece"], thresholds) for o in outcomes}
     batch = batch_decision(decisions, thresholds).to_dict()
@@ -134,9 +160,21 @@ def _input_for(coin: str, input_dir: str | Path | None, default_input: Callable[
     return path
 
 
-def _run_coin(coin: str, input_path: Path, config: TrainConfig, plan: Budget, coin_dir: Path, *,
-              storage: str | Path, address: str | None, use_gpu: bool, workers: int, thresholds: GateThresholds, fee_bps: float,
-              log: Callable[[str], None]) -> CoinOutcome:
+def _run_coin(
+    coin: str,
+    input_path: Path,
+    config: TrainConfig,
+    plan: Budget,
+    coin_dir: Path,
+    *,
+    storage: str | Path,
+    address: str | None,
+    use_gpu: bool,
+    workers: int,
+    thresholds: GateThresholds,
+    fee_bps: float,
+    log: Callable[[str], None],
+) -> CoinOutcome:
     from crpbot.ensemble import train_ensemble
     from crpbot.evaluate import evaluate_model
     from crpbot.search import run_search
@@ -144,36 +182,71 @@ def _run_coin(coin: str, input_path: Path, config: TrainConfig, plan: Budget, co
     from crpbot.trainer import train
 
     log(f"== {coin}: training the recipe ({plan.train_config})")
-    recipe_dir = train(config, coin, input_path=input_path, num_workers=workers, use_gpu=use_gpu,
-                       address=address, out_dir=coin_dir / "recipe_model", storage_path=join(storage, "train"),
-                       run_name=f"{coin}-recipe")
+    recipe_dir = train(
+        config,
+        coin,
+        input_path=input_path,
+        num_workers=workers,
+        use_gpu=use_gpu,
+        address=address,
+        out_dir=coin_dir / "recipe_model",
+        storage_path=join(storage, "train"),
+        run_name=f"{coin}-recipe",
+    )
     recipe_val = validation_check(recipe_dir, thresholds)
-    outcome = CoinOutcome(coin=coin, recipe_model=str(recipe_dir), recipe_validation=recipe_val,
-                          final_model=str(recipe_dir), final_validation=recipe_val)
-    log(f"== {coin}: recipe on validation: accuracy {recipe_val['accuracy']:.4f}, "
-        f"ECE {recipe_val['ece']:.4f} -> {'meets' if recipe_val['passed'] else 'misses'} the gate's thresholds")
+    outcome = CoinOutcome(
+        coin=coin,
+        recipe_model=str(recipe_dir),
+        recipe_validation=recipe_val,
+        final_model=str(recipe_dir),
+        final_validation=recipe_val,
+    )
+    log(
+        f"== {coin}: recipe on validation: accuracy {recipe_val['accuracy']:.4f}, "
+        f"ECE {recipe_val['ece']:.4f} -> {'meets' if recipe_val['passed'] else 'misses'} "
+        "the gate's thresholds"
+    )
 
     if not recipe_val["passed"]:
         log(f"== {coin}: fallback search ({plan.search_space})")
         space = load_search_space(CONFIG_DIR / plan.search_space)
-        search = run_search(space, coin, input_path=input_path, storage=join(storage, "search"),
-                            name=f"{coin}-search", address=address, use_gpu=use_gpu,
-                            output_dir=coin_dir / "search_results", progress=False, log=log)
+        search = run_search(
+            space,
+            coin,
+            input_path=input_path,
+            storage=join(storage, "search"),
+            name=f"{coin}-search",
+            address=address,
+            use_gpu=use_gpu,
+            output_dir=coin_dir / "search_results",
+            progress=False,
+            log=log,
+        )
         # The search's epoch budget is for ranking configs; the ensemble members train as long as
         # the recipe allows (early stopping on validation decides).
-        best = search.best_config.replace(max_epochs=config.max_epochs, patience=config.patience,
-                                          max_train_windows=config.max_train_windows)
+        best = search.best_config.replace(
+            max_epochs=config.max_epochs, patience=config.patience, max_train_windows=config.max_train_windows
+        )
         log(f"== {coin}: seed ensemble of the best config ({plan.seeds} seeds)")
-        ensemble_dir = train_ensemble(best, coin, seeds=plan.seeds, input_path=input_path,
-                                      out_dir=coin_dir / "ensemble", address=address, use_gpu=use_gpu, log=log)
+        ensemble_dir = train_ensemble(
+            best,
+            coin,
+            seeds=plan.seeds,
+            input_path=input_path,
+            out_dir=coin_dir / "ensemble",
+            address=address,
+            use_gpu=use_gpu,
+            log=log,
+        )
         outcome.stage = "ensemble"
         outcome.search_best_yaml = str(search.best_yaml)
         outcome.final_model = str(ensemble_dir)
         outcome.final_validation = validation_check(ensemble_dir, thresholds)
 
     log(f"== {coin}: scoring the {outcome.stage} model once on the test split")
-    evaluation = evaluate_model(outcome.final_model, out_dir=coin_dir / "evaluation", thresholds=thresholds,
-                                fee_bps=fee_bps, log=log)
+    evaluation = evaluate_model(
+        outcome.final_model, out_dir=coin_dir / "evaluation", thresholds=thresholds, fee_bps=fee_bps, log=log
+    )
     outcome.evaluation_dir = str(evaluation.out_dir)
     outcome.metrics = evaluation.metrics
     return outcome
@@ -191,12 +264,24 @@ def validation_check(model_dir: str | Path, thresholds: GateThresholds) -> dict[
     acc = accuracy(validation.labels, validation.probs)
     ece = expected_calibration_error(validation.labels, validation.probs)
     decision = coin_decision(acc, ece, thresholds)
-    return {"n": len(validation), "accuracy": acc, "ece": ece, "passed": decision.passed,
-            "reasons": decision.reasons}
+    return {
+        "n": len(validation),
+        "accuracy": acc,
+        "ece": ece,
+        "passed": decision.passed,
+        "reasons": decision.reasons,
+    }
 
 
-def _promote(outcomes: list[CoinOutcome], decisions: dict, registry_root: str | Path, bucket: str | None,
-             prefix: str, endpoint_url: str | None, log: Callable[[str], None]) -> None:
+def _promote(
+    outcomes: list[CoinOutcome],
+    decisions: dict,
+    registry_root: str | Path,
+    bucket: str | None,
+    prefix: str,
+    endpoint_url: str | None,
+    log: Callable[[str], None],
+) -> None:
     from crpbot.registry import promote, push
 
     for outcome in outcomes:
@@ -206,7 +291,9 @@ def _promote(outcomes: list[CoinOutcome], decisions: dict, registry_root: str | 
         outcome.promoted_version = promoted.version
         log(f"Promoted {outcome.coin} {promoted.version} -> {promoted.path}")
         if bucket:
-            for pushed in push(registry_root, bucket, coin=outcome.coin, prefix=prefix, endpoint_url=endpoint_url):
+            for pushed in push(
+                registry_root, bucket, coin=outcome.coin, prefix=prefix, endpoint_url=endpoint_url
+            ):
                 log(f"Pushed {pushed.coin} {pushed.version} -> {pushed.url}")
 
 
@@ -216,28 +303,33 @@ def summary_table(result: PipelineResult) -> list[str]:
     "win net/gross": share of backtest trades that made money after costs / that had the right
     direction before costs.
     """
-    header = (f"{'coin':<8} {'model':<9} {'test acc [95% CI]':<24} {'best baseline':<20} {'ECE':>6} "
-              f"{'AUC':>6} {'trades':>6} {'win net/gross':>13} {'PnL':>8} {'Sharpe':>7}  gate")
+    header = (
+        f"{'coin':<8} {'model':<9} {'test acc [95% CI]':<24} {'best baseline':<20} {'ECE':>6} "
+        f"{'AUC':>6} {'trades':>6} {'win net/gross':>13} {'PnL':>8} {'Sharpe':>7}  gate"
+    )
     lines = [header, "-" * len(header)]
     for o in result.outcomes:
         m = o.metrics
         lo, hi = m["accuracy_ci"]
         name, value = max(m["baselines"].items(), key=lambda item: item[1] if item[1] is not None else -1)
         bt = m["backtest"]
+        wins = f"{_fmt(bt.get('win_rate'), '.3f')}/{_fmt(bt.get('gross_win_rate'), '.3f')}"
         verdict = "PASS" if m["gate"]["passed"] else "FAIL"
         if o.promoted_version:
             verdict += f" (promoted {o.promoted_version})"
         lines.append(
             f"{o.coin:<8} {o.stage:<9} {m['accuracy']:.4f} [{lo:.3f}, {hi:.3f}]{'':<4} "
             f"{name + ' ' + format(value, '.4f'):<20} {m['ece']:>6.4f} {_fmt(m.get('auc')):>6} "
-            f"{bt['trades']:>6} {_fmt(bt.get('win_rate'), '.3f') + '/' + _fmt(bt.get('gross_win_rate'), '.3f'):>13} "
+            f"{bt['trades']:>6} {wins:>13} "
             f"{_fmt(bt.get('total_pnl')):>8} "
             f"{_fmt(bt.get('sharpe'), '.2f'):>7}  {verdict}"
         )
     batch = result.batch
     passing, total = len(batch["passed_coins"]), len(result.outcomes)
-    lines.append(f"Batch: {passing}/{total} coins pass (quorum {batch['quorum']}) -> "
-                 f"{'PROMOTED' if batch['promoted'] else 'NOT PROMOTED'}")
+    lines.append(
+        f"Batch: {passing}/{total} coins pass (quorum {batch['quorum']}) -> "
+        f"{'PROMOTED' if batch['promoted'] else 'NOT PROMOTED'}"
+    )
     return lines
 
 
@@ -257,7 +349,8 @@ def _write_run_report(result: PipelineResult, budget: str, thresholds: GateThres
         f"# crpbot pipeline run ({budget} budget)",
         "",
         f"Gate: accuracy >= {thresholds.min_accuracy}, ECE <= {thresholds.max_calibration_error} per coin; "
-        f"at least {thresholds.quorum} coins must pass. The fallback (search + seed ensemble) is triggered on "
+        f"at least {thresholds.quorum} coins must pass. The fallback (search + seed ensemble) is triggered "
+        "on "
         "the validation split; each coin's test split is scored once, at the end.",
         "",
         "```",
@@ -275,7 +368,8 @@ def _write_run_report(result: PipelineResult, budget: str, thresholds: GateThres
         if o.stage == "ensemble":
             lines += [
                 f"- fallback search best config: `{o.search_best_yaml}`",
-                f"- seed ensemble: `{o.final_model}`; validation accuracy {o.final_validation['accuracy']:.4f}, "
+                f"- seed ensemble: `{o.final_model}`; "
+                f"validation accuracy {o.final_validation['accuracy']:.4f}, "
                 f"ECE {o.final_validation['ece']:.4f}",
             ]
         gate = o.metrics["gate"]

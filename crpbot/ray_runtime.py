@@ -25,8 +25,9 @@ _ENV_DEFAULTS = {
 }
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None,
-             object_store_memory: int | None = None) -> None:
+def init_ray(
+    address: str | None = None, *, num_cpus: int | None = None, object_store_memory: int | None = None
+) -> None:
     """Connect this process to Ray (idempotent)."""
     import ray
 
@@ -39,8 +40,14 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
         if address is None:
             # "local" never attaches to a stale cluster named by RAY_ADDRESS or a leftover
             # /tmp/ray/ray_current_cluster file (which once made ray.init() block for minutes).
-            ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
-                     include_dashboard=True, logging_level="ERROR", log_to_driver=True)
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                object_store_memory=object_store_memory,
+                include_dashboard=True,
+                logging_level="ERROR",
+                log_to_driver=True,
+            )
             _local_instance = True
         else:
             ray.init(address=address, logging_level="ERROR")
@@ -71,12 +78,17 @@ def require_gpus(count: int, *, wait_seconds: float | None = None) -> None:
     from ray.autoscaler.sdk import request_resources
 
     wait_seconds = GPU_WAIT_SECONDS if wait_seconds is None else wait_seconds
-    print(f"--gpu: the cluster has {have:g} GPU(s); asking the autoscaler for {count} "
-          f"and waiting up to {wait_seconds:.0f} s", flush=True)
+    print(
+        f"--gpu: the cluster has {have:g} GPU(s); asking the autoscaler for {count} "
+        f"and waiting up to {wait_seconds:.0f} s",
+        flush=True,
+    )
     request_resources(bundles=[{"GPU": 1}] * count)
     deadline = time.monotonic() + wait_seconds
     while (have := cluster_gpus()) < count:
         if time.monotonic() > deadline:
-            raise CrpbotError(f"--gpu: the cluster still has {have:g} GPU(s) after {wait_seconds:.0f} s, "
-                              f"{count} needed; check the GPU worker types and max_workers in cluster.yaml")
+            raise CrpbotError(
+                f"--gpu: the cluster still has {have:g} GPU(s) after {wait_seconds:.0f} s, "
+                f"{count} needed; check the GPU worker types and max_workers in cluster.yaml"
+            )
         time.sleep(5)

@@ -85,8 +85,9 @@ class PushedVersion:
     uploaded: bool
 
 
-def promote(model_dir: str | Path, coin: str, *, root: str | Path = DEFAULT_ROOT,
-            version: str | None = None) -> PromotedVersion:
+def promote(
+    model_dir: str | Path, coin: str, *, root: str | Path = DEFAULT_ROOT, version: str | None = None
+) -> PromotedVersion:
     """Copy a verified artifact into the registry as an immutable version and make it ``current``.
 
     Promoting content that is already there (same manifest digest) copies nothing and only moves
@@ -104,14 +105,17 @@ def promote(model_dir: str | Path, coin: str, *, root: str | Path = DEFAULT_ROOT
     with _coin_lock(directory):
         existing = _find_digest(directory, digest)
         if existing is not None and version not in (None, existing):
-            raise CrpbotError(f"{coin}: this model is already promoted as {existing}; "
-                              f"not copying it again as {version}")
+            raise CrpbotError(
+                f"{coin}: this model is already promoted as {existing}; not copying it again as {version}"
+            )
         name = existing or version or _auto_version_name(digest)
         new = existing is None
         if new:
             if (directory / name).exists():
-                raise CrpbotError(f"{coin} version {name} already exists with different content "
-                                  "(promoted versions are immutable)")
+                raise CrpbotError(
+                    f"{coin} version {name} already exists with different content "
+                    "(promoted versions are immutable)"
+                )
             _install(directory, name, digest, lambda tmp: shutil.copytree(model_dir, tmp))
         _write_pointer(directory, name, digest)
     return PromotedVersion(coin, name, directory / name, digest, new)
@@ -156,9 +160,18 @@ def list_versions(root: str | Path = DEFAULT_ROOT, coin: str | None = None) -> l
             if "config.json" in manifest["files"]:
                 config = read_artifact_json(path, "config.json")
                 kind = str(config.get("kind", "")) if isinstance(config, dict) else ""
-            rows.append(VersionInfo(name, version, path, content_digest(manifest),
-                                    str(manifest.get("created_at", "")),
-                                    str(manifest.get("data_fingerprint", "")), kind, version == current))
+            rows.append(
+                VersionInfo(
+                    name,
+                    version,
+                    path,
+                    content_digest(manifest),
+                    str(manifest.get("created_at", "")),
+                    str(manifest.get("data_fingerprint", "")),
+                    kind,
+                    version == current,
+                )
+            )
     return rows
 
 
@@ -174,17 +187,30 @@ def show(coin: str, version: str | None = None, *, root: str | Path = DEFAULT_RO
     manifest = verify_artifact(path)
     files = manifest["files"]
     return {
-        "coin": coin, "version": version, "current": version == current, "path": str(path),
-        "digest": content_digest(manifest), "verified": True,
-        "created_at": manifest.get("created_at"), "crpbot_version": manifest.get("crpbot_version"),
-        "git_commit": manifest.get("git_commit"), "data_fingerprint": manifest.get("data_fingerprint"),
-        "files": len(files), "bytes": sum(entry["size"] for entry in files.values()),
+        "coin": coin,
+        "version": version,
+        "current": version == current,
+        "path": str(path),
+        "digest": content_digest(manifest),
+        "verified": True,
+        "created_at": manifest.get("created_at"),
+        "crpbot_version": manifest.get("crpbot_version"),
+        "git_commit": manifest.get("git_commit"),
+        "data_fingerprint": manifest.get("data_fingerprint"),
+        "files": len(files),
+        "bytes": sum(entry["size"] for entry in files.values()),
         "config": read_artifact_json(path, "config.json") if "config.json" in files else None,
     }
 
 
-def push(root: str | Path, bucket: str, *, coin: str | None = None, prefix: str = DEFAULT_PREFIX,
-         endpoint_url: str | None = None) -> list[PushedVersion]:
+def push(
+    root: str | Path,
+    bucket: str,
+    *,
+    coin: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    endpoint_url: str | None = None,
+) -> list[PushedVersion]:
     """Upload every local version (of one coin or all) and then each coin's ``current`` pointer.
 
     Each object is written only if absent (If-None-Match) and read back against the manifest,
@@ -213,8 +239,15 @@ def push(root: str | Path, bucket: str, *, coin: str | None = None, prefix: str 
     return pushed
 
 
-def pull(root: str | Path, bucket: str, *, coin: str | None = None, version: str | None = None,
-         prefix: str = DEFAULT_PREFIX, endpoint_url: str | None = None) -> list[PromotedVersion]:
+def pull(
+    root: str | Path,
+    bucket: str,
+    *,
+    coin: str | None = None,
+    version: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    endpoint_url: str | None = None,
+) -> list[PromotedVersion]:
     """Download a version (default: each coin's remote ``current``) into the local registry.
 
     Files land in a temporary directory, are checked against the manifest (and the pointer's
@@ -243,8 +276,18 @@ def pull(root: str | Path, bucket: str, *, coin: str | None = None, version: str
                 raise CrpbotError(f"{pointer_url} is missing: no current {name} model on S3")
             pointer = _parse_pointer(raw, pointer_url)
             wanted, expected_digest = pointer["version"], pointer["digest"]
-        pulled.append(_pull_version(client, bucket, prefix, Path(root), name, wanted, expected_digest,
-                                    move_current=version is None))
+        pulled.append(
+            _pull_version(
+                client,
+                bucket,
+                prefix,
+                Path(root),
+                name,
+                wanted,
+                expected_digest,
+                move_current=version is None,
+            )
+        )
     return pulled
 
 
@@ -276,8 +319,17 @@ def _push_version(client: Any, bucket: str, prefix: str, coin: str, path: Path) 
     return PushedVersion(coin, path.name, url, uploaded=True)
 
 
-def _pull_version(client: Any, bucket: str, prefix: str, root: Path, coin: str, version: str,
-                  expected_digest: str | None, *, move_current: bool) -> PromotedVersion:
+def _pull_version(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    root: Path,
+    coin: str,
+    version: str,
+    expected_digest: str | None,
+    *,
+    move_current: bool,
+) -> PromotedVersion:
     from crpbot import s3
 
     _check_version_name(version)
@@ -289,8 +341,10 @@ def _pull_version(client: Any, bucket: str, prefix: str, root: Path, coin: str, 
     manifest = parse_manifest(manifest_bytes, url)
     digest = content_digest(manifest)
     if expected_digest is not None and digest != expected_digest:
-        raise CrpbotError(f"{url}: manifest digest {digest[:12]} differs from the remote pointer's "
-                          f"{expected_digest[:12]} (tampered manifest?)")
+        raise CrpbotError(
+            f"{url}: manifest digest {digest[:12]} differs from the remote pointer's "
+            f"{expected_digest[:12]} (tampered manifest?)"
+        )
 
     def download(tmp: Path) -> None:
         tmp.mkdir()
@@ -355,8 +409,11 @@ def _write_pointer(directory: Path, version: str, digest: str) -> None:
 
 
 def _pointer_record(version: str, digest: str) -> dict[str, str]:
-    return {"version": version, "digest": digest,
-            "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "version": version,
+        "digest": digest,
+        "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def _read_pointer(directory: Path) -> dict[str, str] | None:
@@ -374,8 +431,11 @@ def _parse_pointer(raw: bytes, where: str) -> dict[str, str]:
         pointer = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CrpbotError(f"{where} is not valid JSON") from exc
-    if not (isinstance(pointer, dict) and isinstance(pointer.get("version"), str)
-            and isinstance(pointer.get("digest"), str)):
+    if not (
+        isinstance(pointer, dict)
+        and isinstance(pointer.get("version"), str)
+        and isinstance(pointer.get("digest"), str)
+    ):
         raise CrpbotError(f"{where} lacks a version and digest")
     _check_version_name(pointer["version"])
     return pointer

@@ -110,7 +110,7 @@ def list_subprefixes(client: Any, bucket: str, prefix: str) -> list[str]:
     with s3_errors(f"listing s3://{bucket}/{prefix}/ failed"):
         for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/", Delimiter="/"):
             for common in page.get("CommonPrefixes", []):
-                names.append(common["Prefix"][len(prefix) + 1:].rstrip("/"))
+                names.append(common["Prefix"][len(prefix) + 1 :].rstrip("/"))
     return sorted(names)
 
 

@@ -33,8 +33,17 @@ from crpbot.search_space import SearchSpace
 
 METRIC = "best_val_loss"
 STATE_FILE = "state.pt"
-RESULT_COLUMNS = ("best_val_loss", "val_acc", "best_epoch", "epochs_run", "status",
-                  "trial_seconds", "train_seconds", "setup_seconds", "overhead_seconds")
+RESULT_COLUMNS = (
+    "best_val_loss",
+    "val_acc",
+    "best_epoch",
+    "epochs_run",
+    "status",
+    "trial_seconds",
+    "train_seconds",
+    "setup_seconds",
+    "overhead_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -49,11 +58,23 @@ class SearchResult:
     study: Any  # optuna.Study holding every completed trial's value (None for an exhaustive grid)
 
 
-def run_search(space: SearchSpace, coin: str, *, input_path: str | Path | None = None,
-               num_samples: int | None = None, max_epochs: int | None = None,
-               storage: str | Path | None = None, name: str | None = None, resume: bool = False,
-               address: str | None = None, use_gpu: bool = False, output_dir: str | Path | None = None,
-               exhaustive: bool = False, progress: bool = True, log=print) -> SearchResult:
+def run_search(
+    space: SearchSpace,
+    coin: str,
+    *,
+    input_path: str | Path | None = None,
+    num_samples: int | None = None,
+    max_epochs: int | None = None,
+    storage: str | Path | None = None,
+    name: str | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    use_gpu: bool = False,
+    output_dir: str | Path | None = None,
+    exhaustive: bool = False,
+    progress: bool = True,
+    log=print,
+) -> SearchResult:
     """Search ``space`` for ``coin``; write ``results.csv`` and ``best.yaml`` and return them.
 
     ``storage`` holds the experiment state (default ``runs/``; ``s3://bucket/prefix`` uses the
@@ -84,8 +105,10 @@ def run_search(space: SearchSpace, coin: str, *, input_path: str | Path | None =
     if resume and not exists:
         raise CrpbotError(f"no search named {name!r} to resume under {storage_path}")
     if not resume and exists:
-        raise CrpbotError(f"search {name!r} already exists under {storage_path}: "
-                          "pass --resume to continue it or --name for a new one")
+        raise CrpbotError(
+            f"search {name!r} already exists under {storage_path}: "
+            "pass --resume to continue it or --name for a new one"
+        )
 
     init_ray(address)
     if use_gpu:
@@ -98,11 +121,25 @@ def run_search(space: SearchSpace, coin: str, *, input_path: str | Path | None =
     started = time.perf_counter()
     if resume:
         log(f"Resuming search {name} from {experiment_path}")
-        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True, storage_filesystem=filesystem)
+        tuner = tune.Tuner.restore(
+            experiment_path,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=filesystem,
+        )
     else:
-        tuner = _new_tuner(space, trainable, name, storage_path, filesystem, use_gpu=use_gpu,
-                           exhaustive=exhaustive, progress=progress, log=log)
+        tuner = _new_tuner(
+            space,
+            trainable,
+            name,
+            storage_path,
+            filesystem,
+            use_gpu=use_gpu,
+            exhaustive=exhaustive,
+            progress=progress,
+            log=log,
+        )
     grid = tuner.fit()
     wall = time.perf_counter() - started
 
@@ -110,32 +147,61 @@ def run_search(space: SearchSpace, coin: str, *, input_path: str | Path | None =
     finished = grid.num_terminated + grid.num_errors
     expected = len(grid) if resume else max(len(grid), space.budget.num_samples)
     if finished < expected:
-        raise CrpbotError(f"search {name} interrupted after {finished} of {expected} trials; "
-                          f"continue it with --resume --name {name}")
+        raise CrpbotError(
+            f"search {name} interrupted after {finished} of {expected} trials; "
+            f"continue it with --resume --name {name}"
+        )
     completed = table[table["status"] != "error"].dropna(subset=["best_val_loss"])
     if completed.empty:
         raise CrpbotError(f"search {name}: every trial failed; see the trial logs under {experiment_path}")
     best_row = completed.iloc[0]  # the table is sorted by best val loss
-    best_params = next(result.config for result in grid
-                       if (result.metrics or {}).get("trial_id") == best_row["trial_id"])
+    best_params = next(
+        result.config for result in grid if (result.metrics or {}).get("trial_id") == best_row["trial_id"]
+    )
     best_config = space.trial_config({key: best_params[key] for key in space.keys()}).replace(
-        notes={"search": name, "trial_id": str(best_row["trial_id"]), "coin": coin,
-               "best_val_loss": float(best_row["best_val_loss"]), "space": str(Path(space.source).resolve())})
+        notes={
+            "search": name,
+            "trial_id": str(best_row["trial_id"]),
+            "coin": coin,
+            "best_val_loss": float(best_row["best_val_loss"]),
+            "space": str(Path(space.source).resolve()),
+        }
+    )
 
     out = Path(output_dir) if output_dir is not None else (local_experiment or Path("runs").resolve() / name)
     results_csv, best_yaml = _write_outputs(out, table, best_config, experiment_path, filesystem)
     study = None if exhaustive else _load_study(experiment_path, filesystem)
     log(_format_table(table))
-    log(f"{len(table)} trials in {wall:.1f} s; median overhead beyond training "
-        f"{table['overhead_seconds'].median():.2f} s per trial")
-    log(f"Best trial {best_row['trial_id']}: val loss {best_row['best_val_loss']:.4f}, "
-        f"val acc {best_row['val_acc']:.4f} -> {best_yaml}")
-    return SearchResult(table=table, best_config=best_config, results_csv=results_csv, best_yaml=best_yaml,
-                        experiment_path=experiment_path, study=study)
+    log(
+        f"{len(table)} trials in {wall:.1f} s; median overhead beyond training "
+        f"{table['overhead_seconds'].median():.2f} s per trial"
+    )
+    log(
+        f"Best trial {best_row['trial_id']}: val loss {best_row['best_val_loss']:.4f}, "
+        f"val acc {best_row['val_acc']:.4f} -> {best_yaml}"
+    )
+    return SearchResult(
+        table=table,
+        best_config=best_config,
+        results_csv=results_csv,
+        best_yaml=best_yaml,
+        experiment_path=experiment_path,
+        study=study,
+    )
 
 
-def _new_tuner(space: SearchSpace, trainable, name: str, storage_path: str, filesystem, *, use_gpu: bool,
-               exhaustive: bool, progress: bool, log):
+def _new_tuner(
+    space: SearchSpace,
+    trainable,
+    name: str,
+    storage_path: str,
+    filesystem,
+    *,
+    use_gpu: bool,
+    exhaustive: bool,
+    progress: bool,
+    log,
+):
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -143,28 +209,44 @@ def _new_tuner(space: SearchSpace, trainable, name: str, storage_path: str, file
     from ray.tune.search.optuna import OptunaSearch
 
     per_trial, share = ("GPU", space.budget.gpus_per_trial) if use_gpu else ("CPU", 1.0)
-    concurrency = space.budget.max_concurrent or \
-        max(1, int(ray.cluster_resources().get(per_trial, 1) / share + 1e-9))
-    log(f"Search {name}: {space.budget.num_samples} trials of up to {space.budget.max_epochs} epochs, "
-        f"{concurrency} at a time ({share:g} {per_trial} each), storage {storage_path}")
+    concurrency = space.budget.max_concurrent or max(
+        1, int(ray.cluster_resources().get(per_trial, 1) / share + 1e-9)
+    )
+    log(
+        f"Search {name}: {space.budget.num_samples} trials of up to {space.budget.max_epochs} epochs, "
+        f"{concurrency} at a time ({share:g} {per_trial} each), storage {storage_path}"
+    )
     if exhaustive:
-        tune_config = tune.TuneConfig(metric=METRIC, mode="min", max_concurrent_trials=concurrency,
-                                      reuse_actors=True)
+        tune_config = tune.TuneConfig(
+            metric=METRIC, mode="min", max_concurrent_trials=concurrency, reuse_actors=True
+        )
         param_space = _grid_domains(space)
     else:
         searcher = ConcurrencyLimiter(OptunaSearch(seed=space.seed), max_concurrent=concurrency)
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=space.budget.max_epochs,
-                                  grace_period=space.budget.grace_period,
-                                  reduction_factor=space.budget.reduction_factor)
-        tune_config = tune.TuneConfig(metric=METRIC, mode="min", search_alg=searcher, scheduler=scheduler,
-                                      num_samples=space.budget.num_samples, reuse_actors=True)
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            max_t=space.budget.max_epochs,
+            grace_period=space.budget.grace_period,
+            reduction_factor=space.budget.reduction_factor,
+        )
+        tune_config = tune.TuneConfig(
+            metric=METRIC,
+            mode="min",
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=space.budget.num_samples,
+            reuse_actors=True,
+        )
         param_space = _tune_domains(space)
     return tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune_config,
         run_config=tune.RunConfig(
-            name=name, storage_path=storage_path, storage_filesystem=filesystem, verbose=1 if progress else 0,
+            name=name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            verbose=1 if progress else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0),
         ),
@@ -175,8 +257,12 @@ def _tune_domains(space: SearchSpace) -> dict[str, Any]:
     """The space as Ray Tune domains (OptunaSearch converts them to Optuna distributions)."""
     from ray import tune
 
-    make = {"choice": lambda v: tune.choice(list(v)), "uniform": lambda v: tune.uniform(*v),
-            "loguniform": lambda v: tune.loguniform(*v), "int": lambda v: tune.randint(v[0], v[1] + 1)}
+    make = {
+        "choice": lambda v: tune.choice(list(v)),
+        "uniform": lambda v: tune.uniform(*v),
+        "loguniform": lambda v: tune.loguniform(*v),
+        "int": lambda v: tune.randint(v[0], v[1] + 1),
+    }
     return {dim.key: make[dim.kind](dim.values) for dim in space.dimensions}
 
 
@@ -211,17 +297,20 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool) -
         best = min(state["history"], key=lambda row: row["val_loss"])
         early = state["early_stopping"]
         summary = {
-            **metrics, METRIC: best["val_loss"], "best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
+            **metrics,
+            METRIC: best["val_loss"],
+            "best_val_acc": best["val_acc"],
+            "best_epoch": best["epoch"],
             "patience_stop": early["bad_epochs"] >= config.patience,
-            "trial_seconds": time.perf_counter() - entered, "train_seconds": train_seconds,
+            "trial_seconds": time.perf_counter() - entered,
+            "train_seconds": train_seconds,
             "setup_seconds": setup_seconds,
         }
         with tempfile.TemporaryDirectory() as directory:
             torch.save(state, Path(directory) / STATE_FILE)
             tune.report(summary, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    fit(config, data, device="cuda" if use_gpu else "cpu", reporter=report, resume=resume_state,
-        log=_quiet)
+    fit(config, data, device="cuda" if use_gpu else "cpu", reporter=report, resume=resume_state, log=_quiet)
 
 
 def _quiet(_: str) -> None:
@@ -245,13 +334,21 @@ def _results_table(grid, space: SearchSpace) -> pd.DataFrame:
             status = "stopped (ASHA)"
         trial_seconds = float(metrics.get("trial_seconds", math.nan))
         train_seconds = float(metrics.get("train_seconds", math.nan))
-        rows.append({"trial_id": metrics.get("trial_id", Path(result.path).name), **params,
-                     "best_val_loss": metrics.get(METRIC, math.nan),
-                     "val_acc": metrics.get("best_val_acc", math.nan),
-                     "best_epoch": metrics.get("best_epoch"), "epochs_run": epochs, "status": status,
-                     "trial_seconds": trial_seconds, "train_seconds": train_seconds,
-                     "setup_seconds": float(metrics.get("setup_seconds", math.nan)),
-                     "overhead_seconds": trial_seconds - train_seconds})
+        rows.append(
+            {
+                "trial_id": metrics.get("trial_id", Path(result.path).name),
+                **params,
+                "best_val_loss": metrics.get(METRIC, math.nan),
+                "val_acc": metrics.get("best_val_acc", math.nan),
+                "best_epoch": metrics.get("best_epoch"),
+                "epochs_run": epochs,
+                "status": status,
+                "trial_seconds": trial_seconds,
+                "train_seconds": train_seconds,
+                "setup_seconds": float(metrics.get("setup_seconds", math.nan)),
+                "overhead_seconds": trial_seconds - train_seconds,
+            }
+        )
     table = pd.DataFrame(rows, columns=["trial_id", *space.keys(), *RESULT_COLUMNS])
     return table.sort_values("best_val_loss", na_position="last").reset_index(drop=True)
 
@@ -261,17 +358,23 @@ def _format_table(table: pd.DataFrame) -> str:
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
-def _write_outputs(out: Path, table: pd.DataFrame, best_config: TrainConfig, experiment_path: str,
-                   filesystem) -> tuple[Path, Path]:
+def _write_outputs(
+    out: Path, table: pd.DataFrame, best_config: TrainConfig, experiment_path: str, filesystem
+) -> tuple[Path, Path]:
     """Write results.csv and best.yaml atomically (temp file, then rename); copy them to remote storage."""
     out.mkdir(parents=True, exist_ok=True)
     results_csv, best_yaml = out / "results.csv", out / "best.yaml"
     tmp_csv, tmp_yaml = out / ".results.csv.tmp", out / ".best.yaml.tmp"
     table.to_csv(tmp_csv, index=False)
-    save_config(best_config, tmp_yaml, header=(
-        f"Best trial {best_config.notes['trial_id']} of search {best_config.notes['search']} "
-        f"(val loss {best_config.notes['best_val_loss']:.4f}).\n"
-        f"Run: crpbot train --coin {best_config.notes['coin'].split('-')[0]} --config {best_yaml}"))
+    save_config(
+        best_config,
+        tmp_yaml,
+        header=(
+            f"Best trial {best_config.notes['trial_id']} of search {best_config.notes['search']} "
+            f"(val loss {best_config.notes['best_val_loss']:.4f}).\n"
+            f"Run: crpbot train --coin {best_config.notes['coin'].split('-')[0]} --config {best_yaml}"
+        ),
+    )
     os.replace(tmp_csv, results_csv)
     os.replace(tmp_yaml, best_yaml)
     if filesystem is not None:

@@ -32,7 +32,14 @@ from crpbot.errors import CrpbotError
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 TOP_LEVEL_KEYS = ("base", "overrides", "seed", "budget", "space")
-BUDGET_KEYS = ("num_samples", "max_epochs", "grace_period", "reduction_factor", "max_concurrent", "gpus_per_trial")
+BUDGET_KEYS = (
+    "num_samples",
+    "max_epochs",
+    "grace_period",
+    "reduction_factor",
+    "max_concurrent",
+    "gpus_per_trial",
+)
 # The budget owns max_epochs; notes are provenance, not a hyperparameter.
 NOT_SEARCHABLE = ("max_epochs", "notes")
 
@@ -145,10 +152,12 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
         raise CrpbotError(f"{where}: space.{key}: cannot be searched (max_epochs is set by budget)")
     if not isinstance(spec, dict) or len(spec) != 1:
         raise CrpbotError(f"{where}: space.{key}: expected one distribution, e.g. {{choice: [a, b]}}")
-    (kind, args), = spec.items()
+    ((kind, args),) = spec.items()
     if kind not in DISTRIBUTIONS:
-        raise CrpbotError(f"{where}: space.{key}: unknown distribution {kind!r} "
-                          f"(expected one of {', '.join(DISTRIBUTIONS)})")
+        raise CrpbotError(
+            f"{where}: space.{key}: unknown distribution {kind!r} "
+            f"(expected one of {', '.join(DISTRIBUTIONS)})"
+        )
     if not isinstance(args, list) or not args:
         raise CrpbotError(f"{where}: space.{key}: {kind} needs a non-empty list")
     field_type = {f.name: f.type for f in dataclasses.fields(TrainConfig)}[key]
@@ -168,10 +177,12 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
 def _check_range(key: str, kind: str, args: list, field_type: str, where: str) -> None:
     wanted = "int" if kind == "int" else "float"
     if field_type != wanted:
-        raise CrpbotError(f"{where}: space.{key}: {kind} ranges need a key of type {wanted}, "
-                          f"{key} is {field_type}")
-    numbers_ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                     for v in args)
+        raise CrpbotError(
+            f"{where}: space.{key}: {kind} ranges need a key of type {wanted}, {key} is {field_type}"
+        )
+    numbers_ok = all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in args
+    )
     if len(args) != 2 or not numbers_ok:
         raise CrpbotError(f"{where}: space.{key}: {kind} needs [low, high] numbers, got {args!r}")
     low, high = args
@@ -191,11 +202,19 @@ def _parse_budget(raw: Any, where: str) -> Budget:
         if required not in raw:
             raise CrpbotError(f"{where}: budget.{required} is required")
     gpus_per_trial = raw.get("gpus_per_trial", 1.0)
-    if isinstance(gpus_per_trial, bool) or not isinstance(gpus_per_trial, (int, float)) \
-            or not 0 < gpus_per_trial <= 1:
-        raise CrpbotError(f"{where}: budget.gpus_per_trial must be a number in (0, 1], got {gpus_per_trial!r}")
-    values = {key: _positive_int(value, key, f"{where}: budget") for key, value in raw.items()
-              if not (key == "max_concurrent" and value is None) and key != "gpus_per_trial"}
+    if (
+        isinstance(gpus_per_trial, bool)
+        or not isinstance(gpus_per_trial, (int, float))
+        or not 0 < gpus_per_trial <= 1
+    ):
+        raise CrpbotError(
+            f"{where}: budget.gpus_per_trial must be a number in (0, 1], got {gpus_per_trial!r}"
+        )
+    values = {
+        key: _positive_int(value, key, f"{where}: budget")
+        for key, value in raw.items()
+        if not (key == "max_concurrent" and value is None) and key != "gpus_per_trial"
+    }
     values["gpus_per_trial"] = float(gpus_per_trial)
     if values.get("reduction_factor", 3) < 2:
         raise CrpbotError(f"{where}: budget.reduction_factor must be >= 2")

@@ -49,7 +49,9 @@ def ray_storage(storage: str | Path | None, default: str) -> tuple[str, Any]:
     if os.environ.get("AWS_ACCESS_KEY_ID"):
         # keys from the driver's environment travel with the pickled filesystem to workers whose
         # environment lacks them (on AWS nodes the instance role provides them instead)
-        options.update(access_key=os.environ["AWS_ACCESS_KEY_ID"],
-                       secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
-                       session_token=os.environ.get("AWS_SESSION_TOKEN"))
+        options.update(
+            access_key=os.environ["AWS_ACCESS_KEY_ID"],
+            secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+            session_token=os.environ.get("AWS_SESSION_TOKEN"),
+        )
     return f"{parsed.netloc}{parsed.path}".rstrip("/"), pyarrow.fs.S3FileSystem(**options)

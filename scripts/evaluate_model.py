@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=evaluate_cli.EPILOG)
     evaluate_cli.add_arguments(parser)
     parser.add_argument("--symbol", required=True, help="coin the model must be for, e.g. BTC-USD")
-    parser.add_argument("--model-type", required=True, choices=["lstm", "gru"],
-                        help="cell the model must use")
+    parser.add_argument(
+        "--model-type", required=True, choices=["lstm", "gru"], help="cell the model must use"
+    )
     args = parser.parse_args(argv)
     try:
         check_artifact_matches(args.model, args.symbol, args.model_type)

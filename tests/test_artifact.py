@@ -29,9 +29,14 @@ def tiny_state() -> dict[str, torch.Tensor]:
 
 
 def make_model(out: Path, **overrides) -> Path:
-    kwargs = dict(json_files={"config.json": {"kind": "model", "coin": "BTC-USD", "input_size": 3},
-                              "history.json": [{"epoch": 0, "val_loss": 0.69}]},
-                  tensors=tiny_state(), data_fingerprint="f" * 64)
+    kwargs = dict(
+        json_files={
+            "config.json": {"kind": "model", "coin": "BTC-USD", "input_size": 3},
+            "history.json": [{"epoch": 0, "val_loss": 0.69}],
+        },
+        tensors=tiny_state(),
+        data_fingerprint="f" * 64,
+    )
     kwargs.update(overrides)
     return write_artifact(out, **kwargs)
 
@@ -56,8 +61,13 @@ def test_round_trip_and_manifest_contents(tmp_path: Path) -> None:
 def test_identical_content_has_identical_digest(tmp_path: Path) -> None:
     first = verify_artifact(make_model(tmp_path / "a"))
     second = verify_artifact(make_model(tmp_path / "b"))
-    other = verify_artifact(make_model(tmp_path / "c", data_fingerprint="e" * 64,
-                                       json_files={"config.json": {"kind": "model", "coin": "ETH-USD"}}))
+    other = verify_artifact(
+        make_model(
+            tmp_path / "c",
+            data_fingerprint="e" * 64,
+            json_files={"config.json": {"kind": "model", "coin": "ETH-USD"}},
+        )
+    )
     assert content_digest(first) == content_digest(second) != content_digest(other)
 
 
@@ -76,15 +86,27 @@ def test_existing_directory_refused_then_replaced_only_when_complete(tmp_path: P
 def test_ensemble_copies_verified_members(tmp_path: Path) -> None:
     members = {f"members/seed_{i}": make_model(tmp_path / f"seed_{i}") for i in range(2)}
     with pytest.raises(CrpbotError, match="collide"):
-        write_artifact(tmp_path / "ens", json_files={}, data_fingerprint="f",
-                       copy_dirs={**members, "members": tmp_path / "seed_0"})
+        write_artifact(
+            tmp_path / "ens",
+            json_files={},
+            data_fingerprint="f",
+            copy_dirs={**members, "members": tmp_path / "seed_0"},
+        )
     with pytest.raises(CrpbotError, match="unsafe file name"):
-        write_artifact(tmp_path / "ens", json_files={}, data_fingerprint="f",
-                       copy_dirs={"../outside": tmp_path / "seed_0"})
+        write_artifact(
+            tmp_path / "ens",
+            json_files={},
+            data_fingerprint="f",
+            copy_dirs={"../outside": tmp_path / "seed_0"},
+        )
     ensemble = write_artifact(
-        tmp_path / "ens", data_fingerprint="f" * 64, copy_dirs=members,
-        json_files={"config.json": {"kind": "ensemble", "members": sorted(members)},
-                    "calibration.json": {"temperature": 1.3, "fitted_on": "val"}},
+        tmp_path / "ens",
+        data_fingerprint="f" * 64,
+        copy_dirs=members,
+        json_files={
+            "config.json": {"kind": "ensemble", "members": sorted(members)},
+            "calibration.json": {"temperature": 1.3, "fitted_on": "val"},
+        },
     )
     manifest = verify_artifact(ensemble)
     assert "members/seed_1/model.safetensors" in manifest["files"]
@@ -99,17 +121,26 @@ def test_ensemble_copies_verified_members(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda d: _flip_byte(d / WEIGHTS_FILE), "model.safetensors does not match its sha256"),
-    (lambda d: _truncate(d / WEIGHTS_FILE), "model.safetensors has .* bytes, manifest says"),
-    (lambda d: (d / "history.json").unlink(), "missing file history.json"),
-    (lambda d: (d / "notes.txt").write_text("x"), "unexpected file notes.txt"),
-    (lambda d: (d / MANIFEST_FILE).unlink(), "missing file manifest.json"),
-    (lambda d: _rewrite_manifest(d, lambda m: m["files"]["config.json"].update(sha256="0" * 64)),
-     "config.json does not match its sha256"),
-    (lambda d: _rewrite_manifest(d, lambda m: m["files"].update({"../x.json": {"sha256": "0", "size": 1}})),
-     "unsafe file name"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: _flip_byte(d / WEIGHTS_FILE), "model.safetensors does not match its sha256"),
+        (lambda d: _truncate(d / WEIGHTS_FILE), "model.safetensors has .* bytes, manifest says"),
+        (lambda d: (d / "history.json").unlink(), "missing file history.json"),
+        (lambda d: (d / "notes.txt").write_text("x"), "unexpected file notes.txt"),
+        (lambda d: (d / MANIFEST_FILE).unlink(), "missing file manifest.json"),
+        (
+            lambda d: _rewrite_manifest(d, lambda m: m["files"]["config.json"].update(sha256="0" * 64)),
+            "config.json does not match its sha256",
+        ),
+        (
+            lambda d: _rewrite_manifest(
+                d, lambda m: m["files"].update({"../x.json": {"sha256": "0", "size": 1}})
+            ),
+            "unsafe file name",
+        ),
+    ],
+)
 def test_damaged_artifact_is_refused_naming_the_file(tmp_path: Path, damage, message: str) -> None:
     out = make_model(tmp_path / "model")
     damage(out)

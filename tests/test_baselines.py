@@ -13,8 +13,11 @@ from crpbot.metrics import TestSplitAccessError
 
 
 def test_past_return_is_the_forward_return_h_rows_back_within_a_segment():
-    data = SimpleNamespace(horizon=2, segment_ids=np.array([0, 0, 0, 0, 1, 1, 1]),
-                           forward_returns=np.array([0.1, -0.2, 0.3, np.nan, 0.05, np.nan, np.nan]))
+    data = SimpleNamespace(
+        horizon=2,
+        segment_ids=np.array([0, 0, 0, 0, 1, 1, 1]),
+        forward_returns=np.array([0.1, -0.2, 0.3, np.nan, 0.05, np.nan, np.nan]),
+    )
     np.testing.assert_array_equal(past_returns(data, np.array([2, 3, 5, 6])), [0.1, -0.2, np.nan, 0.05])
 
 

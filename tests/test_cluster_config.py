@@ -42,12 +42,16 @@ def test_cluster_yaml_passes_rays_schema(cluster):
     assert prepared["head_node_type"] in prepared["available_node_types"]
 
 
-@pytest.mark.parametrize("break_it", [
-    lambda c: c.update(head_node_type="no_such_type"),
-    lambda c: c["available_node_types"]["gpu_1x"]["resources"].update(GPU="one"),
-    lambda c: c.update(max_worker=3),
-    lambda c: c["available_node_types"]["gpu_1x"].update(min_workers=9),
-], ids=["unknown-head-type", "non-integer-gpu", "misspelt-key", "min-above-global-max"])
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        lambda c: c.update(head_node_type="no_such_type"),
+        lambda c: c["available_node_types"]["gpu_1x"]["resources"].update(GPU="one"),
+        lambda c: c.update(max_worker=3),
+        lambda c: c["available_node_types"]["gpu_1x"].update(min_workers=9),
+    ],
+    ids=["unknown-head-type", "non-integer-gpu", "misspelt-key", "min-above-global-max"],
+)
 def test_schema_check_rejects_broken_configs(cluster, break_it):
     broken = copy.deepcopy(cluster)
     break_it(broken)
@@ -78,8 +82,9 @@ def test_s3_through_instance_profiles_never_keys(cluster):
 def test_setup_installs_the_pinned_cuda_torch_and_the_repo(cluster):
     torch_pin = _pinned("torch")
     worker_cmds = " ".join(cluster["worker_setup_commands"])
-    assert re.search(rf"torch=={re.escape(torch_pin)} --index-url https://download\.pytorch\.org/whl/cu\d+",
-                     worker_cmds)
+    assert re.search(
+        rf"torch=={re.escape(torch_pin)} --index-url https://download\.pytorch\.org/whl/cu\d+", worker_cmds
+    )
     assert "pip install -q -e ~/crpbot" in cluster["head_setup_commands"]
     assert "pip install -q -e ~/crpbot" in cluster["worker_setup_commands"]
     assert cluster["file_mounts"] == {"~/crpbot": "."}

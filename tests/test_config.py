@@ -22,7 +22,13 @@ def test_default_is_the_improved_recipe() -> None:
     config = load_config(CONFIGS / "default.yaml")
     assert (config.cell, config.hidden_size, config.num_layers, config.dropout) == ("lstm", 128, 3, 0.35)
     assert config.bidirectional and config.lookback == 60 and config.horizon == 15
-    assert (config.lr, config.weight_decay, config.t0, config.t_mult, config.eta_min) == (1e-3, 1e-5, 10, 2, 1e-6)
+    assert (config.lr, config.weight_decay, config.t0, config.t_mult, config.eta_min) == (
+        1e-3,
+        1e-5,
+        10,
+        2,
+        1e-6,
+    )
     assert (config.max_epochs, config.patience, config.min_delta) == (50, 7, 0.001)
 
 

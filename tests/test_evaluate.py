@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from crpbot.config import TrainConfig
-from crpbot.errors import CrpbotError
 from crpbot.ensemble import load_predictor
+from crpbot.errors import CrpbotError
 from crpbot.evaluate import evaluate_model, stored_split_data
 from crpbot.gate import GateThresholds
 from crpbot.metrics import Predictions, equal_mass_calibration_error, reliability_bins
@@ -103,8 +103,11 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     data = stored_split_data(load_predictor(tiny_model))
     tradable = data.window_ends("test", TINY.lookback, labelled=False)
     assert metrics["test_ties"] > 0
-    assert metrics["n"] + metrics["test_ties"] == len(tradable) == len(data.window_ends("test", TINY.lookback)) + \
-        metrics["test_ties"]
+    assert (
+        metrics["n"] + metrics["test_ties"]
+        == len(tradable)
+        == len(data.window_ends("test", TINY.lookback)) + metrics["test_ties"]
+    )
     assert metrics["accuracy_ci"][0] <= metrics["accuracy"] <= metrics["accuracy_ci"][1]
     assert metrics["gate"]["passed"] is False and metrics["gate"]["reasons"][0].startswith("accuracy")
     assert result.passed is False

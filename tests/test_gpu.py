@@ -12,8 +12,10 @@ import torch
 from crpbot.config import TrainConfig
 from crpbot.models import build_model
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
 # The recipe's architecture (tune_configs/default.yaml) on the 39 features, without dropout so
 # that two runs in training mode (cuDNN's RNN backward needs it) see the same network.
@@ -62,16 +64,28 @@ def test_fit_trains_on_the_device_with_features_resident(sample_path):
     from crpbot.dataset import load_prepared
     from crpbot.training import fit
 
-    config = TrainConfig(hidden_size=32, num_layers=2, head_hidden=16, batch_size=256, max_train_windows=4096,
-                         max_epochs=2, patience=2, lr=3e-3)
+    config = TrainConfig(
+        hidden_size=32,
+        num_layers=2,
+        head_hidden=16,
+        batch_size=256,
+        max_train_windows=4096,
+        max_epochs=2,
+        patience=2,
+        lr=3e-3,
+    )
     data = load_prepared("BTC", sample_path("BTC"), config)
     seen: list[dict] = []
 
     def reporter(metrics: dict, state: dict) -> None:
         # Between epochs nothing transient is alive: what stays allocated is the resident
         # features and labels plus the small model, so it must exceed the feature array.
-        seen.append({"allocated": torch.cuda.memory_allocated(),
-                     "devices": {t.device.type for t in state["model"].values()}})
+        seen.append(
+            {
+                "allocated": torch.cuda.memory_allocated(),
+                "devices": {t.device.type for t in state["model"].values()},
+            }
+        )
 
     result = fit(config, data, device="cuda", reporter=reporter, log=lambda _: None)
 
@@ -94,11 +108,28 @@ def test_ray_train_gpu_run_gives_its_worker_one_gpu(request, tmp_path):
     from crpbot.trainer import train
 
     before = {actor.actor_id for actor in list_actors(limit=10_000)}
-    config = TrainConfig(hidden_size=16, num_layers=1, head_hidden=16, dropout=0.0, batch_size=256,
-                         max_train_windows=2048, max_epochs=1)
-    artifact = train(config, "BTC", num_workers=1, use_gpu=True, out_dir=tmp_path / "model",
-                     storage_path=tmp_path / "runs", run_name="gpu-check")
+    config = TrainConfig(
+        hidden_size=16,
+        num_layers=1,
+        head_hidden=16,
+        dropout=0.0,
+        batch_size=256,
+        max_train_windows=2048,
+        max_epochs=1,
+    )
+    artifact = train(
+        config,
+        "BTC",
+        num_workers=1,
+        use_gpu=True,
+        out_dir=tmp_path / "model",
+        storage_path=tmp_path / "runs",
+        run_name="gpu-check",
+    )
     assert (artifact / "manifest.json").is_file()
-    workers = [actor for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True,
-                                              limit=10_000) if actor.actor_id not in before]
+    workers = [
+        actor
+        for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=10_000)
+        if actor.actor_id not in before
+    ]
     assert len(workers) == 1 and all(actor.required_resources.get("GPU") == 1 for actor in workers)

@@ -52,8 +52,13 @@ def _free_port() -> int:
 def _start_node(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     """``ray start --block`` in its own process group: SIGTERM to it stops that node's processes."""
     with log.open("w") as out:
-        return subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [RAY, "start", "--block", "--disable-usage-stats", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _stop_node(proc: subprocess.Popen) -> None:
@@ -73,14 +78,17 @@ def _stop_node(proc: subprocess.Popen) -> None:
 
 def _wait_for_nodes(address: str, count: int, procs: list[subprocess.Popen], env: dict[str, str]) -> set[str]:
     """Node ids once ``count`` nodes are alive (asked from a child process: this one stays unconnected)."""
-    probe = (f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
-             "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))")
+    probe = (
+        f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
+        "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if any(proc.poll() is not None for proc in procs):
             pytest.fail("a ray start process exited early; see its log in the cluster temp dir")
-        result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+        )
         if result.returncode == 0:
             ids = set(json.loads(result.stdout.strip().splitlines()[-1]))
             if len(ids) >= count:
@@ -96,22 +104,52 @@ def two_node_cluster(request) -> Iterator[TwoNodeCluster]:
     # A short root: Ray's Unix socket paths must stay under 108 bytes.
     temp_root = Path(tempfile.mkdtemp(prefix="crpmn", dir="/tmp"))
     # No drain on SIGTERM: it waits ~30 s for Serve proxies this cluster never runs.
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    }
     env.pop("RAY_ADDRESS", None)
     port, dashboard_port = _free_port(), _free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--num-cpus=1", "--num-gpus=0", f"--memory={NODE_MEMORY}",
-              f"--object-store-memory={NODE_OBJECT_STORE}", "--node-ip-address=127.0.0.1"]
-    procs = [_start_node(["--head", f"--port={port}", f"--temp-dir={temp_root}", "--include-dashboard=true",
-                          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-                          f"--ray-client-server-port={_free_port()}", *common],
-                         temp_root / "head.log", env)]
+    common = [
+        "--num-cpus=1",
+        "--num-gpus=0",
+        f"--memory={NODE_MEMORY}",
+        f"--object-store-memory={NODE_OBJECT_STORE}",
+        "--node-ip-address=127.0.0.1",
+    ]
+    procs = [
+        _start_node(
+            [
+                "--head",
+                f"--port={port}",
+                f"--temp-dir={temp_root}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dashboard_port}",
+                f"--ray-client-server-port={_free_port()}",
+                *common,
+            ],
+            temp_root / "head.log",
+            env,
+        )
+    ]
     try:
         _wait_for_nodes(address, 1, procs, env)
-        procs.append(_start_node([f"--address={address}", f"--dashboard-agent-listen-port={_free_port()}",
-                                  f"--metrics-export-port={_free_port()}", *common],
-                                 temp_root / "worker.log", env))
+        procs.append(
+            _start_node(
+                [
+                    f"--address={address}",
+                    f"--dashboard-agent-listen-port={_free_port()}",
+                    f"--metrics-export-port={_free_port()}",
+                    *common,
+                ],
+                temp_root / "worker.log",
+                env,
+            )
+        )
         node_ids = _wait_for_nodes(address, 2, procs, env)
         yield TwoNodeCluster(address, f"http://127.0.0.1:{dashboard_port}", node_ids)
     finally:
@@ -133,16 +171,34 @@ def _actor_nodes(cluster: TwoNodeCluster, class_name: str) -> list[str]:
     """Node id of every actor of a class the cluster ever ran (dead ones included), via the State API."""
     from ray.util.state import list_actors
 
-    actors = list_actors(address=cluster.dashboard_url, filters=[("class_name", "=", class_name)],
-                         detail=True, limit=1000)
+    actors = list_actors(
+        address=cluster.dashboard_url, filters=[("class_name", "=", class_name)], detail=True, limit=1000
+    )
     return [actor.node_id for actor in actors]
 
 
 def test_two_worker_training_puts_one_rank_on_each_node(two_node_cluster, tmp_path):
     out = tmp_path / "model"
-    _crpbot(["train", "--coin", "BTC", "--config", str(REPO / "tune_configs" / "smoke.yaml"), "--epochs", "1",
-             "--workers", "2", "--address", two_node_cluster.address, "--out", str(out),
-             "--storage", str(tmp_path / "runs")], cwd=tmp_path)
+    _crpbot(
+        [
+            "train",
+            "--coin",
+            "BTC",
+            "--config",
+            str(REPO / "tune_configs" / "smoke.yaml"),
+            "--epochs",
+            "1",
+            "--workers",
+            "2",
+            "--address",
+            two_node_cluster.address,
+            "--out",
+            str(out),
+            "--storage",
+            str(tmp_path / "runs"),
+        ],
+        cwd=tmp_path,
+    )
     assert (out / "manifest.json").is_file()
     worker_nodes = _actor_nodes(two_node_cluster, "RayTrainWorker")
     assert len(worker_nodes) == 2, worker_nodes
@@ -152,10 +208,28 @@ def test_two_worker_training_puts_one_rank_on_each_node(two_node_cluster, tmp_pa
 def test_search_runs_trials_on_both_nodes(two_node_cluster, tmp_path):
     # Two one-CPU trials at once on two one-CPU nodes: one trial per node, by construction.
     trials_before = set(_actor_nodes(two_node_cluster, "ImplicitFunc"))
-    _crpbot(["tune", "--coin", "BTC", "--config", str(REPO / "tune_configs" / "smoke_search.yaml"),
-             "--num-samples", "2", "--epochs", "1", "--address", two_node_cluster.address,
-             "--storage", str(tmp_path / "runs"), "--name", "multinode", "--out", str(tmp_path / "out")],
-            cwd=tmp_path)
+    _crpbot(
+        [
+            "tune",
+            "--coin",
+            "BTC",
+            "--config",
+            str(REPO / "tune_configs" / "smoke_search.yaml"),
+            "--num-samples",
+            "2",
+            "--epochs",
+            "1",
+            "--address",
+            two_node_cluster.address,
+            "--storage",
+            str(tmp_path / "runs"),
+            "--name",
+            "multinode",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=tmp_path,
+    )
     assert (tmp_path / "out" / "best.yaml").is_file()
     assert len((tmp_path / "out" / "results.csv").read_text().strip().splitlines()) == 1 + 2
     trial_nodes = _actor_nodes(two_node_cluster, "ImplicitFunc")

@@ -55,15 +55,26 @@ def test_a_passing_batch_is_promoted_and_pushed(ray_session, s3_endpoint, tmp_pa
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="crpbot-models")
     lax = GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1)
-    result = run_pipeline(["ETH"], budget="smoke", run_dir=tmp_path / "run", registry_root=tmp_path / "models",
-                          storage="s3://crpbot-models/runs", bucket="crpbot-models", endpoint_url=s3_endpoint,
-                          thresholds=lax)
+    result = run_pipeline(
+        ["ETH"],
+        budget="smoke",
+        run_dir=tmp_path / "run",
+        registry_root=tmp_path / "models",
+        storage="s3://crpbot-models/runs",
+        bucket="crpbot-models",
+        endpoint_url=s3_endpoint,
+        thresholds=lax,
+    )
 
     (outcome,) = result.outcomes
     assert result.promoted and outcome.stage == "recipe" and outcome.search_best_yaml is None
     assert current_version("ETH-USD", root=tmp_path / "models") == outcome.promoted_version
-    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint)
-            .list_objects_v2(Bucket="crpbot-models")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket="crpbot-models")[
+            "Contents"
+        ]
+    ]
     assert any(outcome.promoted_version in key and key.endswith("model.safetensors") for key in keys)
     assert any(key.startswith("runs/ETH-USD/train/") and key.endswith("state.pt") for key in keys)
 
@@ -74,8 +85,11 @@ def test_bad_pipeline_arguments_are_one_line_errors(tmp_path) -> None:
         (["--coins", "BTC,btc"], "listed twice"),
         (["--input-dir", str(tmp_path)], "no input for BTC-USD"),
     ]:
-        proc = subprocess.run([sys.executable, "-m", "crpbot", "pipeline", *args,
-                               "--run-dir", str(tmp_path / "run")], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "crpbot", "pipeline", *args, "--run-dir", str(tmp_path / "run")],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and message in proc.stderr
         assert not (tmp_path / "run").exists()

@@ -37,14 +37,23 @@ def make_model_artifact(out: Path, *, seed: int = 0, coin: str = "BTC-USD") -> P
     config = TrainConfig(hidden_size=4, num_layers=1, head_hidden=4, dropout=0.0, seed=seed)
     torch.manual_seed(seed)
     net = build_model(config, 3)
-    return write_artifact(out, tensors=net.state_dict(), data_fingerprint=f"{seed:064d}", json_files={
-        "config.json": {"kind": "model", "coin": coin, "train_config": config.to_dict(), "input_size": 3}})
+    return write_artifact(
+        out,
+        tensors=net.state_dict(),
+        data_fingerprint=f"{seed:064d}",
+        json_files={
+            "config.json": {"kind": "model", "coin": coin, "train_config": config.to_dict(), "input_size": 3}
+        },
+    )
 
 
 def registry_snapshot(root: Path) -> dict[str, bytes]:
     """Every file of the registry (lock file aside) with its bytes: 'unchanged' means equal snapshots."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def test_promote_then_load_current(tmp_path: Path) -> None:
@@ -61,8 +70,9 @@ def test_promote_then_load_current(tmp_path: Path) -> None:
     windows = torch.randn(2, 5, 3)
     assert torch.equal(model(windows), original(windows))
     rows = list_versions(root)
-    assert [(r.coin, r.version, r.kind, r.current) for r in rows] == \
-        [("BTC-USD", promoted.version, "model", True)]
+    assert [(r.coin, r.version, r.kind, r.current) for r in rows] == [
+        ("BTC-USD", promoted.version, "model", True)
+    ]
     described = show("BTC", root=root)
     assert described["verified"] and described["current"] and described["config"]["coin"] == "BTC-USD"
     assert not (promoted.path / WEIGHTS_FILE).stat().st_mode & 0o222, "promoted files are read-only"
@@ -148,8 +158,13 @@ def test_killed_promotion_leaves_previous_current_intact(tmp_path: Path, point: 
     promote(make_model_artifact(tmp_path / "a"), "BTC", root=root, version="v1")
     candidate = make_model_artifact(tmp_path / "b", seed=1)
     pointer_before = (coin_dir(root, "BTC-USD") / POINTER_FILE).read_bytes()
-    child = subprocess.run([sys.executable, "-c", KILL_AT, point, str(candidate), str(root)],
-                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-c", KILL_AT, point, str(candidate), str(root)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr
 
     assert (coin_dir(root, "BTC-USD") / POINTER_FILE).read_bytes() == pointer_before
@@ -158,8 +173,9 @@ def test_killed_promotion_leaves_previous_current_intact(tmp_path: Path, point: 
     visible = [r.version for r in list_versions(root)]
     assert visible == (["v1", "v2"] if point == "before-pointer" else ["v1"])
     if point != "before-pointer":
-        assert any(p.name.startswith(".tmp-") for p in coin_dir(root, "BTC-USD").iterdir()), \
+        assert any(p.name.startswith(".tmp-") for p in coin_dir(root, "BTC-USD").iterdir()), (
             "the kill really happened mid-promotion"
+        )
 
     retried = promote(candidate, "BTC", root=root, version="v2")
     assert retried.new == (point != "before-pointer")
@@ -172,8 +188,22 @@ def test_cli_promote_list_show_rollback(tmp_path: Path, capsys: pytest.CaptureFi
     root = tmp_path / "models"
     make_model_artifact(tmp_path / "a")
     make_model_artifact(tmp_path / "b", seed=1)
-    assert main(["promote", "--model", str(tmp_path / "a"), "--coin", "BTC", "--registry", str(root),
-                 "--version", "v1"]) == 0
+    assert (
+        main(
+            [
+                "promote",
+                "--model",
+                str(tmp_path / "a"),
+                "--coin",
+                "BTC",
+                "--registry",
+                str(root),
+                "--version",
+                "v1",
+            ]
+        )
+        == 0
+    )
     assert main(["promote", "--model", str(tmp_path / "b"), "--coin", "BTC", "--registry", str(root)]) == 0
     capsys.readouterr()
     assert main(["registry", "list", "--registry", str(root)]) == 0

@@ -25,13 +25,22 @@ def make_model_artifact(out: Path, *, seed: int = 0, coin: str = "BTC-USD") -> P
     config = TrainConfig(hidden_size=4, num_layers=1, head_hidden=4, dropout=0.0, seed=seed)
     torch.manual_seed(seed)
     net = build_model(config, 3)
-    return write_artifact(out, tensors=net.state_dict(), data_fingerprint=f"{seed:064d}", json_files={
-        "config.json": {"kind": "model", "coin": coin, "train_config": config.to_dict(), "input_size": 3}})
+    return write_artifact(
+        out,
+        tensors=net.state_dict(),
+        data_fingerprint=f"{seed:064d}",
+        json_files={
+            "config.json": {"kind": "model", "coin": coin, "train_config": config.to_dict(), "input_size": 3}
+        },
+    )
 
 
 def registry_snapshot(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 @pytest.fixture
@@ -58,8 +67,9 @@ def pushed(tmp_path: Path, s3_endpoint: str, bucket: str) -> Path:
     return root
 
 
-def test_push_pull_round_trip_is_byte_identical_and_loadable(tmp_path: Path, s3_endpoint: str, bucket: str,
-                                                             pushed: Path, raw_s3) -> None:
+def test_push_pull_round_trip_is_byte_identical_and_loadable(
+    tmp_path: Path, s3_endpoint: str, bucket: str, pushed: Path, raw_s3
+) -> None:
     keys = sorted(o["Key"] for o in raw_s3.list_objects_v2(Bucket=bucket)["Contents"])
     assert "crpbot/BTC-USD/current.json" in keys and "crpbot/BTC-USD/v2/model.safetensors" in keys
 
@@ -92,13 +102,17 @@ def _truncate(raw_s3, bucket: str, key: str) -> None:
     raw_s3.put_object(Bucket=bucket, Key=key, Body=data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("damage, message", [
-    (_flip_last_byte, "model.safetensors: sha256 does not match its manifest"),
-    (_truncate, r"model.safetensors: \d+ bytes, manifest says \d+ \(truncated\?\)"),
-    (lambda s3, b, k: s3.delete_object(Bucket=b, Key=k), "model.safetensors is missing"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_flip_last_byte, "model.safetensors: sha256 does not match its manifest"),
+        (_truncate, r"model.safetensors: \d+ bytes, manifest says \d+ \(truncated\?\)"),
+        (lambda s3, b, k: s3.delete_object(Bucket=b, Key=k), "model.safetensors is missing"),
+    ],
+)
 def test_damaged_object_fails_and_leaves_local_registry_unchanged(
-        tmp_path: Path, s3_endpoint: str, bucket: str, pushed: Path, raw_s3, damage, message: str) -> None:
+    tmp_path: Path, s3_endpoint: str, bucket: str, pushed: Path, raw_s3, damage, message: str
+) -> None:
     local = tmp_path / "local"
     promote(make_model_artifact(tmp_path / "c", seed=2), "BTC", root=local, version="v0")
     before = registry_snapshot(local)
@@ -111,7 +125,8 @@ def test_damaged_object_fails_and_leaves_local_registry_unchanged(
 
 
 def test_consistently_forged_manifest_is_caught_by_the_pointer(
-        tmp_path: Path, s3_endpoint: str, bucket: str, pushed: Path, raw_s3) -> None:
+    tmp_path: Path, s3_endpoint: str, bucket: str, pushed: Path, raw_s3
+) -> None:
     import hashlib
 
     base = "crpbot/BTC-USD/v2"
@@ -125,8 +140,9 @@ def test_consistently_forged_manifest_is_caught_by_the_pointer(
     assert list_versions(tmp_path / "local") == []
 
 
-def test_concurrent_pushes_of_different_versions_do_not_clobber(tmp_path: Path, s3_endpoint: str,
-                                                                bucket: str) -> None:
+def test_concurrent_pushes_of_different_versions_do_not_clobber(
+    tmp_path: Path, s3_endpoint: str, bucket: str
+) -> None:
     roots = []
     for seed in range(3):
         root = tmp_path / f"machine{seed}"
@@ -149,15 +165,18 @@ def test_concurrent_pushes_of_different_versions_do_not_clobber(tmp_path: Path, 
     clone = tmp_path / "clone"
     for seed in range(3):
         pulled = pull(clone, bucket, coin="BTC", version=f"v{seed}", endpoint_url=s3_endpoint)
-        assert registry_snapshot(roots[seed] / "promoted" / "BTC-USD" / f"v{seed}") == \
-            registry_snapshot(pulled[0].path)
+        assert registry_snapshot(roots[seed] / "promoted" / "BTC-USD" / f"v{seed}") == registry_snapshot(
+            pulled[0].path
+        )
     pull(clone, bucket, endpoint_url=s3_endpoint)
-    assert current_version("BTC", root=clone) in {"v0", "v1", "v2"}, \
+    assert current_version("BTC", root=clone) in {"v0", "v1", "v2"}, (
         "the pointer names one complete version (last writer wins)"
+    )
 
 
 def test_pushing_different_content_under_an_existing_remote_version_is_refused(
-        tmp_path: Path, s3_endpoint: str, bucket: str, pushed: Path, raw_s3) -> None:
+    tmp_path: Path, s3_endpoint: str, bucket: str, pushed: Path, raw_s3
+) -> None:
     other = tmp_path / "other"
     promote(make_model_artifact(tmp_path / "c", seed=5), "BTC", root=other, version="v2")
     key = "crpbot/BTC-USD/v2/model.safetensors"
@@ -167,8 +186,9 @@ def test_pushing_different_content_under_an_existing_remote_version_is_refused(
     assert raw_s3.get_object(Bucket=bucket, Key=key)["Body"].read() == before
 
 
-def test_clear_errors_for_bucket_and_credentials(tmp_path: Path, s3_endpoint: str, pushed: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clear_errors_for_bucket_and_credentials(
+    tmp_path: Path, s3_endpoint: str, pushed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(CrpbotError, match="s3://no-such-bucket is not accessible"):
         push(pushed, "no-such-bucket", endpoint_url=s3_endpoint)
     with pytest.raises(CrpbotError, match="nothing to push"):
@@ -183,8 +203,12 @@ def test_clear_errors_for_bucket_and_credentials(tmp_path: Path, s3_endpoint: st
 
 
 def test_cli_push_and_pull_with_endpoint_from_environment(
-        tmp_path: Path, s3_endpoint: str, bucket: str, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path,
+    s3_endpoint: str,
+    bucket: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     make_model_artifact(tmp_path / "a")
     origin, clone = tmp_path / "origin", tmp_path / "clone"
     printed: list[str] = []
@@ -195,15 +219,49 @@ def test_cli_push_and_pull_with_endpoint_from_environment(
         printed.append(captured.out + captured.err)
         return code
 
-    assert crpbot("promote", "--model", str(tmp_path / "a"), "--coin", "ETH", "--registry", str(origin),
-                  "--bucket", bucket, "--prefix", "team/models", "--endpoint-url", s3_endpoint) == 2
+    assert (
+        crpbot(
+            "promote",
+            "--model",
+            str(tmp_path / "a"),
+            "--coin",
+            "ETH",
+            "--registry",
+            str(origin),
+            "--bucket",
+            bucket,
+            "--prefix",
+            "team/models",
+            "--endpoint-url",
+            s3_endpoint,
+        )
+        == 2
+    )
     assert "trained for BTC-USD, not ETH-USD" in printed[-1]
-    assert crpbot("promote", "--model", str(tmp_path / "a"), "--coin", "BTC", "--registry", str(origin),
-                  "--bucket", bucket, "--prefix", "team/models", "--endpoint-url", s3_endpoint) == 0
+    assert (
+        crpbot(
+            "promote",
+            "--model",
+            str(tmp_path / "a"),
+            "--coin",
+            "BTC",
+            "--registry",
+            str(origin),
+            "--bucket",
+            bucket,
+            "--prefix",
+            "team/models",
+            "--endpoint-url",
+            s3_endpoint,
+        )
+        == 0
+    )
     assert "uploaded to s3://" in printed[-1]
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
-    assert crpbot("registry", "pull", "--bucket", bucket, "--prefix", "team/models",
-                  "--registry", str(clone)) == 0
+    assert (
+        crpbot("registry", "pull", "--bucket", bucket, "--prefix", "team/models", "--registry", str(clone))
+        == 0
+    )
     assert "pulled into" in printed[-1]
     assert current_version("BTC", root=clone) == current_version("BTC", root=origin)
     assert crpbot("registry", "push", "--bucket", bucket, "--registry", str(clone), "--coin", "SOL") == 2

@@ -26,15 +26,32 @@ SMOKE_BASE = str(REPO / "tune_configs" / "smoke.yaml")
 
 def write_space(tmp_path: Path, space: dict, budget: dict, seed: int = 0, **overrides) -> Path:
     path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump({"base": SMOKE_BASE, "seed": seed, "budget": budget, "space": space,
-                                    "overrides": {"max_train_windows": 512, "patience": 5, **overrides}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": SMOKE_BASE,
+                "seed": seed,
+                "budget": budget,
+                "space": space,
+                "overrides": {"max_train_windows": 512, "patience": 5, **overrides},
+            }
+        )
+    )
     return path
 
 
 def test_four_trial_search_writes_results_study_and_a_trainable_best_yaml(ray_session, tmp_path):
     space = load_search_space(REPO / "tune_configs" / "smoke_search.yaml")
-    result = run_search(space, "BTC", num_samples=4, max_epochs=2, storage=tmp_path / "runs", name="four",
-                        progress=False, log=lambda _: None)
+    result = run_search(
+        space,
+        "BTC",
+        num_samples=4,
+        max_epochs=2,
+        storage=tmp_path / "runs",
+        name="four",
+        progress=False,
+        log=lambda _: None,
+    )
 
     table = result.table
     assert len(table) == 4 and (table["status"] != "error").all()
@@ -64,11 +81,27 @@ def test_four_trial_search_writes_results_study_and_a_trainable_best_yaml(ray_se
 def test_asha_stops_a_trial_that_trails_after_the_grace_period(ray_session, tmp_path):
     # One trial at a time; seed 2 samples lr 0.003, 0.003, 0.003, then 1.0. At lr 1.0 the val loss
     # after one epoch is ~1.8 against ~0.68, so ASHA (grace 1, halving) must stop that trial at epoch 1.
-    path = write_space(tmp_path, {"lr": {"choice": [0.003, 1.0]}}, seed=2, eta_min=0.0,
-                       budget={"num_samples": 4, "max_epochs": 3, "grace_period": 1, "reduction_factor": 2,
-                               "max_concurrent": 1})
-    result = run_search(load_search_space(path), "BTC", storage=tmp_path / "runs", name="asha",
-                        progress=False, log=lambda _: None)
+    path = write_space(
+        tmp_path,
+        {"lr": {"choice": [0.003, 1.0]}},
+        seed=2,
+        eta_min=0.0,
+        budget={
+            "num_samples": 4,
+            "max_epochs": 3,
+            "grace_period": 1,
+            "reduction_factor": 2,
+            "max_concurrent": 1,
+        },
+    )
+    result = run_search(
+        load_search_space(path),
+        "BTC",
+        storage=tmp_path / "runs",
+        name="asha",
+        progress=False,
+        log=lambda _: None,
+    )
     table = result.table
     bad = table[table["lr"] == 1.0]
     assert len(bad) >= 1
@@ -84,20 +117,38 @@ def _result_epochs(trial_dir: Path) -> list[int]:
 
 
 def test_interrupted_search_resumes_without_repeating_finished_trials(ray_session, tmp_path):
-    path = write_space(tmp_path, {"hidden_size": {"choice": [8, 16]}, "lr": {"loguniform": [1e-3, 1e-2]}},
-                       budget={"num_samples": 3, "max_epochs": 4, "grace_period": 4, "max_concurrent": 1})
+    path = write_space(
+        tmp_path,
+        {"hidden_size": {"choice": [8, 16]}, "lr": {"loguniform": [1e-3, 1e-2]}},
+        budget={"num_samples": 3, "max_epochs": 4, "grace_period": 4, "max_concurrent": 1},
+    )
     storage = tmp_path / "runs"
     experiment = storage / "resume"
     address = ray_session.get_runtime_context().gcs_address
-    command = [str(Path(sys.executable).with_name("crpbot")), "tune", "--coin", "BTC", "--config", str(path),
-               "--storage", str(storage), "--name", "resume", "--address", address]
+    command = [
+        str(Path(sys.executable).with_name("crpbot")),
+        "tune",
+        "--coin",
+        "BTC",
+        "--config",
+        str(path),
+        "--storage",
+        str(storage),
+        "--name",
+        "resume",
+        "--address",
+        address,
+    ]
     # A second driver on the session's cluster: a Ctrl-C once the second trial has reported an epoch.
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and driver.poll() is None:
         trials = sorted(experiment.glob("_trial_*"), key=lambda p: int(p.name.split("_")[3]))
-        if len(trials) >= 2 and (trials[1] / "result.json").exists() \
-                and (trials[1] / "result.json").stat().st_size > 0:
+        if (
+            len(trials) >= 2
+            and (trials[1] / "result.json").exists()
+            and (trials[1] / "result.json").stat().st_size > 0
+        ):
             break
         time.sleep(0.2)
     assert driver.poll() is None, driver.communicate()[1][-2000:]
@@ -109,8 +160,15 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(ray_sessio
     finished = [trial_dir for trial_dir, epochs in before.items() if epochs == [1, 2, 3, 4]]
     assert 1 <= len(finished) < 3  # interrupted mid-search, after the first trial finished
 
-    result = run_search(load_search_space(path), "BTC", storage=storage, name="resume", resume=True,
-                        progress=False, log=lambda _: None)
+    result = run_search(
+        load_search_space(path),
+        "BTC",
+        storage=storage,
+        name="resume",
+        resume=True,
+        progress=False,
+        log=lambda _: None,
+    )
     assert len(result.table) == 3 and (result.table["status"] == "complete").all()
     for trial_dir in experiment.glob("_trial_*"):
         epochs, earlier = _result_epochs(trial_dir), before.get(trial_dir, [])
@@ -118,8 +176,8 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(ray_sessio
             assert epochs == earlier  # a finished trial did not run again
             continue
         # an unfinished one went on from its last saved checkpoint (epochs reported after that run again)
-        assert epochs[:len(earlier)] == earlier
-        tail = epochs[len(earlier):]
+        assert epochs[: len(earlier)] == earlier
+        tail = epochs[len(earlier) :]
         assert tail == list(range(tail[0], 5)) and tail[0] <= len(earlier) + 1
     assert len([t for t in result.study.trials if t.state.name == "COMPLETE"]) == 3
     assert os.path.exists(result.best_yaml)
@@ -130,14 +188,28 @@ def test_search_state_and_results_live_in_s3(ray_session, s3_endpoint, tmp_path,
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="searches")
-    path = write_space(tmp_path, {"hidden_size": {"choice": [8, 16]}},
-                       budget={"num_samples": 2, "max_epochs": 1, "grace_period": 1})
-    result = run_search(load_search_space(path), "BTC", storage="s3://searches/crpbot", name="s3",
-                        output_dir=tmp_path / "out", progress=False, log=lambda _: None)
+    path = write_space(
+        tmp_path,
+        {"hidden_size": {"choice": [8, 16]}},
+        budget={"num_samples": 2, "max_epochs": 1, "grace_period": 1},
+    )
+    result = run_search(
+        load_search_space(path),
+        "BTC",
+        storage="s3://searches/crpbot",
+        name="s3",
+        output_dir=tmp_path / "out",
+        progress=False,
+        log=lambda _: None,
+    )
 
     assert len(result.table) == 2 and result.best_yaml == tmp_path / "out" / "best.yaml"
-    keys = {obj["Key"] for obj in boto3.client("s3", endpoint_url=s3_endpoint)
-            .list_objects_v2(Bucket="searches", Prefix="crpbot/s3/")["Contents"]}
+    keys = {
+        obj["Key"]
+        for obj in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
+            Bucket="searches", Prefix="crpbot/s3/"
+        )["Contents"]
+    }
     assert {"crpbot/s3/results.csv", "crpbot/s3/best.yaml"} <= keys
     assert any("/checkpoint_" in key for key in keys) and any("experiment_state" in key for key in keys)
     assert len(result.study.trials) == 2

@@ -16,8 +16,12 @@ SMOKE_BASE = str(REPO / "tune_configs" / "smoke.yaml")
 
 
 def write_space(tmp_path: Path, **changes) -> Path:
-    raw = {"base": SMOKE_BASE, "seed": 0, "budget": {"num_samples": 4, "max_epochs": 2, "grace_period": 1},
-           "space": {"cell": {"choice": ["lstm", "gru"]}, "lr": {"loguniform": [1e-3, 1e-2]}}}
+    raw = {
+        "base": SMOKE_BASE,
+        "seed": 0,
+        "budget": {"num_samples": 4, "max_epochs": 2, "grace_period": 1},
+        "space": {"cell": {"choice": ["lstm", "gru"]}, "lr": {"loguniform": [1e-3, 1e-2]}},
+    }
     raw.update(changes)
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -57,37 +61,52 @@ def test_smoke_space_and_budget_overrides():
 
 
 def test_fractional_gpus_per_trial(tmp_path):
-    space = load_search_space(write_space(tmp_path, budget={"num_samples": 4, "max_epochs": 2,
-                                                             "gpus_per_trial": 0.25}))
+    space = load_search_space(
+        write_space(tmp_path, budget={"num_samples": 4, "max_epochs": 2, "gpus_per_trial": 0.25})
+    )
     assert space.budget.gpus_per_trial == 0.25
     assert load_search_space(write_space(tmp_path)).budget.gpus_per_trial == 1.0
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"spaec": {}}, r"unknown key\(s\): spaec"),
-    ({"space": {"hidden": {"choice": [8, 16]}}}, r"space\.hidden: not a training config key"),
-    ({"space": {"lr": {"lognormal": [1e-3, 1e-2]}}}, r"space\.lr: unknown distribution 'lognormal'"),
-    ({"space": {"lr": {"loguniform": [1e-2, 1e-3]}}}, r"space\.lr: bad range"),
-    ({"space": {"lr": {"loguniform": [0, 1e-3]}}}, r"space\.lr: bad range .*low > 0"),
-    ({"space": {"dropout": {"uniform": [0.1]}}}, r"space\.dropout: uniform needs \[low, high\]"),
-    ({"space": {"dropout": {"uniform": [0.1, 1.5]}}}, r"space\.dropout: .*dropout=1\.5"),
-    ({"space": {"hidden_size": {"uniform": [8, 64]}}},
-     r"space\.hidden_size: uniform ranges need a key of type float"),
-    ({"space": {"hidden_size": {"int": [8.5, 64]}}}, r"space\.hidden_size: int bounds must be integers"),
-    ({"space": {"lr": {"int": [1, 3]}}}, r"space\.lr: int ranges need a key of type int"),
-    ({"space": {"cell": {"choice": ["lstm", "rnn"]}}}, r"space\.cell: .*cell='rnn'"),
-    ({"space": {"cell": {"choice": []}}}, r"space\.cell: choice needs a non-empty list"),
-    ({"space": {"max_epochs": {"choice": [2, 3]}}}, r"space\.max_epochs: cannot be searched"),
-    ({"space": {}}, r"space must be a non-empty mapping"),
-    ({"budget": {"num_samples": 4}}, r"budget\.max_epochs is required"),
-    ({"budget": {"num_samples": 4, "max_epochs": 2, "patience": 3}}, r"budget: unknown key\(s\): patience"),
-    ({"budget": {"num_samples": 4, "max_epochs": 2, "grace_period": 3}}, r"grace_period must be <="),
-    ({"budget": {"num_samples": -1, "max_epochs": 2}}, r"budget\.num_samples must be an integer >= 1"),
-    ({"budget": {"num_samples": 4, "max_epochs": 2, "gpus_per_trial": 0}}, r"gpus_per_trial must be a number in \(0, 1\]"),
-    ({"budget": {"num_samples": 4, "max_epochs": 2, "gpus_per_trial": 2}}, r"gpus_per_trial must be a number in \(0, 1\]"),
-    ({"overrides": {"lookbak": 30}}, r"overrides: unknown config key\(s\): lookbak"),
-    ({"base": "missing.yaml"}, r"config file not found"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"spaec": {}}, r"unknown key\(s\): spaec"),
+        ({"space": {"hidden": {"choice": [8, 16]}}}, r"space\.hidden: not a training config key"),
+        ({"space": {"lr": {"lognormal": [1e-3, 1e-2]}}}, r"space\.lr: unknown distribution 'lognormal'"),
+        ({"space": {"lr": {"loguniform": [1e-2, 1e-3]}}}, r"space\.lr: bad range"),
+        ({"space": {"lr": {"loguniform": [0, 1e-3]}}}, r"space\.lr: bad range .*low > 0"),
+        ({"space": {"dropout": {"uniform": [0.1]}}}, r"space\.dropout: uniform needs \[low, high\]"),
+        ({"space": {"dropout": {"uniform": [0.1, 1.5]}}}, r"space\.dropout: .*dropout=1\.5"),
+        (
+            {"space": {"hidden_size": {"uniform": [8, 64]}}},
+            r"space\.hidden_size: uniform ranges need a key of type float",
+        ),
+        ({"space": {"hidden_size": {"int": [8.5, 64]}}}, r"space\.hidden_size: int bounds must be integers"),
+        ({"space": {"lr": {"int": [1, 3]}}}, r"space\.lr: int ranges need a key of type int"),
+        ({"space": {"cell": {"choice": ["lstm", "rnn"]}}}, r"space\.cell: .*cell='rnn'"),
+        ({"space": {"cell": {"choice": []}}}, r"space\.cell: choice needs a non-empty list"),
+        ({"space": {"max_epochs": {"choice": [2, 3]}}}, r"space\.max_epochs: cannot be searched"),
+        ({"space": {}}, r"space must be a non-empty mapping"),
+        ({"budget": {"num_samples": 4}}, r"budget\.max_epochs is required"),
+        (
+            {"budget": {"num_samples": 4, "max_epochs": 2, "patience": 3}},
+            r"budget: unknown key\(s\): patience",
+        ),
+        ({"budget": {"num_samples": 4, "max_epochs": 2, "grace_period": 3}}, r"grace_period must be <="),
+        ({"budget": {"num_samples": -1, "max_epochs": 2}}, r"budget\.num_samples must be an integer >= 1"),
+        (
+            {"budget": {"num_samples": 4, "max_epochs": 2, "gpus_per_trial": 0}},
+            r"gpus_per_trial must be a number in \(0, 1\]",
+        ),
+        (
+            {"budget": {"num_samples": 4, "max_epochs": 2, "gpus_per_trial": 2}},
+            r"gpus_per_trial must be a number in \(0, 1\]",
+        ),
+        ({"overrides": {"lookbak": 30}}, r"overrides: unknown config key\(s\): lookbak"),
+        ({"base": "missing.yaml"}, r"config file not found"),
+    ],
+)
 def test_invalid_space_is_a_clear_error(tmp_path, changes, message):
     with pytest.raises(CrpbotError, match=message):
         load_search_space(write_space(tmp_path, **changes))
@@ -102,7 +121,17 @@ def test_cli_reports_invalid_space_in_one_line(tmp_path, capsys):
 
 def test_cli_refuses_budget_overrides_on_resume(tmp_path, capsys):
     path = write_space(tmp_path)
-    argv = ["tune", "--coin", "BTC", "--config", str(path), "--resume", "--epochs", "3",
-            "--storage", str(tmp_path / "runs")]
+    argv = [
+        "tune",
+        "--coin",
+        "BTC",
+        "--config",
+        str(path),
+        "--resume",
+        "--epochs",
+        "3",
+        "--storage",
+        str(tmp_path / "runs"),
+    ]
     assert main(argv) == 2
     assert "resumed search keeps its budget" in capsys.readouterr().err

@@ -14,19 +14,31 @@ from crpbot.cli.train import DEFAULT_CONFIG
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coin", required=True, help="coin to train on, e.g. BTC or BTC-USD")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help="training config YAML, e.g. a search's best config "
-                             "(default: tune_configs/default.yaml)")
-    parser.add_argument("--seeds", type=int, default=5,
-                        help="number of members, seeds config.seed .. config.seed+K-1 (default 5)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="training config YAML, e.g. a search's best config (default: tune_configs/default.yaml)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=5,
+        help="number of members, seeds config.seed .. config.seed+K-1 (default 5)",
+    )
     parser.add_argument("--epochs", type=int, help="override max_epochs of the config")
-    parser.add_argument("--gpu", action="store_true",
-                        help="one GPU per member; an error when none is visible")
-    parser.add_argument("--address", help="Ray cluster to join ('auto', host:port, ray://...); "
-                                          "default: start a local instance sized to this machine")
+    parser.add_argument(
+        "--gpu", action="store_true", help="one GPU per member; an error when none is visible"
+    )
+    parser.add_argument(
+        "--address",
+        help="Ray cluster to join ('auto', host:port, ray://...); "
+        "default: start a local instance sized to this machine",
+    )
     parser.add_argument("--input", type=Path, help="1-minute OHLCV Parquet file (default: bundled sample)")
-    parser.add_argument("--out", type=Path,
-                        help="artifact directory (default: models/<coin>/ensemble-<timestamp>)")
+    parser.add_argument(
+        "--out", type=Path, help="artifact directory (default: models/<coin>/ensemble-<timestamp>)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +51,13 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.epochs is not None:
         config = config.replace(max_epochs=args.epochs)
-    train_ensemble(config, args.coin, seeds=args.seeds, input_path=args.input, out_dir=args.out,
-                   address=args.address, use_gpu=args.gpu)
+    train_ensemble(
+        config,
+        args.coin,
+        seeds=args.seeds,
+        input_path=args.input,
+        out_dir=args.out,
+        address=args.address,
+        use_gpu=args.gpu,
+    )
     return 0

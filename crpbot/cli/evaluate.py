@@ -14,37 +14,64 @@ from pathlib import Path
 
 from crpbot.gate import DEFAULT_MAX_CALIBRATION_ERROR, DEFAULT_MIN_ACCURACY
 
-EPILOG = ("Exit status: 0 when the evaluation ran, whether the gate passed or failed (see 'Status:' and "
-          "metrics.json gate.passed); 2 on errors.")
+EPILOG = (
+    "Exit status: 0 when the evaluation ran, whether the gate passed or failed (see 'Status:' and "
+    "metrics.json gate.passed); 2 on errors."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("--model", type=Path, required=True, help="model or ensemble artifact directory")
-    parser.add_argument("--input", type=Path,
-                        help="score all of this Parquet file instead of the model's stored test split "
-                             "(refused if it overlaps the model's train/validation period)")
-    parser.add_argument("--min-accuracy", type=float, default=DEFAULT_MIN_ACCURACY,
-                        help=f"gate: minimum test accuracy (default {DEFAULT_MIN_ACCURACY})")
-    parser.add_argument("--max-calibration-error", type=float, default=DEFAULT_MAX_CALIBRATION_ERROR,
-                        help=f"gate: maximum ECE (default {DEFAULT_MAX_CALIBRATION_ERROR})")
-    parser.add_argument("--fee-bps", type=float, default=10.0,
-                        help="backtest fee per side in bps (default 10)")
-    parser.add_argument("--slippage-bps", type=float, default=0.0,
-                        help="backtest slippage per side in bps (default 0)")
-    parser.add_argument("--trade-threshold", type=float,
-                        help="backtest tau: long at P(up) >= tau, short at <= 1-tau (default: the selective "
-                             "threshold chosen on validation, else 0.5)")
-    parser.add_argument("--out", type=Path,
-                        help="output directory (default: reports/evaluate/<coin>-<model>-<timestamp>)")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        help="score all of this Parquet file instead of the model's stored test split "
+        "(refused if it overlaps the model's train/validation period)",
+    )
+    parser.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=DEFAULT_MIN_ACCURACY,
+        help=f"gate: minimum test accuracy (default {DEFAULT_MIN_ACCURACY})",
+    )
+    parser.add_argument(
+        "--max-calibration-error",
+        type=float,
+        default=DEFAULT_MAX_CALIBRATION_ERROR,
+        help=f"gate: maximum ECE (default {DEFAULT_MAX_CALIBRATION_ERROR})",
+    )
+    parser.add_argument(
+        "--fee-bps", type=float, default=10.0, help="backtest fee per side in bps (default 10)"
+    )
+    parser.add_argument(
+        "--slippage-bps", type=float, default=0.0, help="backtest slippage per side in bps (default 0)"
+    )
+    parser.add_argument(
+        "--trade-threshold",
+        type=float,
+        help="backtest tau: long at P(up) >= tau, short at <= 1-tau (default: the selective "
+        "threshold chosen on validation, else 0.5)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output directory (default: reports/evaluate/<coin>-<model>-<timestamp>)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from crpbot.evaluate import evaluate_model
     from crpbot.gate import GateThresholds
 
-    thresholds = GateThresholds(min_accuracy=args.min_accuracy,
-                                max_calibration_error=args.max_calibration_error)
-    evaluate_model(args.model, input_path=args.input, out_dir=args.out, thresholds=thresholds,
-                   fee_bps=args.fee_bps, slippage_bps=args.slippage_bps, trade_threshold=args.trade_threshold)
+    thresholds = GateThresholds(
+        min_accuracy=args.min_accuracy, max_calibration_error=args.max_calibration_error
+    )
+    evaluate_model(
+        args.model,
+        input_path=args.input,
+        out_dir=args.out,
+        thresholds=thresholds,
+        fee_bps=args.fee_bps,
+        slippage_bps=args.slippage_bps,
+        trade_threshold=args.trade_threshold,
+    )
     return 0

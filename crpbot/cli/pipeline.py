@@ -1,7 +1,8 @@
 """``crpbot pipeline``: the whole recipe for several coins, ending in one table and a run report.
 
 Usage: crpbot pipeline [--coins BTC,ETH,SOL] [--budget smoke|full] [--address ADDR] [--gpu]
-       [--input-dir DIR] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR] [--bucket B [--prefix P] [--endpoint-url URL]]
+       [--input-dir DIR] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
+       [--bucket B [--prefix P] [--endpoint-url URL]]
 
 Exit status 0 whether or not the batch is promoted (a refusal is a result, printed with its
 reasons); non-zero only for errors.
@@ -17,38 +18,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from crpbot.pipeline import BUDGETS
 
     parser.add_argument("--coins", default="BTC,ETH,SOL", help="comma-separated coins (default BTC,ETH,SOL)")
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="smoke",
-                        help="smoke: tiny models in minutes on a laptop; full: the recipe and the full "
-                             "fallback search (GPU cluster)")
-    parser.add_argument("--address", help="Ray cluster to join ('auto', host:port, ray://...); "
-                                          "default: start a local instance")
+    parser.add_argument(
+        "--budget",
+        choices=sorted(BUDGETS),
+        default="smoke",
+        help="smoke: tiny models in minutes on a laptop; full: the recipe and the full "
+        "fallback search (GPU cluster)",
+    )
+    parser.add_argument(
+        "--address",
+        help="Ray cluster to join ('auto', host:port, ray://...); default: start a local instance",
+    )
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker / trial / ensemble member")
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers for the recipe run (default 1)")
-    parser.add_argument("--input-dir", type=Path,
-                        help="directory with <COIN>-USD_1m.parquet files (default: bundled sample)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="Ray Train workers for the recipe run (default 1)"
+    )
+    parser.add_argument(
+        "--input-dir", type=Path, help="directory with <COIN>-USD_1m.parquet files (default: bundled sample)"
+    )
     parser.add_argument("--run-dir", type=Path, help="where this run writes (default runs/pipeline-<time>)")
-    parser.add_argument("--storage", help="Ray Train/Tune run state: a path or s3://bucket/prefix "
-                                          "(default: inside --run-dir; shared storage on a multi-node cluster)")
-    parser.add_argument("--registry", type=Path, default=Path("models"),
-                        help="local model registry root (default models/)")
+    parser.add_argument(
+        "--storage",
+        help="Ray Train/Tune run state: a path or s3://bucket/prefix "
+        "(default: inside --run-dir; shared storage on a multi-node cluster)",
+    )
+    parser.add_argument(
+        "--registry", type=Path, default=Path("models"), help="local model registry root (default models/)"
+    )
     parser.add_argument("--bucket", help="also push promoted models to this S3 bucket")
     parser.add_argument("--prefix", default="crpbot", help="key prefix in the bucket (default crpbot)")
     parser.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto); default: AWS, or AWS_ENDPOINT_URL")
-    parser.add_argument("--min-accuracy", type=float, default=0.68, help="gate: minimum test accuracy per coin")
-    parser.add_argument("--max-calibration-error", type=float, default=0.05, help="gate: maximum ECE per coin")
+    parser.add_argument(
+        "--min-accuracy", type=float, default=0.68, help="gate: minimum test accuracy per coin"
+    )
+    parser.add_argument(
+        "--max-calibration-error", type=float, default=0.05, help="gate: maximum ECE per coin"
+    )
     parser.add_argument("--quorum", type=int, default=2, help="gate: coins that must pass (default 2)")
-    parser.add_argument("--fee-bps", type=float, default=10.0, help="backtest cost per side in bps (default 10)")
+    parser.add_argument(
+        "--fee-bps", type=float, default=10.0, help="backtest cost per side in bps (default 10)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from crpbot.gate import GateThresholds
     from crpbot.pipeline import run_pipeline
 
-    thresholds = GateThresholds(min_accuracy=args.min_accuracy, max_calibration_error=args.max_calibration_error,
-                                quorum=args.quorum)
+    thresholds = GateThresholds(
+        min_accuracy=args.min_accuracy, max_calibration_error=args.max_calibration_error, quorum=args.quorum
+    )
     coins = [coin.strip() for coin in args.coins.split(",") if coin.strip()]
-    run_pipeline(coins, budget=args.budget, address=args.address, input_dir=args.input_dir,
-                 run_dir=args.run_dir, registry_root=args.registry, storage=args.storage, bucket=args.bucket, prefix=args.prefix,
-                 endpoint_url=args.endpoint_url, use_gpu=args.gpu, workers=args.workers,
-                 thresholds=thresholds, fee_bps=args.fee_bps)
+    run_pipeline(
+        coins,
+        budget=args.budget,
+        address=args.address,
+        input_dir=args.input_dir,
+        run_dir=args.run_dir,
+        registry_root=args.registry,
+        storage=args.storage,
+        bucket=args.bucket,
+        prefix=args.prefix,
+        endpoint_url=args.endpoint_url,
+        use_gpu=args.gpu,
+        workers=args.workers,
+        thresholds=thresholds,
+        fee_bps=args.fee_bps,
+    )
     return 0

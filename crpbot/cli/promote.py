@@ -14,8 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, help="model or ensemble artifact directory")
     parser.add_argument("--coin", required=True, help="coin the model is for, e.g. BTC or BTC-USD")
     parser.add_argument("--version", help="version name (default: v<UTC time>-<content digest>)")
-    parser.add_argument("--registry", type=Path, default=Path("models"),
-                        help="registry root (default: models)")
+    parser.add_argument(
+        "--registry", type=Path, default=Path("models"), help="registry root (default: models)"
+    )
     parser.add_argument("--bucket", help="also push the coin's versions and pointer to this S3 bucket")
     parser.add_argument("--prefix", default="crpbot", help="S3 key prefix (default: crpbot)")
     parser.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto); default: AWS or $AWS_ENDPOINT_URL")
@@ -28,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
     state = "promoted" if promoted.new else "already promoted, now current:"
     print(f"{promoted.coin} {state} {promoted.version} ({promoted.path})")
     if args.bucket:
-        for pushed in push(args.registry, args.bucket, coin=promoted.coin, prefix=args.prefix,
-                           endpoint_url=args.endpoint_url):
+        for pushed in push(
+            args.registry, args.bucket, coin=promoted.coin, prefix=args.prefix, endpoint_url=args.endpoint_url
+        ):
             where = "uploaded to" if pushed.uploaded else "already at"
             print(f"{pushed.coin} {pushed.version} {where} {pushed.url}")
     return 0

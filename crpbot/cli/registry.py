@@ -30,21 +30,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rollback.add_argument("coin")
     rollback.add_argument("version")
 
-    for name, help_text in (("push", "upload versions and current pointers to S3, verified"),
-                            ("pull", "download a version (default: remote current) from S3, verified")):
+    for name, help_text in (
+        ("push", "upload versions and current pointers to S3, verified"),
+        ("pull", "download a version (default: remote current) from S3, verified"),
+    ):
         transfer = actions.add_parser(name, help=help_text)
         transfer.add_argument("--coin", help="only this coin (default: all)")
         if name == "pull":
-            transfer.add_argument("--version",
-                                  help="this version instead of the remote current (needs --coin)")
+            transfer.add_argument(
+                "--version", help="this version instead of the remote current (needs --coin)"
+            )
         transfer.add_argument("--bucket", required=True)
         transfer.add_argument("--prefix", default="crpbot", help="S3 key prefix (default: crpbot)")
-        transfer.add_argument("--endpoint-url",
-                              help="S3 endpoint (MinIO, moto); default: AWS or $AWS_ENDPOINT_URL")
+        transfer.add_argument(
+            "--endpoint-url", help="S3 endpoint (MinIO, moto); default: AWS or $AWS_ENDPOINT_URL"
+        )
 
     for action in actions.choices.values():
-        action.add_argument("--registry", type=Path, default=Path("models"),
-                            help="registry root (default: models)")
+        action.add_argument(
+            "--registry", type=Path, default=Path("models"), help="registry root (default: models)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,21 +60,30 @@ def run(args: argparse.Namespace) -> int:
         if not rows:
             print(f"no promoted models in {args.registry / registry.PROMOTED_DIR}")
         for row in rows:
-            print(f"{'*' if row.current else ' '} {row.coin:8} {row.version:32} {row.kind:8} "
-                  f"digest {row.digest[:12]}  built {row.created_at}")
+            print(
+                f"{'*' if row.current else ' '} {row.coin:8} {row.version:32} {row.kind:8} "
+                f"digest {row.digest[:12]}  built {row.created_at}"
+            )
     elif args.action == "show":
         print(json.dumps(registry.show(args.coin, args.version, root=args.registry), indent=2))
     elif args.action == "rollback":
         restored = registry.rollback(args.coin, args.version, root=args.registry)
         print(f"{restored.coin} current -> {restored.version}")
     elif args.action == "push":
-        for pushed in registry.push(args.registry, args.bucket, coin=args.coin, prefix=args.prefix,
-                                    endpoint_url=args.endpoint_url):
+        for pushed in registry.push(
+            args.registry, args.bucket, coin=args.coin, prefix=args.prefix, endpoint_url=args.endpoint_url
+        ):
             where = "uploaded to" if pushed.uploaded else "already at"
             print(f"{pushed.coin} {pushed.version} {where} {pushed.url}")
     else:
-        for pulled in registry.pull(args.registry, args.bucket, coin=args.coin, version=args.version,
-                                    prefix=args.prefix, endpoint_url=args.endpoint_url):
+        for pulled in registry.pull(
+            args.registry,
+            args.bucket,
+            coin=args.coin,
+            version=args.version,
+            prefix=args.prefix,
+            endpoint_url=args.endpoint_url,
+        ):
             where = "pulled into" if pulled.new else "already in"
             print(f"{pulled.coin} {pulled.version} {where} {pulled.path}")
     return 0

@@ -16,21 +16,37 @@ DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "tune_configs" / "fallback
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coin", required=True, help="coin to search on, e.g. BTC or BTC-USD")
-    parser.add_argument("--config", type=Path, default=DEFAULT_SPACE,
-                        help="search-space YAML (default: tune_configs/fallback_search.yaml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_SPACE,
+        help="search-space YAML (default: tune_configs/fallback_search.yaml)",
+    )
     parser.add_argument("--num-samples", type=int, help="override budget.num_samples (trials)")
     parser.add_argument("--epochs", type=int, help="override budget.max_epochs per trial")
-    parser.add_argument("--storage", help="experiment state: a local directory (default runs/) or "
-                                          "s3://bucket/prefix (AWS_ENDPOINT_URL etc. from the environment)")
+    parser.add_argument(
+        "--storage",
+        help="experiment state: a local directory (default runs/) or "
+        "s3://bucket/prefix (AWS_ENDPOINT_URL etc. from the environment)",
+    )
     parser.add_argument("--name", help="experiment name (default: tune-<COIN>-<space file name>)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted search NAME without re-running finished trials")
-    parser.add_argument("--address", help="Ray cluster to join ('auto', host:port, ray://...); "
-                                          "default: start a local instance sized to this machine")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted search NAME without re-running finished trials",
+    )
+    parser.add_argument(
+        "--address",
+        help="Ray cluster to join ('auto', host:port, ray://...); "
+        "default: start a local instance sized to this machine",
+    )
     parser.add_argument("--gpu", action="store_true", help="one GPU per trial instead of one CPU")
     parser.add_argument("--input", type=Path, help="1-minute OHLCV Parquet file (default: bundled sample)")
-    parser.add_argument("--out", type=Path, help="where results.csv and best.yaml go "
-                                                 "(default: the experiment directory, or runs/<name> for s3)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where results.csv and best.yaml go (default: the experiment directory, or runs/<name> for s3)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +54,17 @@ def run(args: argparse.Namespace) -> int:
     from crpbot.search_space import load_search_space
 
     space = load_search_space(args.config)
-    run_search(space, args.coin, input_path=args.input, num_samples=args.num_samples, max_epochs=args.epochs,
-               storage=args.storage, name=args.name, resume=args.resume, address=args.address,
-               use_gpu=args.gpu, output_dir=args.out)
+    run_search(
+        space,
+        args.coin,
+        input_path=args.input,
+        num_samples=args.num_samples,
+        max_epochs=args.epochs,
+        storage=args.storage,
+        name=args.name,
+        resume=args.resume,
+        address=args.address,
+        use_gpu=args.gpu,
+        output_dir=args.out,
+    )
     return 0
