@@ -17,6 +17,8 @@ import yaml
 
 from crpbot.errors import CrpbotError
 
+# The shipped configs and search spaces, found from the package so commands work from any directory.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "tune_configs"
 CELLS = ("lstm", "gru")
 OPTIMIZERS = ("adam", "adamw", "radam")
 

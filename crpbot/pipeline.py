@@ -22,13 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crpbot.config import TrainConfig, load_config
+from crpbot.config import CONFIG_DIR, TrainConfig, load_config
 from crpbot.errors import CrpbotError
 from crpbot.gate import GateThresholds, batch_decision, coin_decision
 from crpbot.storage import join
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "tune_configs"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,33 @@ def sample_path() -> callable:
 
 
 @pytest.fixture(scope="session")
+def train_tiny_artifact(tmp_path_factory, sample_path):
+    """Train a tiny model on a bundled coin with ``fit`` directly (no Ray); returns (artifact dir, data)."""
+
+    def train(config, coin: str):
+        import torch
+
+        from crpbot.dataset import load_prepared
+        from crpbot.training import fit, save_model_artifact
+
+        torch.set_num_threads(1)
+        data = load_prepared(coin, sample_path(coin), config)
+        result = fit(config, data, log=lambda _: None)
+        path = save_model_artifact(
+            tmp_path_factory.mktemp("model") / coin.lower(),
+            model_state=result.best_state,
+            config=config,
+            data=data,
+            history=result.history,
+            best_epoch=result.best_epoch,
+            input_path=sample_path(coin),
+        )
+        return path, data
+
+    return train
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     """One real local Ray instance (2 CPUs, dashboard on for the State API) for the whole session."""
     import ray

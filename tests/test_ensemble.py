@@ -32,25 +32,8 @@ TINY = TrainConfig(
 
 
 @pytest.fixture(scope="module")
-def member(tmp_path_factory, sample_path):
-    import torch
-
-    from crpbot.dataset import load_prepared
-    from crpbot.training import fit, save_model_artifact
-
-    torch.set_num_threads(1)
-    data = load_prepared("SOL", sample_path("SOL"), TINY)
-    result = fit(TINY, data, log=lambda _: None)
-    path = save_model_artifact(
-        tmp_path_factory.mktemp("member") / "m",
-        model_state=result.best_state,
-        config=TINY,
-        data=data,
-        history=result.history,
-        best_epoch=result.best_epoch,
-        input_path=sample_path("SOL"),
-    )
-    return path, data
+def member(train_tiny_artifact):
+    return train_tiny_artifact(TINY, "SOL")
 
 
 def test_ensemble_of_identical_members_equals_the_member(member, tmp_path):

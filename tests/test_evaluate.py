@@ -38,24 +38,8 @@ TINY = TrainConfig(
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, sample_path):
-    import torch
-
-    from crpbot.dataset import load_prepared
-    from crpbot.training import fit, save_model_artifact
-
-    torch.set_num_threads(1)
-    data = load_prepared("BTC", sample_path("BTC"), TINY)
-    result = fit(TINY, data, log=lambda _: None)
-    return save_model_artifact(
-        tmp_path_factory.mktemp("model") / "btc",
-        model_state=result.best_state,
-        config=TINY,
-        data=data,
-        history=result.history,
-        best_epoch=result.best_epoch,
-        input_path=sample_path("BTC"),
-    )
+def tiny_model(train_tiny_artifact):
+    return train_tiny_artifact(TINY, "BTC")[0]
 
 
 def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):

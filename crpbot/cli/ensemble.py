@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from crpbot.cli.options import add_address, add_input
 from crpbot.cli.train import DEFAULT_CONFIG
 
 
@@ -30,12 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gpu", action="store_true", help="one GPU per member; an error when none is visible"
     )
-    parser.add_argument(
-        "--address",
-        help="Ray cluster to join ('auto', host:port, ray://...); "
-        "default: start a local instance sized to this machine",
-    )
-    parser.add_argument("--input", type=Path, help="1-minute OHLCV Parquet file (default: bundled sample)")
+    add_address(parser)
+    add_input(parser)
     parser.add_argument(
         "--out", type=Path, help="artifact directory (default: models/<coin>/ensemble-<timestamp>)"
     )

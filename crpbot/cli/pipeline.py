@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from crpbot.cli.options import add_address
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from crpbot.pipeline import BUDGETS
@@ -25,10 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="smoke: tiny models in minutes on a laptop; full: the recipe and the full "
         "fallback search (GPU cluster)",
     )
-    parser.add_argument(
-        "--address",
-        help="Ray cluster to join ('auto', host:port, ray://...); default: start a local instance",
-    )
+    add_address(parser)
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker / trial / ensemble member")
     parser.add_argument(
         "--workers", type=int, default=1, help="Ray Train workers for the recipe run (default 1)"

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-# Resolved against the repository, like the bundled sample data, so it works from any directory.
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "tune_configs" / "default.yaml"
+from crpbot.cli.options import add_address, add_input
+from crpbot.config import CONFIG_DIR
+
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,12 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gpu", action="store_true", help="one GPU per worker; an error when none is visible"
     )
-    parser.add_argument(
-        "--address",
-        help="Ray cluster to join ('auto', host:port, ray://...); "
-        "default: start a local instance sized to this machine",
-    )
-    parser.add_argument("--input", type=Path, help="1-minute OHLCV Parquet file (default: bundled sample)")
+    add_address(parser)
+    add_input(parser)
     parser.add_argument("--out", type=Path, help="artifact directory (default: models/<coin>/<timestamp>)")
     parser.add_argument(
         "--storage",

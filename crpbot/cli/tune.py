@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-# Resolved against the repository, like the bundled sample data, so it works from any directory.
-DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "tune_configs" / "fallback_search.yaml"
+from crpbot.cli.options import add_address, add_input
+from crpbot.config import CONFIG_DIR
+
+DEFAULT_SPACE = CONFIG_DIR / "fallback_search.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,13 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the interrupted search NAME without re-running finished trials",
     )
-    parser.add_argument(
-        "--address",
-        help="Ray cluster to join ('auto', host:port, ray://...); "
-        "default: start a local instance sized to this machine",
-    )
+    add_address(parser)
     parser.add_argument("--gpu", action="store_true", help="one GPU per trial instead of one CPU")
-    parser.add_argument("--input", type=Path, help="1-minute OHLCV Parquet file (default: bundled sample)")
+    add_input(parser)
     parser.add_argument(
         "--out",
         type=Path,
