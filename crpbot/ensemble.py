@@ -273,8 +273,10 @@ def _train_member(config_dict: dict[str, Any], data: Any, device: str) -> dict[s
     """One member, run as a Ray task: the shared loop on the shared arrays, best weights back."""
     import torch
 
+    from crpbot.ray_runtime import quiet_worker_logs
     from crpbot.training import fit
 
+    quiet_worker_logs()
     torch.set_num_threads(1)  # one task per core; more threads only contend
     config = TrainConfig.from_dict(config_dict)
     result = fit(config, data, device=device, log=lambda line: print(f"[seed {config.seed}] {line}"))

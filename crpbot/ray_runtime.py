@@ -18,10 +18,12 @@ GPU_WAIT_SECONDS = float(os.environ.get("CRPBOT_GPU_WAIT_SECONDS", "900"))
 _local_instance = False
 
 # Quiet defaults that matter for correctness as much as for noise: usage stats
-# reporting needs the network, and Ray Train's print patch doubles worker output.
+# reporting needs the network, Ray Train's print patch doubles worker output, and log
+# de-duplication holds worker lines back and prints them after the results they led to.
 _ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "RAY_DEDUP_LOGS": "0",
 }
 
 
@@ -54,6 +56,20 @@ def init_ray(
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = "a local Ray instance" if address is None else f"Ray cluster at {address!r}"
         raise CrpbotError(f"could not connect to {where}: {str(exc).splitlines()[0]}") from exc
+
+
+def quiet_worker_logs() -> None:
+    """Keep a worker's output to the epoch lines.
+
+    Ray Train and Tune log every report and checkpoint at INFO in the worker; one Ray Train V2
+    logger is named by its file path, outside the ``ray`` hierarchy, so the root level decides.
+    Called at the start of each worker, trial and ensemble-member function.
+    """
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def cluster_gpus() -> float:

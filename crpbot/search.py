@@ -202,12 +202,14 @@ def _new_tuner(
     progress: bool,
     log,
 ):
+    import optuna
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # Tune's table already shows every trial
     per_trial, share = ("GPU", space.budget.gpus_per_trial) if use_gpu else ("CPU", 1.0)
     concurrency = space.budget.max_concurrent or max(
         1, int(ray.cluster_resources().get(per_trial, 1) / share + 1e-9)
@@ -279,7 +281,10 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool) -
     import torch
     from ray import tune
 
+    from crpbot.ray_runtime import quiet_worker_logs
     from crpbot.training import fit
+
+    quiet_worker_logs()
 
     torch.set_num_threads(1)
     config = space.trial_config(params)

@@ -111,7 +111,10 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
+    from crpbot.ray_runtime import quiet_worker_logs
     from crpbot.training import fit
+
+    quiet_worker_logs()
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     torch.set_num_threads(max(1, int(cpus)))  # one worker per core; oversubscription halves throughput
