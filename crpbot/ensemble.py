@@ -26,6 +26,7 @@ import numpy as np
 from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
 from crpbot.metrics import Predictions
+from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -273,7 +274,6 @@ def _train_member(config_dict: dict[str, Any], data: Any, device: str) -> dict[s
     """One member, run as a Ray task: the shared loop on the shared arrays, best weights back."""
     import torch
 
-    from crpbot.ray_runtime import quiet_worker_logs
     from crpbot.training import fit
 
     quiet_worker_logs()
@@ -304,7 +304,6 @@ def train_ensemble(
     from crpbot.artifact import read_artifact_json
     from crpbot.data import default_input, normalize_coin
     from crpbot.dataset import load_prepared
-    from crpbot.ray_runtime import init_ray, require_gpus
     from crpbot.training import save_model_artifact
 
     seed_list = list(range(config.seed, config.seed + seeds)) if isinstance(seeds, int) else list(seeds)

@@ -25,6 +25,7 @@ from typing import Any
 from crpbot.config import CONFIG_DIR, TrainConfig, load_config
 from crpbot.errors import CrpbotError
 from crpbot.gate import GateThresholds, batch_decision, coin_decision
+from crpbot.ray_runtime import init_ray
 from crpbot.storage import join
 
 
@@ -97,7 +98,6 @@ def run_pipeline(
     shared storage, since workers write checkpoints that the driver reads.
     """
     from crpbot.data import default_input, normalize_coin
-    from crpbot.ray_runtime import init_ray
 
     if budget not in BUDGETS:
         raise CrpbotError(f"unknown budget {budget!r}: expected one of {', '.join(BUDGETS)}")

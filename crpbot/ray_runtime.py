@@ -25,6 +25,11 @@ _ENV_DEFAULTS = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     "RAY_DEDUP_LOGS": "0",
 }
+# Applied when this module is imported, because Ray reads some of them (RAY_DEDUP_LOGS) when
+# it is first imported; modules that use Ray import this one at their top. setdefault: the
+# user's environment wins.
+for _key, _value in _ENV_DEFAULTS.items():
+    os.environ.setdefault(_key, _value)
 
 
 def init_ray(
@@ -33,8 +38,6 @@ def init_ray(
     """Connect this process to Ray (idempotent)."""
     import ray
 
-    for key, value in _ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     global _local_instance
     if ray.is_initialized():
         return

@@ -29,6 +29,7 @@ import pandas as pd
 from crpbot.config import TrainConfig, save_config
 from crpbot.data import normalize_coin
 from crpbot.errors import CrpbotError
+from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
 from crpbot.search_space import SearchSpace
 
 METRIC = "best_val_loss"
@@ -88,7 +89,6 @@ def run_search(
     from ray import tune
 
     from crpbot.dataset import load_prepared
-    from crpbot.ray_runtime import init_ray, require_gpus
     from crpbot.storage import is_remote, ray_storage
 
     coin = normalize_coin(coin)
@@ -281,7 +281,6 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool) -
     import torch
     from ray import tune
 
-    from crpbot.ray_runtime import quiet_worker_logs
     from crpbot.training import fit
 
     quiet_worker_logs()

@@ -17,6 +17,7 @@ from typing import Any
 
 from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
+from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
 
 STATE_FILE = "state.pt"
 
@@ -48,7 +49,6 @@ def train(
 
     from crpbot.data import default_input, normalize_coin
     from crpbot.dataset import load_prepared
-    from crpbot.ray_runtime import init_ray, require_gpus
     from crpbot.storage import ray_storage
     from crpbot.training import save_model_artifact
 
@@ -111,7 +111,6 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from crpbot.ray_runtime import quiet_worker_logs
     from crpbot.training import fit
 
     quiet_worker_logs()
