@@ -2,11 +2,12 @@
 
 Everything downstream trusts these bars, so the rules are explicit. Repaired (and
 reported): row order, exact duplicate rows, naive timestamps (read as UTC), extra
-columns. Errors (one line naming the problem): a missing, empty or unreadable file,
-missing columns, unparseable or sub-minute timestamps, duplicate timestamps with
-different values, non-finite or non-positive prices, a bar whose high/low do not
-contain its open/close, negative or non-finite volume. Gaps are never filled: they
-are reported and start a new segment, so nothing downstream bridges them.
+columns. Errors (one line naming the problem): a missing, empty or unreadable file
+(or a directory), missing columns, non-numeric or boolean OHLCV, unparseable or
+sub-minute timestamps, duplicate timestamps with different values, non-finite or
+non-positive prices, a bar whose high/low do not contain its open/close, negative
+or non-finite volume. Gaps are never filled: they are reported and start a new
+segment, so nothing downstream bridges them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
 MINUTE_NS = 60 * 1_000_000_000
+GAPS_SHOWN = 5  # a file with hundreds of gaps prints these and a total, not a line per gap
 
 
 def normalize_coin(coin: str) -> str:
@@ -59,13 +61,16 @@ class DataReport:
         return sum(missing for _, _, missing in self.gaps)
 
     def lines(self) -> list[str]:
-        """Human-readable summary, one fact per line."""
+        """Human-readable summary, one fact per line; only the first ``GAPS_SHOWN`` gaps are listed."""
         out = [f"rows read {self.rows_read:,}, kept {self.rows_kept:,}, {self.first} -> {self.last}"]
         out += [f"repaired: {repair}" for repair in self.repairs]
         out += [
-            f"gap: {after} -> {before} ({missing:,} bars missing, not filled)"
-            for after, before, missing in self.gaps
+            f"gap: {after} -> {before} ({_count(missing, 'bar')} missing, not filled)"
+            for after, before, missing in self.gaps[:GAPS_SHOWN]
         ]
+        if len(self.gaps) > GAPS_SHOWN:
+            more = _count(len(self.gaps) - GAPS_SHOWN, "more gap")
+            out.append(f"... and {more}, {_count(self.missing_bars, 'bar')} missing in all")
         if not self.repairs and not self.gaps:
             out.append("no data problems found")
         return out
@@ -134,7 +139,13 @@ def timestamps_ns(timestamps: pd.Series) -> np.ndarray:
     return timestamps.to_numpy(dtype="datetime64[ns]").view("int64")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _read_table(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        raise CrpbotError(f"input is a directory, not a file: {path}")
     if not path.is_file():
         raise CrpbotError(f"input file not found: {path}")
     if path.stat().st_size == 0:
@@ -176,17 +187,38 @@ def _parse_timestamps(values: pd.Series, name: str, report: DataReport) -> pd.Se
     except CrpbotError:
         raise
     except (ValueError, TypeError, OverflowError, AttributeError) as exc:
-        raise CrpbotError(f"{name}: unparseable timestamp column ({str(exc).splitlines()[0]})") from exc
+        raise CrpbotError(_timestamp_problem(values, name, exc)) from exc
     if parsed.isna().any():
         raise CrpbotError(f"{name}: {int(parsed.isna().sum())} missing timestamp(s)")
     return parsed.astype("datetime64[ns, UTC]").reset_index(drop=True)
 
 
+def _timestamp_problem(values: pd.Series, name: str, exc: Exception) -> str:
+    """One line naming the first value pandas cannot parse (its own message is a multi-line hint)."""
+    try:
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+        unparsed = (parsed.isna() & values.notna()).to_numpy()
+    except (ValueError, TypeError, OverflowError, AttributeError):
+        unparsed = np.zeros(len(values), dtype=bool)
+    if unparsed.any():
+        row = int(np.argmax(unparsed))
+        value = str(values.iloc[row])
+        shown = repr(value if len(value) <= 40 else f"{value[:40]}...")
+        return (
+            f"{name}: unparseable timestamp {shown} in row {row + 1:,} of {len(values):,} "
+            "(expected ISO 8601 text, datetimes or epoch numbers)"
+        )
+    return f"{name}: unparseable timestamp column ({str(exc).splitlines()[0].rstrip(':')})"
+
+
 def _numeric(values: pd.Series, column: str, name: str) -> np.ndarray:
     try:
-        return pd.to_numeric(values, errors="raise").to_numpy(dtype="float64", na_value=np.nan)
+        numbers = pd.to_numeric(values, errors="raise")
     except (ValueError, TypeError) as exc:
         raise CrpbotError(f"{name}: column {column} is not numeric ({str(exc).splitlines()[0]})") from exc
+    if pd.api.types.is_bool_dtype(numbers):  # True/False would silently become 1.0/0.0
+        raise CrpbotError(f"{name}: column {column} holds booleans, not numbers")
+    return numbers.to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _check_values(frame: pd.DataFrame, name: str) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from crpbot.data import Bars, default_input, load_bars, normalize_coin, timestamps_ns
 from crpbot.errors import CrpbotError
-from crpbot.features import FEATURE_NAMES, compute_features
+from crpbot.features import FEATURE_NAMES, WARMUP_BARS, compute_features
 
 if TYPE_CHECKING:
     from crpbot.config import TrainConfig
@@ -147,6 +147,13 @@ def prepare_data(
     for split in SPLITS:
         if len(data.window_ends(split, lookback)) == 0:
             start, end = bounds[split]
+            ties = len(data.window_ends(split, lookback, labelled=False))
+            if ties:  # windows exist, but no outcome has a direction: more of the same data won't help
+                raise CrpbotError(
+                    f"the {split} split ({end - start} rows) has {ties:,} gap-free windows but every "
+                    f"outcome is a tie (close {horizon} bars later equals close now), so none has a "
+                    "label; are the prices constant?"
+                )
             raise CrpbotError(
                 f"the {split} split ({end - start} rows) holds no gap-free window of "
                 f"lookback {lookback} + horizon {horizon}; use more data"
@@ -176,6 +183,15 @@ def load_prepared(coin: str, input_path: str | Path | None, config: TrainConfig)
     )
 
 
+def no_defined_rows_error(bars: Bars) -> CrpbotError:
+    """Why no row has every feature: the warm-up restarts after each gap, so short runs give none."""
+    longest = int(np.bincount(bars.segment_ids).max())
+    return CrpbotError(
+        f"{Path(bars.source).name}: no row has all features defined: no gap-free run is longer "
+        f"than the {WARMUP_BARS}-bar warm-up (longest run {longest:,} of {len(bars):,} bars)"
+    )
+
+
 def _usable_rows(bars: Bars, horizon: int) -> dict[str, np.ndarray]:
     """Rows with every feature defined, their labels and forward returns, and segments.
 
@@ -186,10 +202,7 @@ def _usable_rows(bars: Bars, horizon: int) -> dict[str, np.ndarray]:
     features = compute_features(bars).to_numpy(dtype=np.float64)
     keep = np.isfinite(features).all(axis=1)
     if not keep.any():
-        raise CrpbotError(
-            f"{Path(bars.source).name}: no row has all features defined "
-            f"({len(bars)} bars; every gap-free segment is shorter than the warm-up)"
-        )
+        raise no_defined_rows_error(bars)
     rows = np.flatnonzero(keep)
     # a new segment after every gap and after every dropped row, so segments stay contiguous
     breaks = np.r_[True, (np.diff(rows) != 1) | (np.diff(bars.segment_ids[rows]) != 0)]

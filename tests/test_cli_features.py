@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import subprocess
@@ -103,3 +104,72 @@ def test_unwritable_output_is_one_line_and_leaves_no_partial_file(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"crpbot: error: cannot write {out}") and "\n" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"] and (out / "inner").is_dir()
+
+
+def test_output_that_is_the_input_is_refused_and_the_bars_are_kept(tmp_path, sample_path, capsys):
+    bars = tmp_path / "bars.parquet"
+    pd.read_parquet(sample_path("BTC")).iloc[:500].to_parquet(bars)
+    (tmp_path / "link.parquet").symlink_to(bars)
+    before = bars.read_bytes()
+    for out in (bars, tmp_path / "link.parquet", tmp_path / ".." / tmp_path.name / "bars.parquet"):
+        assert main(["features", "--input", str(bars), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is the input file" in err and "\n" not in err
+    assert bars.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "bars.parquet",
+        "link.parquet",
+    ]
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("afile/x.parquet", "afile is not a directory"),
+        ("afile/deeper/x.parquet", "afile is not a directory"),
+        ("", "--out is empty"),
+        ("adir", "it is a directory"),
+    ],
+)
+def test_unusable_output_location_is_one_line_before_any_work(tmp_path, monkeypatch, capsys, out, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("keep")
+    (tmp_path / "adir").mkdir()
+    monkeypatch.setattr("crpbot.data.load_bars", lambda _: pytest.fail("loaded bars before checking --out"))
+    assert main(["features", "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("crpbot: error: ") and message in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"] and not any(
+        (tmp_path / "adir").iterdir()
+    )
+
+
+def test_a_failed_clean_up_does_not_hide_why_the_write_failed(tmp_path, sample_path, monkeypatch, capsys):
+    def full_disk(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def unlink(*_args, **_kwargs):
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory")
+
+    bars = tmp_path / "bars.parquet"
+    pd.read_parquet(sample_path("BTC")).iloc[:500].to_parquet(bars)
+    monkeypatch.setattr("pyarrow.parquet.write_table", full_disk)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    out = tmp_path / "features.parquet"
+    assert main(["features", "--input", str(bars), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"crpbot: error: cannot write {out}: No space left on device"
+
+
+@pytest.mark.parametrize("drop_every", [None, 100])
+def test_no_complete_row_is_an_error_and_keeps_the_previous_table(tmp_path, sample_path, capsys, drop_every):
+    rows = pd.read_parquet(sample_path("BTC")).iloc[: 5 if drop_every is None else 3000]
+    if drop_every is not None:  # every gap-free run (99 bars) is shorter than the warm-up
+        rows = rows[rows.index % drop_every != 0]
+    rows.to_parquet(tmp_path / "bars.parquet")
+    out = tmp_path / "features.parquet"
+    out.write_bytes(b"previous good table")
+    assert main(["features", "--input", str(tmp_path / "bars.parquet"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no row has all features defined: no gap-free run is longer than the 120-bar warm-up" in err
+    assert "\n" not in err and out.read_bytes() == b"previous good table"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.parquet", "features.parquet"]

@@ -99,6 +99,18 @@ def test_gaps_are_reported_and_split_segments_never_filled(tmp_path, real_rows):
     assert len(bars) == 589
     assert [missing for _, _, missing in bars.report.gaps] == [10, 1]
     assert np.array_equal(np.unique(bars.segment_ids), [0, 1, 2])
+    gap_lines = [line for line in bars.report.lines() if line.startswith("gap:")]
+    assert [line.split("(")[1] for line in gap_lines] == [
+        "10 bars missing, not filled)",
+        "1 bar missing, not filled)",
+    ]
+
+
+def test_many_gaps_print_the_first_few_and_a_total(tmp_path, real_rows):
+    holed = real_rows.drop(index=[*range(50, 600, 50), 301, 302])  # 11 gaps, 13 bars
+    lines = load_bars(_write(tmp_path / "holed.parquet", holed)).report.lines()
+    assert sum(line.startswith("gap:") for line in lines) == 5
+    assert lines[-1] == "... and 6 more gaps, 13 bars missing in all"
 
 
 def _set(column: str, row: int, value) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -135,6 +147,8 @@ BAD_CONTENT = {
         "missing timestamp",
     ),
     "text price": (_set("close", 4, "abc"), "close is not numeric"),
+    "boolean volume": (lambda f: f.assign(volume=f["volume"] > 0), "column volume holds booleans"),
+    "text timestamp": (_set("timestamp", 4, "notadate"), "unparseable timestamp 'notadate' in row 5 of 600 "),
 }
 
 
@@ -171,6 +185,12 @@ def test_unreadable_files_fail_with_one_clear_line(tmp_path, name, content, mess
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(CrpbotError, match="input file not found: .*nope.parquet"):
         load_bars(tmp_path / "nope.parquet")
+
+
+def test_a_directory_is_not_reported_as_missing(tmp_path):
+    (tmp_path / "bars.parquet").mkdir()
+    with pytest.raises(CrpbotError, match="input is a directory, not a file: .*bars.parquet"):
+        load_bars(tmp_path / "bars.parquet")
 
 
 def _write(path: Path, frame: pd.DataFrame) -> Path:

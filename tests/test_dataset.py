@@ -169,8 +169,15 @@ def test_too_little_data_says_how_many_rows_are_needed(tmp_path, btc):
 
 def test_warm_up_longer_than_the_data_is_a_clear_error(tmp_path, btc):
     btc.frame.iloc[:100].to_parquet(tmp_path / "tiny.parquet")
-    with pytest.raises(CrpbotError, match="no row has all features defined"):
+    with pytest.raises(CrpbotError, match="no row has all features defined: .*120-bar warm-up"):
         prepare_data(load_bars(tmp_path / "tiny.parquet"), lookback=LOOKBACK, horizon=HORIZON)
+
+
+def test_all_ties_say_so_instead_of_asking_for_more_data(tmp_path, btc):
+    btc.frame.assign(open=100.0, high=100.0, low=100.0, close=100.0).to_parquet(tmp_path / "flat.parquet")
+    with pytest.raises(CrpbotError, match=r"the train split .* every outcome is a tie") as caught:
+        prepare_data(load_bars(tmp_path / "flat.parquet"), lookback=LOOKBACK, horizon=HORIZON)
+    assert "more data" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,14 @@ Usage: crpbot features --coin BTC [--input FILE] [--out FILE]
 The table has ``timestamp`` plus one column per feature; warm-up rows (features not
 yet defined) are left out, and the feature manifest is stored in the file metadata.
 The file is written to a temporary name and renamed, so a failure never leaves a
-half-written table in place of a good one.
+half-written table in place of a good one; an output that cannot be a file, or that
+is the input itself, is refused before any work.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 DEFAULT_OUT = "data/features/features_{coin}_1m_latest.parquet"
@@ -26,29 +28,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        type=Path,
         default=None,
         help=f"output Parquet (default: {DEFAULT_OUT.format(coin='<COIN>')})",
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
     import json
-    import os
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from crpbot.data import default_input, load_bars, normalize_coin
+    from crpbot.dataset import no_defined_rows_error
     from crpbot.errors import CrpbotError
     from crpbot.features import FEATURE_NAMES, compute_features, feature_manifest
 
     coin = normalize_coin(args.coin)
-    bars = load_bars(args.input if args.input is not None else default_input(coin))
+    source = args.input if args.input is not None else default_input(coin)
+    if args.out == "":
+        raise CrpbotError("--out is empty: give the path of the Parquet file to write")
+    out = Path(args.out) if args.out is not None else Path(DEFAULT_OUT.format(coin=coin))
+    _check_output(out, source)
+    bars = load_bars(source)
     table = compute_features(bars)
     table.insert(0, "timestamp", bars.frame["timestamp"])
     table = table.dropna().reset_index(drop=True)
-    out = args.out if args.out is not None else Path(DEFAULT_OUT.format(coin=coin))
+    if table.empty:  # an empty table would replace a good one and fail later, far from the cause
+        raise no_defined_rows_error(bars)
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     metadata = {
         **(arrow.schema.metadata or {}),
@@ -63,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CrpbotError(f"cannot write {out}: {exc.strerror or exc}") from exc
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a failed clean-up must not hide why the write failed
+            partial.unlink(missing_ok=True)
     print(f"{coin}: {bars.source}")
     for line in bars.report.lines():
         print(f"  {line}")
@@ -72,3 +81,16 @@ def run(args: argparse.Namespace) -> int:
         f"({len(bars) - len(table):,} warm-up rows dropped) to {out}"
     )
     return 0
+
+
+def _check_output(out: Path, source: Path) -> None:
+    """Refuse an output that cannot become a file, or that is the input (the bars would be lost)."""
+    from crpbot.errors import CrpbotError
+
+    if out.is_dir():
+        raise CrpbotError(f"cannot write {out}: it is a directory (give a file path)")
+    parent = next((p for p in out.parents if p.exists()), None)  # the first one that exists
+    if parent is not None and not parent.is_dir():
+        raise CrpbotError(f"cannot write {out}: {parent} is not a directory")
+    if out.exists() and source.exists() and os.path.samefile(out, source):
+        raise CrpbotError(f"--out {out} is the input file: writing features there would destroy the bars")
