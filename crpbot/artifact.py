@@ -52,7 +52,7 @@ def write_artifact(
         raise CrpbotError("artifact data_fingerprint must be a non-empty string")
     if out_dir.exists() and not overwrite:
         raise CrpbotError(f"artifact directory already exists: {out_dir} (pass overwrite to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir.parent, purpose=out_dir)
     tmp = out_dir.parent / f".tmp-{out_dir.name}-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
@@ -83,6 +83,35 @@ def write_artifact(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def check_output_location(path: str | Path) -> Path:
+    """Refuse an output directory that could never be created, before hours of work go into it.
+
+    ``path`` must be absent or a directory, and its nearest existing ancestor a writable
+    directory (not a file, as in ``--out some.parquet/run``). Nothing is created.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CrpbotError(f"cannot write {path}: it exists and is not a directory")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CrpbotError(f"cannot write {path}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CrpbotError(f"cannot write {path}: {ancestor} is not writable")
+    return path
+
+
+def make_dirs(directory: str | Path, *, purpose: str | Path | None = None) -> None:
+    """``mkdir -p directory``, with a one-line CrpbotError naming the path (``purpose``: what it is for)."""
+    directory = Path(directory)
+    check_output_location(purpose if purpose is not None else directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CrpbotError(f"cannot create directory {directory}: {exc.strerror or exc}") from exc
 
 
 def verify_artifact(path: str | Path) -> dict:
@@ -297,11 +326,16 @@ def _read_verified(path: Path, name: str) -> bytes:
     if not full.is_file() or full.is_symlink():
         raise CrpbotError(f"artifact {path}: missing file {name}")
     data = full.read_bytes()
-    if len(data) != entry["size"]:
-        raise CrpbotError(f"artifact {path}: {name} has {len(data)} bytes, manifest says {entry['size']}")
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise CrpbotError(f"artifact {path}: {name} does not match its sha256 in {MANIFEST_FILE}")
+    check_bytes(data, entry, f"artifact {path}: {name}")
     return data
+
+
+def check_bytes(data: bytes, entry: dict, where: str, hint: str = "") -> None:
+    """Check in-memory bytes against their manifest entry (size, then sha256); ``hint`` ends the error."""
+    if len(data) != entry["size"]:
+        raise CrpbotError(f"{where} has {len(data)} bytes, manifest says {entry['size']}{hint}")
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise CrpbotError(f"{where} does not match its sha256 in {MANIFEST_FILE}{hint}")
 
 
 def _move_into_place(tmp: Path, out_dir: Path, *, overwrite: bool) -> None:

@@ -301,7 +301,7 @@ def train_ensemble(
     """
     import ray
 
-    from crpbot.artifact import read_artifact_json
+    from crpbot.artifact import check_output_location, make_dirs, read_artifact_json
     from crpbot.data import default_input, normalize_coin
     from crpbot.dataset import load_prepared
     from crpbot.training import save_model_artifact
@@ -318,6 +318,7 @@ def train_ensemble(
     )
     if out_dir.exists() and not overwrite:
         raise CrpbotError(f"output directory already exists: {out_dir}")
+    check_output_location(out_dir)
     data = load_prepared(coin, input_path, config)  # fail on bad input before starting Ray
 
     init_ray(address)
@@ -341,7 +342,7 @@ def train_ensemble(
             raise CrpbotError(str(exc.cause)) from exc
         raise
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir.parent, purpose=out_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-members-{out_dir.name}-", dir=out_dir.parent))
     try:
         member_dirs = []

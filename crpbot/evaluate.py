@@ -2,8 +2,8 @@
 
 Order matters and is the point of this module: the validation split is predicted first
 (the selective threshold and the trading threshold are chosen there), the logistic baseline
-is fitted on train, and only then is the test split predicted -- once -- and scored.
-Nothing computed from test feeds back into any choice.
+is fitted on train (and the baselines scored), and only then is the model's test split
+predicted -- once -- and scored. Nothing computed from test feeds back into any choice.
 
 The test split is the one stored with the model (its ``split_times`` reproduced on the same
 file, checked by fingerprint), or the whole of ``--input`` when given; an ``--input`` that
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from crpbot.artifact import read_artifact_json, read_manifest
+from crpbot.artifact import check_output_location, make_dirs, read_artifact_json, read_manifest
 from crpbot.backtest import BacktestResult, run_backtest
 from crpbot.baselines import baseline_accuracies
 from crpbot.ensemble import Predictor, load_predictor
@@ -96,8 +96,10 @@ def evaluate_model(
     thresholds = thresholds if thresholds is not None else GateThresholds()
     if trade_threshold is not None and not 0.5 <= trade_threshold <= 1.0:
         raise CrpbotError(f"invalid trade threshold {trade_threshold}: must be in [0.5, 1]")
-    if fee_bps < 0 or slippage_bps < 0:
-        raise CrpbotError(f"backtest costs must be >= 0 bps, got fee {fee_bps}, slippage {slippage_bps}")
+    if not all(math.isfinite(cost) and cost >= 0 for cost in (fee_bps, slippage_bps)):
+        raise CrpbotError(
+            f"backtest costs must be finite and >= 0 bps, got fee {fee_bps}, slippage {slippage_bps}"
+        )
     if n_boot < 1:
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     model_dir = Path(model_dir)
@@ -110,6 +112,7 @@ def evaluate_model(
     )
     if out_dir.exists() and not overwrite:
         raise CrpbotError(f"output directory already exists: {out_dir}")
+    check_output_location(out_dir)
 
     if input_path is None:
         original = test_data = stored_split_data(predictor)
@@ -123,7 +126,7 @@ def evaluate_model(
             log(f"Warning: no validation/train data for the selective threshold and baselines: {exc}")
             original = None
 
-    # 1. every choice on validation only (the logistic baseline is fitted on train, guarded)
+    # 1. every choice on validation only
     validation = predictor.predictions(original, "val") if original is not None else None
     tau, tau_source = trade_threshold, "given"
     if tau is None:
@@ -138,13 +141,18 @@ def evaluate_model(
             else (0.5, "default 0.5 (no threshold reaches min_accuracy on val)")
         )
 
-    # 2. the test split, read once. Accuracy and calibration score the labelled windows; the
-    # backtest trades every window, ties included (a zero move still pays the round trip).
+    # 2. the baselines on the windows the model will be scored on; the logistic one is fitted
+    # on train here, before the model predicts test (fit_logistic refuses the test split)
+    scored_rows = test_data.window_ends("test", predictor.lookback)
+    if len(scored_rows) == 0:
+        raise CrpbotError("the test split holds no complete window to score")
+    baselines = baseline_accuracies(test_data, scored_rows, lookback=predictor.lookback, train_data=original)
+
+    # 3. the test split, predicted once. Accuracy and calibration score the labelled windows;
+    # the backtest trades every window, ties included (a zero move still pays the round trip).
     traded = predictor.predictions(test_data, "test", labelled=False)
     tie = np.isnan(traded.labels)
     test = traded.where(~tie)
-    if len(test) == 0:
-        raise CrpbotError("the test split holds no complete window to score")
     log(
         f"Scoring {len(test):,} test windows of {coin} ({test_source}; "
         f"{int(tie.sum()):,} more whose {test_data.horizon}-minute move is exactly 0 are traded, not scored)"
@@ -164,12 +172,7 @@ def evaluate_model(
     }
     metrics.update(classification_metrics(test.labels, test.probs, horizon=test_data.horizon, n_boot=n_boot))
     metrics["ece_definition"] = ECE_DEFINITION
-    metrics["baselines"] = baseline_accuracies(
-        test_data,
-        test_data.window_ends("test", predictor.lookback),
-        lookback=predictor.lookback,
-        train_data=original,
-    )
+    metrics["baselines"] = baselines
     metrics["coverage_curve"] = coverage_curve(test.labels, test.probs)
     trades = run_backtest(
         traded.timestamps,
@@ -218,6 +221,7 @@ def stored_split_data(predictor: Predictor) -> Any:
     The file is the artifact's ``input_path`` (the bundled sample when that path does not exist
     here, e.g. an artifact copied from another machine); its fingerprint must equal the one in
     the artifact's manifest, or the stored splits would not be the rows the model was split on.
+    When the fallback is refused the error says both: the original is missing, the fallback differs.
     """
     from crpbot.data import default_input, load_bars
     from crpbot.dataset import Scaler, prepare_data
@@ -227,14 +231,18 @@ def stored_split_data(predictor: Predictor) -> Any:
     fingerprint = read_manifest(predictor.path)["data_fingerprint"]
     config_json = predictor.config_json
     config = predictor.train_config
-    path = Path(config_json["input_path"])
+    original = path = Path(config_json["input_path"])
+    missing = ""
     if not path.is_file():
         path = default_input(predictor.coin)
+        missing = f"the model's input {original} is missing here, and the bundled fallback "
+        if not path.is_file():
+            raise CrpbotError(f"{missing}{path} is missing too, so its stored splits cannot be reproduced")
     bars = load_bars(path)
     bars.coin = predictor.coin
     if bars.fingerprint != fingerprint:
         raise CrpbotError(
-            f"{path} is not the data the model was trained on (fingerprint differs), "
+            f"{missing}{path} is not the data the model was trained on (fingerprint differs), "
             "so its stored splits cannot be reproduced"
         )
     return prepare_data(
@@ -316,7 +324,7 @@ def _fill_output_dir(
 
 def _write_outputs(out_dir: Path, overwrite: bool, fill: Callable[[Path], None]) -> None:
     """Build the output directory beside ``out_dir``, then rename it into place (old one kept until then)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir.parent, purpose=out_dir)
     tmp = out_dir.parent / f".tmp-{out_dir.name}-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:

@@ -131,14 +131,8 @@ def reliability_bins(
     """
     labels, probs = _check(labels, probs)
     conf = confidence(probs)
-    correct = (predicted_up(probs) == (labels == 1)).astype(np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bin_ids = np.searchsorted(edges[1:-1], conf)
-    counts = np.bincount(bin_ids, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(bin_ids, weights=conf, minlength=n_bins) / counts
-        bin_accuracy = np.bincount(bin_ids, weights=correct, minlength=n_bins) / counts
-    return counts, mean_conf, bin_accuracy
+    return _bin_stats(labels, probs, conf, np.searchsorted(edges[1:-1], conf), n_bins)
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> float:
@@ -164,11 +158,17 @@ def equal_mass_bins(
     """
     labels, probs = _check(labels, probs)
     conf = confidence(probs)
-    correct = (predicted_up(probs) == (labels == 1)).astype(np.float64)
     n = len(conf)
-    order = np.argsort(conf, kind="stable")
     bin_ids = np.empty(n, dtype=np.int64)
-    bin_ids[order] = np.arange(n, dtype=np.int64) * n_bins // n
+    bin_ids[np.argsort(conf, kind="stable")] = np.arange(n, dtype=np.int64) * n_bins // n
+    return _bin_stats(labels, probs, conf, bin_ids, n_bins)
+
+
+def _bin_stats(
+    labels: np.ndarray, probs: np.ndarray, conf: np.ndarray, bin_ids: np.ndarray, n_bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count, mean confidence, accuracy) per bin, whatever the binning; empty bins get NaN means."""
+    correct = (predicted_up(probs) == (labels == 1)).astype(np.float64)
     counts = np.bincount(bin_ids, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(bin_ids, weights=conf, minlength=n_bins) / counts

@@ -22,7 +22,7 @@ import re
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,15 +30,17 @@ from typing import Any
 
 from crpbot.artifact import (
     MANIFEST_FILE,
+    check_bytes,
     content_digest,
     fsync_dir,
+    make_dirs,
     parse_manifest,
     read_artifact_json,
     read_manifest,
     verify_artifact,
     write_json_atomic,
 )
-from crpbot.data import normalize_coin
+from crpbot.data import COINS, normalize_coin
 from crpbot.errors import CrpbotError
 
 DEFAULT_ROOT = "models"
@@ -101,7 +103,6 @@ def promote(
     if version is not None:
         _check_version_name(version)
     directory = coin_dir(root, coin)
-    directory.mkdir(parents=True, exist_ok=True)
     with _coin_lock(directory):
         existing = _find_digest(directory, digest)
         if existing is not None and version not in (None, existing):
@@ -147,32 +148,48 @@ def current_path(coin: str, *, root: str | Path = DEFAULT_ROOT) -> Path:
     return coin_dir(root, coin) / version
 
 
-def list_versions(root: str | Path = DEFAULT_ROOT, coin: str | None = None) -> list[VersionInfo]:
-    """Every promoted version (by coin, then name), read from manifests without hashing the files."""
+def list_versions(
+    root: str | Path = DEFAULT_ROOT, coin: str | None = None, *, log: Callable[[str], None] = print
+) -> list[VersionInfo]:
+    """Every promoted version (by coin, then name), from manifests; only config.json is hashed (for its kind).
+
+    A folder that is not a version (no readable manifest, or a coin folder of no known coin)
+    is skipped and named in one warning line, so one stray folder cannot hide the real versions.
+    """
     rows = []
+    skipped = []
     for name in [normalize_coin(coin)] if coin else _local_coins(root):
+        if name not in COINS:
+            skipped.append(f"{coin_dir(root, name)} (not a coin)")
+            continue
         directory = coin_dir(root, name)
         current = current_version(name, root=root) if directory.is_dir() else None
         for version in _version_names(directory):
-            path = directory / version
-            manifest = read_manifest(path)
-            kind = ""
-            if "config.json" in manifest["files"]:
-                config = read_artifact_json(path, "config.json")
-                kind = str(config.get("kind", "")) if isinstance(config, dict) else ""
-            rows.append(
-                VersionInfo(
-                    name,
-                    version,
-                    path,
-                    content_digest(manifest),
-                    str(manifest.get("created_at", "")),
-                    str(manifest.get("data_fingerprint", "")),
-                    kind,
-                    version == current,
-                )
-            )
+            try:
+                rows.append(_version_info(name, directory / version, version == current))
+            except CrpbotError as exc:
+                skipped.append(str(exc))
+    if skipped:
+        log(f"Warning: skipped {len(skipped)} folder(s) that are not promoted versions: {'; '.join(skipped)}")
     return rows
+
+
+def _version_info(coin: str, path: Path, current: bool) -> VersionInfo:
+    manifest = read_manifest(path)
+    kind = ""
+    if "config.json" in manifest["files"]:
+        config = read_artifact_json(path, "config.json")
+        kind = str(config.get("kind", "")) if isinstance(config, dict) else ""
+    return VersionInfo(
+        coin,
+        path.name,
+        path,
+        content_digest(manifest),
+        str(manifest.get("created_at", "")),
+        str(manifest.get("data_fingerprint", "")),
+        kind,
+        current,
+    )
 
 
 def show(coin: str, version: str | None = None, *, root: str | Path = DEFAULT_ROOT) -> dict[str, Any]:
@@ -308,10 +325,10 @@ def _push_version(client: Any, bucket: str, prefix: str, coin: str, path: Path) 
         return PushedVersion(coin, path.name, url, uploaded=False)
     for name, entry in sorted(manifest["files"].items()):
         data = (path / name).read_bytes()
-        _check_bytes(data, entry, f"local {path / name}")
+        check_bytes(data, entry, f"local {path / name}")
         s3.put_bytes(client, bucket, f"{base}/{name}", data, if_absent=True)
         back = s3.get_bytes(client, bucket, f"{base}/{name}")
-        _check_bytes(back or b"", entry, f"{url}/{name} after upload (another push writing this version?)")
+        check_bytes(back or b"", entry, f"{url}/{name} read back after upload", " (another push writing it?)")
     manifest_bytes = (path / MANIFEST_FILE).read_bytes()
     if not s3.put_bytes(client, bucket, f"{base}/{MANIFEST_FILE}", manifest_bytes, if_absent=True):
         remote = s3.get_bytes(client, bucket, f"{base}/{MANIFEST_FILE}") or b""
@@ -357,7 +374,6 @@ def _pull_version(
                 raise CrpbotError(f"{url}/{name}: sha256 does not match its manifest (tampered?)")
 
     directory = coin_dir(root, coin)
-    directory.mkdir(parents=True, exist_ok=True)
     with _coin_lock(directory):
         target = directory / version
         new = not target.exists()
@@ -390,7 +406,7 @@ def _install(directory: Path, version: str, digest: str, fill: Any) -> None:
 @contextlib.contextmanager
 def _coin_lock(directory: Path) -> Iterator[None]:
     """Serialise writers of one coin (promote, pull, rollback) and clear temp dirs of crashed ones."""
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory)
     with open(directory / _LOCK_FILE, "a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
@@ -444,15 +460,6 @@ def _parse_pointer(raw: bytes, where: str) -> dict[str, str]:
 def _check_same_content(manifest: dict, digest: str, where: str) -> None:
     if content_digest(manifest) != digest:
         raise CrpbotError(f"{where} already holds different content (versions are immutable)")
-
-
-def _check_bytes(data: bytes, entry: dict, where: str) -> None:
-    import hashlib
-
-    if len(data) != entry["size"]:
-        raise CrpbotError(f"{where}: {len(data)} bytes, manifest says {entry['size']}")
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise CrpbotError(f"{where}: sha256 does not match its manifest")
 
 
 def _check_artifact_coin(model_dir: Path, manifest: dict, coin: str) -> None:

@@ -13,6 +13,7 @@ from crpbot import __version__
 from crpbot.artifact import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
+    check_output_location,
     content_digest,
     load_torch_file,
     load_weights,
@@ -210,3 +211,20 @@ def _rewrite_manifest(out: Path, change) -> None:
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     change(manifest)
     (out / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def test_output_under_a_file_is_a_one_line_error_before_anything_is_written(tmp_path: Path) -> None:
+    afile = tmp_path / "data.parquet"
+    afile.write_bytes(b"not a directory")
+    with pytest.raises(CrpbotError, match=f"cannot write {afile}/run/model: {afile} is not a directory"):
+        check_output_location(afile / "run" / "model")
+    with pytest.raises(CrpbotError, match=f"cannot write {afile}: it exists and is not a directory"):
+        check_output_location(afile)
+    assert check_output_location(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists(), "the check creates nothing"
+    with pytest.raises(CrpbotError, match=f"{afile} is not a directory"):
+        make_model(afile / "model")
+    with pytest.raises(CrpbotError, match="it exists and is not a directory"):
+        make_model(afile, overwrite=True)
+    assert afile.read_bytes() == b"not a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.parquet"]

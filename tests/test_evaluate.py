@@ -176,7 +176,7 @@ def test_cli_exits_zero_on_a_failed_gate_and_two_on_errors(tiny_model, tmp_path,
     assert "Status: FAIL (accuracy" in capsys.readouterr().out
     bad_fee = ["--fee-bps", "-5", "--out", str(tmp_path / "f")]
     assert main(["evaluate", "--model", str(tiny_model), *bad_fee]) == 2
-    assert "backtest costs must be >= 0" in capsys.readouterr().err
+    assert "backtest costs must be finite and >= 0" in capsys.readouterr().err
     assert not (tmp_path / "f").exists()
 
 
@@ -259,3 +259,67 @@ def test_reliability_plot_draws_counts_as_a_histogram_not_overlapping_labels(tmp
     for text, patch in zip(histogram.texts, histogram.patches, strict=True):
         assert text.get_position()[0] == pytest.approx(patch.get_x() + patch.get_width() / 2)
         assert text.get_position()[1] == patch.get_height()
+
+
+@pytest.mark.parametrize("cost", ["--fee-bps", "--slippage-bps"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_non_finite_costs_are_refused_before_anything_is_loaded(tmp_path, capsys, cost, value):
+    from crpbot.cli import main
+
+    # the model does not even exist: the costs are checked first
+    assert (
+        main(["evaluate", "--model", str(tmp_path / "none"), cost, value, "--out", str(tmp_path / "e")]) == 2
+    )
+    assert "backtest costs must be finite and >= 0 bps" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+def test_output_under_a_file_is_refused_before_scoring(tiny_model, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    lines: list[str] = []
+    with pytest.raises(CrpbotError, match=f"cannot write {afile}/ev: {afile} is not a directory"):
+        evaluate_model(tiny_model, out_dir=afile / "ev", n_boot=10, log=lines.append)
+    assert lines == [], "refused before any data was loaded or scored"
+
+
+def test_baselines_are_fitted_before_the_model_predicts_test(tiny_model, tmp_path, monkeypatch):
+    """The module's promise: every train/val fit (the logistic baseline) before test is predicted."""
+    from crpbot import evaluate
+    from crpbot.ensemble import Predictor
+
+    calls: list[str] = []
+    predictions, baselines = Predictor.predictions, evaluate.baseline_accuracies
+
+    def record_predictions(self, data, split, *args, **kwargs):
+        calls.append(f"predict {split}")
+        return predictions(self, data, split, *args, **kwargs)
+
+    def record_baselines(*args, **kwargs):
+        calls.append("baselines")
+        return baselines(*args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predictions", record_predictions)
+    monkeypatch.setattr(evaluate, "baseline_accuracies", record_baselines)
+    evaluate_model(tiny_model, out_dir=tmp_path / "e", n_boot=10, log=lambda _: None)
+    assert calls == ["predict val", "baselines", "predict test"]
+
+
+def test_moved_input_names_the_missing_file_and_the_differing_fallback(tiny_model, tmp_path):
+    from crpbot.artifact import WEIGHTS_FILE, load_weights, read_artifact_json, read_manifest, write_artifact
+
+    names = [name for name in read_manifest(tiny_model)["files"] if name != WEIGHTS_FILE]
+    json_files = {name: read_artifact_json(tiny_model, name) for name in names}
+    moved = tmp_path / "moved" / "BTC-USD_1m.parquet"
+    json_files["config.json"]["input_path"] = str(moved)
+    copy = write_artifact(
+        tmp_path / "model",
+        json_files=json_files,
+        tensors=load_weights(tiny_model),
+        data_fingerprint="0" * 64,
+    )
+    with pytest.raises(CrpbotError) as caught:
+        evaluate_model(copy, out_dir=tmp_path / "e", n_boot=10, log=lambda _: None)
+    message = str(caught.value)
+    assert f"the model's input {moved} is missing here" in message
+    assert "bundled fallback" in message and "fingerprint differs" in message

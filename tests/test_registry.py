@@ -219,3 +219,33 @@ def test_cli_promote_list_show_rollback(tmp_path: Path, capsys: pytest.CaptureFi
     missing = tmp_path / "missing"
     assert main(["promote", "--model", str(missing), "--coin", "BTC", "--registry", str(root)]) == 2
     assert "artifact directory not found" in capsys.readouterr().err
+
+
+def test_registry_root_that_is_a_file_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    source = make_model_artifact(tmp_path / "run")
+    afile = tmp_path / "models.parquet"
+    afile.write_bytes(b"x")
+    with pytest.raises(
+        CrpbotError, match=f"cannot write {afile}/promoted/BTC-USD: {afile} is not a directory"
+    ):
+        promote(source, "BTC", root=afile)
+    assert main(["promote", "--model", str(source), "--coin", "BTC", "--registry", str(afile)]) == 2
+    assert f"{afile} is not a directory" in capsys.readouterr().err
+    assert afile.read_bytes() == b"x"
+
+
+def test_stray_folders_are_skipped_by_list_with_one_warning(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "models"
+    promoted = promote(make_model_artifact(tmp_path / "run"), "BTC", root=root)
+    (coin_dir(root, "BTC-USD") / "notes").mkdir()
+    (coin_dir(root, "BTC-USD") / "notes" / "readme.txt").write_text("mine")
+    (root / "promoted" / "scratch").mkdir()
+    warnings: list[str] = []
+    rows = list_versions(root, log=warnings.append)
+    assert [(r.coin, r.version, r.current) for r in rows] == [("BTC-USD", promoted.version, True)]
+    assert len(warnings) == 1 and warnings[0].startswith("Warning: skipped 2 folder(s)")
+    assert "notes: missing file manifest.json" in warnings[0] and "scratch (not a coin)" in warnings[0]
+    assert main(["registry", "list", "--registry", str(root)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].startswith(f"* BTC-USD  {promoted.version}")
+    assert captured.err.count("Warning: skipped") == 1

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input",
         type=Path,
-        help="score all of this Parquet file instead of the model's stored test split "
+        help="score all of this Parquet or CSV file instead of the model's stored test split "
         "(refused if it overlaps the model's train/validation period)",
     )
     parser.add_argument(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -56,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from crpbot import registry
 
     if args.action == "list":
-        rows = registry.list_versions(args.registry, coin=args.coin)
+        rows = registry.list_versions(
+            args.registry, coin=args.coin, log=lambda line: print(line, file=sys.stderr)
+        )
         if not rows:
             print(f"no promoted models in {args.registry / registry.PROMOTED_DIR}")
         for row in rows:
