@@ -21,6 +21,7 @@ from crpbot.errors import CrpbotError
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "tune_configs"
 CELLS = ("lstm", "gru")
 OPTIMIZERS = ("adam", "adamw", "radam")
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ class TrainConfig:
         need(self.grad_clip > 0, "grad_clip", "must be > 0")
         need(0 <= self.eta_min < self.lr, "eta_min", "must be in [0, lr)")
         need(self.min_delta >= 0, "min_delta", "must be >= 0")
-        need(self.seed >= 0, "seed", "must be >= 0")
+        # torch.manual_seed and numpy take 32-bit seeds; a larger one overflows inside a Ray worker
+        need(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}]")
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some keys changed (validated like a fresh config)."""
@@ -143,7 +145,11 @@ def _check_types(config: TrainConfig) -> None:
         elif expected == "float":
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if ok:
-                object.__setattr__(config, f.name, float(value))
+                value = float(value)
+                # YAML's .inf/.nan are floats; every range check below would pass some of them
+                if not math.isfinite(value):
+                    raise CrpbotError(f"invalid config value {f.name}={value!r}: must be a finite number")
+                object.__setattr__(config, f.name, value)
         elif expected == "bool":
             ok = isinstance(value, bool)
         elif expected == "str":
@@ -158,13 +164,42 @@ def _check_types(config: TrainConfig) -> None:
             )
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"duplicate key {key!r} on line {line}")
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a repeated key is an error: PyYAML keeps the last one
+    silently, so ``lr: 0.5`` followed later by ``lr: 0.001`` would train with a value the reader
+    of the file may not see. Merge keys (``<<``) may still be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if repeated:
+                raise _DuplicateKeyError(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with a one-line error for a missing or malformed file."""
     path = Path(path)
     if not path.is_file():
         raise CrpbotError(f"config file not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except _DuplicateKeyError as exc:
+        raise CrpbotError(f"{path}: key {exc.key!r} appears twice (again on line {exc.line})") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -16,8 +16,10 @@ the test split is read once per coin, after every choice has been made.
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,11 @@ from crpbot.config import CONFIG_DIR, TrainConfig, load_config
 from crpbot.errors import CrpbotError
 from crpbot.gate import GateThresholds, batch_decision, coin_decision
 from crpbot.ray_runtime import init_ray
-from crpbot.storage import join
+from crpbot.storage import join, validate_storage
 
 
 @dataclass(frozen=True)
-class Budget:
+class PipelineBudget:
     """How much compute one pipeline run may spend per coin."""
 
     train_config: str
@@ -38,11 +40,11 @@ class Budget:
     seeds: int
 
 
-BUDGETS: dict[str, Budget] = {
+BUDGETS: dict[str, PipelineBudget] = {
     # seconds per coin on 2 CPUs: for `make demo` and the tests, not for trading
-    "smoke": Budget(train_config="smoke.yaml", search_space="smoke_search.yaml", seeds=2),
+    "smoke": PipelineBudget(train_config="smoke.yaml", search_space="smoke_search.yaml", seeds=2),
     # the recipe: 3-layer BiLSTM, full fallback space, 5 seeds (GPU cluster)
-    "full": Budget(train_config="default.yaml", search_space="fallback_search.yaml", seeds=5),
+    "full": PipelineBudget(train_config="default.yaml", search_space="fallback_search.yaml", seeds=5),
 }
 
 
@@ -98,54 +100,80 @@ def run_pipeline(
     shared storage, since workers write checkpoints that the driver reads.
     """
     from crpbot.data import default_input, normalize_coin
+    from crpbot.dataset import load_prepared
 
+    # Every check that can fail runs before the run directory exists and Ray starts: a mistake
+    # costs seconds, not a trained BTC model, and leaves nothing behind that blocks the rerun.
     if budget not in BUDGETS:
         raise CrpbotError(f"unknown budget {budget!r}: expected one of {', '.join(BUDGETS)}")
     plan = BUDGETS[budget]
     thresholds = thresholds if thresholds is not None else GateThresholds()
+    if not coins:
+        raise CrpbotError("no coins given: expected e.g. BTC,ETH,SOL")
     coins = [normalize_coin(coin) for coin in coins]
     if len(set(coins)) != len(coins):
         raise CrpbotError(f"a coin is listed twice: {', '.join(coins)}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise CrpbotError(f"invalid number of workers {workers!r}: must be >= 1")
+    if not (math.isfinite(fee_bps) and fee_bps >= 0):
+        raise CrpbotError(f"invalid fee {fee_bps} bps: must be a finite number >= 0")
+    validate_storage(storage)
     inputs = {coin: _input_for(coin, input_dir, default_input) for coin in coins}
     config = load_config(CONFIG_DIR / plan.train_config)
+    for coin, path in inputs.items():
+        load_prepared(coin, path, config)  # ~0.1 s each: a corrupt SOL file fails before BTC trains
     run_dir = (
         Path(run_dir) if run_dir is not None else Path("runs") / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     if run_dir.exists():
         raise CrpbotError(f"run directory already exists: {run_dir}")
     run_dir.mkdir(parents=True)
-
-    init_ray(address)
-    log(f"Pipeline budget={budget} coins={','.join(coins)} run_dir={run_dir}")
     storage = storage if storage is not None else run_dir.resolve()
-    outcomes = [
-        _run_coin(
-            coin,
-            inputs[coin],
-            config,
-            plan,
-            run_dir / coin,
-            storage=join(storage, coin),
-            address=address,
-            use_gpu=use_gpu,
-            workers=workers,
-            thresholds=thresholds,
-            fee_bps=fee_bps,
-            log=log,
-        )
-        for coin in coins
-    ]
+    with _removed_if_empty(run_dir):
+        init_ray(address)
+        log(f"Pipeline budget={budget} coins={','.join(coins)} run_dir={run_dir}")
+        outcomes = [
+            _run_coin(
+                coin,
+                inputs[coin],
+                config,
+                plan,
+                run_dir / coin,
+                storage=join(storage, coin),
+                address=address,
+                use_gpu=use_gpu,
+                workers=workers,
+                thresholds=thresholds,
+                fee_bps=fee_bps,
+                log=log,
+            )
+            for coin in coins
+        ]
 
-    decisions = {o.coin: coin_decision(o.metrics["accuracy"], o.metrics["ece"], thresholds) for o in outcomes}
-    batch = batch_decision(decisions, thresholds).to_dict()
-    if batch["promoted"]:
-        _promote(outcomes, decisions, registry_root, bucket, prefix, endpoint_url, log)
-    result = PipelineResult(run_dir=run_dir, outcomes=outcomes, batch=batch)
-    _write_run_report(result, budget, thresholds)
-    for line in summary_table(result):
-        log(line)
-    log(f"Run report: {run_dir / 'report.md'}")
-    return result
+        decisions = {
+            o.coin: coin_decision(o.metrics["accuracy"], o.metrics["ece"], thresholds) for o in outcomes
+        }
+        batch = batch_decision(decisions, thresholds).to_dict()
+        if batch["promoted"]:
+            _promote(outcomes, decisions, registry_root, bucket, prefix, endpoint_url, log)
+        result = PipelineResult(run_dir=run_dir, outcomes=outcomes, batch=batch)
+        _write_run_report(result, budget, thresholds)
+        for line in summary_table(result):
+            log(line)
+        log(f"Run report: {run_dir / 'report.md'}")
+        return result
+
+
+@contextmanager
+def _removed_if_empty(run_dir: Path) -> Iterator[None]:
+    """Remove ``run_dir`` if the run fails before writing to it (Ray failed to start, say), so the
+    same command can be rerun instead of finding "run directory already exists"."""
+    try:
+        yield
+    except BaseException:
+        if not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
 
 
 def _input_for(coin: str, input_dir: str | Path | None, default_input: Callable[[str], Path]) -> Path:
@@ -161,7 +189,7 @@ def _run_coin(
     coin: str,
     input_path: Path,
     config: TrainConfig,
-    plan: Budget,
+    plan: PipelineBudget,
     coin_dir: Path,
     *,
     storage: str | Path,

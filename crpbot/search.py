@@ -31,9 +31,9 @@ from crpbot.data import normalize_coin
 from crpbot.errors import CrpbotError
 from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
 from crpbot.search_space import SearchSpace
+from crpbot.trainer import STATE_FILE
 
 METRIC = "best_val_loss"
-STATE_FILE = "state.pt"
 RESULT_COLUMNS = (
     "best_val_loss",
     "val_acc",
@@ -89,9 +89,10 @@ def run_search(
     from ray import tune
 
     from crpbot.dataset import load_prepared
-    from crpbot.storage import is_remote, ray_storage
+    from crpbot.storage import is_remote, ray_storage, validate_storage
 
     coin = normalize_coin(coin)
+    validate_storage(storage)
     if resume and (num_samples is not None or max_epochs is not None):
         raise CrpbotError("a resumed search keeps its budget: drop --num-samples and --epochs with --resume")
     space = space.with_budget(num_samples=num_samples, max_epochs=max_epochs)
@@ -110,10 +111,11 @@ def run_search(
             "pass --resume to continue it or --name for a new one"
         )
 
+    # Validate the input before starting Ray: a bad file fails in a second, not after a cluster start.
+    data = load_prepared(coin, input_path, space.data_config())
     init_ray(address)
     if use_gpu:
         require_gpus(1)
-    data = load_prepared(coin, input_path, space.data_config())
     trainable = tune.with_resources(
         tune.with_parameters(_trial, data=data, space=space, use_gpu=use_gpu),
         {"cpu": 1, "gpu": space.budget.gpus_per_trial} if use_gpu else {"cpu": 1},
@@ -281,6 +283,7 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool) -
     import torch
     from ray import tune
 
+    from crpbot.artifact import load_torch_file
     from crpbot.training import fit
 
     quiet_worker_logs()
@@ -291,7 +294,7 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool) -
     resume_state = None
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            resume_state = torch.load(Path(directory) / STATE_FILE, weights_only=True)
+            resume_state = load_torch_file(Path(directory) / STATE_FILE)
     train_seconds = 0.0
     setup_seconds = time.perf_counter() - entered  # imports, data from the object store, checkpoint load
 

@@ -8,19 +8,51 @@ custom endpoint through the standard ``AWS_ENDPOINT_URL`` variables) or a shared
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from crpbot.errors import CrpbotError
 
+# "scheme:/" at the start: a URI (or an ``s3:/bucket`` typo) rather than a local path. Two
+# letters at least, so a Windows drive ("C:/runs") stays a path.
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
+
 
 def is_remote(storage: str | Path | None) -> bool:
     return storage is not None and str(storage).startswith("s3://")
 
 
+def validate_storage(storage: str | Path | None) -> None:
+    """Refuse storage that would silently become a local directory: ``s3://`` with no bucket,
+    an ``s3:/bucket`` typo, another scheme (``gs://``), an empty string.
+
+    Called before anything is started or written, so a typo costs a second, not a run.
+    """
+    if storage is None:
+        return
+    text = str(storage)
+    if not text.strip():
+        raise CrpbotError("storage is empty: expected a local path or s3://bucket/prefix")
+    if is_remote(text):
+        if not urlparse(text).netloc:
+            raise CrpbotError(f"storage {text!r}: no bucket (expected s3://bucket/prefix)")
+        return
+    scheme = _URI.match(text)
+    if scheme and scheme.group(1).lower() == "s3":
+        raise CrpbotError(f"storage {text!r}: malformed S3 URI (expected s3://bucket/prefix)")
+    if scheme:
+        raise CrpbotError(
+            f"storage {text!r}: unsupported scheme {scheme.group(1)!r}; expected a local path or "
+            "s3://bucket/prefix"
+        )
+
+
 def join(storage: str | Path, *parts: str) -> str | Path:
-    """``storage`` with sub-paths appended, keeping ``s3://`` URIs as strings."""
+    """``storage`` with sub-paths appended, keeping ``s3://`` URIs as strings (validated first, so a
+    bad URI is refused rather than joined into a local path)."""
+    validate_storage(storage)
     if is_remote(storage):
         return "/".join([str(storage).rstrip("/"), *parts])
     return Path(storage).joinpath(*parts)
@@ -34,13 +66,12 @@ def ray_storage(storage: str | Path | None, default: str) -> tuple[str, Any]:
     together with an explicit filesystem, and the explicit filesystem is what carries a
     custom endpoint to every node.
     """
+    validate_storage(storage)
     if not is_remote(storage):
         return str(Path(storage if storage is not None else default).resolve()), None
     import pyarrow.fs
 
     parsed = urlparse(str(storage))
-    if not parsed.netloc:
-        raise CrpbotError(f"storage {storage!r}: expected s3://bucket/prefix")
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     options: dict[str, Any] = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
     if endpoint:

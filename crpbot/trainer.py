@@ -19,6 +19,7 @@ from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
 from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
 
+# A checkpoint's training state, in Ray Train and Ray Tune checkpoints alike (crpbot.search).
 STATE_FILE = "state.pt"
 
 
@@ -47,22 +48,26 @@ def train(
     )
     from ray.train.torch import TorchTrainer
 
+    from crpbot.artifact import check_output_location
     from crpbot.data import default_input, normalize_coin
     from crpbot.dataset import load_prepared
-    from crpbot.storage import ray_storage
+    from crpbot.storage import ray_storage, validate_storage
     from crpbot.training import save_model_artifact
 
     if num_workers < 1:
         raise CrpbotError(f"invalid number of workers {num_workers}: must be >= 1")
     if max_failures < 0:
         raise CrpbotError(f"invalid max_failures {max_failures}: must be >= 0")
+    validate_storage(storage_path)
     coin = normalize_coin(coin)
     input_path = Path(input_path) if input_path is not None else default_input(coin)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out_dir) if out_dir is not None else Path("models") / coin / stamp
     if out_dir.exists():
         raise CrpbotError(f"output directory already exists: {out_dir}")
-    # Validate the input before starting Ray: a bad file fails in a second, not after a cluster start.
+    # Validate the output and the input before starting Ray: a bad path fails in a second, not
+    # after a cluster start and hours of training.
+    check_output_location(out_dir)
     data = load_prepared(coin, input_path, config)
 
     init_ray(address)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from crpbot.config import TrainConfig, load_config, save_config
+from crpbot.config import TrainConfig, load_config, load_yaml, save_config
 from crpbot.errors import CrpbotError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "tune_configs"
@@ -50,6 +52,14 @@ def test_round_trip(tmp_path: Path) -> None:
         ("train_fraction: 0.9\nval_fraction: 0.2\n", "val_fraction"),
         ("optimizer: sgd\n", "optimizer"),
         ("bidirectional: 1\n", "bidirectional"),
+        ("weight_decay: .inf\n", "weight_decay"),
+        ("min_delta: .inf\n", "min_delta"),
+        ("grad_clip: .inf\n", "grad_clip"),
+        ("dropout: .nan\n", "dropout"),
+        ("eta_min: -.inf\n", "eta_min"),
+        ("seed: -1\n", "seed"),
+        ("seed: 99999999999999999999\n", "seed"),
+        ("seed: 4294967296\n", "seed"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -78,3 +88,27 @@ def test_replace_validates() -> None:
         TrainConfig().replace(num_layers=0)
     with pytest.raises(CrpbotError, match="unknown config key"):
         TrainConfig().replace(layers=2)
+
+
+def test_every_float_must_be_finite_and_the_seed_32_bit() -> None:
+    floats = [f.name for f in fields(TrainConfig) if f.type == "float"]
+    assert {"lr", "weight_decay", "grad_clip", "min_delta", "eta_min", "dropout"} <= set(floats)
+    for key in floats:
+        for value in (math.inf, -math.inf, math.nan):
+            with pytest.raises(CrpbotError, match=rf"{key}=.*finite"):
+                TrainConfig(**{key: value})
+    assert TrainConfig(seed=2**32 - 1).seed == 2**32 - 1
+
+
+def test_a_repeated_key_is_an_error_naming_it_and_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("lr: 0.5\ncell: gru\nlr: 0.001\n")
+    with pytest.raises(CrpbotError, match=r"key 'lr' appears twice \(again on line 3\)"):
+        load_config(path)
+    # also inside a nested mapping (notes), and through load_yaml, which search spaces use
+    path.write_text("notes:\n  a: 1\n  a: 2\n")
+    with pytest.raises(CrpbotError, match=r"key 'a' appears twice \(again on line 3\)"):
+        load_yaml(path)
+    # a merge key may still be overridden: that is what it is for
+    path.write_text("base: &b {x: 1, y: 2}\nnotes:\n  <<: *b\n  x: 3\n")
+    assert load_yaml(path)["notes"] == {"x": 3, "y": 2}

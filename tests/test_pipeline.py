@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from crpbot.cli import main
-from crpbot.gate import GateThresholds
+from crpbot.data import default_input
+from crpbot.errors import CrpbotError
+from crpbot.gate import DEFAULT_MAX_CALIBRATION_ERROR, DEFAULT_MIN_ACCURACY, DEFAULT_QUORUM, GateThresholds
 from crpbot.pipeline import run_pipeline
 from crpbot.registry import current_version, list_versions
 
@@ -80,16 +82,59 @@ def test_a_passing_batch_is_promoted_and_pushed(ray_session, s3_endpoint, tmp_pa
 
 
 def test_bad_pipeline_arguments_are_one_line_errors(tmp_path) -> None:
+    """Every mistake fails before the run directory exists and before Ray starts, so the same
+    command can be rerun, and a bad third input does not cost two trained coins first."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for coin in ("BTC-USD", "ETH-USD"):
+        (inputs / f"{coin}_1m.parquet").symlink_to(default_input(coin))
+    (inputs / "SOL-USD_1m.parquet").write_bytes(b"PAR1 not a parquet file PAR1")
     for args, message in [
         (["--coins", "BTC,DOGE"], "unknown coin 'DOGE'"),
         (["--coins", "BTC,btc"], "listed twice"),
+        (["--coins", " , "], "no coins given"),
         (["--input-dir", str(tmp_path)], "no input for BTC-USD"),
+        (["--input-dir", str(inputs)], "SOL-USD_1m.parquet"),
+        (["--workers", "0"], "invalid number of workers 0"),
+        (["--fee-bps", "nan"], "invalid fee nan bps"),
+        (["--fee-bps", "inf"], "invalid fee inf bps"),
+        (["--fee-bps", "-1"], "invalid fee -1.0 bps"),
+        (["--storage", "s3://"], "no bucket"),
+        (["--storage", "s3:/bucket"], "malformed S3 URI"),
+        (["--storage", "gs://bucket/runs"], "unsupported scheme 'gs'"),
     ]:
         proc = subprocess.run(
             [sys.executable, "-m", "crpbot", "pipeline", *args, "--run-dir", str(tmp_path / "run")],
             capture_output=True,
             text=True,
+            cwd=tmp_path,
         )
         assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.count("\n") == 1 and message in proc.stderr
+        assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+        assert proc.stdout == "", "the pipeline started before failing"
         assert not (tmp_path / "run").exists()
+        assert not (tmp_path / "s3:").exists()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_run_dir(tmp_path, monkeypatch) -> None:
+    """Ray failing to start must not leave an empty run directory that blocks the rerun."""
+
+    def no_cluster(address: str | None) -> None:
+        raise CrpbotError(f"could not connect to Ray cluster at {address!r}")
+
+    monkeypatch.setattr("crpbot.pipeline.init_ray", no_cluster)
+    run_dir = tmp_path / "run"
+    with pytest.raises(CrpbotError, match="could not connect"):
+        run_pipeline(["BTC"], address="127.0.0.1:1", run_dir=run_dir, log=lambda _: None)
+    assert not run_dir.exists()
+
+
+def test_gate_defaults_come_from_the_gate() -> None:
+    from crpbot.cli import build_parser
+
+    args = build_parser().parse_args(["pipeline"])
+    assert (args.min_accuracy, args.max_calibration_error, args.quorum) == (
+        DEFAULT_MIN_ACCURACY,
+        DEFAULT_MAX_CALIBRATION_ERROR,
+        DEFAULT_QUORUM,
+    )

@@ -135,3 +135,45 @@ def test_cli_refuses_budget_overrides_on_resume(tmp_path, capsys):
     ]
     assert main(argv) == 2
     assert "resumed search keeps its budget" in capsys.readouterr().err
+
+
+def test_a_repeated_key_in_a_space_is_an_error(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        f"base: {SMOKE_BASE}\nbudget: {{num_samples: 2, max_epochs: 1}}\n"
+        "space:\n  lr: {loguniform: [1.0e-3, 1.0e-2]}\n  lr: {choice: [0.5]}\n"
+    )
+    with pytest.raises(CrpbotError, match=r"key 'lr' appears twice \(again on line 5\)"):
+        load_search_space(path)
+
+
+def test_bad_input_fails_before_ray_starts(tmp_path, monkeypatch, capsys):
+    def ray_started(*args, **kwargs):
+        pytest.fail("Ray started before the input was checked")
+
+    monkeypatch.setattr("crpbot.search.init_ray", ray_started)
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 not a parquet file PAR1")
+    argv = ["tune", "--coin", "BTC", "--config", str(write_space(tmp_path)), "--input", str(bad)]
+    assert main([*argv, "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("crpbot: error:") and "bad.parquet" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog", "message"),
+    [
+        (["train", "--epochs", "abc"], "crpbot train", "argument --epochs: invalid int value: 'abc'"),
+        (["tune", "--num-samples", "x"], "crpbot tune", "argument --num-samples: invalid int value"),
+        (["registry", "push"], "crpbot registry push", "the following arguments are required: --bucket"),
+        ([], "crpbot", "the following arguments are required: COMMAND"),
+        (["bogus"], "crpbot", "invalid choice: 'bogus'"),
+    ],
+)
+def test_argument_errors_are_one_line(argv, prog, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{prog}: error: ") and message in err
+    assert err.endswith(f" (see {prog} --help)\n") and err.count("\n") == 1

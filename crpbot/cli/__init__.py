@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 import crpbot
 from crpbot import __version__
@@ -28,10 +29,23 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other crpbot error.
+
+    argparse prints the whole usage block before the message; the block is ``--help``'s job.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crpbot", description=crpbot.__doc__)
+    parser = OneLineErrorParser(prog="crpbot", description=crpbot.__doc__)
     parser.add_argument("--version", action="version", version=f"crpbot {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # nested subparsers (crpbot registry push) default to their parent's class, so they get it too
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineErrorParser
+    )
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         module = importlib.import_module(f"crpbot.cli.{module_name}")
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)

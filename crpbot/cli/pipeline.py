@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from crpbot.cli.options import add_address
+from crpbot.gate import DEFAULT_MAX_CALIBRATION_ERROR, DEFAULT_MIN_ACCURACY, DEFAULT_QUORUM
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,12 +49,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="crpbot", help="key prefix in the bucket (default crpbot)")
     parser.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto); default: AWS, or AWS_ENDPOINT_URL")
     parser.add_argument(
-        "--min-accuracy", type=float, default=0.68, help="gate: minimum test accuracy per coin"
+        "--min-accuracy",
+        type=float,
+        default=DEFAULT_MIN_ACCURACY,
+        help=f"gate: minimum test accuracy per coin (default {DEFAULT_MIN_ACCURACY})",
     )
     parser.add_argument(
-        "--max-calibration-error", type=float, default=0.05, help="gate: maximum ECE per coin"
+        "--max-calibration-error",
+        type=float,
+        default=DEFAULT_MAX_CALIBRATION_ERROR,
+        help=f"gate: maximum ECE per coin (default {DEFAULT_MAX_CALIBRATION_ERROR})",
     )
-    parser.add_argument("--quorum", type=int, default=2, help="gate: coins that must pass (default 2)")
+    parser.add_argument(
+        "--quorum",
+        type=int,
+        default=DEFAULT_QUORUM,
+        help=f"gate: coins that must pass (default {DEFAULT_QUORUM})",
+    )
     parser.add_argument(
         "--fee-bps", type=float, default=10.0, help="backtest cost per side in bps (default 10)"
     )
