@@ -1,6 +1,6 @@
 """Connecting to Ray: join a given cluster, or start one local instance.
 
-Every command takes ``--address``. ``None`` starts a local instance sized to this
+Every command that uses Ray takes ``--address``. ``None`` starts a local instance sized to this
 machine (the laptop default); ``auto``, ``host:port`` or ``ray://host:port`` joins
 an existing cluster. Starting twice in one process is a no-op, so library calls
 made from the CLI, the pipeline and the tests share one instance.
