@@ -174,12 +174,21 @@ def load_prepared(coin: str, input_path: str | Path | None, config: TrainConfig)
     coin = normalize_coin(coin)
     bars = load_bars(input_path if input_path is not None else default_input(coin))
     bars.coin = coin
+    return prepare_for_config(bars, config)
+
+
+def prepare_for_config(
+    bars: Bars, config: TrainConfig, *, scaler: Scaler | None = None, split_times: dict | None = None
+) -> PreparedData:
+    """``prepare_data`` with a training config's lookback, horizon and split fractions."""
     return prepare_data(
         bars,
         lookback=config.lookback,
         horizon=config.horizon,
         train_fraction=config.train_fraction,
         val_fraction=config.val_fraction,
+        scaler=scaler,
+        split_times=split_times,
     )
 
 

@@ -224,13 +224,12 @@ def stored_split_data(predictor: Predictor) -> Any:
     When the fallback is refused the error says both: the original is missing, the fallback differs.
     """
     from crpbot.data import default_input, load_bars
-    from crpbot.dataset import Scaler, prepare_data
+    from crpbot.dataset import Scaler, prepare_for_config
 
     if predictor.path is None:
         raise CrpbotError("stored_split_data needs a predictor loaded from an artifact directory")
     fingerprint = read_manifest(predictor.path)["data_fingerprint"]
     config_json = predictor.config_json
-    config = predictor.train_config
     original = path = Path(config_json["input_path"])
     missing = ""
     if not path.is_file():
@@ -245,12 +244,9 @@ def stored_split_data(predictor: Predictor) -> Any:
             f"{missing}{path} is not the data the model was trained on (fingerprint differs), "
             "so its stored splits cannot be reproduced"
         )
-    return prepare_data(
+    return prepare_for_config(
         bars,
-        lookback=config.lookback,
-        horizon=config.horizon,
-        train_fraction=config.train_fraction,
-        val_fraction=config.val_fraction,
+        predictor.train_config,
         scaler=Scaler.from_dict(predictor.scaler),
         split_times=config_json["split_times"],
     )
