@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from registry_helpers import make_model_artifact, registry_snapshot
 
-from crpbot.artifact import WEIGHTS_FILE, write_artifact
+from crpbot.artifact import WEIGHTS_FILE
 from crpbot.cli import main
-from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
-from crpbot.models import build_model
 from crpbot.registry import (
     POINTER_FILE,
     coin_dir,
@@ -30,30 +29,6 @@ from crpbot.registry import (
 from crpbot.training import load_model
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_model_artifact(out: Path, *, seed: int = 0, coin: str = "BTC-USD") -> Path:
-    """A tiny but real model artifact that crpbot.training.load_model accepts."""
-    config = TrainConfig(hidden_size=4, num_layers=1, head_hidden=4, dropout=0.0, seed=seed)
-    torch.manual_seed(seed)
-    net = build_model(config, 3)
-    return write_artifact(
-        out,
-        tensors=net.state_dict(),
-        data_fingerprint=f"{seed:064d}",
-        json_files={
-            "config.json": {"kind": "model", "coin": coin, "train_config": config.to_dict(), "input_size": 3}
-        },
-    )
-
-
-def registry_snapshot(root: Path) -> dict[str, bytes]:
-    """Every file of the registry (lock file aside) with its bytes: 'unchanged' means equal snapshots."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != ".lock"
-    }
 
 
 def test_promote_then_load_current(tmp_path: Path) -> None:
