@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_input
+from crpbot.cli.options import add_address, add_coin, add_input
 from crpbot.cli.train import DEFAULT_CONFIG
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--coin", required=True, help="coin to train on, e.g. BTC or BTC-USD")
+    add_coin(parser, "to train on")
     parser.add_argument(
         "--config",
         type=Path,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.gate import DEFAULT_MAX_CALIBRATION_ERROR, DEFAULT_MIN_ACCURACY
+from crpbot.cli.options import add_gate_and_costs, gate_thresholds
 
 EPILOG = (
     "Exit status: 0 when the evaluation ran, whether the gate passed or failed (see 'Status:' and "
@@ -29,21 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="score all of this Parquet or CSV file instead of the model's stored test split "
         "(refused if it overlaps the model's train/validation period)",
     )
-    parser.add_argument(
-        "--min-accuracy",
-        type=float,
-        default=DEFAULT_MIN_ACCURACY,
-        help=f"gate: minimum test accuracy (default {DEFAULT_MIN_ACCURACY})",
-    )
-    parser.add_argument(
-        "--max-calibration-error",
-        type=float,
-        default=DEFAULT_MAX_CALIBRATION_ERROR,
-        help=f"gate: maximum ECE (default {DEFAULT_MAX_CALIBRATION_ERROR})",
-    )
-    parser.add_argument(
-        "--fee-bps", type=float, default=10.0, help="backtest fee per side in bps (default 10)"
-    )
+    add_gate_and_costs(parser, quorum=False)
     parser.add_argument(
         "--slippage-bps", type=float, default=0.0, help="backtest slippage per side in bps (default 0)"
     )
@@ -60,11 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from crpbot.evaluate import evaluate_model
-    from crpbot.gate import GateThresholds
 
-    thresholds = GateThresholds(
-        min_accuracy=args.min_accuracy, max_calibration_error=args.max_calibration_error
-    )
+    thresholds = gate_thresholds(args)
     evaluate_model(
         args.model,
         input_path=args.input,

@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address
-from crpbot.gate import DEFAULT_MAX_CALIBRATION_ERROR, DEFAULT_MIN_ACCURACY, DEFAULT_QUORUM
+from crpbot.cli.options import add_address, add_gate_and_costs, gate_thresholds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,36 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", help="also push promoted models to this S3 bucket")
     parser.add_argument("--prefix", default="crpbot", help="key prefix in the bucket (default crpbot)")
     parser.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto); default: AWS, or AWS_ENDPOINT_URL")
-    parser.add_argument(
-        "--min-accuracy",
-        type=float,
-        default=DEFAULT_MIN_ACCURACY,
-        help=f"gate: minimum test accuracy per coin (default {DEFAULT_MIN_ACCURACY})",
-    )
-    parser.add_argument(
-        "--max-calibration-error",
-        type=float,
-        default=DEFAULT_MAX_CALIBRATION_ERROR,
-        help=f"gate: maximum ECE per coin (default {DEFAULT_MAX_CALIBRATION_ERROR})",
-    )
-    parser.add_argument(
-        "--quorum",
-        type=int,
-        default=DEFAULT_QUORUM,
-        help=f"gate: coins that must pass (default {DEFAULT_QUORUM})",
-    )
-    parser.add_argument(
-        "--fee-bps", type=float, default=10.0, help="backtest cost per side in bps (default 10)"
-    )
+    add_gate_and_costs(parser, quorum=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from crpbot.gate import GateThresholds
     from crpbot.pipeline import run_pipeline
 
-    thresholds = GateThresholds(
-        min_accuracy=args.min_accuracy, max_calibration_error=args.max_calibration_error, quorum=args.quorum
-    )
+    thresholds = gate_thresholds(args)
     coins = [coin.strip() for coin in args.coins.split(",") if coin.strip()]
     run_pipeline(
         coins,

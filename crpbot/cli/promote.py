@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from crpbot.cli.options import add_coin
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, help="model or ensemble artifact directory")
-    parser.add_argument("--coin", required=True, help="coin the model is for, e.g. BTC or BTC-USD")
+    add_coin(parser, "the model is for")
     parser.add_argument("--version", help="version name (default: v<UTC time>-<content digest>)")
     parser.add_argument(
         "--registry", type=Path, default=Path("models"), help="registry root (default: models)"

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_input
+from crpbot.cli.options import add_address, add_coin, add_input
 from crpbot.config import CONFIG_DIR
 
 DEFAULT_SPACE = CONFIG_DIR / "fallback_search.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--coin", required=True, help="coin to search on, e.g. BTC or BTC-USD")
+    add_coin(parser, "to search on")
     parser.add_argument(
         "--config",
         type=Path,
