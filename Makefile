@@ -34,9 +34,11 @@ bench: setup
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_search.py
 
+# ruff, then the stage layering contract in pyproject.toml (import-linter)
 lint: setup
 	$(BIN)/ruff check crpbot tests benchmarks scripts
 	$(BIN)/ruff format --check crpbot tests benchmarks scripts
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf runs reports data/features .pytest_cache

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from crpbot.data import default_input, load_bars
-from crpbot.dataset import prepare_data
-from crpbot.features import compute_features
-from crpbot.windows import gather_windows
+from crpbot.data.bars import default_input, load_bars
+from crpbot.data.dataset import prepare_data
+from crpbot.data.features import compute_features
+from crpbot.data.windows import gather_windows
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv" / "BTC-USD_1m.parquet"
 LOOKBACK, HORIZON, BATCH, CLASSIC_BATCH = 60, 15, 512, 32

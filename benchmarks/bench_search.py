@@ -4,7 +4,7 @@ Usage: flock /tmp/crpbot-ray.lock .venv/bin/python benchmarks/bench_search.py \\
            [--coin BTC] [--input FILE] [--epochs 6] [--samples 6] [--windows 2048]
 
 Both searches run in this process on one local Ray instance, the same data and the same trial
-function (``crpbot.search``): the grid trains all 12 configurations (cell x hidden size x lr) to
+function (``crpbot.search.tune``): the grid trains all 12 configurations (cell x hidden size x lr) to
 the full epoch budget; the search samples ``--samples`` of them with seeded TPE and lets ASHA
 (grace 1 epoch, reduction factor 3) stop the trailing ones. Printed: best val loss of each, the
 spread of val loss across the grid (a 1% target means little if the whole grid is within 1%),
@@ -24,8 +24,8 @@ from pathlib import Path
 import yaml
 
 from crpbot.ray_runtime import init_ray
-from crpbot.search import run_search
-from crpbot.search_space import load_search_space
+from crpbot.search.space import load_search_space
+from crpbot.search.tune import run_search
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = {

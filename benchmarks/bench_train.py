@@ -25,13 +25,13 @@ import torch
 from torch import nn
 
 from crpbot.config import load_config
-from crpbot.data import default_input
-from crpbot.dataset import load_prepared
-from crpbot.models import build_model, param_count
+from crpbot.data.bars import default_input
+from crpbot.data.dataset import load_prepared
+from crpbot.data.windows import gather_windows
+from crpbot.model.fit import epoch_shard, fit
+from crpbot.model.network import build_model, param_count
+from crpbot.model.trainer import train
 from crpbot.ray_runtime import init_ray
-from crpbot.trainer import train
-from crpbot.training import epoch_shard, fit
-from crpbot.windows import gather_windows
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP_STEPS = 5
@@ -70,7 +70,7 @@ def in_process_fit(config, data) -> float:
 
 
 def ray_train(config, workers: int, scratch: Path) -> float:
-    """Second-epoch training samples/s of ``crpbot.trainer.train`` with ``workers`` DDP workers."""
+    """Second-epoch training samples/s of ``crpbot.model.trainer.train`` with ``workers`` DDP workers."""
     name = f"bench-b{config.batch_size}-w{workers}"
     artifact = train(
         config,

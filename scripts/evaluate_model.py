@@ -22,8 +22,8 @@ from crpbot.errors import CrpbotError
 
 def check_artifact_matches(model_dir: Path, symbol: str, model_type: str) -> None:
     """Refuse a model whose coin or cell differs from what the caller names."""
-    from crpbot.artifact import read_artifact_json
-    from crpbot.data import normalize_coin
+    from crpbot.data.bars import normalize_coin
+    from crpbot.registry.artifact import read_artifact_json
 
     config_json = read_artifact_json(model_dir, "config.json")
     coin = config_json.get("coin")

@@ -54,8 +54,8 @@ EOF
 imports_without_ray() {
   python3 - <<'EOF'
 import sys
-import crpbot.config, crpbot.data, crpbot.dataset, crpbot.features, crpbot.models  # noqa: F401
-import crpbot.training, crpbot.windows, crpbot.trainer, crpbot.artifact  # noqa: F401
+import crpbot.config, crpbot.data.bars, crpbot.data.dataset, crpbot.data.features, crpbot.model.network  # noqa: F401
+import crpbot.model.fit, crpbot.data.windows, crpbot.model.trainer, crpbot.registry.artifact  # noqa: F401
 loaded = sorted(name for name in ("ray", "optuna", "boto3") if name in sys.modules)
 print("imported at module import time:", loaded or "none of ray/optuna/boto3")
 assert "ray" not in loaded, "a training-path module imports ray at import time"
@@ -75,10 +75,10 @@ import numpy as np
 import torch
 from torch import nn
 from crpbot.config import TrainConfig
-from crpbot.dataset import load_prepared
-from crpbot.models import build_model
-from crpbot.training import fit
-from crpbot.windows import gather_windows
+from crpbot.data.dataset import load_prepared
+from crpbot.model.network import build_model
+from crpbot.model.fit import fit
+from crpbot.data.windows import gather_windows
 
 config = TrainConfig()  # the recipe: BiLSTM 3x128, head 64, lookback 60
 data = load_prepared("BTC", None, config)

@@ -38,8 +38,9 @@ def train_tiny_artifact(tmp_path_factory, sample_path):
     def train(config, coin: str):
         import torch
 
-        from crpbot.dataset import load_prepared
-        from crpbot.training import fit, save_model_artifact
+        from crpbot.data.dataset import load_prepared
+        from crpbot.model.fit import fit
+        from crpbot.model.inference import save_model_artifact
 
         torch.set_num_threads(1)
         data = load_prepared(coin, sample_path(coin), config)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
-from crpbot.artifact import write_artifact
 from crpbot.config import TrainConfig
-from crpbot.models import build_model
+from crpbot.model.network import build_model
+from crpbot.registry.artifact import write_artifact
 
 
 def make_model_artifact(out: Path, *, seed: int = 0, coin: str = "BTC-USD") -> Path:
-    """A tiny but real model artifact that crpbot.training.load_model accepts."""
+    """A tiny but real model artifact that crpbot.model.inference.load_model accepts."""
     config = TrainConfig(hidden_size=4, num_layers=1, head_hidden=4, dropout=0.0, seed=seed)
     torch.manual_seed(seed)
     net = build_model(config, 3)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from crpbot import __version__
-from crpbot.artifact import (
+from crpbot.errors import CrpbotError
+from crpbot.registry.artifact import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
     check_output_location,
@@ -21,7 +22,6 @@ from crpbot.artifact import (
     verify_artifact,
     write_artifact,
 )
-from crpbot.errors import CrpbotError
 
 
 def tiny_state() -> dict[str, torch.Tensor]:

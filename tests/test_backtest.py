@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crpbot.backtest import MINUTE_NS, max_drawdown, run_backtest
 from crpbot.errors import CrpbotError
+from crpbot.evaluation.backtest import MINUTE_NS, max_drawdown, run_backtest
 
 MINUTES = np.arange(10, dtype=np.int64) * MINUTE_NS
 PROBS = np.array([0.7, 0.8, 0.5, 0.2, 0.6, 0.5, 0.1, 0.5, 0.5, 0.9])

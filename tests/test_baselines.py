@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from crpbot.baselines import baseline_accuracies, fit_logistic, majority_accuracy, past_returns
 from crpbot.config import TrainConfig
-from crpbot.metrics import TestSplitAccessError
+from crpbot.evaluation.baselines import baseline_accuracies, fit_logistic, majority_accuracy, past_returns
+from crpbot.model.predictions import TestSplitAccessError
 
 
 def test_past_return_is_the_forward_return_h_rows_back_within_a_segment():
@@ -28,7 +28,7 @@ def test_majority_is_the_best_constant():
 
 @pytest.fixture(scope="module")
 def real_data(sample_path):
-    from crpbot.dataset import load_prepared
+    from crpbot.data.dataset import load_prepared
 
     return load_prepared("ETH", sample_path("ETH"), TrainConfig(lookback=20))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crpbot.calibration import TemperatureScaler, apply_temperature, logit, sigmoid
 from crpbot.errors import CrpbotError
-from crpbot.metrics import Predictions, TestSplitAccessError, accuracy, expected_calibration_error
+from crpbot.evaluation.metrics import accuracy, expected_calibration_error
+from crpbot.model.calibration import TemperatureScaler, apply_temperature, logit, sigmoid
+from crpbot.model.predictions import Predictions, TestSplitAccessError
 
 
 def overconfident(n: int, seed: int, sharpen: float = 3.0) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crpbot.cli import main
-from crpbot.features import FEATURE_NAMES, feature_manifest
+from crpbot.data.features import FEATURE_NAMES, feature_manifest
 
 
 def test_default_output_path_columns_and_manifest(tmp_path, monkeypatch, capsys):
@@ -134,7 +134,9 @@ def test_unusable_output_location_is_one_line_before_any_work(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("keep")
     (tmp_path / "adir").mkdir()
-    monkeypatch.setattr("crpbot.data.load_bars", lambda _: pytest.fail("loaded bars before checking --out"))
+    monkeypatch.setattr(
+        "crpbot.data.bars.load_bars", lambda _: pytest.fail("loaded bars before checking --out")
+    )
     assert main(["features", "--out", out]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("crpbot: error: ") and message in err and "\n" not in err

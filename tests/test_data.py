@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crpbot.data import COINS, default_input, load_bars, normalize_coin
+from crpbot.data.bars import COINS, default_input, load_bars, normalize_coin
 from crpbot.errors import CrpbotError
 
 

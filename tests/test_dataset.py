@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from crpbot.config import TrainConfig
-from crpbot.data import Bars, load_bars, timestamps_ns
-from crpbot.dataset import PreparedData, Scaler, load_prepared, prepare_data, prepare_inference
+from crpbot.data.bars import Bars, load_bars, timestamps_ns
+from crpbot.data.dataset import PreparedData, load_prepared, prepare_data, prepare_inference
+from crpbot.data.features import FEATURE_NAMES, compute_features
+from crpbot.data.scaler import Scaler
 from crpbot.errors import CrpbotError
-from crpbot.features import FEATURE_NAMES, compute_features
 
 LOOKBACK, HORIZON = 60, 15
 

@@ -11,7 +11,7 @@ import pytest
 
 from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
-from crpbot.metrics import TestSplitAccessError
+from crpbot.model.predictions import TestSplitAccessError
 
 TINY = TrainConfig(
     cell="lstm",
@@ -37,7 +37,8 @@ def member(train_tiny_artifact):
 
 
 def test_ensemble_of_identical_members_equals_the_member(member, tmp_path):
-    from crpbot.ensemble import build_ensemble, load_predictor
+    from crpbot.model.ensemble import build_ensemble
+    from crpbot.model.predictor import load_predictor
 
     path, data = member
     single = load_predictor(path)
@@ -54,7 +55,7 @@ def test_ensemble_of_identical_members_equals_the_member(member, tmp_path):
 
 def _copy_with_config(path, out, change):
     """A re-sealed copy of a model artifact whose config.json is ``change(config_json)``."""
-    from crpbot.artifact import load_weights, read_artifact_json, read_manifest, write_artifact
+    from crpbot.registry.artifact import load_weights, read_artifact_json, read_manifest, write_artifact
 
     json_files = {
         name: read_artifact_json(path, name)
@@ -71,9 +72,11 @@ def _copy_with_config(path, out, change):
 
 def test_each_member_is_prior_corrected_with_its_own_stored_offset(member, tmp_path):
     """P(up) = sigmoid(logit - logit_offset) per member, averaged, and the temperature is fitted on that."""
-    from crpbot.calibration import TemperatureScaler, logit, sigmoid
-    from crpbot.ensemble import build_ensemble, load_predictor
-    from crpbot.training import positive_weight, predict_proba
+    from crpbot.model.calibration import TemperatureScaler, logit, sigmoid
+    from crpbot.model.ensemble import build_ensemble
+    from crpbot.model.fit import positive_weight
+    from crpbot.model.inference import predict_proba
+    from crpbot.model.predictor import load_predictor
 
     path, data = member
     offset = json.loads((path / "config.json").read_text())["logit_offset"]
@@ -102,7 +105,8 @@ def test_each_member_is_prior_corrected_with_its_own_stored_offset(member, tmp_p
 
 
 def test_a_model_artifact_without_a_logit_offset_is_refused(member, tmp_path):
-    from crpbot.ensemble import build_ensemble, load_predictor
+    from crpbot.model.ensemble import build_ensemble
+    from crpbot.model.predictor import load_predictor
 
     path, data = member
     old = _copy_with_config(
@@ -116,7 +120,8 @@ def test_a_model_artifact_without_a_logit_offset_is_refused(member, tmp_path):
 
 
 def test_temperature_is_fitted_on_val_and_keeps_the_predicted_class(member, tmp_path):
-    from crpbot.ensemble import build_ensemble, load_predictor
+    from crpbot.model.ensemble import build_ensemble
+    from crpbot.model.predictor import load_predictor
 
     path, data = member
     ensemble_dir = build_ensemble([path, path], data, tmp_path / "ens")
@@ -129,8 +134,8 @@ def test_temperature_is_fitted_on_val_and_keeps_the_predicted_class(member, tmp_
 
 
 def test_calibration_refuses_the_test_split(member):
-    from crpbot.calibration import TemperatureScaler
-    from crpbot.ensemble import load_predictor
+    from crpbot.model.calibration import TemperatureScaler
+    from crpbot.model.predictor import load_predictor
 
     path, data = member
     with pytest.raises(TestSplitAccessError):
@@ -138,9 +143,10 @@ def test_calibration_refuses_the_test_split(member):
 
 
 def test_members_with_other_splits_are_refused(member, tmp_path, sample_path):
-    from crpbot.dataset import load_prepared
-    from crpbot.ensemble import build_ensemble, load_predictor
-    from crpbot.training import save_model_artifact
+    from crpbot.data.dataset import load_prepared
+    from crpbot.model.ensemble import build_ensemble
+    from crpbot.model.inference import save_model_artifact
+    from crpbot.model.predictor import load_predictor
 
     path, data = member
     other_config = TINY.replace(train_fraction=0.6)
@@ -163,8 +169,9 @@ def test_members_with_other_splits_are_refused(member, tmp_path, sample_path):
 
 @pytest.mark.ray
 def test_two_seed_ensemble_on_ray_then_evaluate(ray_session, tmp_path, sample_path):
-    from crpbot.ensemble import load_predictor, train_ensemble
-    from crpbot.evaluate import evaluate_model
+    from crpbot.evaluation.evaluate import evaluate_model
+    from crpbot.model.ensemble import train_ensemble
+    from crpbot.model.predictor import load_predictor
 
     out = train_ensemble(
         TINY, "SOL", seeds=2, input_path=sample_path("SOL"), out_dir=tmp_path / "ens", log=lambda _: None

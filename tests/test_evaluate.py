@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 
 from crpbot.config import TrainConfig
-from crpbot.ensemble import load_predictor
 from crpbot.errors import CrpbotError
-from crpbot.evaluate import evaluate_model, stored_split_data
-from crpbot.gate import GateThresholds
-from crpbot.metrics import Predictions, equal_mass_calibration_error, reliability_bins
-from crpbot.report import summary_lines
+from crpbot.evaluation.evaluate import evaluate_model, stored_split_data
+from crpbot.evaluation.gate import GateThresholds
+from crpbot.evaluation.metrics import equal_mass_calibration_error, reliability_bins
+from crpbot.evaluation.report import summary_lines
+from crpbot.model.predictions import Predictions
+from crpbot.model.predictor import load_predictor
 
 TINY = TrainConfig(
     cell="gru",
@@ -238,7 +239,7 @@ def test_summary_lines_show_both_calibration_views_and_both_win_rates():
 
 def test_reliability_plot_draws_counts_as_a_histogram_not_overlapping_labels(tmp_path, monkeypatch):
     """Two adjacent crowded bins once printed as "3911481"; their counts are now bars on their own axis."""
-    from crpbot import report
+    from crpbot.evaluation import report
 
     rng = np.random.default_rng(0)
     probs = np.r_[rng.uniform(0.50, 0.53, 3911), rng.uniform(0.54, 0.59, 481), [0.95]]
@@ -285,8 +286,8 @@ def test_output_under_a_file_is_refused_before_scoring(tiny_model, tmp_path):
 
 def test_baselines_are_fitted_before_the_model_predicts_test(tiny_model, tmp_path, monkeypatch):
     """The module's promise: every train/val fit (the logistic baseline) before test is predicted."""
-    from crpbot import evaluate
-    from crpbot.ensemble import Predictor
+    from crpbot.evaluation import evaluate
+    from crpbot.model.predictor import Predictor
 
     calls: list[str] = []
     predictions, baselines = Predictor.predictions, evaluate.baseline_accuracies
@@ -306,7 +307,13 @@ def test_baselines_are_fitted_before_the_model_predicts_test(tiny_model, tmp_pat
 
 
 def test_moved_input_names_the_missing_file_and_the_differing_fallback(tiny_model, tmp_path):
-    from crpbot.artifact import WEIGHTS_FILE, load_weights, read_artifact_json, read_manifest, write_artifact
+    from crpbot.registry.artifact import (
+        WEIGHTS_FILE,
+        load_weights,
+        read_artifact_json,
+        read_manifest,
+        write_artifact,
+    )
 
     names = [name for name in read_manifest(tiny_model)["files"] if name != WEIGHTS_FILE]
     json_files = {name: read_artifact_json(tiny_model, name) for name in names}

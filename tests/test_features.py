@@ -8,8 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crpbot.data import Bars, load_bars
-from crpbot.features import FEATURE_NAMES, FEATURE_VERSION, WARMUP_BARS, compute_features, feature_manifest
+from crpbot.data.bars import Bars, load_bars
+from crpbot.data.features import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    WARMUP_BARS,
+    compute_features,
+    feature_manifest,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crpbot.errors import CrpbotError
-from crpbot.gate import (
+from crpbot.evaluation.gate import (
     GateDecision,
     GateThresholds,
     batch_decision,
@@ -14,7 +14,7 @@ from crpbot.gate import (
     coin_decision,
     selective_reading,
 )
-from crpbot.metrics import Predictions, TestSplitAccessError
+from crpbot.model.predictions import Predictions, TestSplitAccessError
 
 RECIPE = GateThresholds()
 

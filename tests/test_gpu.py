@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from crpbot.config import TrainConfig
-from crpbot.models import build_model
+from crpbot.model.network import build_model
 
 pytestmark = [
     pytest.mark.gpu,
@@ -61,8 +61,8 @@ def test_bf16_autocast_matches_fp32_forward_and_backward():
 
 
 def test_fit_trains_on_the_device_with_features_resident(sample_path):
-    from crpbot.dataset import load_prepared
-    from crpbot.training import fit
+    from crpbot.data.dataset import load_prepared
+    from crpbot.model.fit import fit
 
     config = TrainConfig(
         hidden_size=32,
@@ -105,7 +105,7 @@ def test_ray_train_gpu_run_gives_its_worker_one_gpu(request, tmp_path):
     request.getfixturevalue("ray_session")
     from ray.util.state import list_actors
 
-    from crpbot.trainer import train
+    from crpbot.model.trainer import train
 
     before = {actor.actor_id for actor in list_actors(limit=10_000)}
     config = TrainConfig(

@@ -8,8 +8,9 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
 from sklearn.metrics import log_loss as sk_log_loss
 
-from crpbot import metrics
 from crpbot.errors import CrpbotError
+from crpbot.evaluation import metrics
+from crpbot.model import predictions
 
 
 @pytest.fixture(params=[0, 1, 2])
@@ -90,9 +91,9 @@ def test_bad_inputs_raise_one_line_errors():
 
 
 def test_guard_refuses_test_split():
-    metrics.guard_selection("val", "x")
-    with pytest.raises(metrics.TestSplitAccessError, match="must not read the test split"):
-        metrics.guard_selection("test", "choosing things")
+    predictions.guard_selection("val", "x")
+    with pytest.raises(predictions.TestSplitAccessError, match="must not read the test split"):
+        predictions.guard_selection("test", "choosing things")
 
 
 def test_classification_metrics_keys():

@@ -7,7 +7,7 @@ import torch
 
 from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
-from crpbot.models import RecurrentClassifier, build_model, param_count
+from crpbot.model.network import RecurrentClassifier, build_model, param_count
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

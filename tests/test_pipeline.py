@@ -10,11 +10,16 @@ from pathlib import Path
 import pytest
 
 from crpbot.cli import main
-from crpbot.data import default_input
+from crpbot.data.bars import default_input
 from crpbot.errors import CrpbotError
-from crpbot.gate import DEFAULT_MAX_CALIBRATION_ERROR, DEFAULT_MIN_ACCURACY, DEFAULT_QUORUM, GateThresholds
-from crpbot.pipeline import run_pipeline
-from crpbot.registry import current_version, list_versions
+from crpbot.evaluation.gate import (
+    DEFAULT_MAX_CALIBRATION_ERROR,
+    DEFAULT_MIN_ACCURACY,
+    DEFAULT_QUORUM,
+    GateThresholds,
+)
+from crpbot.pipeline.run import run_pipeline
+from crpbot.registry.local import current_version, list_versions
 
 pytestmark = pytest.mark.ray
 
@@ -122,7 +127,7 @@ def test_a_run_that_fails_before_writing_leaves_no_run_dir(tmp_path, monkeypatch
     def no_cluster(address: str | None) -> None:
         raise CrpbotError(f"could not connect to Ray cluster at {address!r}")
 
-    monkeypatch.setattr("crpbot.pipeline.init_ray", no_cluster)
+    monkeypatch.setattr("crpbot.pipeline.run.init_ray", no_cluster)
     run_dir = tmp_path / "run"
     with pytest.raises(CrpbotError, match="could not connect"):
         run_pipeline(["BTC"], address="127.0.0.1:1", run_dir=run_dir, log=lambda _: None)

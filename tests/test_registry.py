@@ -13,10 +13,11 @@ import pytest
 import torch
 from registry_helpers import make_model_artifact, registry_snapshot
 
-from crpbot.artifact import WEIGHTS_FILE
 from crpbot.cli import main
 from crpbot.errors import CrpbotError
-from crpbot.registry import (
+from crpbot.model.inference import load_model
+from crpbot.registry.artifact import WEIGHTS_FILE
+from crpbot.registry.local import (
     POINTER_FILE,
     coin_dir,
     current_path,
@@ -26,7 +27,6 @@ from crpbot.registry import (
     rollback,
     show,
 )
-from crpbot.training import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ KILL_AT = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
 
     sys.addaudithook(die_at)
-    from crpbot.registry import promote
+    from crpbot.registry.local import promote
     promote(model, "BTC", root=root, version="v2")
 """)
 

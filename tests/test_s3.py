@@ -12,11 +12,12 @@ import pytest
 import torch
 from registry_helpers import make_model_artifact, registry_snapshot
 
-from crpbot.artifact import WEIGHTS_FILE
 from crpbot.cli import main
 from crpbot.errors import CrpbotError
-from crpbot.registry import current_path, current_version, list_versions, promote, pull, push
-from crpbot.training import load_model
+from crpbot.model.inference import load_model
+from crpbot.registry.artifact import WEIGHTS_FILE
+from crpbot.registry.local import current_path, current_version, list_versions, promote
+from crpbot.registry.transfer import pull, push
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from crpbot.config import load_config
-from crpbot.search import run_search
-from crpbot.search_space import load_search_space
+from crpbot.search.space import load_search_space
+from crpbot.search.tune import run_search
 
 pytestmark = pytest.mark.ray
 
@@ -69,8 +69,8 @@ def test_four_trial_search_writes_results_study_and_a_trainable_best_yaml(ray_se
 
     import torch
 
-    from crpbot.dataset import load_prepared
-    from crpbot.training import fit
+    from crpbot.data.dataset import load_prepared
+    from crpbot.model.fit import fit
 
     torch.set_num_threads(1)
     one_epoch = best.replace(max_epochs=1)

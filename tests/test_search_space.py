@@ -9,7 +9,7 @@ import yaml
 
 from crpbot.cli import main
 from crpbot.errors import CrpbotError
-from crpbot.search_space import load_search_space
+from crpbot.search.space import load_search_space
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_BASE = str(REPO / "tune_configs" / "smoke.yaml")
@@ -151,7 +151,7 @@ def test_bad_input_fails_before_ray_starts(tmp_path, monkeypatch, capsys):
     def ray_started(*args, **kwargs):
         pytest.fail("Ray started before the input was checked")
 
-    monkeypatch.setattr("crpbot.search.init_ray", ray_started)
+    monkeypatch.setattr("crpbot.search.tune.init_ray", ray_started)
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1 not a parquet file PAR1")
     argv = ["tune", "--coin", "BTC", "--config", str(write_space(tmp_path)), "--input", str(bad)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crpbot.errors import CrpbotError
-from crpbot.storage import join, ray_storage, validate_storage
+from crpbot.registry.storage import join, ray_storage, validate_storage
 
 
 @pytest.mark.parametrize(
@@ -57,15 +57,15 @@ def test_ray_storage_local_is_absolute_and_s3_drops_the_scheme(tmp_path, monkeyp
 
 def test_train_and_search_refuse_bad_storage_before_ray(tmp_path, monkeypatch) -> None:
     from crpbot.config import TrainConfig
-    from crpbot.search import run_search
-    from crpbot.search_space import load_search_space
-    from crpbot.trainer import train
+    from crpbot.model.trainer import train
+    from crpbot.search.space import load_search_space
+    from crpbot.search.tune import run_search
 
     def ray_started(*args, **kwargs):
         pytest.fail("Ray started before the storage was checked")
 
-    monkeypatch.setattr("crpbot.trainer.init_ray", ray_started)
-    monkeypatch.setattr("crpbot.search.init_ray", ray_started)
+    monkeypatch.setattr("crpbot.model.trainer.init_ray", ray_started)
+    monkeypatch.setattr("crpbot.search.tune.init_ray", ray_started)
     with pytest.raises(CrpbotError, match="no bucket"):
         train(TrainConfig(), "BTC", out_dir=tmp_path / "model", storage_path="s3://")
     space = load_search_space(Path(__file__).resolve().parents[1] / "tune_configs" / "smoke_search.yaml")

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from crpbot.artifact import load_weights, read_artifact_json, verify_artifact
 from crpbot.cli import main
 from crpbot.config import TrainConfig
-from crpbot.dataset import load_prepared
-from crpbot.training import fit, load_model
+from crpbot.data.dataset import load_prepared
+from crpbot.model.fit import fit
+from crpbot.model.inference import load_model
+from crpbot.registry.artifact import load_weights, read_artifact_json, verify_artifact
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tune_configs" / "smoke.yaml"
@@ -41,7 +42,7 @@ def test_two_workers_with_half_batches_match_one_process_with_full_batches(
     ray_session, sample_path, tmp_path
 ) -> None:
     """DDP averages the two half-batch gradients into the full-batch gradient: same parameters."""
-    from crpbot.trainer import train
+    from crpbot.model.trainer import train
 
     artifact = train(
         TINY.replace(batch_size=64),
@@ -83,7 +84,7 @@ def _kill_first_worker_after_a_checkpoint(run_dir: Path, killed: list[int], stop
 
 @pytest.mark.ray
 def test_a_killed_worker_is_restarted_and_training_resumes(ray_session, sample_path, tmp_path) -> None:
-    from crpbot.trainer import train
+    from crpbot.model.trainer import train
 
     config = TINY.replace(max_train_windows=None, batch_size=256, max_epochs=6, patience=50)
     killed: list[int] = []
@@ -183,13 +184,13 @@ def test_workers_map_the_prepared_arrays_read_only_without_warnings(ray_session,
     """What a Ray Train worker does with the object-store copy: no copy, no 'not writable' warning."""
     import warnings
 
-    from crpbot.training import _as_tensor
+    from crpbot.data.windows import as_tensor
 
     @ray_session.remote
     def wrap_in_a_worker(data) -> tuple[bool, int, int]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            tensor = _as_tensor(data.features, torch.device("cpu"))
+            tensor = as_tensor(data.features, torch.device("cpu"))
         shared = tensor.data_ptr() == data.features.ctypes.data
         return data.features.flags.writeable, len(caught), int(shared)
 

@@ -11,17 +11,12 @@ import pytest
 import torch
 
 from crpbot.config import TrainConfig
-from crpbot.dataset import PreparedData, Scaler, load_prepared
+from crpbot.data.dataset import PreparedData, load_prepared
+from crpbot.data.scaler import Scaler
+from crpbot.data.windows import gather_windows
 from crpbot.errors import CrpbotError
-from crpbot.training import (
-    epoch_shard,
-    fit,
-    load_model,
-    positive_weight,
-    predict_proba,
-    save_model_artifact,
-)
-from crpbot.windows import gather_windows
+from crpbot.model.fit import epoch_shard, fit, positive_weight
+from crpbot.model.inference import load_model, predict_proba, save_model_artifact
 
 TINY = TrainConfig(
     hidden_size=8,
@@ -134,7 +129,7 @@ def test_epoch_shards_are_disjoint_equal_and_fresh_each_epoch() -> None:
 
 def test_predict_proba_is_the_sigmoid_of_the_logits(data) -> None:
     result = fit(TINY.replace(max_epochs=1), data, log=_quiet)
-    from crpbot.models import build_model
+    from crpbot.model.network import build_model
 
     model = build_model(TINY, data.features.shape[1])
     model.load_state_dict(result.best_state)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from crpbot.data import load_bars
-from crpbot.dataset import PreparedData, prepare_data
-from crpbot.windows import gather_windows, window_view
+from crpbot.data.bars import load_bars
+from crpbot.data.dataset import PreparedData, prepare_data
+from crpbot.data.windows import gather_windows, window_view
 
 LOOKBACK = 32
 

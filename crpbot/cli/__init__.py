@@ -40,7 +40,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(prog="crpbot", description=crpbot.__doc__)
+    parser = OneLineErrorParser(prog="crpbot", description=crpbot.__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"crpbot {__version__}")
     # nested subparsers (crpbot registry push) default to their parent's class, so they get it too
     sub = parser.add_subparsers(

@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from crpbot.config import load_config
-    from crpbot.ensemble import train_ensemble
     from crpbot.errors import CrpbotError
+    from crpbot.model.ensemble import train_ensemble
 
     if args.seeds < 1:
         raise CrpbotError(f"invalid --seeds {args.seeds}: must be >= 1")

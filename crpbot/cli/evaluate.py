@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crpbot.evaluate import evaluate_model
+    from crpbot.evaluation.evaluate import evaluate_model
 
     thresholds = gate_thresholds(args)
     evaluate_model(

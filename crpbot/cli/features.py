@@ -40,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from crpbot.data import default_input, load_bars, normalize_coin
-    from crpbot.dataset import no_defined_rows_error
+    from crpbot.data.bars import default_input, load_bars, normalize_coin
+    from crpbot.data.dataset import no_defined_rows_error
+    from crpbot.data.features import FEATURE_NAMES, compute_features, feature_manifest
     from crpbot.errors import CrpbotError
-    from crpbot.features import FEATURE_NAMES, compute_features, feature_manifest
 
     coin = normalize_coin(args.coin)
     source = args.input if args.input is not None else default_input(coin)

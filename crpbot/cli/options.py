@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.gate import DEFAULT_MAX_CALIBRATION_ERROR, DEFAULT_MIN_ACCURACY, DEFAULT_QUORUM, GateThresholds
+from crpbot.evaluation.gate import (
+    DEFAULT_MAX_CALIBRATION_ERROR,
+    DEFAULT_MIN_ACCURACY,
+    DEFAULT_QUORUM,
+    GateThresholds,
+)
 
 
 def add_address(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from crpbot.cli.options import add_address, add_gate_and_costs, gate_thresholds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from crpbot.pipeline import BUDGETS
+    from crpbot.pipeline.run import BUDGETS
 
     parser.add_argument("--coins", default="BTC,ETH,SOL", help="comma-separated coins (default BTC,ETH,SOL)")
     parser.add_argument(
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crpbot.pipeline import run_pipeline
+    from crpbot.pipeline.run import run_pipeline
 
     thresholds = gate_thresholds(args)
     coins = [coin.strip() for coin in args.coins.split(",") if coin.strip()]

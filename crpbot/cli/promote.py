@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crpbot.registry import promote, push
+    from crpbot.registry.local import promote
+    from crpbot.registry.transfer import push
 
     promoted = promote(args.model, args.coin, root=args.registry, version=args.version)
     state = "promoted" if promoted.new else "already promoted, now current:"

@@ -54,32 +54,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crpbot import registry
+    from crpbot.registry import local, transfer
 
     if args.action == "list":
-        rows = registry.list_versions(
+        rows = local.list_versions(
             args.registry, coin=args.coin, log=lambda line: print(line, file=sys.stderr)
         )
         if not rows:
-            print(f"no promoted models in {args.registry / registry.PROMOTED_DIR}")
+            print(f"no promoted models in {args.registry / local.PROMOTED_DIR}")
         for row in rows:
             print(
                 f"{'*' if row.current else ' '} {row.coin:8} {row.version:32} {row.kind:8} "
                 f"digest {row.digest[:12]}  built {row.created_at}"
             )
     elif args.action == "show":
-        print(json.dumps(registry.show(args.coin, args.version, root=args.registry), indent=2))
+        print(json.dumps(local.show(args.coin, args.version, root=args.registry), indent=2))
     elif args.action == "rollback":
-        restored = registry.rollback(args.coin, args.version, root=args.registry)
+        restored = local.rollback(args.coin, args.version, root=args.registry)
         print(f"{restored.coin} current -> {restored.version}")
     elif args.action == "push":
-        for pushed in registry.push(
+        for pushed in transfer.push(
             args.registry, args.bucket, coin=args.coin, prefix=args.prefix, endpoint_url=args.endpoint_url
         ):
             where = "uploaded to" if pushed.uploaded else "already at"
             print(f"{pushed.coin} {pushed.version} {where} {pushed.url}")
     else:
-        for pulled in registry.pull(
+        for pulled in transfer.pull(
             args.registry,
             args.bucket,
             coin=args.coin,

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from crpbot.config import load_config
-    from crpbot.trainer import train
+    from crpbot.model.trainer import train
 
     config = load_config(args.config)
     overrides = {

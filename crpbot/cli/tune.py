@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crpbot.search import run_search
-    from crpbot.search_space import load_search_space
+    from crpbot.search.space import load_search_space
+    from crpbot.search.tune import run_search
 
     space = load_search_space(args.config)
     run_search(

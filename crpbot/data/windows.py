@@ -3,11 +3,15 @@
 ``window_view`` exposes every window without copying (for scoring all windows in
 order); a training batch is one ``index_select`` of its rows: no per-sample Python,
 no materialised tensor of all windows. Which end rows are valid (inside one split and one
-gap-free segment) is decided once by ``PreparedData.window_ends``.
+gap-free segment) is decided once by ``PreparedData.window_ends``. ``as_tensor`` puts the
+feature array on a device without a copy on the CPU.
 """
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import torch
 
 
@@ -43,3 +47,15 @@ def gather_windows(features: torch.Tensor, ends: torch.Tensor, lookback: int) ->
     offsets = torch.arange(1 - lookback, 1, device=features.device)
     rows = (ends[:, None] + offsets).reshape(-1)
     return features.index_select(0, rows).view(len(ends), lookback, n_features)
+
+
+def as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A tensor over ``array`` without copying on the CPU.
+
+    Arrays from the Ray object store are read-only; torch warns because it cannot mark the
+    tensor read-only. Nothing here writes to features or labels, so the warning is silenced.
+    """
+    array = np.asarray(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array).to(device)

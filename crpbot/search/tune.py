@@ -1,6 +1,6 @@
 """The fallback hyperparameter search: Ray Tune trials, Optuna's TPE, ASHA early stopping.
 
-Each trial runs :func:`crpbot.training.fit` directly inside a Tune function trial on one CPU
+Each trial runs :func:`crpbot.model.fit.fit` directly inside a Tune function trial on one CPU
 (or one GPU): a Ray Train worker group per trial costs ~20 s of start-up and, with two
 concurrent trials on two CPUs, deadlocked (field notes). Searches parallelise across trials,
 as many at once as the cluster has CPUs (GPUs).
@@ -17,7 +17,6 @@ a trial is the one its ``best.yaml`` row shows.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,25 +25,13 @@ from typing import Any
 
 import pandas as pd
 
-from crpbot.config import TrainConfig, save_config
-from crpbot.data import normalize_coin
+from crpbot.config import TrainConfig
+from crpbot.data.bars import normalize_coin
 from crpbot.errors import CrpbotError
+from crpbot.model.trainer import STATE_FILE
 from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
-from crpbot.search_space import SearchSpace
-from crpbot.trainer import STATE_FILE
-
-METRIC = "best_val_loss"
-RESULT_COLUMNS = (
-    "best_val_loss",
-    "val_acc",
-    "best_epoch",
-    "epochs_run",
-    "status",
-    "trial_seconds",
-    "train_seconds",
-    "setup_seconds",
-    "overhead_seconds",
-)
+from crpbot.search.results import METRIC, format_table, load_study, results_table, write_outputs
+from crpbot.search.space import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -88,8 +75,8 @@ def run_search(
     """
     from ray import tune
 
-    from crpbot.dataset import load_prepared
-    from crpbot.storage import is_remote, ray_storage, validate_storage
+    from crpbot.data.dataset import load_prepared
+    from crpbot.registry.storage import is_remote, ray_storage, validate_storage
 
     coin = normalize_coin(coin)
     validate_storage(storage)
@@ -145,7 +132,7 @@ def run_search(
     grid = tuner.fit()
     wall = time.perf_counter() - started
 
-    table = _results_table(grid, space)
+    table = results_table(grid, space)
     finished = grid.num_terminated + grid.num_errors
     expected = len(grid) if resume else max(len(grid), space.budget.num_samples)
     if finished < expected:
@@ -171,9 +158,9 @@ def run_search(
     )
 
     out = Path(output_dir) if output_dir is not None else (local_experiment or Path("runs").resolve() / name)
-    results_csv, best_yaml = _write_outputs(out, table, best_config, experiment_path, filesystem)
-    study = None if exhaustive else _load_study(experiment_path, filesystem)
-    log(_format_table(table))
+    results_csv, best_yaml = write_outputs(out, table, best_config, experiment_path, filesystem)
+    study = None if exhaustive else load_study(experiment_path, filesystem)
+    log(format_table(table))
     log(
         f"{len(table)} trials in {wall:.1f} s; median overhead beyond training "
         f"{table['overhead_seconds'].median():.2f} s per trial"
@@ -283,8 +270,8 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool) -
     import torch
     from ray import tune
 
-    from crpbot.artifact import load_torch_file
-    from crpbot.training import fit
+    from crpbot.model.fit import fit
+    from crpbot.registry.artifact import load_torch_file
 
     quiet_worker_logs()
 
@@ -322,90 +309,3 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool) -
 
 def _quiet(_: str) -> None:
     """Trial log sink: Tune's progress table already shows every epoch."""
-
-
-def _results_table(grid, space: SearchSpace) -> pd.DataFrame:
-    """One row per trial: parameters, best val loss and acc, epochs, why it ended, timings."""
-    rows = []
-    for result in grid:
-        metrics = result.metrics or {}
-        params = {key: (result.config or {}).get(key) for key in space.keys()}
-        epochs = int(metrics.get("epoch", 0))
-        if result.error is not None:
-            status = "error"
-        elif epochs >= space.budget.max_epochs:
-            status = "complete"
-        elif metrics.get("patience_stop"):
-            status = "early-stopped (patience)"
-        else:
-            status = "stopped (ASHA)"
-        trial_seconds = float(metrics.get("trial_seconds", math.nan))
-        train_seconds = float(metrics.get("train_seconds", math.nan))
-        rows.append(
-            {
-                "trial_id": metrics.get("trial_id", Path(result.path).name),
-                **params,
-                "best_val_loss": metrics.get(METRIC, math.nan),
-                "val_acc": metrics.get("best_val_acc", math.nan),
-                "best_epoch": metrics.get("best_epoch"),
-                "epochs_run": epochs,
-                "status": status,
-                "trial_seconds": trial_seconds,
-                "train_seconds": train_seconds,
-                "setup_seconds": float(metrics.get("setup_seconds", math.nan)),
-                "overhead_seconds": trial_seconds - train_seconds,
-            }
-        )
-    table = pd.DataFrame(rows, columns=["trial_id", *space.keys(), *RESULT_COLUMNS])
-    return table.sort_values("best_val_loss", na_position="last").reset_index(drop=True)
-
-
-def _format_table(table: pd.DataFrame) -> str:
-    shown = table.drop(columns=["trial_seconds", "train_seconds", "setup_seconds"])
-    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
-
-
-def _write_outputs(
-    out: Path, table: pd.DataFrame, best_config: TrainConfig, experiment_path: str, filesystem
-) -> tuple[Path, Path]:
-    """Write results.csv and best.yaml atomically (temp file, then rename); copy them to remote storage."""
-    out.mkdir(parents=True, exist_ok=True)
-    results_csv, best_yaml = out / "results.csv", out / "best.yaml"
-    tmp_csv, tmp_yaml = out / ".results.csv.tmp", out / ".best.yaml.tmp"
-    table.to_csv(tmp_csv, index=False)
-    save_config(
-        best_config,
-        tmp_yaml,
-        header=(
-            f"Best trial {best_config.notes['trial_id']} of search {best_config.notes['search']} "
-            f"(val loss {best_config.notes['best_val_loss']:.4f}).\n"
-            f"Run: crpbot train --coin {best_config.notes['coin'].split('-')[0]} --config {best_yaml}"
-        ),
-    )
-    os.replace(tmp_csv, results_csv)
-    os.replace(tmp_yaml, best_yaml)
-    if filesystem is not None:
-        for path in (results_csv, best_yaml):
-            with filesystem.open_output_stream(f"{experiment_path}/{path.name}") as stream:
-                stream.write(path.read_bytes())
-    return results_csv, best_yaml
-
-
-def _load_study(experiment_path: str, filesystem):
-    """The Optuna study of an experiment, read back from the searcher state Tune saved."""
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    searcher = ConcurrencyLimiter(OptunaSearch(), max_concurrent=1)
-    if filesystem is None:
-        searcher.restore_from_dir(experiment_path)
-    else:
-        import pyarrow.fs
-
-        with tempfile.TemporaryDirectory() as local:
-            for info in filesystem.get_file_info(pyarrow.fs.FileSelector(experiment_path)):
-                if info.base_name.startswith("searcher-state-"):
-                    with filesystem.open_input_stream(info.path) as stream:
-                        (Path(local) / info.base_name).write_bytes(stream.read())
-            searcher.restore_from_dir(local)
-    return searcher.searcher._ot_study  # OptunaSearch keeps its study here; there is no public getter

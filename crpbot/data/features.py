@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from crpbot.data import Bars, timestamps_ns
+from crpbot.data.bars import Bars, timestamps_ns
 
 FEATURE_VERSION = "1"
 # Longest window (sma 120) plus room for the recursive averages (EMA 26 + 9, Wilder 14)

@@ -1,4 +1,4 @@
-"""The model registry: immutable promoted versions per coin, an atomic ``current`` pointer, an S3 mirror.
+"""The local model registry: immutable promoted versions per coin and an atomic ``current`` pointer.
 
 Layout (local and, under ``<prefix>/``, on S3)::
 
@@ -9,7 +9,7 @@ Why this shape: a version directory appears only by ``os.rename`` of a complete,
 copy, and ``current.json`` changes only by ``os.replace``; a crash at any instant therefore
 leaves the previous ``current`` naming a complete version. On S3 a version's ``manifest.json``
 is its commit marker (written last, conditionally) and the coin's ``current.json`` is written
-after the version it names is complete and read back.
+after the version it names is complete and read back (``crpbot.registry.transfer``).
 """
 
 from __future__ import annotations
@@ -28,25 +28,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from crpbot.artifact import (
-    MANIFEST_FILE,
-    check_bytes,
+from crpbot.data.bars import COINS, normalize_coin
+from crpbot.errors import CrpbotError
+from crpbot.registry.artifact import (
     content_digest,
     fsync_dir,
     make_dirs,
-    parse_manifest,
     read_artifact_json,
     read_manifest,
     verify_artifact,
     write_json_atomic,
 )
-from crpbot.data import COINS, normalize_coin
-from crpbot.errors import CrpbotError
 
 DEFAULT_ROOT = "models"
 PROMOTED_DIR = "promoted"
 POINTER_FILE = "current.json"
-DEFAULT_PREFIX = "crpbot"
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _LOCK_FILE = ".lock"
 _TEMP_PREFIX = ".tmp-"
@@ -77,16 +73,6 @@ class VersionInfo:
     current: bool
 
 
-@dataclass(frozen=True)
-class PushedVersion:
-    """One version on S3 after a push; ``uploaded`` is False when it was already there, identical."""
-
-    coin: str
-    version: str
-    url: str
-    uploaded: bool
-
-
 def promote(
     model_dir: str | Path, coin: str, *, root: str | Path = DEFAULT_ROOT, version: str | None = None
 ) -> PromotedVersion:
@@ -101,9 +87,9 @@ def promote(
     _check_artifact_coin(model_dir, manifest, coin)
     digest = content_digest(manifest)
     if version is not None:
-        _check_version_name(version)
+        check_version_name(version)
     directory = coin_dir(root, coin)
-    with _coin_lock(directory):
+    with coin_lock(directory):
         existing = _find_digest(directory, digest)
         if existing is not None and version not in (None, existing):
             raise CrpbotError(
@@ -117,8 +103,8 @@ def promote(
                     f"{coin} version {name} already exists with different content "
                     "(promoted versions are immutable)"
                 )
-            _install(directory, name, digest, lambda tmp: shutil.copytree(model_dir, tmp))
-        _write_pointer(directory, name, digest)
+            install(directory, name, digest, lambda tmp: shutil.copytree(model_dir, tmp))
+        write_pointer(directory, name, digest)
     return PromotedVersion(coin, name, directory / name, digest, new)
 
 
@@ -128,14 +114,14 @@ def rollback(coin: str, version: str, *, root: str | Path = DEFAULT_ROOT) -> Pro
     directory = coin_dir(root, coin)
     path = _version_path(directory, coin, version)
     digest = content_digest(verify_artifact(path))
-    with _coin_lock(directory):
-        _write_pointer(directory, version, digest)
+    with coin_lock(directory):
+        write_pointer(directory, version, digest)
     return PromotedVersion(coin, version, path, digest, False)
 
 
 def current_version(coin: str, *, root: str | Path = DEFAULT_ROOT) -> str | None:
     """The version ``current`` names, or None before the first promotion."""
-    pointer = _read_pointer(coin_dir(root, normalize_coin(coin)))
+    pointer = read_pointer(coin_dir(root, normalize_coin(coin)))
     return None if pointer is None else pointer["version"]
 
 
@@ -158,13 +144,13 @@ def list_versions(
     """
     rows = []
     skipped = []
-    for name in [normalize_coin(coin)] if coin else _local_coins(root):
+    for name in [normalize_coin(coin)] if coin else local_coins(root):
         if name not in COINS:
             skipped.append(f"{coin_dir(root, name)} (not a coin)")
             continue
         directory = coin_dir(root, name)
         current = current_version(name, root=root) if directory.is_dir() else None
-        for version in _version_names(directory):
+        for version in version_names(directory):
             try:
                 rows.append(_version_info(name, directory / version, version == current))
             except CrpbotError as exc:
@@ -220,174 +206,11 @@ def show(coin: str, version: str | None = None, *, root: str | Path = DEFAULT_RO
     }
 
 
-def push(
-    root: str | Path,
-    bucket: str,
-    *,
-    coin: str | None = None,
-    prefix: str = DEFAULT_PREFIX,
-    endpoint_url: str | None = None,
-) -> list[PushedVersion]:
-    """Upload every local version (of one coin or all) and then each coin's ``current`` pointer.
-
-    Each object is written only if absent (If-None-Match) and read back against the manifest,
-    so concurrent pushes of different versions cannot clobber each other's bytes.
-    """
-    from crpbot import s3
-
-    prefix = _check_prefix(prefix)
-    coins = [normalize_coin(coin)] if coin else _local_coins(root)
-    if not coins:
-        raise CrpbotError(f"nothing to push: no promoted models in {Path(root) / PROMOTED_DIR}")
-    client = s3.make_client(endpoint_url)
-    s3.check_bucket(client, bucket)
-    pushed = []
-    for name in coins:
-        directory = coin_dir(root, name)
-        versions = _version_names(directory)
-        if not versions:
-            raise CrpbotError(f"nothing to push: no promoted {name} model in {Path(root) / PROMOTED_DIR}")
-        for version in versions:
-            pushed.append(_push_version(client, bucket, prefix, name, directory / version))
-        pointer = _read_pointer(directory)
-        if pointer is not None:
-            body = json.dumps(_pointer_record(pointer["version"], pointer["digest"]), indent=2).encode()
-            s3.put_bytes(client, bucket, f"{prefix}/{name}/{POINTER_FILE}", body)
-    return pushed
-
-
-def pull(
-    root: str | Path,
-    bucket: str,
-    *,
-    coin: str | None = None,
-    version: str | None = None,
-    prefix: str = DEFAULT_PREFIX,
-    endpoint_url: str | None = None,
-) -> list[PromotedVersion]:
-    """Download a version (default: each coin's remote ``current``) into the local registry.
-
-    Files land in a temporary directory, are checked against the manifest (and the pointer's
-    digest), and only then renamed into place; pulling the remote current also moves the
-    local pointer. Any mismatch raises and leaves the local registry as it was.
-    """
-    from crpbot import s3
-
-    prefix = _check_prefix(prefix)
-    if version is not None and coin is None:
-        raise CrpbotError("pulling a named version needs a coin")
-    client = s3.make_client(endpoint_url)
-    s3.check_bucket(client, bucket)
-    remote_coins = [coin] if coin else s3.list_subprefixes(client, bucket, prefix)
-    coins = [normalize_coin(name) for name in remote_coins]
-    if not coins:
-        raise CrpbotError(f"nothing to pull: no models under s3://{bucket}/{prefix}/")
-    pulled = []
-    for name in coins:
-        expected_digest = None
-        wanted = version
-        if wanted is None:
-            pointer_url = f"s3://{bucket}/{prefix}/{name}/{POINTER_FILE}"
-            raw = s3.get_bytes(client, bucket, f"{prefix}/{name}/{POINTER_FILE}")
-            if raw is None:
-                raise CrpbotError(f"{pointer_url} is missing: no current {name} model on S3")
-            pointer = _parse_pointer(raw, pointer_url)
-            wanted, expected_digest = pointer["version"], pointer["digest"]
-        pulled.append(
-            _pull_version(
-                client,
-                bucket,
-                prefix,
-                Path(root),
-                name,
-                wanted,
-                expected_digest,
-                move_current=version is None,
-            )
-        )
-    return pulled
-
-
 def coin_dir(root: str | Path, coin: str) -> Path:
     return Path(root) / PROMOTED_DIR / coin
 
 
-def _push_version(client: Any, bucket: str, prefix: str, coin: str, path: Path) -> PushedVersion:
-    from crpbot import s3
-
-    manifest = verify_artifact(path)
-    digest = content_digest(manifest)
-    base = f"{prefix}/{coin}/{path.name}"
-    url = f"s3://{bucket}/{base}"
-    remote = s3.get_bytes(client, bucket, f"{base}/{MANIFEST_FILE}")
-    if remote is not None:
-        _check_same_content(parse_manifest(remote, url), digest, url)
-        return PushedVersion(coin, path.name, url, uploaded=False)
-    for name, entry in sorted(manifest["files"].items()):
-        data = (path / name).read_bytes()
-        check_bytes(data, entry, f"local {path / name}")
-        s3.put_bytes(client, bucket, f"{base}/{name}", data, if_absent=True)
-        back = s3.get_bytes(client, bucket, f"{base}/{name}")
-        check_bytes(back or b"", entry, f"{url}/{name} read back after upload", " (another push writing it?)")
-    manifest_bytes = (path / MANIFEST_FILE).read_bytes()
-    if not s3.put_bytes(client, bucket, f"{base}/{MANIFEST_FILE}", manifest_bytes, if_absent=True):
-        remote = s3.get_bytes(client, bucket, f"{base}/{MANIFEST_FILE}") or b""
-        _check_same_content(parse_manifest(remote, url), digest, url)
-    return PushedVersion(coin, path.name, url, uploaded=True)
-
-
-def _pull_version(
-    client: Any,
-    bucket: str,
-    prefix: str,
-    root: Path,
-    coin: str,
-    version: str,
-    expected_digest: str | None,
-    *,
-    move_current: bool,
-) -> PromotedVersion:
-    from crpbot import s3
-
-    _check_version_name(version)
-    base = f"{prefix}/{coin}/{version}"
-    url = f"s3://{bucket}/{base}"
-    manifest_bytes = s3.get_bytes(client, bucket, f"{base}/{MANIFEST_FILE}")
-    if manifest_bytes is None:
-        raise CrpbotError(f"{url}/{MANIFEST_FILE} is missing: no such version, or its push did not finish")
-    manifest = parse_manifest(manifest_bytes, url)
-    digest = content_digest(manifest)
-    if expected_digest is not None and digest != expected_digest:
-        raise CrpbotError(
-            f"{url}: manifest digest {digest[:12]} differs from the remote pointer's "
-            f"{expected_digest[:12]} (tampered manifest?)"
-        )
-
-    def download(tmp: Path) -> None:
-        tmp.mkdir()
-        (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
-        for name, entry in sorted(manifest["files"].items()):
-            size, sha256 = s3.download_hashed(client, bucket, f"{base}/{name}", tmp / name)
-            if size != entry["size"]:
-                raise CrpbotError(f"{url}/{name}: {size} bytes, manifest says {entry['size']} (truncated?)")
-            if sha256 != entry["sha256"]:
-                raise CrpbotError(f"{url}/{name}: sha256 does not match its manifest (tampered?)")
-
-    directory = coin_dir(root, coin)
-    with _coin_lock(directory):
-        target = directory / version
-        new = not target.exists()
-        if new:
-            _install(directory, version, digest, download)
-        else:
-            _check_same_content(read_manifest(target), digest, f"local {coin} version {version}")
-            verify_artifact(target)
-        if move_current:
-            _write_pointer(directory, version, digest)
-    return PromotedVersion(coin, version, target, digest, new)
-
-
-def _install(directory: Path, version: str, digest: str, fill: Any) -> None:
+def install(directory: Path, version: str, digest: str, fill: Any) -> None:
     """Fill a temp dir beside the version, verify it, freeze it, rename it into place."""
     tmp = directory / f"{_TEMP_PREFIX}{version}-{uuid.uuid4().hex[:12]}"
     try:
@@ -404,7 +227,7 @@ def _install(directory: Path, version: str, digest: str, fill: Any) -> None:
 
 
 @contextlib.contextmanager
-def _coin_lock(directory: Path) -> Iterator[None]:
+def coin_lock(directory: Path) -> Iterator[None]:
     """Serialise writers of one coin (promote, pull, rollback) and clear temp dirs of crashed ones."""
     make_dirs(directory)
     with open(directory / _LOCK_FILE, "a") as handle:
@@ -420,11 +243,11 @@ def _coin_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _write_pointer(directory: Path, version: str, digest: str) -> None:
-    write_json_atomic(directory / POINTER_FILE, _pointer_record(version, digest))
+def write_pointer(directory: Path, version: str, digest: str) -> None:
+    write_json_atomic(directory / POINTER_FILE, pointer_record(version, digest))
 
 
-def _pointer_record(version: str, digest: str) -> dict[str, str]:
+def pointer_record(version: str, digest: str) -> dict[str, str]:
     return {
         "version": version,
         "digest": digest,
@@ -432,17 +255,17 @@ def _pointer_record(version: str, digest: str) -> dict[str, str]:
     }
 
 
-def _read_pointer(directory: Path) -> dict[str, str] | None:
+def read_pointer(directory: Path) -> dict[str, str] | None:
     path = directory / POINTER_FILE
     if not path.is_file():
         return None
-    pointer = _parse_pointer(path.read_bytes(), str(path))
+    pointer = parse_pointer(path.read_bytes(), str(path))
     if not (directory / pointer["version"]).is_dir():
         raise CrpbotError(f"{path} names version {pointer['version']}, which is not in the registry")
     return pointer
 
 
-def _parse_pointer(raw: bytes, where: str) -> dict[str, str]:
+def parse_pointer(raw: bytes, where: str) -> dict[str, str]:
     try:
         pointer = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -453,11 +276,11 @@ def _parse_pointer(raw: bytes, where: str) -> dict[str, str]:
         and isinstance(pointer.get("digest"), str)
     ):
         raise CrpbotError(f"{where} lacks a version and digest")
-    _check_version_name(pointer["version"])
+    check_version_name(pointer["version"])
     return pointer
 
 
-def _check_same_content(manifest: dict, digest: str, where: str) -> None:
+def check_same_content(manifest: dict, digest: str, where: str) -> None:
     if content_digest(manifest) != digest:
         raise CrpbotError(f"{where} already holds different content (versions are immutable)")
 
@@ -475,28 +298,28 @@ def _check_artifact_coin(model_dir: Path, manifest: dict, coin: str) -> None:
 
 
 def _find_digest(directory: Path, digest: str) -> str | None:
-    for version in _version_names(directory):
+    for version in version_names(directory):
         if content_digest(read_manifest(directory / version)) == digest:
             return version
     return None
 
 
 def _version_path(directory: Path, coin: str, version: str) -> Path:
-    _check_version_name(version)
+    check_version_name(version)
     path = directory / version
     if not path.is_dir():
-        known = ", ".join(_version_names(directory)) or "none"
+        known = ", ".join(version_names(directory)) or "none"
         raise CrpbotError(f"unknown {coin} version {version!r} (promoted: {known})")
     return path
 
 
-def _version_names(directory: Path) -> list[str]:
+def version_names(directory: Path) -> list[str]:
     if not directory.is_dir():
         return []
     return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _local_coins(root: str | Path) -> list[str]:
+def local_coins(root: str | Path) -> list[str]:
     promoted = Path(root) / PROMOTED_DIR
     if not promoted.is_dir():
         return []
@@ -507,16 +330,9 @@ def _auto_version_name(digest: str) -> str:
     return f"v{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{digest[:8]}"
 
 
-def _check_version_name(version: str) -> None:
+def check_version_name(version: str) -> None:
     if not isinstance(version, str) or not _VERSION_NAME.fullmatch(version) or version == POINTER_FILE:
         raise CrpbotError(f"invalid version name {version!r}: use letters, digits, '.', '_' or '-'")
-
-
-def _check_prefix(prefix: str) -> str:
-    cleaned = prefix.strip("/")
-    if not cleaned or any(part in ("", ".", "..") for part in cleaned.split("/")):
-        raise CrpbotError(f"invalid S3 prefix {prefix!r}")
-    return cleaned
 
 
 def _make_files_read_only(root: Path) -> None:

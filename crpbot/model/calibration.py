@@ -12,7 +12,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from crpbot.errors import CrpbotError
-from crpbot.metrics import Predictions, guard_selection
+from crpbot.model.predictions import Predictions, guard_selection
 
 # Temperatures outside this range mean the scores carry no usable signal; clamp, do not explode.
 MIN_TEMPERATURE = 0.05

@@ -24,7 +24,7 @@ from crpbot.errors import CrpbotError
 COINS: tuple[str, ...] = ("BTC-USD", "ETH-USD", "SOL-USD")
 COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 MINUTE_NS = 60 * 1_000_000_000
 GAPS_SHOWN = 5  # a file with hundreds of gaps prints these and a total, not a line per gap
 

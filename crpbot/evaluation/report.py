@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from crpbot.metrics import reliability_bins
+from crpbot.evaluation.metrics import reliability_bins
 
 PLOTS = {
     "reliability": "reliability.png",

@@ -1,6 +1,6 @@
-"""The one training loop, plus inference and the model artifact.
+"""The one training loop.
 
-Every way of training runs :func:`fit`: the Ray Train worker (``crpbot.trainer``), a search
+Every way of training runs :func:`fit`: the Ray Train worker (``crpbot.model.trainer``), a search
 trial, an ensemble member. Only the ``reporter`` differs -- it is called once per epoch with
 the epoch's metrics and a self-describing checkpoint dict, and decides where they go
 (``ray.train.report``, ``ray.tune.report``, nowhere).
@@ -11,19 +11,17 @@ No Dataset, no DataLoader, no per-sample Python.
 
 The loss weights positives by ``w = negatives / positives`` of the training labels
 (:func:`positive_weight`). Under that loss the optimal logit is ``logit(P(up)) + log(w)``,
-so every probability leaves :func:`predict_proba` prior-corrected: ``sigmoid(logit - log(w))``,
-with ``log(w)`` stored in the artifact as ``logit_offset``. Temperature scaling has no
-intercept and could not remove this shift.
+so every probability leaves ``crpbot.model.inference.predict_proba`` prior-corrected:
+``sigmoid(logit - log(w))``, with ``log(w)`` stored in the artifact as ``logit_offset``.
+Temperature scaling has no intercept and could not remove this shift.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,9 +29,9 @@ import torch
 from torch import nn
 
 from crpbot.config import TrainConfig
+from crpbot.data.windows import as_tensor, gather_windows
 from crpbot.errors import CrpbotError
-from crpbot.models import RecurrentClassifier, build_model, param_count
-from crpbot.windows import gather_windows
+from crpbot.model.network import build_model, param_count
 
 Reporter = Callable[[dict[str, float], dict[str, Any]], None]
 EVAL_BATCH = 2048
@@ -99,8 +97,8 @@ def fit(
         torch.backends.cudnn.benchmark = True
     say = log if rank == 0 else _silent
 
-    features = _as_tensor(data.features, device)
-    labels = _as_tensor(data.labels, device)
+    features = as_tensor(data.features, device)
+    labels = as_tensor(data.labels, device)
     train_ends = np.asarray(data.window_ends("train", config.lookback), dtype=np.int64)
     val_ends = torch.from_numpy(np.asarray(data.window_ends("val", config.lookback), dtype=np.int64))
     per_epoch = min(len(train_ends), config.max_train_windows or len(train_ends))
@@ -303,120 +301,9 @@ def _make_optimizer(config: TrainConfig, net: nn.Module) -> torch.optim.Optimize
     return kind(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A tensor over ``array`` without copying on the CPU.
-
-    Arrays from the Ray object store are read-only; torch warns because it cannot mark the
-    tensor read-only. Nothing here writes to features or labels, so the warning is silenced.
-    """
-    array = np.asarray(array)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array).to(device)
-
-
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
 
 def _silent(_: str) -> None:
     """Log sink for ranks other than 0."""
-
-
-@torch.inference_mode()
-def predict_proba(
-    model: nn.Module,
-    data: Any,
-    split: str,
-    lookback: int,
-    batch_size: int = EVAL_BATCH,
-    device: str | torch.device = "cpu",
-    logit_offset: float = 0.0,
-    labelled: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Window end rows of ``split`` and P(close[t+h] > close[t]) for each: ``sigmoid(logits - logit_offset)``.
-
-    Pass the artifact's ``logit_offset`` (``log(pos_weight)``) to undo the shift the weighted
-    loss puts on the logits; 0.0 returns the plain sigmoid. ``labelled=False`` also scores
-    windows whose outcome is a tie (see ``PreparedData.window_ends``).
-    """
-    device = torch.device(device)
-    ends = np.asarray(data.window_ends(split, lookback, labelled=labelled), dtype=np.int64)
-    features = _as_tensor(data.features, device)
-    ends_on_device = torch.from_numpy(ends).to(device)
-    model.to(device).eval()
-    probs = [
-        torch.sigmoid(
-            model(gather_windows(features, ends_on_device[start : start + batch_size], lookback)).float()
-            - logit_offset
-        ).cpu()
-        for start in range(0, len(ends), batch_size)
-    ]
-    return ends, (torch.cat(probs).numpy() if probs else np.empty(0, dtype=np.float32))
-
-
-def save_model_artifact(
-    out_dir: str | Path,
-    *,
-    model_state: dict[str, torch.Tensor],
-    config: TrainConfig,
-    data: Any,
-    history: list[dict[str, float]],
-    best_epoch: int,
-    input_path: str | Path,
-    overwrite: bool = False,
-) -> Path:
-    """Write a model artifact directory (weights, config, scaler, feature manifest, history).
-
-    config.json records the loss's ``pos_weight`` and ``logit_offset = log(pos_weight)``, which
-    every reader must subtract from the logits (``predict_proba(..., logit_offset=...)``).
-    """
-    from crpbot.artifact import write_artifact
-    from crpbot.features import feature_manifest
-
-    pos_weight = positive_weight(data, config.lookback)
-    config_json = {
-        "kind": "model",
-        "coin": data.coin,
-        "train_config": config.to_dict(),
-        "input_size": int(data.features.shape[1]),
-        "feature_names": list(data.feature_names),
-        "split_times": {
-            split: [int(bound) for bound in bounds] for split, bounds in data.split_times().items()
-        },
-        "input_path": str(input_path),
-        "best_epoch": int(best_epoch),
-        "pos_weight": float(pos_weight),
-        "logit_offset": math.log(pos_weight),
-        "param_count": sum(int(tensor.numel()) for tensor in model_state.values()),
-    }
-    return write_artifact(
-        out_dir,
-        json_files={
-            "config.json": config_json,
-            "scaler.json": data.scaler.to_dict(),
-            "features.json": feature_manifest(),
-            "history.json": history,
-        },
-        tensors=model_state,
-        data_fingerprint=data.fingerprint,
-        overwrite=overwrite,
-    )
-
-
-def load_model(artifact_dir: str | Path) -> tuple[RecurrentClassifier, dict[str, Any]]:
-    """The verified model of an artifact directory (eval mode, CPU) and its config.json."""
-    from crpbot.artifact import load_weights, read_artifact_json
-
-    config_json = read_artifact_json(artifact_dir, "config.json")
-    if not isinstance(config_json, dict) or config_json.get("kind") != "model":
-        raise CrpbotError(f"artifact {artifact_dir}: config.json does not describe a single model")
-    config = TrainConfig.from_dict(config_json.get("train_config"), source=f"{artifact_dir}/config.json")
-    model = build_model(config, int(config_json["input_size"]))
-    try:
-        model.load_state_dict(load_weights(artifact_dir))
-    except RuntimeError as exc:
-        raise CrpbotError(
-            f"artifact {artifact_dir}: weights do not fit the architecture in config.json"
-        ) from exc
-    return model.eval(), config_json

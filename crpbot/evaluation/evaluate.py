@@ -25,19 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from crpbot.artifact import check_output_location, make_dirs, read_artifact_json, read_manifest
-from crpbot.backtest import BacktestResult, run_backtest
-from crpbot.baselines import baseline_accuracies
-from crpbot.ensemble import Predictor, load_predictor
 from crpbot.errors import CrpbotError
-from crpbot.gate import (
+from crpbot.evaluation.backtest import BacktestResult, run_backtest
+from crpbot.evaluation.baselines import baseline_accuracies
+from crpbot.evaluation.gate import (
     GateThresholds,
     choose_selective_threshold,
     coin_decision,
     selective_reading,
 )
-from crpbot.metrics import (
-    Predictions,
+from crpbot.evaluation.metrics import (
     accuracy,
     calibration_in_the_large,
     classification_metrics,
@@ -45,7 +42,10 @@ from crpbot.metrics import (
     equal_mass_calibration_error,
     expected_calibration_error,
 )
-from crpbot.report import summary_lines, write_report
+from crpbot.evaluation.report import summary_lines, write_report
+from crpbot.model.predictions import Predictions
+from crpbot.model.predictor import Predictor, load_predictor
+from crpbot.registry.artifact import check_output_location, make_dirs, read_artifact_json, read_manifest
 
 ECE_DEFINITION = (
     "ece (the gate's): expected calibration error over 15 equal-width bins of [0, 1] on the "
@@ -223,8 +223,9 @@ def stored_split_data(predictor: Predictor) -> Any:
     the artifact's manifest, or the stored splits would not be the rows the model was split on.
     When the fallback is refused the error says both: the original is missing, the fallback differs.
     """
-    from crpbot.data import default_input, load_bars
-    from crpbot.dataset import Scaler, prepare_for_config
+    from crpbot.data.bars import default_input, load_bars
+    from crpbot.data.dataset import prepare_for_config
+    from crpbot.data.scaler import Scaler
 
     if predictor.path is None:
         raise CrpbotError("stored_split_data needs a predictor loaded from an artifact directory")
@@ -254,8 +255,9 @@ def stored_split_data(predictor: Predictor) -> Any:
 
 def _input_data(predictor: Predictor, input_path: Path) -> Any:
     """All of ``input_path`` as the test split, refused when it overlaps the model's train/val period."""
-    from crpbot.data import load_bars
-    from crpbot.dataset import Scaler, prepare_inference
+    from crpbot.data.bars import load_bars
+    from crpbot.data.dataset import prepare_inference
+    from crpbot.data.scaler import Scaler
 
     config = predictor.train_config
     bars = load_bars(input_path)

@@ -19,7 +19,7 @@ from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
 from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
 
-# A checkpoint's training state, in Ray Train and Ray Tune checkpoints alike (crpbot.search).
+# A checkpoint's training state, in Ray Train and Ray Tune checkpoints alike (crpbot.search.tune).
 STATE_FILE = "state.pt"
 
 
@@ -48,11 +48,11 @@ def train(
     )
     from ray.train.torch import TorchTrainer
 
-    from crpbot.artifact import check_output_location
-    from crpbot.data import default_input, normalize_coin
-    from crpbot.dataset import load_prepared
-    from crpbot.storage import ray_storage, validate_storage
-    from crpbot.training import save_model_artifact
+    from crpbot.data.bars import default_input, normalize_coin
+    from crpbot.data.dataset import load_prepared
+    from crpbot.model.inference import save_model_artifact
+    from crpbot.registry.artifact import check_output_location
+    from crpbot.registry.storage import ray_storage, validate_storage
 
     if num_workers < 1:
         raise CrpbotError(f"invalid number of workers {num_workers}: must be >= 1")
@@ -116,7 +116,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from crpbot.training import fit
+    from crpbot.model.fit import fit
 
     quiet_worker_logs()
 
@@ -154,7 +154,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
 
 def _load_state(checkpoint: Any) -> dict[str, Any]:
     """A checkpoint's training state, through PyTorch's weights-only loader (no arbitrary pickle)."""
-    from crpbot.artifact import load_torch_file
+    from crpbot.registry.artifact import load_torch_file
 
     with checkpoint.as_directory() as directory:
         return load_torch_file(Path(directory) / STATE_FILE)

@@ -2,7 +2,7 @@
 
 Logits, not probabilities, because the loss (``BCEWithLogitsLoss``) applies the sigmoid
 itself in a numerically stable way; a sigmoid inside the model would be applied twice.
-Probabilities exist only at inference (``crpbot.training.predict_proba``).
+Probabilities exist only at inference (``crpbot.model.inference.predict_proba``).
 """
 
 from __future__ import annotations

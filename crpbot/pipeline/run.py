@@ -15,20 +15,20 @@ the test split is read once per coin, after every choice has been made.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crpbot.config import CONFIG_DIR, TrainConfig, load_config
 from crpbot.errors import CrpbotError
-from crpbot.gate import GateThresholds, batch_decision, coin_decision
+from crpbot.evaluation.gate import GateThresholds, batch_decision, coin_decision
+from crpbot.pipeline.run_report import CoinOutcome, PipelineResult, summary_table, write_run_report
 from crpbot.ray_runtime import init_ray
-from crpbot.storage import join, validate_storage
+from crpbot.registry.storage import join, validate_storage
 
 
 @dataclass(frozen=True)
@@ -46,33 +46,6 @@ BUDGETS: dict[str, PipelineBudget] = {
     # the recipe: 3-layer BiLSTM, full fallback space, 5 seeds (GPU cluster)
     "full": PipelineBudget(train_config="default.yaml", search_space="fallback_search.yaml", seeds=5),
 }
-
-
-@dataclass
-class CoinOutcome:
-    """What happened to one coin, in the order it happened."""
-
-    coin: str
-    recipe_model: str
-    recipe_validation: dict[str, Any]
-    stage: str = "recipe"  # "recipe" or "ensemble": the model that was scored on test
-    search_best_yaml: str | None = None
-    final_model: str = ""
-    final_validation: dict[str, Any] = field(default_factory=dict)
-    evaluation_dir: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-    promoted_version: str | None = None
-
-
-@dataclass
-class PipelineResult:
-    run_dir: Path
-    outcomes: list[CoinOutcome]
-    batch: dict[str, Any]
-
-    @property
-    def promoted(self) -> bool:
-        return bool(self.batch["promoted"])
 
 
 def run_pipeline(
@@ -99,8 +72,8 @@ def run_pipeline(
     ``s3://bucket/prefix``; default: inside ``run_dir``). On a multi-node cluster it must be
     shared storage, since workers write checkpoints that the driver reads.
     """
-    from crpbot.data import default_input, normalize_coin
-    from crpbot.dataset import load_prepared
+    from crpbot.data.bars import default_input, normalize_coin
+    from crpbot.data.dataset import load_prepared
 
     # Every check that can fail runs before the run directory exists and Ray starts: a mistake
     # costs seconds, not a trained BTC model, and leaves nothing behind that blocks the rerun.
@@ -157,7 +130,7 @@ def run_pipeline(
         if batch["promoted"]:
             _promote(outcomes, decisions, registry_root, bucket, prefix, endpoint_url, log)
         result = PipelineResult(run_dir=run_dir, outcomes=outcomes, batch=batch)
-        _write_run_report(result, budget, thresholds)
+        write_run_report(result, budget, thresholds)
         for line in summary_table(result):
             log(line)
         log(f"Run report: {run_dir / 'report.md'}")
@@ -200,11 +173,11 @@ def _run_coin(
     fee_bps: float,
     log: Callable[[str], None],
 ) -> CoinOutcome:
-    from crpbot.ensemble import train_ensemble
-    from crpbot.evaluate import evaluate_model
-    from crpbot.search import run_search
-    from crpbot.search_space import load_search_space
-    from crpbot.trainer import train
+    from crpbot.evaluation.evaluate import evaluate_model
+    from crpbot.model.ensemble import train_ensemble
+    from crpbot.model.trainer import train
+    from crpbot.search.space import load_search_space
+    from crpbot.search.tune import run_search
 
     log(f"== {coin}: training the recipe ({plan.train_config})")
     recipe_dir = train(
@@ -279,9 +252,9 @@ def _run_coin(
 
 def validation_check(model_dir: str | Path, thresholds: GateThresholds) -> dict[str, Any]:
     """The gate's thresholds applied to the validation split (the only split a decision may read)."""
-    from crpbot.ensemble import load_predictor
-    from crpbot.evaluate import stored_split_data
-    from crpbot.metrics import accuracy, expected_calibration_error
+    from crpbot.evaluation.evaluate import stored_split_data
+    from crpbot.evaluation.metrics import accuracy, expected_calibration_error
+    from crpbot.model.predictor import load_predictor
 
     predictor = load_predictor(model_dir)
     data = stored_split_data(predictor)
@@ -307,7 +280,8 @@ def _promote(
     endpoint_url: str | None,
     log: Callable[[str], None],
 ) -> None:
-    from crpbot.registry import promote, push
+    from crpbot.registry.local import promote
+    from crpbot.registry.transfer import push
 
     for outcome in outcomes:
         if not decisions[outcome.coin].passed:
@@ -320,89 +294,3 @@ def _promote(
                 registry_root, bucket, coin=outcome.coin, prefix=prefix, endpoint_url=endpoint_url
             ):
                 log(f"Pushed {pushed.coin} {pushed.version} -> {pushed.url}")
-
-
-def summary_table(result: PipelineResult) -> list[str]:
-    """One line per coin: what was scored, its test numbers beside the best baseline, the verdict.
-
-    "win net/gross": share of backtest trades that made money after costs / that had the right
-    direction before costs.
-    """
-    header = (
-        f"{'coin':<8} {'model':<9} {'test acc [95% CI]':<24} {'best baseline':<20} {'ECE':>6} "
-        f"{'AUC':>6} {'trades':>6} {'win net/gross':>13} {'PnL':>8} {'Sharpe':>7}  gate"
-    )
-    lines = [header, "-" * len(header)]
-    for o in result.outcomes:
-        m = o.metrics
-        lo, hi = m["accuracy_ci"]
-        name, value = max(m["baselines"].items(), key=lambda item: item[1] if item[1] is not None else -1)
-        bt = m["backtest"]
-        wins = f"{_fmt(bt.get('win_rate'), '.3f')}/{_fmt(bt.get('gross_win_rate'), '.3f')}"
-        verdict = "PASS" if m["gate"]["passed"] else "FAIL"
-        if o.promoted_version:
-            verdict += f" (promoted {o.promoted_version})"
-        lines.append(
-            f"{o.coin:<8} {o.stage:<9} {m['accuracy']:.4f} [{lo:.3f}, {hi:.3f}]{'':<4} "
-            f"{name + ' ' + format(value, '.4f'):<20} {m['ece']:>6.4f} {_fmt(m.get('auc')):>6} "
-            f"{bt['trades']:>6} {wins:>13} "
-            f"{_fmt(bt.get('total_pnl')):>8} "
-            f"{_fmt(bt.get('sharpe'), '.2f'):>7}  {verdict}"
-        )
-    batch = result.batch
-    passing, total = len(batch["passed_coins"]), len(result.outcomes)
-    lines.append(
-        f"Batch: {passing}/{total} coins pass (quorum {batch['quorum']}) -> "
-        f"{'PROMOTED' if batch['promoted'] else 'NOT PROMOTED'}"
-    )
-    return lines
-
-
-def _fmt(value: float | None, spec: str = ".4f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _write_run_report(result: PipelineResult, budget: str, thresholds: GateThresholds) -> None:
-    summary = {
-        "budget": budget,
-        "thresholds": asdict(thresholds),
-        "batch": result.batch,
-        "coins": [asdict(o) for o in result.outcomes],
-    }
-    (result.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    lines = [
-        f"# crpbot pipeline run ({budget} budget)",
-        "",
-        f"Gate: accuracy >= {thresholds.min_accuracy}, ECE <= {thresholds.max_calibration_error} per coin; "
-        f"at least {thresholds.quorum} coins must pass. The fallback (search + seed ensemble) is triggered "
-        "on "
-        "the validation split; each coin's test split is scored once, at the end.",
-        "",
-        "```",
-        *summary_table(result),
-        "```",
-        "",
-    ]
-    for o in result.outcomes:
-        lines += [
-            f"## {o.coin}",
-            f"- recipe model: `{o.recipe_model}`; validation accuracy {o.recipe_validation['accuracy']:.4f}, "
-            f"ECE {o.recipe_validation['ece']:.4f} ({'meets' if o.recipe_validation['passed'] else 'misses'} "
-            "the thresholds)",
-        ]
-        if o.stage == "ensemble":
-            lines += [
-                f"- fallback search best config: `{o.search_best_yaml}`",
-                f"- seed ensemble: `{o.final_model}`; "
-                f"validation accuracy {o.final_validation['accuracy']:.4f}, "
-                f"ECE {o.final_validation['ece']:.4f}",
-            ]
-        gate = o.metrics["gate"]
-        reasons = "; ".join(gate["reasons"]) or "all checks passed"
-        lines += [
-            f"- test evaluation: `{o.evaluation_dir}` (report.md, metrics.json, plots)",
-            f"- gate: {'PASS' if gate['passed'] else 'FAIL'} ({reasons})",
-            f"- promoted: {o.promoted_version or 'no'}",
-            "",
-        ]
-    (result.run_dir / "report.md").write_text("\n".join(lines))

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from crpbot.errors import CrpbotError
-from crpbot.metrics import COVERAGE_THRESHOLDS, Predictions, confidence, guard_selection, predicted_up
+from crpbot.evaluation.metrics import COVERAGE_THRESHOLDS, confidence, predicted_up
+from crpbot.model.predictions import Predictions, guard_selection
 
 DEFAULT_MIN_ACCURACY = 0.68
 DEFAULT_MAX_CALIBRATION_ERROR = 0.05

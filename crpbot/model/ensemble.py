@@ -1,15 +1,11 @@
-"""Seed ensembles on Ray, one validation-fitted temperature, and one loader for every artifact.
+"""Seed ensembles on Ray and their one validation-fitted temperature.
 
 K members differ only in their seed. Each member is one ``ray.remote`` task that calls
-``training.fit`` directly on the prepared arrays put once into the object store: a task
-starts in well under a second, a TorchTrainer per member costs ~20 s here. Each member's
-probabilities are first prior-corrected with its stored ``logit_offset`` (the shift its
-weighted loss put on the logits; see ``crpbot.training``), then averaged, then one
-temperature -- fitted on the validation split by minimising NLL on the logit of the
-average -- sharpens or softens the result. The test split is never read here.
-
-:func:`load_predictor` opens a single-model or an ensemble artifact behind the same
-``predict_proba(data, split)``, so evaluation treats both alike.
+``crpbot.model.fit.fit`` directly on the prepared arrays put once into the object store: a
+task starts in well under a second, a TorchTrainer per member costs ~20 s here. The members'
+prior-corrected probabilities are averaged (``crpbot.model.predictor``), then one temperature
+-- fitted on the validation split by minimising NLL on the logit of the average -- sharpens or
+softens the result. The test split is never read here.
 """
 
 from __future__ import annotations
@@ -25,155 +21,14 @@ import numpy as np
 
 from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
-from crpbot.metrics import Predictions
+from crpbot.model.predictions import Predictions
+from crpbot.model.predictor import CALIBRATION_FILE, Predictor, load_predictor
 from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
-
-CALIBRATION_FILE = "calibration.json"
-
-
-class Predictor:
-    """Averaged, temperature-scaled P(up) of one or more models sharing one data recipe.
-
-    ``logit_offsets`` holds one prior correction per model (its artifact's ``logit_offset``),
-    subtracted from that model's logits before the sigmoid, the average and the temperature.
-    """
-
-    def __init__(
-        self,
-        models: Sequence[Any],
-        *,
-        logit_offsets: Sequence[float],
-        config_json: dict[str, Any],
-        scaler: dict[str, Any],
-        temperature: float = 1.0,
-        path: Path | None = None,
-    ) -> None:
-        if not models:
-            raise CrpbotError("a predictor needs at least one model")
-        if len(logit_offsets) != len(models):
-            raise CrpbotError(
-                f"a predictor needs one logit offset per model: {len(logit_offsets)} offsets "
-                f"for {len(models)} models"
-            )
-        self.models = list(models)
-        self.logit_offsets = [float(offset) for offset in logit_offsets]
-        self.config_json = config_json
-        self.scaler = scaler
-        self.temperature = float(temperature)
-        self.path = path
-
-    @property
-    def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.config_json["train_config"], source="config.json")
-
-    @property
-    def lookback(self) -> int:
-        return self.train_config.lookback
-
-    @property
-    def coin(self) -> str:
-        return str(self.config_json.get("coin", ""))
-
-    def raw_proba(
-        self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Window ends of ``split`` and the members' mean prior-corrected P(up), before the temperature."""
-        from crpbot.training import predict_proba
-
-        total = None
-        ends = np.empty(0, dtype=np.int64)
-        for model, offset in zip(self.models, self.logit_offsets, strict=True):
-            ends, probs = predict_proba(
-                model, data, split, self.lookback, device=device, logit_offset=offset, labelled=labelled
-            )
-            total = probs.astype(np.float64) if total is None else total + probs
-        return ends, total / len(self.models)
-
-    def predict_proba(
-        self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Window ends of ``split`` and calibrated P(up)."""
-        from crpbot.calibration import apply_temperature
-
-        ends, probs = self.raw_proba(data, split, device, labelled=labelled)
-        return ends, apply_temperature(probs, self.temperature)
-
-    def predictions(
-        self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
-    ) -> Predictions:
-        """``predict_proba`` packed with the split's name, timestamps, labels (NaN on ties) and returns."""
-        ends, probs = self.predict_proba(data, split, device, labelled=labelled)
-        return Predictions(
-            split=split,
-            timestamps=np.asarray(data.timestamps[ends], dtype=np.int64),
-            probs=probs,
-            labels=np.asarray(data.labels[ends], dtype=np.float64),
-            forward_returns=np.asarray(data.forward_returns[ends], dtype=np.float64),
-        )
-
-
-def load_predictor(path: str | Path) -> Predictor:
-    """A verified model or ensemble artifact as a :class:`Predictor`."""
-    from crpbot.artifact import read_artifact_json, verify_artifact
-    from crpbot.training import load_model
-
-    path = Path(path)
-    verify_artifact(path)
-    config_json = read_artifact_json(path, "config.json")
-    kind = config_json.get("kind") if isinstance(config_json, dict) else None
-    scaler = read_artifact_json(path, "scaler.json")
-    temperature = 1.0
-    if (path / CALIBRATION_FILE).is_file():
-        temperature = float(read_artifact_json(path, CALIBRATION_FILE)["temperature"])
-    if kind == "model":
-        model, _ = load_model(path)
-        return Predictor(
-            [model],
-            logit_offsets=[stored_logit_offset(config_json, path)],
-            config_json=config_json,
-            scaler=scaler,
-            temperature=temperature,
-            path=path,
-        )
-    if kind == "ensemble":
-        members = config_json.get("members")
-        if not isinstance(members, list) or not members:
-            raise CrpbotError(f"ensemble artifact {path}: config.json lists no members")
-        loaded = [load_model(path / member) for member in members]
-        offsets = [
-            stored_logit_offset(member_json, path / member)
-            for member, (_, member_json) in zip(members, loaded, strict=True)
-        ]
-        return Predictor(
-            [model for model, _ in loaded],
-            logit_offsets=offsets,
-            config_json=config_json,
-            scaler=scaler,
-            temperature=temperature,
-            path=path,
-        )
-    raise CrpbotError(f"artifact {path}: config.json kind {kind!r} is neither 'model' nor 'ensemble'")
-
-
-def stored_logit_offset(config_json: dict[str, Any], path: str | Path) -> float:
-    """A model artifact's ``logit_offset`` (log of its loss's pos_weight); missing is an error, not 0.
-
-    Every model artifact written by ``save_model_artifact`` has it; one without it would give
-    silently shifted probabilities.
-    """
-    offset = config_json.get("logit_offset")
-    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not np.isfinite(offset):
-        found = "has none" if offset is None else f"has {offset!r}"
-        raise CrpbotError(
-            f"model artifact {path}: config.json needs a finite logit_offset "
-            f"(log of the loss's pos_weight), {found}; re-save it with this version"
-        )
-    return float(offset)
 
 
 def fit_ensemble_temperature(predictor: Predictor, data: Any) -> dict[str, Any]:
     """Fit the temperature on the validation split's averaged probabilities (never test)."""
-    from crpbot.calibration import TemperatureScaler
+    from crpbot.model.calibration import TemperatureScaler
 
     ends, probs = predictor.raw_proba(data, "val")
     validation = Predictions(
@@ -205,8 +60,8 @@ def build_ensemble(
 
     Members must share coin, data recipe, scaler and splits: they differ only in the seed.
     """
-    from crpbot.artifact import read_artifact_json, write_artifact
-    from crpbot.features import feature_manifest
+    from crpbot.data.features import feature_manifest
+    from crpbot.registry.artifact import read_artifact_json, write_artifact
 
     member_dirs = [Path(d) for d in member_dirs]
     if not member_dirs:
@@ -274,7 +129,7 @@ def _train_member(config_dict: dict[str, Any], data: Any, device: str) -> dict[s
     """One member, run as a Ray task: the shared loop on the shared arrays, best weights back."""
     import torch
 
-    from crpbot.training import fit
+    from crpbot.model.fit import fit
 
     quiet_worker_logs()
     torch.set_num_threads(1)  # one task per core; more threads only contend
@@ -301,10 +156,10 @@ def train_ensemble(
     """
     import ray
 
-    from crpbot.artifact import check_output_location, make_dirs, read_artifact_json
-    from crpbot.data import default_input, normalize_coin
-    from crpbot.dataset import load_prepared
-    from crpbot.training import save_model_artifact
+    from crpbot.data.bars import default_input, normalize_coin
+    from crpbot.data.dataset import load_prepared
+    from crpbot.model.inference import save_model_artifact
+    from crpbot.registry.artifact import check_output_location, make_dirs, read_artifact_json
 
     seed_list = list(range(config.seed, config.seed + seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list or len(set(seed_list)) != len(seed_list) or any(s < 0 for s in seed_list):

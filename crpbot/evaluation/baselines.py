@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from crpbot.metrics import guard_selection
+from crpbot.model.predictions import guard_selection
 
 # Enough rows to fit a dozen weights well; more only costs time.
 MAX_LOGISTIC_TRAIN_ROWS = 100_000

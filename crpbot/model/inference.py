@@ -1,0 +1,123 @@
+"""Inference with one trained network, and its artifact on disk.
+
+:func:`predict_proba` scores the windows of a split with the prior correction the weighted
+loss needs (``sigmoid(logit - logit_offset)``, see ``crpbot.model.fit``);
+:func:`save_model_artifact` writes weights, config, scaler, feature manifest and history as a
+verified artifact; :func:`load_model` reads one back. Kept apart from the loop because serving
+a model (evaluation, ensembles, prediction) needs these and never the optimiser.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from crpbot.config import TrainConfig
+from crpbot.data.windows import as_tensor, gather_windows
+from crpbot.errors import CrpbotError
+from crpbot.model.fit import EVAL_BATCH, positive_weight
+from crpbot.model.network import RecurrentClassifier, build_model
+
+
+@torch.inference_mode()
+def predict_proba(
+    model: nn.Module,
+    data: Any,
+    split: str,
+    lookback: int,
+    batch_size: int = EVAL_BATCH,
+    device: str | torch.device = "cpu",
+    logit_offset: float = 0.0,
+    labelled: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window end rows of ``split`` and P(close[t+h] > close[t]) for each: ``sigmoid(logits - logit_offset)``.
+
+    Pass the artifact's ``logit_offset`` (``log(pos_weight)``) to undo the shift the weighted
+    loss puts on the logits; 0.0 returns the plain sigmoid. ``labelled=False`` also scores
+    windows whose outcome is a tie (see ``PreparedData.window_ends``).
+    """
+    device = torch.device(device)
+    ends = np.asarray(data.window_ends(split, lookback, labelled=labelled), dtype=np.int64)
+    features = as_tensor(data.features, device)
+    ends_on_device = torch.from_numpy(ends).to(device)
+    model.to(device).eval()
+    probs = [
+        torch.sigmoid(
+            model(gather_windows(features, ends_on_device[start : start + batch_size], lookback)).float()
+            - logit_offset
+        ).cpu()
+        for start in range(0, len(ends), batch_size)
+    ]
+    return ends, (torch.cat(probs).numpy() if probs else np.empty(0, dtype=np.float32))
+
+
+def save_model_artifact(
+    out_dir: str | Path,
+    *,
+    model_state: dict[str, torch.Tensor],
+    config: TrainConfig,
+    data: Any,
+    history: list[dict[str, float]],
+    best_epoch: int,
+    input_path: str | Path,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model artifact directory (weights, config, scaler, feature manifest, history).
+
+    config.json records the loss's ``pos_weight`` and ``logit_offset = log(pos_weight)``, which
+    every reader must subtract from the logits (``predict_proba(..., logit_offset=...)``).
+    """
+    from crpbot.data.features import feature_manifest
+    from crpbot.registry.artifact import write_artifact
+
+    pos_weight = positive_weight(data, config.lookback)
+    config_json = {
+        "kind": "model",
+        "coin": data.coin,
+        "train_config": config.to_dict(),
+        "input_size": int(data.features.shape[1]),
+        "feature_names": list(data.feature_names),
+        "split_times": {
+            split: [int(bound) for bound in bounds] for split, bounds in data.split_times().items()
+        },
+        "input_path": str(input_path),
+        "best_epoch": int(best_epoch),
+        "pos_weight": float(pos_weight),
+        "logit_offset": math.log(pos_weight),
+        "param_count": sum(int(tensor.numel()) for tensor in model_state.values()),
+    }
+    return write_artifact(
+        out_dir,
+        json_files={
+            "config.json": config_json,
+            "scaler.json": data.scaler.to_dict(),
+            "features.json": feature_manifest(),
+            "history.json": history,
+        },
+        tensors=model_state,
+        data_fingerprint=data.fingerprint,
+        overwrite=overwrite,
+    )
+
+
+def load_model(artifact_dir: str | Path) -> tuple[RecurrentClassifier, dict[str, Any]]:
+    """The verified model of an artifact directory (eval mode, CPU) and its config.json."""
+    from crpbot.registry.artifact import load_weights, read_artifact_json
+
+    config_json = read_artifact_json(artifact_dir, "config.json")
+    if not isinstance(config_json, dict) or config_json.get("kind") != "model":
+        raise CrpbotError(f"artifact {artifact_dir}: config.json does not describe a single model")
+    config = TrainConfig.from_dict(config_json.get("train_config"), source=f"{artifact_dir}/config.json")
+    model = build_model(config, int(config_json["input_size"]))
+    try:
+        model.load_state_dict(load_weights(artifact_dir))
+    except RuntimeError as exc:
+        raise CrpbotError(
+            f"artifact {artifact_dir}: weights do not fit the architecture in config.json"
+        ) from exc
+    return model.eval(), config_json

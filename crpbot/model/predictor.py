@@ -1,0 +1,163 @@
+"""One loader for every model artifact: a single network or a seed ensemble, behind one interface.
+
+:func:`load_predictor` opens a verified single-model or ensemble artifact as a
+:class:`Predictor` with the same ``predict_proba(data, split)``, so evaluation, the pipeline
+and serving treat both alike. Each member's probabilities are prior-corrected with its stored
+``logit_offset`` (the shift its weighted loss put on the logits; see ``crpbot.model.fit``),
+then averaged, then divided by the ensemble's temperature (fitted on validation when the
+ensemble was built).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crpbot.config import TrainConfig
+from crpbot.errors import CrpbotError
+from crpbot.model.predictions import Predictions
+
+CALIBRATION_FILE = "calibration.json"
+
+
+class Predictor:
+    """Averaged, temperature-scaled P(up) of one or more models sharing one data recipe.
+
+    ``logit_offsets`` holds one prior correction per model (its artifact's ``logit_offset``),
+    subtracted from that model's logits before the sigmoid, the average and the temperature.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[Any],
+        *,
+        logit_offsets: Sequence[float],
+        config_json: dict[str, Any],
+        scaler: dict[str, Any],
+        temperature: float = 1.0,
+        path: Path | None = None,
+    ) -> None:
+        if not models:
+            raise CrpbotError("a predictor needs at least one model")
+        if len(logit_offsets) != len(models):
+            raise CrpbotError(
+                f"a predictor needs one logit offset per model: {len(logit_offsets)} offsets "
+                f"for {len(models)} models"
+            )
+        self.models = list(models)
+        self.logit_offsets = [float(offset) for offset in logit_offsets]
+        self.config_json = config_json
+        self.scaler = scaler
+        self.temperature = float(temperature)
+        self.path = path
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.config_json["train_config"], source="config.json")
+
+    @property
+    def lookback(self) -> int:
+        return self.train_config.lookback
+
+    @property
+    def coin(self) -> str:
+        return str(self.config_json.get("coin", ""))
+
+    def raw_proba(
+        self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Window ends of ``split`` and the members' mean prior-corrected P(up), before the temperature."""
+        from crpbot.model.inference import predict_proba
+
+        total = None
+        ends = np.empty(0, dtype=np.int64)
+        for model, offset in zip(self.models, self.logit_offsets, strict=True):
+            ends, probs = predict_proba(
+                model, data, split, self.lookback, device=device, logit_offset=offset, labelled=labelled
+            )
+            total = probs.astype(np.float64) if total is None else total + probs
+        return ends, total / len(self.models)
+
+    def predict_proba(
+        self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Window ends of ``split`` and calibrated P(up)."""
+        from crpbot.model.calibration import apply_temperature
+
+        ends, probs = self.raw_proba(data, split, device, labelled=labelled)
+        return ends, apply_temperature(probs, self.temperature)
+
+    def predictions(
+        self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
+    ) -> Predictions:
+        """``predict_proba`` packed with the split's name, timestamps, labels (NaN on ties) and returns."""
+        ends, probs = self.predict_proba(data, split, device, labelled=labelled)
+        return Predictions(
+            split=split,
+            timestamps=np.asarray(data.timestamps[ends], dtype=np.int64),
+            probs=probs,
+            labels=np.asarray(data.labels[ends], dtype=np.float64),
+            forward_returns=np.asarray(data.forward_returns[ends], dtype=np.float64),
+        )
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    """A verified model or ensemble artifact as a :class:`Predictor`."""
+    from crpbot.model.inference import load_model
+    from crpbot.registry.artifact import read_artifact_json, verify_artifact
+
+    path = Path(path)
+    verify_artifact(path)
+    config_json = read_artifact_json(path, "config.json")
+    kind = config_json.get("kind") if isinstance(config_json, dict) else None
+    scaler = read_artifact_json(path, "scaler.json")
+    temperature = 1.0
+    if (path / CALIBRATION_FILE).is_file():
+        temperature = float(read_artifact_json(path, CALIBRATION_FILE)["temperature"])
+    if kind == "model":
+        model, _ = load_model(path)
+        return Predictor(
+            [model],
+            logit_offsets=[stored_logit_offset(config_json, path)],
+            config_json=config_json,
+            scaler=scaler,
+            temperature=temperature,
+            path=path,
+        )
+    if kind == "ensemble":
+        members = config_json.get("members")
+        if not isinstance(members, list) or not members:
+            raise CrpbotError(f"ensemble artifact {path}: config.json lists no members")
+        loaded = [load_model(path / member) for member in members]
+        offsets = [
+            stored_logit_offset(member_json, path / member)
+            for member, (_, member_json) in zip(members, loaded, strict=True)
+        ]
+        return Predictor(
+            [model for model, _ in loaded],
+            logit_offsets=offsets,
+            config_json=config_json,
+            scaler=scaler,
+            temperature=temperature,
+            path=path,
+        )
+    raise CrpbotError(f"artifact {path}: config.json kind {kind!r} is neither 'model' nor 'ensemble'")
+
+
+def stored_logit_offset(config_json: dict[str, Any], path: str | Path) -> float:
+    """A model artifact's ``logit_offset`` (log of its loss's pos_weight); missing is an error, not 0.
+
+    Every model artifact written by ``save_model_artifact`` has it; one without it would give
+    silently shifted probabilities.
+    """
+    offset = config_json.get("logit_offset")
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not np.isfinite(offset):
+        found = "has none" if offset is None else f"has {offset!r}"
+        raise CrpbotError(
+            f"model artifact {path}: config.json needs a finite logit_offset "
+            f"(log of the loss's pos_weight), {found}; re-save it with this version"
+        )
+    return float(offset)

@@ -1,0 +1,14 @@
+"""Pipeline stage: per coin, recipe -> validation check -> search -> ensemble -> one test evaluation
+-> gate, then promotion of the batch."""
+
+from crpbot import lazy_exports
+
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "BUDGETS": "run",
+        "run_pipeline": "run",
+        "PipelineResult": "run_report",
+        "summary_table": "run_report",
+    },
+)

@@ -1,0 +1,127 @@
+"""What a pipeline run produced, per coin and for the batch, and how it is reported.
+
+The records (:class:`CoinOutcome`, :class:`PipelineResult`) are plain dataclasses written to
+``summary.json``; :func:`summary_table` is the table the CLI prints and ``report.md`` embeds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crpbot.evaluation.gate import GateThresholds
+
+
+@dataclass
+class CoinOutcome:
+    """What happened to one coin, in the order it happened."""
+
+    coin: str
+    recipe_model: str
+    recipe_validation: dict[str, Any]
+    stage: str = "recipe"  # "recipe" or "ensemble": the model that was scored on test
+    search_best_yaml: str | None = None
+    final_model: str = ""
+    final_validation: dict[str, Any] = field(default_factory=dict)
+    evaluation_dir: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    promoted_version: str | None = None
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    outcomes: list[CoinOutcome]
+    batch: dict[str, Any]
+
+    @property
+    def promoted(self) -> bool:
+        return bool(self.batch["promoted"])
+
+
+def summary_table(result: PipelineResult) -> list[str]:
+    """One line per coin: what was scored, its test numbers beside the best baseline, the verdict.
+
+    "win net/gross": share of backtest trades that made money after costs / that had the right
+    direction before costs.
+    """
+    header = (
+        f"{'coin':<8} {'model':<9} {'test acc [95% CI]':<24} {'best baseline':<20} {'ECE':>6} "
+        f"{'AUC':>6} {'trades':>6} {'win net/gross':>13} {'PnL':>8} {'Sharpe':>7}  gate"
+    )
+    lines = [header, "-" * len(header)]
+    for o in result.outcomes:
+        m = o.metrics
+        lo, hi = m["accuracy_ci"]
+        name, value = max(m["baselines"].items(), key=lambda item: item[1] if item[1] is not None else -1)
+        bt = m["backtest"]
+        wins = f"{_fmt(bt.get('win_rate'), '.3f')}/{_fmt(bt.get('gross_win_rate'), '.3f')}"
+        verdict = "PASS" if m["gate"]["passed"] else "FAIL"
+        if o.promoted_version:
+            verdict += f" (promoted {o.promoted_version})"
+        lines.append(
+            f"{o.coin:<8} {o.stage:<9} {m['accuracy']:.4f} [{lo:.3f}, {hi:.3f}]{'':<4} "
+            f"{name + ' ' + format(value, '.4f'):<20} {m['ece']:>6.4f} {_fmt(m.get('auc')):>6} "
+            f"{bt['trades']:>6} {wins:>13} "
+            f"{_fmt(bt.get('total_pnl')):>8} "
+            f"{_fmt(bt.get('sharpe'), '.2f'):>7}  {verdict}"
+        )
+    batch = result.batch
+    passing, total = len(batch["passed_coins"]), len(result.outcomes)
+    lines.append(
+        f"Batch: {passing}/{total} coins pass (quorum {batch['quorum']}) -> "
+        f"{'PROMOTED' if batch['promoted'] else 'NOT PROMOTED'}"
+    )
+    return lines
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def write_run_report(result: PipelineResult, budget: str, thresholds: GateThresholds) -> None:
+    summary = {
+        "budget": budget,
+        "thresholds": asdict(thresholds),
+        "batch": result.batch,
+        "coins": [asdict(o) for o in result.outcomes],
+    }
+    (result.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    lines = [
+        f"# crpbot pipeline run ({budget} budget)",
+        "",
+        f"Gate: accuracy >= {thresholds.min_accuracy}, ECE <= {thresholds.max_calibration_error} per coin; "
+        f"at least {thresholds.quorum} coins must pass. The fallback (search + seed ensemble) is triggered "
+        "on "
+        "the validation split; each coin's test split is scored once, at the end.",
+        "",
+        "```",
+        *summary_table(result),
+        "```",
+        "",
+    ]
+    for o in result.outcomes:
+        lines += [
+            f"## {o.coin}",
+            f"- recipe model: `{o.recipe_model}`; validation accuracy {o.recipe_validation['accuracy']:.4f}, "
+            f"ECE {o.recipe_validation['ece']:.4f} ({'meets' if o.recipe_validation['passed'] else 'misses'} "
+            "the thresholds)",
+        ]
+        if o.stage == "ensemble":
+            lines += [
+                f"- fallback search best config: `{o.search_best_yaml}`",
+                f"- seed ensemble: `{o.final_model}`; "
+                f"validation accuracy {o.final_validation['accuracy']:.4f}, "
+                f"ECE {o.final_validation['ece']:.4f}",
+            ]
+        gate = o.metrics["gate"]
+        reasons = "; ".join(gate["reasons"]) or "all checks passed"
+        lines += [
+            f"- test evaluation: `{o.evaluation_dir}` (report.md, metrics.json, plots)",
+            f"- gate: {'PASS' if gate['passed'] else 'FAIL'} ({reasons})",
+            f"- promoted: {o.promoted_version or 'no'}",
+            "",
+        ]
+    (result.run_dir / "report.md").write_text("\n".join(lines))

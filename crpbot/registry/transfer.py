@@ -1,0 +1,218 @@
+"""The registry's S3 mirror: verified push and pull of promoted versions.
+
+Every object is written only if absent (If-None-Match) and read back against the version's
+manifest; a version's ``manifest.json`` is its commit marker, written last, and a coin's
+``current.json`` only after the version it names is complete. A pull lands in a temporary
+directory beside the local version, is checked against the manifest (and the remote
+pointer's digest) and only then renamed into place, under the same per-coin lock as a local
+promotion (``crpbot.registry.local``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crpbot.data.bars import normalize_coin
+from crpbot.errors import CrpbotError
+from crpbot.registry import s3
+from crpbot.registry.artifact import (
+    MANIFEST_FILE,
+    check_bytes,
+    content_digest,
+    parse_manifest,
+    read_manifest,
+    verify_artifact,
+)
+from crpbot.registry.local import (
+    POINTER_FILE,
+    PROMOTED_DIR,
+    PromotedVersion,
+    check_same_content,
+    check_version_name,
+    coin_dir,
+    coin_lock,
+    install,
+    local_coins,
+    parse_pointer,
+    pointer_record,
+    read_pointer,
+    version_names,
+    write_pointer,
+)
+
+DEFAULT_PREFIX = "crpbot"
+
+
+@dataclass(frozen=True)
+class PushedVersion:
+    """One version on S3 after a push; ``uploaded`` is False when it was already there, identical."""
+
+    coin: str
+    version: str
+    url: str
+    uploaded: bool
+
+
+def push(
+    root: str | Path,
+    bucket: str,
+    *,
+    coin: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    endpoint_url: str | None = None,
+) -> list[PushedVersion]:
+    """Upload every local version (of one coin or all) and then each coin's ``current`` pointer.
+
+    Each object is written only if absent (If-None-Match) and read back against the manifest,
+    so concurrent pushes of different versions cannot clobber each other's bytes.
+    """
+    prefix = _check_prefix(prefix)
+    coins = [normalize_coin(coin)] if coin else local_coins(root)
+    if not coins:
+        raise CrpbotError(f"nothing to push: no promoted models in {Path(root) / PROMOTED_DIR}")
+    client = s3.make_client(endpoint_url)
+    s3.check_bucket(client, bucket)
+    pushed = []
+    for name in coins:
+        directory = coin_dir(root, name)
+        versions = version_names(directory)
+        if not versions:
+            raise CrpbotError(f"nothing to push: no promoted {name} model in {Path(root) / PROMOTED_DIR}")
+        for version in versions:
+            pushed.append(_push_version(client, bucket, prefix, name, directory / version))
+        pointer = read_pointer(directory)
+        if pointer is not None:
+            body = json.dumps(pointer_record(pointer["version"], pointer["digest"]), indent=2).encode()
+            s3.put_bytes(client, bucket, f"{prefix}/{name}/{POINTER_FILE}", body)
+    return pushed
+
+
+def pull(
+    root: str | Path,
+    bucket: str,
+    *,
+    coin: str | None = None,
+    version: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    endpoint_url: str | None = None,
+) -> list[PromotedVersion]:
+    """Download a version (default: each coin's remote ``current``) into the local registry.
+
+    Files land in a temporary directory, are checked against the manifest (and the pointer's
+    digest), and only then renamed into place; pulling the remote current also moves the
+    local pointer. Any mismatch raises and leaves the local registry as it was.
+    """
+    prefix = _check_prefix(prefix)
+    if version is not None and coin is None:
+        raise CrpbotError("pulling a named version needs a coin")
+    client = s3.make_client(endpoint_url)
+    s3.check_bucket(client, bucket)
+    remote_coins = [coin] if coin else s3.list_subprefixes(client, bucket, prefix)
+    coins = [normalize_coin(name) for name in remote_coins]
+    if not coins:
+        raise CrpbotError(f"nothing to pull: no models under s3://{bucket}/{prefix}/")
+    pulled = []
+    for name in coins:
+        expected_digest = None
+        wanted = version
+        if wanted is None:
+            pointer_url = f"s3://{bucket}/{prefix}/{name}/{POINTER_FILE}"
+            raw = s3.get_bytes(client, bucket, f"{prefix}/{name}/{POINTER_FILE}")
+            if raw is None:
+                raise CrpbotError(f"{pointer_url} is missing: no current {name} model on S3")
+            pointer = parse_pointer(raw, pointer_url)
+            wanted, expected_digest = pointer["version"], pointer["digest"]
+        pulled.append(
+            _pull_version(
+                client,
+                bucket,
+                prefix,
+                Path(root),
+                name,
+                wanted,
+                expected_digest,
+                move_current=version is None,
+            )
+        )
+    return pulled
+
+
+def _push_version(client: Any, bucket: str, prefix: str, coin: str, path: Path) -> PushedVersion:
+    manifest = verify_artifact(path)
+    digest = content_digest(manifest)
+    base = f"{prefix}/{coin}/{path.name}"
+    url = f"s3://{bucket}/{base}"
+    remote = s3.get_bytes(client, bucket, f"{base}/{MANIFEST_FILE}")
+    if remote is not None:
+        check_same_content(parse_manifest(remote, url), digest, url)
+        return PushedVersion(coin, path.name, url, uploaded=False)
+    for name, entry in sorted(manifest["files"].items()):
+        data = (path / name).read_bytes()
+        check_bytes(data, entry, f"local {path / name}")
+        s3.put_bytes(client, bucket, f"{base}/{name}", data, if_absent=True)
+        back = s3.get_bytes(client, bucket, f"{base}/{name}")
+        check_bytes(back or b"", entry, f"{url}/{name} read back after upload", " (another push writing it?)")
+    manifest_bytes = (path / MANIFEST_FILE).read_bytes()
+    if not s3.put_bytes(client, bucket, f"{base}/{MANIFEST_FILE}", manifest_bytes, if_absent=True):
+        remote = s3.get_bytes(client, bucket, f"{base}/{MANIFEST_FILE}") or b""
+        check_same_content(parse_manifest(remote, url), digest, url)
+    return PushedVersion(coin, path.name, url, uploaded=True)
+
+
+def _pull_version(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    root: Path,
+    coin: str,
+    version: str,
+    expected_digest: str | None,
+    *,
+    move_current: bool,
+) -> PromotedVersion:
+    check_version_name(version)
+    base = f"{prefix}/{coin}/{version}"
+    url = f"s3://{bucket}/{base}"
+    manifest_bytes = s3.get_bytes(client, bucket, f"{base}/{MANIFEST_FILE}")
+    if manifest_bytes is None:
+        raise CrpbotError(f"{url}/{MANIFEST_FILE} is missing: no such version, or its push did not finish")
+    manifest = parse_manifest(manifest_bytes, url)
+    digest = content_digest(manifest)
+    if expected_digest is not None and digest != expected_digest:
+        raise CrpbotError(
+            f"{url}: manifest digest {digest[:12]} differs from the remote pointer's "
+            f"{expected_digest[:12]} (tampered manifest?)"
+        )
+
+    def download(tmp: Path) -> None:
+        tmp.mkdir()
+        (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
+        for name, entry in sorted(manifest["files"].items()):
+            size, sha256 = s3.download_hashed(client, bucket, f"{base}/{name}", tmp / name)
+            if size != entry["size"]:
+                raise CrpbotError(f"{url}/{name}: {size} bytes, manifest says {entry['size']} (truncated?)")
+            if sha256 != entry["sha256"]:
+                raise CrpbotError(f"{url}/{name}: sha256 does not match its manifest (tampered?)")
+
+    directory = coin_dir(root, coin)
+    with coin_lock(directory):
+        target = directory / version
+        new = not target.exists()
+        if new:
+            install(directory, version, digest, download)
+        else:
+            check_same_content(read_manifest(target), digest, f"local {coin} version {version}")
+            verify_artifact(target)
+        if move_current:
+            write_pointer(directory, version, digest)
+    return PromotedVersion(coin, version, target, digest, new)
+
+
+def _check_prefix(prefix: str) -> str:
+    cleaned = prefix.strip("/")
+    if not cleaned or any(part in ("", ".", "..") for part in cleaned.split("/")):
+        raise CrpbotError(f"invalid S3 prefix {prefix!r}")
+    return cleaned
