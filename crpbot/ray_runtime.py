@@ -15,7 +15,6 @@ from crpbot.errors import CrpbotError
 
 # How long --gpu waits for an autoscaling cluster to bring GPU workers up from zero.
 GPU_WAIT_SECONDS = float(os.environ.get("CRPBOT_GPU_WAIT_SECONDS", "900"))
-_local_instance = False
 
 # Quiet defaults that matter for correctness as much as for noise: usage stats
 # reporting needs the network, Ray Train's print patch doubles worker output, and log
@@ -38,7 +37,6 @@ def init_ray(
     """Connect this process to Ray (idempotent)."""
     import ray
 
-    global _local_instance
     if ray.is_initialized():
         return
     try:
@@ -53,7 +51,6 @@ def init_ray(
                 logging_level="ERROR",
                 log_to_driver=True,
             )
-            _local_instance = True
         else:
             ray.init(address=address, logging_level="ERROR")
     except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -86,14 +83,15 @@ def require_gpus(count: int, *, wait_seconds: float | None = None) -> None:
     """Make sure the cluster has ``count`` GPUs, asking the autoscaler for them when it has fewer.
 
     An autoscaling cluster (``cluster.yaml``) keeps its GPU workers at zero while idle, so
-    "no GPU right now" is not an error there: request them and wait. A local instance has no
-    autoscaler, so a missing GPU is an error at once.
+    "no GPU right now" is not an error there: request them and wait. A cluster without an
+    autoscaler (a local instance, ``ray start`` nodes) will never get more: that is a one-line
+    error at once, wherever this runs (the driver, or a pipeline's per-coin task).
     """
     have = cluster_gpus()
     if have >= count:
         return
-    if _local_instance:
-        raise CrpbotError(f"--gpu: this machine offers {have:g} GPU(s) to Ray, {count} needed")
+    if not cluster_can_autoscale():
+        raise CrpbotError(gpu_shortfall_error(count, have))
     from ray.autoscaler.sdk import request_resources
 
     wait_seconds = GPU_WAIT_SECONDS if wait_seconds is None else wait_seconds
@@ -111,3 +109,46 @@ def require_gpus(count: int, *, wait_seconds: float | None = None) -> None:
                 f"{count} needed; check the GPU worker types and max_workers in cluster.yaml"
             )
         time.sleep(5)
+
+
+def gpu_shortfall_error(needed: int, have: float) -> str:
+    """Why ``needed`` whole GPUs cannot be had on a cluster that offers ``have`` and cannot grow."""
+    message = (
+        f"--gpu: the cluster offers {have:g} GPU(s) to Ray and has no autoscaler to add more; {needed} needed"
+    )
+    if needed > 1 and have >= 1:
+        # Two DDP ranks on one device: NCCL refuses it, and gloo would only trade the GPU's
+        # all-reduce for host copies; one rank with a larger batch uses the GPU better.
+        message += f" (one per training worker: use --workers {int(have)} or fewer)"
+    return message
+
+
+def cluster_can_autoscale() -> bool:
+    """Whether an autoscaler can add nodes to the connected cluster.
+
+    Ray's monitor reports the type of every node: on a cluster started from a config
+    (``ray up cluster.yaml``, KubeRay) those are the config's names (``gpu_1x``); on a local
+    instance or hand-started ``ray start`` nodes it runs a read-only provider that names each
+    node ``node_<id>``, and there may be no report at all.
+    """
+    import json
+
+    import ray
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    if raw:
+        report = json.loads(raw).get("autoscaler_report") or {}
+        types = list((report.get("node_type_mapping") or {}).values())
+    else:  # autoscaler v2 reports through the GCS instead
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        status = get_cluster_status(ray.get_runtime_context().gcs_address)
+        types = [node.ray_node_type_name for node in status.active_nodes]
+    return names_configured_node_types(types)
+
+
+def names_configured_node_types(node_types: list[str]) -> bool:
+    """True when a node type comes from a cluster config, not Ray's read-only ``node_<id>`` mirror."""
+    return any(name and not name.startswith("node_") for name in node_types)

@@ -134,7 +134,8 @@ def _train_member(config_dict: dict[str, Any], data: Any, device: str) -> dict[s
     quiet_worker_logs()
     torch.set_num_threads(1)  # one task per core; more threads only contend
     config = TrainConfig.from_dict(config_dict)
-    result = fit(config, data, device=device, log=lambda line: print(f"[seed {config.seed}] {line}"))
+    tag = f"[{data.coin} seed {config.seed}]"  # members of several coins train side by side
+    result = fit(config, data, device=device, log=lambda line: print(f"{tag} {line}"))
     return {"best_state": result.best_state, "history": result.history, "best_epoch": result.best_epoch}
 
 

@@ -149,6 +149,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         rank=rank,
         world_size=world_size,
         wrap_model=ray.train.torch.prepare_model if world_size > 1 else None,
+        log=lambda line: print(f"[{data.coin}] {line}", flush=True),  # coins train side by side
     )
 
 

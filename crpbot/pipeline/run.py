@@ -1,6 +1,6 @@
 """The end-to-end recipe: train, check, search, ensemble, evaluate once, gate, promote.
 
-Per coin:
+Per coin (:func:`run_coin_chain`):
 1. train the recipe config with Ray Train;
 2. check it against the gate's thresholds on the **validation** split;
 3. if it falls short, run the fallback search (Ray Tune + Optuna) and train a seed
@@ -11,6 +11,15 @@ The batch is promoted when at least ``quorum`` coins pass; only passing coins ar
 Why validation decides step 3: the recipe's "retrain when the model fails the gate" would read
 the test split twice and keep the retry that looked better there, a selection on test. Here
 the test split is read once per coin, after every choice has been made.
+
+Coins run in parallel (:func:`run_pipeline`): each coin's chain is one Ray task that claims
+no CPU or GPU itself and is pinned to the driver's node (it reads the inputs and writes the
+run directory there). The training run, search trials and ensemble members it launches claim
+the real CPUs and GPUs, so three coins on a cluster with three free slots run at once, and on
+fewer they queue for them. No process holds a CPU or GPU while it waits for another one, so
+coins cannot deadlock on each other's reservations. A process per coin rather than a driver
+thread: Tune keeps process-wide state (verbosity, Optuna's logger), and a coin whose process
+dies (out of memory, say) is reported as failed while the others finish.
 """
 
 from __future__ import annotations
@@ -23,11 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crpbot.config import CONFIG_DIR, TrainConfig, load_config
+from crpbot.config import CONFIG_DIR, load_config
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.gate import GateThresholds, batch_decision, coin_decision
-from crpbot.pipeline.run_report import CoinOutcome, PipelineResult, summary_table, write_run_report
-from crpbot.ray_runtime import init_ray
+from crpbot.evaluation.gate import GateDecision, GateThresholds, batch_decision, coin_decision
+from crpbot.pipeline.run_report import (
+    CoinOutcome,
+    PipelineResult,
+    one_line,
+    summary_table,
+    utc_now,
+    write_run_report,
+)
+from crpbot.ray_runtime import init_ray, require_gpus
 from crpbot.registry.storage import join, validate_storage
 
 
@@ -66,30 +82,26 @@ def run_pipeline(
     fee_bps: float = 10.0,
     log: Callable[[str], None] = print,
 ) -> PipelineResult:
-    """Run the recipe for ``coins`` and promote the batch if enough coins pass the gate.
+    """Run every coin's chain in parallel, gate the batch, promote it if enough coins pass.
 
     ``storage`` holds Ray Train checkpoints and Tune experiment state (a path or
     ``s3://bucket/prefix``; default: inside ``run_dir``). On a multi-node cluster it must be
-    shared storage, since workers write checkpoints that the driver reads.
+    shared storage, since workers write checkpoints that the driver reads. A coin whose chain
+    fails is reported with its reason and counts as failing the gate; the others' results stand.
     """
     from crpbot.data.bars import default_input, normalize_coin
     from crpbot.data.dataset import load_prepared
 
     # Every check that can fail runs before the run directory exists and Ray starts: a mistake
     # costs seconds, not a trained BTC model, and leaves nothing behind that blocks the rerun.
-    if budget not in BUDGETS:
-        raise CrpbotError(f"unknown budget {budget!r}: expected one of {', '.join(BUDGETS)}")
-    plan = BUDGETS[budget]
+    plan = _budget(budget)
     thresholds = thresholds if thresholds is not None else GateThresholds()
     if not coins:
         raise CrpbotError("no coins given: expected e.g. BTC,ETH,SOL")
     coins = [normalize_coin(coin) for coin in coins]
     if len(set(coins)) != len(coins):
         raise CrpbotError(f"a coin is listed twice: {', '.join(coins)}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise CrpbotError(f"invalid number of workers {workers!r}: must be >= 1")
-    if not (math.isfinite(fee_bps) and fee_bps >= 0):
-        raise CrpbotError(f"invalid fee {fee_bps} bps: must be a finite number >= 0")
+    _check_workers_and_fee(workers, fee_bps)
     validate_storage(storage)
     inputs = {coin: _input_for(coin, input_dir, default_input) for coin in coins}
     config = load_config(CONFIG_DIR / plan.train_config)
@@ -104,37 +116,221 @@ def run_pipeline(
     storage = storage if storage is not None else run_dir.resolve()
     with _removed_if_empty(run_dir):
         init_ray(address)
-        log(f"Pipeline budget={budget} coins={','.join(coins)} run_dir={run_dir}")
-        outcomes = [
-            _run_coin(
-                coin,
-                inputs[coin],
-                config,
-                plan,
-                run_dir / coin,
-                storage=join(storage, coin),
-                address=address,
-                use_gpu=use_gpu,
-                workers=workers,
-                thresholds=thresholds,
-                fee_bps=fee_bps,
-                log=log,
-            )
-            for coin in coins
-        ]
+        if use_gpu:
+            require_gpus(workers)  # one line now, not a failure per coin (or a wait) later
+        started_at = utc_now()
+        log(f"Pipeline budget={budget} coins={','.join(coins)} run_dir={run_dir} (coins in parallel)")
+        outcomes = _run_chains_in_parallel(
+            coins,
+            {
+                coin: {
+                    "input_path": inputs[coin].resolve(),
+                    "coin_dir": (run_dir / coin).resolve(),
+                    "budget": plan,
+                    "storage": join(storage, coin),
+                    "address": address,
+                    "use_gpu": use_gpu,
+                    "workers": workers,
+                    "thresholds": thresholds,
+                    "fee_bps": fee_bps,
+                }
+                for coin in coins
+            },
+            log,
+        )
 
-        decisions = {
-            o.coin: coin_decision(o.metrics["accuracy"], o.metrics["ece"], thresholds) for o in outcomes
-        }
+        decisions = {o.coin: _gate(o, thresholds) for o in outcomes}
         batch = batch_decision(decisions, thresholds).to_dict()
         if batch["promoted"]:
             _promote(outcomes, decisions, registry_root, bucket, prefix, endpoint_url, log)
-        result = PipelineResult(run_dir=run_dir, outcomes=outcomes, batch=batch)
+        result = PipelineResult(
+            run_dir=run_dir, outcomes=outcomes, batch=batch, started_at=started_at, finished_at=utc_now()
+        )
         write_run_report(result, budget, thresholds)
         for line in summary_table(result):
             log(line)
         log(f"Run report: {run_dir / 'report.md'}")
         return result
+
+
+def run_coin_chain(
+    coin: str,
+    input_path: str | Path,
+    coin_dir: str | Path,
+    *,
+    budget: str | PipelineBudget = "smoke",
+    storage: str | Path | None = None,
+    address: str | None = None,
+    use_gpu: bool = False,
+    workers: int = 1,
+    thresholds: GateThresholds | None = None,
+    fee_bps: float = 10.0,
+    score_on_test: bool = True,
+    log: Callable[[str], None] = print,
+) -> CoinOutcome:
+    """One coin's chain: recipe -> validation check -> (search -> seed ensemble) -> one test evaluation.
+
+    Writes under ``coin_dir`` (``recipe_model/``, ``search_results/``, ``ensemble/``,
+    ``evaluation/``); Ray run state goes to ``storage`` (default ``coin_dir/ray``). Raises
+    :class:`CrpbotError` (or Ray's error) when a step fails: the caller decides whether that stops
+    anything else. ``score_on_test=False`` stops after the validation check of the chosen model and
+    leaves the test split unread, for a caller that scores it elsewhere (a challenger).
+    """
+    from crpbot.data.bars import normalize_coin
+    from crpbot.evaluation.evaluate import evaluate_model
+    from crpbot.model.ensemble import train_ensemble
+    from crpbot.model.trainer import train
+    from crpbot.search.space import load_search_space
+    from crpbot.search.tune import run_search
+
+    plan = _budget(budget)
+    thresholds = thresholds if thresholds is not None else GateThresholds()
+    _check_workers_and_fee(workers, fee_bps)
+    coin, coin_dir = normalize_coin(coin), Path(coin_dir)
+    storage = storage if storage is not None else (coin_dir / "ray").resolve()
+    validate_storage(storage)
+    config = load_config(CONFIG_DIR / plan.train_config)
+
+    log(f"training the recipe ({plan.train_config})")
+    recipe_dir = train(
+        config,
+        coin,
+        input_path=input_path,
+        num_workers=workers,
+        use_gpu=use_gpu,
+        address=address,
+        out_dir=coin_dir / "recipe_model",
+        storage_path=join(storage, "train"),
+        run_name=f"{coin}-recipe",
+    )
+    recipe_val = validation_check(recipe_dir, thresholds)
+    outcome = CoinOutcome(
+        coin=coin,
+        recipe_model=str(recipe_dir),
+        recipe_validation=recipe_val,
+        final_model=str(recipe_dir),
+        final_validation=recipe_val,
+    )
+    log(
+        f"recipe on validation: accuracy {recipe_val['accuracy']:.4f}, "
+        f"ECE {recipe_val['ece']:.4f} -> {'meets' if recipe_val['passed'] else 'misses'} "
+        "the gate's thresholds"
+    )
+
+    if not recipe_val["passed"]:
+        log(f"fallback search ({plan.search_space})")
+        space = load_search_space(CONFIG_DIR / plan.search_space)
+        search = run_search(
+            space,
+            coin,
+            input_path=input_path,
+            storage=join(storage, "search"),
+            name=f"{coin}-search",
+            address=address,
+            use_gpu=use_gpu,
+            output_dir=coin_dir / "search_results",
+            progress=False,
+            log=log,
+        )
+        # The search's epoch budget is for ranking configs; the ensemble members train as long as
+        # the recipe allows (early stopping on validation decides).
+        best = search.best_config.replace(
+            max_epochs=config.max_epochs, patience=config.patience, max_train_windows=config.max_train_windows
+        )
+        log(f"seed ensemble of the best config ({plan.seeds} seeds)")
+        ensemble_dir = train_ensemble(
+            best,
+            coin,
+            seeds=plan.seeds,
+            input_path=input_path,
+            out_dir=coin_dir / "ensemble",
+            address=address,
+            use_gpu=use_gpu,
+            log=log,
+        )
+        outcome.stage = "ensemble"
+        outcome.search_best_yaml = str(search.best_yaml)
+        outcome.final_model = str(ensemble_dir)
+        outcome.final_validation = validation_check(ensemble_dir, thresholds)
+
+    if score_on_test:
+        log(f"scoring the {outcome.stage} model once on the test split")
+        evaluation = evaluate_model(
+            outcome.final_model,
+            out_dir=coin_dir / "evaluation",
+            thresholds=thresholds,
+            fee_bps=fee_bps,
+            log=log,
+        )
+        outcome.evaluation_dir = str(evaluation.out_dir)
+        outcome.metrics = evaluation.metrics
+    return outcome
+
+
+def _budget(budget: str | PipelineBudget) -> PipelineBudget:
+    if isinstance(budget, PipelineBudget):
+        return budget
+    if budget not in BUDGETS:
+        raise CrpbotError(f"unknown budget {budget!r}: expected one of {', '.join(BUDGETS)}")
+    return BUDGETS[budget]
+
+
+def _check_workers_and_fee(workers: int, fee_bps: float) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise CrpbotError(f"invalid number of workers {workers!r}: must be >= 1")
+    if not (math.isfinite(fee_bps) and fee_bps >= 0):
+        raise CrpbotError(f"invalid fee {fee_bps} bps: must be a finite number >= 0")
+
+
+def _run_chains_in_parallel(
+    coins: list[str], chain_kwargs: dict[str, dict[str, Any]], log: Callable[[str], None]
+) -> list[CoinOutcome]:
+    """Submit every coin's chain at once; collect each as it finishes, failures included."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    task = ray.remote(num_cpus=0, max_retries=0)(_chain_task)
+    submitted_at = utc_now()
+    pending = {
+        task.options(name=f"chain-{coin}", scheduling_strategy=here).remote(coin, chain_kwargs[coin]): coin
+        for coin in coins
+    }
+    finished: dict[str, CoinOutcome] = {}
+    while pending:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        coin = pending.pop(ref)
+        try:
+            outcome = ray.get(ref)
+        except ray.exceptions.RayError as exc:  # the chain's process died: OOM kill, lost node
+            outcome = CoinOutcome.failure(coin, one_line(exc), started_at=submitted_at, finished_at=utc_now())
+        finished[coin] = outcome
+        ending = f"failed: {outcome.error}" if outcome.failed else f"{outcome.stage} scored on test"
+        log(f"== {coin}: {ending} ({outcome.seconds:.0f} s)")
+    return [finished[coin] for coin in coins]
+
+
+def _chain_task(coin: str, kwargs: dict[str, Any]) -> CoinOutcome:
+    """One coin's chain in its own Ray worker; a failure becomes a reported outcome, not an exception."""
+    started_at = utc_now()
+
+    def say(message: str) -> None:
+        for line in str(message).splitlines():
+            print(f"[{coin}] {line}", flush=True)
+
+    try:
+        outcome = run_coin_chain(coin, log=say, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any failure of this coin is reported, the others go on
+        say(f"failed: {one_line(exc)}")
+        return CoinOutcome.failure(coin, one_line(exc), started_at=started_at, finished_at=utc_now())
+    return outcome.timed(started_at, utc_now())
+
+
+def _gate(outcome: CoinOutcome, thresholds: GateThresholds) -> GateDecision:
+    """The coin's gate decision; a coin whose chain failed fails the gate, with the reason."""
+    if outcome.failed:
+        return GateDecision(passed=False, reasons=[f"chain failed: {outcome.error}"])
+    return coin_decision(outcome.metrics["accuracy"], outcome.metrics["ece"], thresholds)
 
 
 @contextmanager
@@ -156,98 +352,6 @@ def _input_for(coin: str, input_dir: str | Path | None, default_input: Callable[
     if not path.is_file():
         raise CrpbotError(f"no input for {coin}: expected {path}")
     return path
-
-
-def _run_coin(
-    coin: str,
-    input_path: Path,
-    config: TrainConfig,
-    plan: PipelineBudget,
-    coin_dir: Path,
-    *,
-    storage: str | Path,
-    address: str | None,
-    use_gpu: bool,
-    workers: int,
-    thresholds: GateThresholds,
-    fee_bps: float,
-    log: Callable[[str], None],
-) -> CoinOutcome:
-    from crpbot.evaluation.evaluate import evaluate_model
-    from crpbot.model.ensemble import train_ensemble
-    from crpbot.model.trainer import train
-    from crpbot.search.space import load_search_space
-    from crpbot.search.tune import run_search
-
-    log(f"== {coin}: training the recipe ({plan.train_config})")
-    recipe_dir = train(
-        config,
-        coin,
-        input_path=input_path,
-        num_workers=workers,
-        use_gpu=use_gpu,
-        address=address,
-        out_dir=coin_dir / "recipe_model",
-        storage_path=join(storage, "train"),
-        run_name=f"{coin}-recipe",
-    )
-    recipe_val = validation_check(recipe_dir, thresholds)
-    outcome = CoinOutcome(
-        coin=coin,
-        recipe_model=str(recipe_dir),
-        recipe_validation=recipe_val,
-        final_model=str(recipe_dir),
-        final_validation=recipe_val,
-    )
-    log(
-        f"== {coin}: recipe on validation: accuracy {recipe_val['accuracy']:.4f}, "
-        f"ECE {recipe_val['ece']:.4f} -> {'meets' if recipe_val['passed'] else 'misses'} "
-        "the gate's thresholds"
-    )
-
-    if not recipe_val["passed"]:
-        log(f"== {coin}: fallback search ({plan.search_space})")
-        space = load_search_space(CONFIG_DIR / plan.search_space)
-        search = run_search(
-            space,
-            coin,
-            input_path=input_path,
-            storage=join(storage, "search"),
-            name=f"{coin}-search",
-            address=address,
-            use_gpu=use_gpu,
-            output_dir=coin_dir / "search_results",
-            progress=False,
-            log=log,
-        )
-        # The search's epoch budget is for ranking configs; the ensemble members train as long as
-        # the recipe allows (early stopping on validation decides).
-        best = search.best_config.replace(
-            max_epochs=config.max_epochs, patience=config.patience, max_train_windows=config.max_train_windows
-        )
-        log(f"== {coin}: seed ensemble of the best config ({plan.seeds} seeds)")
-        ensemble_dir = train_ensemble(
-            best,
-            coin,
-            seeds=plan.seeds,
-            input_path=input_path,
-            out_dir=coin_dir / "ensemble",
-            address=address,
-            use_gpu=use_gpu,
-            log=log,
-        )
-        outcome.stage = "ensemble"
-        outcome.search_best_yaml = str(search.best_yaml)
-        outcome.final_model = str(ensemble_dir)
-        outcome.final_validation = validation_check(ensemble_dir, thresholds)
-
-    log(f"== {coin}: scoring the {outcome.stage} model once on the test split")
-    evaluation = evaluate_model(
-        outcome.final_model, out_dir=coin_dir / "evaluation", thresholds=thresholds, fee_bps=fee_bps, log=log
-    )
-    outcome.evaluation_dir = str(evaluation.out_dir)
-    outcome.metrics = evaluation.metrics
-    return outcome
 
 
 def validation_check(model_dir: str | Path, thresholds: GateThresholds) -> dict[str, Any]:

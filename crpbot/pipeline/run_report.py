@@ -1,17 +1,31 @@
 """What a pipeline run produced, per coin and for the batch, and how it is reported.
 
 The records (:class:`CoinOutcome`, :class:`PipelineResult`) are plain dataclasses written to
-``summary.json``; :func:`summary_table` is the table the CLI prints and ``report.md`` embeds.
+``summary.json``; ``pipeline.json`` is the run's timeline (each coin's status, start and end);
+:func:`summary_table` is the table the CLI prints and ``report.md`` embeds.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from crpbot.evaluation.gate import GateThresholds
+
+
+def utc_now() -> str:
+    """Now as an ISO 8601 UTC timestamp with milliseconds: how run records mark time."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: its type when the message is empty, the first line otherwise."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 @dataclass
@@ -19,8 +33,8 @@ class CoinOutcome:
     """What happened to one coin, in the order it happened."""
 
     coin: str
-    recipe_model: str
-    recipe_validation: dict[str, Any]
+    recipe_model: str = ""
+    recipe_validation: dict[str, Any] = field(default_factory=dict)
     stage: str = "recipe"  # "recipe" or "ensemble": the model that was scored on test
     search_best_yaml: str | None = None
     final_model: str = ""
@@ -28,6 +42,25 @@ class CoinOutcome:
     evaluation_dir: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     promoted_version: str | None = None
+    error: str | None = None  # why the chain failed; None when it ran to the end
+    started_at: str | None = None
+    finished_at: str | None = None
+    seconds: float | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def timed(self, started_at: str, finished_at: str) -> CoinOutcome:
+        """Record when the chain ran (ISO UTC timestamps) and how long it took."""
+        self.started_at, self.finished_at = started_at, finished_at
+        elapsed = datetime.fromisoformat(finished_at) - datetime.fromisoformat(started_at)
+        self.seconds = elapsed.total_seconds()
+        return self
+
+    @classmethod
+    def failure(cls, coin: str, error: str, *, started_at: str, finished_at: str) -> CoinOutcome:
+        return cls(coin=coin, stage="failed", error=error).timed(started_at, finished_at)
 
 
 @dataclass
@@ -35,6 +68,8 @@ class PipelineResult:
     run_dir: Path
     outcomes: list[CoinOutcome]
     batch: dict[str, Any]
+    started_at: str | None = None
+    finished_at: str | None = None
 
     @property
     def promoted(self) -> bool:
@@ -53,6 +88,9 @@ def summary_table(result: PipelineResult) -> list[str]:
     )
     lines = [header, "-" * len(header)]
     for o in result.outcomes:
+        if o.failed:
+            lines.append(f"{o.coin:<8} {'failed':<9} {o.error}  FAIL")
+            continue
         m = o.metrics
         lo, hi = m["accuracy_ci"]
         name, value = max(m["baselines"].items(), key=lambda item: item[1] if item[1] is not None else -1)
@@ -81,6 +119,36 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def timeline(result: PipelineResult, budget: str) -> dict[str, Any]:
+    """``pipeline.json``: when the run and each coin's chain started and ended, and how each ended."""
+    return {
+        "budget": budget,
+        "started_at": result.started_at,
+        "finished_at": result.finished_at,
+        "promoted": result.promoted,
+        "coins": [
+            {
+                "coin": o.coin,
+                "status": "failed" if o.failed else "ok",
+                "error": o.error,
+                "stage": o.stage,
+                "started_at": o.started_at,
+                "finished_at": o.finished_at,
+                "seconds": o.seconds,
+                "gate_passed": o.coin in result.batch["passed_coins"],
+            }
+            for o in result.outcomes
+        ],
+    }
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Temp file, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
 def write_run_report(result: PipelineResult, budget: str, thresholds: GateThresholds) -> None:
     summary = {
         "budget": budget,
@@ -88,7 +156,8 @@ def write_run_report(result: PipelineResult, budget: str, thresholds: GateThresh
         "batch": result.batch,
         "coins": [asdict(o) for o in result.outcomes],
     }
-    (result.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    _write_json(result.run_dir / "summary.json", summary)
+    _write_json(result.run_dir / "pipeline.json", timeline(result, budget))
     lines = [
         f"# crpbot pipeline run ({budget} budget)",
         "",
@@ -103,8 +172,11 @@ def write_run_report(result: PipelineResult, budget: str, thresholds: GateThresh
         "",
     ]
     for o in result.outcomes:
+        lines += [f"## {o.coin}", f"- ran {o.started_at} -> {o.finished_at} ({o.seconds:.0f} s)"]
+        if o.failed:
+            lines += [f"- FAILED: {o.error}", "- gate: FAIL (counted as failing)", "- promoted: no", ""]
+            continue
         lines += [
-            f"## {o.coin}",
             f"- recipe model: `{o.recipe_model}`; validation accuracy {o.recipe_validation['accuracy']:.4f}, "
             f"ECE {o.recipe_validation['ece']:.4f} ({'meets' if o.recipe_validation['passed'] else 'misses'} "
             "the thresholds)",

@@ -103,9 +103,13 @@ def run_search(
     init_ray(address)
     if use_gpu:
         require_gpus(1)
+    trial = tune.with_parameters(_trial, data=data, space=space, use_gpu=use_gpu)
+    # Tune registers a trainable under its name for the whole Ray job, last writer wins: two
+    # searches running at once (the pipeline's coins) must not share one, or trials of one coin
+    # could start with the other coin's data.
+    trial.__name__ = _trainable_name(name, experiment_path, filesystem) if resume else f"crpbot_trial_{name}"
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, data=data, space=space, use_gpu=use_gpu),
-        {"cpu": 1, "gpu": space.budget.gpus_per_trial} if use_gpu else {"cpu": 1},
+        trial, {"cpu": 1, "gpu": space.budget.gpus_per_trial} if use_gpu else {"cpu": 1}
     )
     started = time.perf_counter()
     if resume:
@@ -242,6 +246,19 @@ def _new_tuner(
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
+
+
+def _trainable_name(name: str, experiment_path: str, filesystem) -> str:
+    """The trainable name a saved experiment was started with: ``Tuner.restore`` requires it
+    (experiments saved before searches got their own names used the function's, ``_trial``)."""
+    import pickle
+
+    from ray.train._internal.storage import get_fs_and_path
+
+    fs, path = get_fs_and_path(experiment_path, filesystem)
+    with fs.open_input_file(f"{path}/tuner.pkl") as stream:
+        state = pickle.loads(stream.readall())  # Tune's own file; Tuner.restore unpickles it too
+    return state.get("__trainable_name") or f"crpbot_trial_{name}"
 
 
 def _tune_domains(space: SearchSpace) -> dict[str, Any]:
