@@ -23,11 +23,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/crpbot pipeline --budget smoke
 
-# Two runs: the multi-node test starts its own two-node cluster, which must not share the
+# Two runs: the multi-node test and crpbot doctor start their own Ray, which must not share the
 # host with the session's local Ray instance (it breaks Ray Train's clean-up).
 test: setup
-	$(BIN)/python -m pytest -m "not multinode"
-	$(BIN)/python -m pytest -m multinode tests/test_multinode.py
+	$(BIN)/python -m pytest -m "not multinode and not own_ray"
+	$(BIN)/python -m pytest -m "multinode or own_ray" tests/test_multinode.py tests/test_doctor.py
 
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -18,7 +24,7 @@ from crpbot.evaluation.gate import (
     DEFAULT_QUORUM,
     GateThresholds,
 )
-from crpbot.pipeline.run import run_pipeline
+from crpbot.pipeline.run import _chain_task, run_pipeline
 from crpbot.registry.local import current_version, list_versions
 
 pytestmark = pytest.mark.ray
@@ -51,29 +57,57 @@ def test_demo_pipeline_refuses_with_reasons(ray_session, tmp_path, capsys) -> No
     assert "NOT PROMOTED" in out and "test acc [95% CI]" in out
     assert (run_dir / "report.md").read_text().startswith("# crpbot pipeline run (smoke budget)")
 
+    # The coins ran side by side: every pair of chains overlapped in time.
+    timeline = json.loads((run_dir / "pipeline.json").read_text())
+    spans = [
+        (datetime.fromisoformat(c["started_at"]), datetime.fromisoformat(c["finished_at"]))
+        for c in timeline["coins"]
+    ]
+    assert [c["status"] for c in timeline["coins"]] == ["ok"] * 3
+    assert all(
+        a_start < b_end and b_start < a_end for (a_start, a_end), (b_start, b_end) in combinations(spans, 2)
+    )
+
 
 def test_a_passing_batch_is_promoted_and_pushed(ray_session, s3_endpoint, tmp_path, monkeypatch) -> None:
     """With thresholds any model meets, the recipe passes validation (no search) and is promoted.
 
-    Run state goes to S3 too, as on a multi-node cluster.
+    Run state goes to S3 too, as on a multi-node cluster. BTC's chain process is killed while it
+    runs (as the kernel's OOM killer would): BTC is reported as failed and fails the gate, and
+    ETH's finished result is still promoted.
     """
     import boto3
+    from ray.util.state import list_tasks
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="crpbot-models")
     lax = GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1)
-    result = run_pipeline(
-        ["ETH"],
-        budget="smoke",
-        run_dir=tmp_path / "run",
-        registry_root=tmp_path / "models",
-        storage="s3://crpbot-models/runs",
-        bucket="crpbot-models",
-        endpoint_url=s3_endpoint,
-        thresholds=lax,
-    )
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            run_pipeline,
+            ["BTC", "ETH"],
+            budget="smoke",
+            run_dir=tmp_path / "run",
+            registry_root=tmp_path / "models",
+            storage="s3://crpbot-models/runs",
+            bucket="crpbot-models",
+            endpoint_url=s3_endpoint,
+            thresholds=lax,
+        )
+        deadline = time.monotonic() + 120
+        while not (chains := list_tasks(filters=[("name", "=", "chain-BTC-USD"), ("state", "=", "RUNNING")])):
+            assert time.monotonic() < deadline and not running.done(), "BTC's chain never ran"
+            time.sleep(0.5)
+        os.kill(chains[0].worker_pid, signal.SIGKILL)
+        result = running.result(timeout=280)
 
-    (outcome,) = result.outcomes
+    failed, outcome = result.outcomes
+    assert failed.coin == "BTC-USD" and failed.failed and failed.error and failed.stage == "failed"
+    assert result.batch["failed_coins"] == ["BTC-USD"]
+    assert any(reason.startswith("BTC-USD: chain failed: ") for reason in result.batch["reasons"])
+    timeline = json.loads((tmp_path / "run" / "pipeline.json").read_text())
+    assert [(c["coin"], c["status"]) for c in timeline["coins"]] == [("BTC-USD", "failed"), ("ETH-USD", "ok")]
+    assert "FAILED: " in (tmp_path / "run" / "report.md").read_text()
     assert result.promoted and outcome.stage == "recipe" and outcome.search_best_yaml is None
     assert current_version("ETH-USD", root=tmp_path / "models") == outcome.promoted_version
     keys = [
@@ -143,3 +177,14 @@ def test_gate_defaults_come_from_the_gate() -> None:
         DEFAULT_MAX_CALIBRATION_ERROR,
         DEFAULT_QUORUM,
     )
+
+
+def test_a_failing_chain_becomes_a_reported_outcome(tmp_path) -> None:
+    """What a coin's Ray task returns when its chain raises: the reason and the times, no exception
+    (so the other coins' results are kept). Fails before Ray is needed: the input is gone."""
+    outcome = _chain_task(
+        "SOL-USD", {"input_path": tmp_path / "gone.parquet", "coin_dir": tmp_path / "SOL-USD"}
+    )
+    assert outcome.failed and "gone.parquet" in outcome.error and "\n" not in outcome.error
+    assert outcome.stage == "failed" and outcome.seconds >= 0
+    assert datetime.fromisoformat(outcome.started_at) <= datetime.fromisoformat(outcome.finished_at)

@@ -18,6 +18,7 @@ from crpbot.errors import CrpbotError
 
 # subcommand -> (module under crpbot.cli, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("doctor", "check versions, GPUs, a Ray start and a remote task (run it first on a new node)"),
     "features": ("features", "validate bars and write the feature table"),
     "train": ("train", "train one model with Ray Train and write its artifact"),
     "tune": ("tune", "hyperparameter search with Ray Tune, Optuna and ASHA"),

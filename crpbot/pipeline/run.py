@@ -25,6 +25,7 @@ dies (out of memory, say) is reported as failed while the others finish.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +46,10 @@ from crpbot.pipeline.run_report import (
 )
 from crpbot.ray_runtime import init_ray, require_gpus
 from crpbot.registry.storage import join, validate_storage
+
+# Environment variables a coin's chain needs from the driver: S3 (endpoint, region, credentials
+# when not from an instance profile) and crpbot's own settings.
+FORWARDED_ENV = ("AWS_", "CRPBOT_")
 
 
 @dataclass(frozen=True)
@@ -290,7 +295,10 @@ def _run_chains_in_parallel(
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    task = ray.remote(num_cpus=0, max_retries=0)(_chain_task)
+    # Workers were started with Ray's environment, not this process's: the settings a chain reads
+    # (an S3 endpoint, the GPU wait) travel with it, and on to the tasks and actors it launches.
+    forwarded = {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_ENV)}
+    task = ray.remote(num_cpus=0, max_retries=0, runtime_env={"env_vars": forwarded})(_chain_task)
     submitted_at = utc_now()
     pending = {
         task.options(name=f"chain-{coin}", scheduling_strategy=here).remote(coin, chain_kwargs[coin]): coin

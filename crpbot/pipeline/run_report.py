@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,9 +24,16 @@ def utc_now() -> str:
 
 
 def one_line(exc: BaseException) -> str:
-    """An error as one line: its type when the message is empty, the first line otherwise."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    """An error as one line: the original error when the message ends in a traceback (Ray's
+    errors carry the worker's), else the first line; the type when the message is empty."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[-1] if len(lines) > 1 and _RAISED.match(lines[-1]) else lines[0]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the worker names in its messages
+_RAISED = re.compile(r"^[\w.]+(Error|Exception|Interrupt)\b.*:")  # a traceback's last line
 
 
 @dataclass
