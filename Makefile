@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Quiet, local-only Ray for every command run from here.
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint clean bundle check-bundle
 
 setup: $(STAMP)
 
@@ -33,6 +33,17 @@ bench: setup
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_search.py
+
+# The offline install for CUDA nodes without a package index (docs/scale-out.md):
+# dist/crpbot-offline-py<X.Y>-x86_64.tar.xz; BUNDLE_PYTHON=3.12 builds for another Python.
+BUNDLE_PYTHON ?= $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+bundle: setup
+	$(BIN)/python scripts/build_offline_bundle.py --python $(BUNDLE_PYTHON)
+
+# Build, install into a fresh venv holding only the assumed packages, doctor, one training epoch.
+# Starts Ray: run it as `flock /tmp/crpbot-ray.lock make check-bundle`.
+check-bundle: setup
+	PYTHON=$(PYTHON) bash scripts/check_offline_bundle.sh
 
 # ruff, then the stage layering contract in pyproject.toml (import-linter)
 lint: setup

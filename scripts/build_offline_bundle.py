@@ -140,8 +140,13 @@ def assumed_closure(python: str, scratch: Path) -> set[str]:
 
 def download(python: str, wheels: Path) -> None:
     subprocess.run(pip("download", "--quiet", "-d", str(wheels), *BUNDLED, python=python), check=True)
+    # crpbot's own wheel, built from a copy: setuptools would leave build/ in the checkout
+    source = wheels.parent / "crpbot-source"
+    shutil.copytree(REPO / "crpbot", source / "crpbot", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(source)],
         check=True,
     )
 

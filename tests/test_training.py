@@ -88,6 +88,19 @@ def test_history_holds_the_reported_metrics(data) -> None:
     assert lines[1].startswith("Epoch 1/2: Train Loss=") and ", LR=0.003000" in lines[1]
 
 
+def test_progress_within_an_epoch_goes_to_its_own_sink(data) -> None:
+    """A terminal gets samples/s and an ETA within long epochs; the log keeps one line per epoch."""
+    lines: list[str] = []
+    progress: list[str] = []
+    config = TINY.replace(max_epochs=2, batch_size=64)
+    fit(config, data, log=lines.append, progress=progress.append, progress_every=0.0)
+    assert sum(line.startswith("Epoch ") for line in lines) == 2 and not any("ETA" in line for line in lines)
+    steps = config.max_train_windows // config.batch_size
+    assert len(progress) == 2 * steps  # every step, at progress_every=0
+    assert "epoch 1: 64/512 windows (12%)" in progress[0] and "samples/s, ETA" in progress[0]
+    assert "epoch 2: 512/512 windows (100%)" in progress[-1] and progress[-1].endswith("ETA 0 s")
+
+
 def test_resumed_run_equals_uninterrupted_run(data) -> None:
     """Stop after epoch 2, resume from the (serialised, weights-only) checkpoint: same end state."""
     snapshots: dict[int, bytes] = {}

@@ -35,6 +35,8 @@ from crpbot.model.network import build_model, param_count
 
 Reporter = Callable[[dict[str, float], dict[str, Any]], None]
 EVAL_BATCH = 2048
+# How often a long epoch reports its progress when asked to (a terminal is watching).
+PROGRESS_SECONDS = 10.0
 
 
 @dataclass
@@ -81,6 +83,8 @@ def fit(
     world_size: int = 1,
     wrap_model: Callable[[nn.Module], nn.Module] | None = None,
     log: Callable[[str], None] = print,
+    progress: Callable[[str], None] | None = None,
+    progress_every: float = PROGRESS_SECONDS,
 ) -> FitResult:
     """Train one model on ``data`` (a ``PreparedData``); this rank trains on its shard of each epoch.
 
@@ -89,6 +93,8 @@ def fit(
     and ends exactly as the uninterrupted run would have. ``wrap_model`` wraps the model for
     data parallelism (``ray.train.torch.prepare_model``); gradients are then averaged across
     ranks, and the val loss is summed across ranks so every rank stops at the same epoch.
+    ``progress`` (rank 0 only) receives a line with samples/s and the epoch's ETA every
+    ``progress_every`` seconds within an epoch: for a terminal; logs keep one line per epoch.
     """
     device = torch.device(device)
     on_cuda = device.type == "cuda"
@@ -150,6 +156,7 @@ def fit(
 
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        next_progress = started + progress_every
         for start in range(0, len(shard), config.batch_size):
             ends = shard[start : start + config.batch_size]
             windows = gather_windows(features, ends, config.lookback)
@@ -161,6 +168,14 @@ def fit(
             nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
             optimizer.step()
             loss_sum += loss.detach().double() * len(ends)  # stays on the device: no sync per step
+            if progress is not None and rank == 0 and (now := time.perf_counter()) >= next_progress:
+                done = start + len(ends)
+                rate = done / (now - started)
+                progress(
+                    f"  epoch {epoch}: {done:,}/{len(shard):,} windows ({done / len(shard):.0%}), "
+                    f"{rate:,.0f} samples/s, ETA {(len(shard) - done) / rate:.0f} s"
+                )
+                next_progress = now + progress_every
         if on_cuda:
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - started  # training throughput excludes validation

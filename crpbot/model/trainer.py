@@ -9,6 +9,7 @@ turns the final checkpoint's best weights into a model artifact directory.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 import uuid
@@ -35,8 +36,13 @@ def train(
     storage_path: str | Path | None = None,
     run_name: str | None = None,
     max_failures: int = 2,
+    progress: bool | None = None,
 ) -> Path:
-    """Train ``coin`` with ``num_workers`` DDP workers and write the best model; returns the artifact dir."""
+    """Train ``coin`` with ``num_workers`` DDP workers and write the best model; returns the artifact dir.
+
+    ``progress``: rank 0 prints samples/s and an ETA within long epochs (default: when this
+    process's output is a terminal; logs and CI keep one line per epoch).
+    """
     import ray
     from ray.train import (
         CheckpointConfig,
@@ -76,7 +82,11 @@ def train(
     storage, filesystem = ray_storage(storage_path, default="runs/train")
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"config": config.to_dict(), "data": ray.put(data)},
+        train_loop_config={
+            "config": config.to_dict(),
+            "data": ray.put(data),
+            "progress": sys.stdout.isatty() if progress is None else progress,
+        },
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=RunConfig(
             name=run_name or f"train-{coin}-{stamp}-{uuid.uuid4().hex[:6]}",
@@ -132,6 +142,9 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     if checkpoint is not None:
         resume = _load_state(checkpoint)
 
+    def say(line: str) -> None:
+        print(f"[{data.coin}] {line}", flush=True)  # coins train side by side in a pipeline
+
     def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             saved = None
@@ -149,7 +162,8 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         rank=rank,
         world_size=world_size,
         wrap_model=ray.train.torch.prepare_model if world_size > 1 else None,
-        log=lambda line: print(f"[{data.coin}] {line}", flush=True),  # coins train side by side
+        log=say,
+        progress=say if loop_config.get("progress") else None,
     )
 
 

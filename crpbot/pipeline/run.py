@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -138,6 +139,7 @@ def run_pipeline(
                     "workers": workers,
                     "thresholds": thresholds,
                     "fee_bps": fee_bps,
+                    "progress": sys.stdout.isatty(),  # the chains write to a log; this may be a terminal
                 }
                 for coin in coins
             },
@@ -171,6 +173,7 @@ def run_coin_chain(
     thresholds: GateThresholds | None = None,
     fee_bps: float = 10.0,
     score_on_test: bool = True,
+    progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> CoinOutcome:
     """One coin's chain: recipe -> validation check -> (search -> seed ensemble) -> one test evaluation.
@@ -180,6 +183,7 @@ def run_coin_chain(
     :class:`CrpbotError` (or Ray's error) when a step fails: the caller decides whether that stops
     anything else. ``score_on_test=False`` stops after the validation check of the chosen model and
     leaves the test split unread, for a caller that scores it elsewhere (a challenger).
+    ``progress``: the recipe's training shows samples/s and an ETA within long epochs.
     """
     from crpbot.data.bars import normalize_coin
     from crpbot.evaluation.evaluate import evaluate_model
@@ -207,6 +211,7 @@ def run_coin_chain(
         out_dir=coin_dir / "recipe_model",
         storage_path=join(storage, "train"),
         run_name=f"{coin}-recipe",
+        progress=progress,
     )
     recipe_val = validation_check(recipe_dir, thresholds)
     outcome = CoinOutcome(
