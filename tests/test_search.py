@@ -58,6 +58,8 @@ def test_four_trial_search_writes_results_study_and_a_trainable_best_yaml(ray_se
     params = table[space.keys()].apply(tuple, axis=1)
     assert params.nunique() == 4
     assert result.results_csv.read_text().count("\n") == 5  # header + 4 rows
+    for plot in ("optimization_history.png", "param_importances.png"):  # Optuna's, beside results.csv
+        assert (result.results_csv.parent / plot).is_file()
     assert ((table["epochs_run"] >= 1) & (table["epochs_run"] <= 2)).all()
     # Optuna's study holds every trial's value: the best val loss the table shows
     values = sorted(t.value for t in result.study.trials if t.state.name == "COMPLETE")

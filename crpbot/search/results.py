@@ -97,6 +97,49 @@ def write_outputs(
     return results_csv, best_yaml
 
 
+PLOTS = ("optimization_history.png", "param_importances.png")
+
+
+def write_plots(study, out: Path) -> list[str]:
+    """Optuna's optimisation-history and parameter-importance plots beside ``results.csv``.
+
+    Returns one note per plot that could not be drawn: importance needs at least two completed
+    trials, and fANOVA fails on studies where no parameter varies.
+    """
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a cluster node
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    notes = []
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    makers = {"optimization_history.png": optuna_plots.plot_optimization_history}
+    if len(completed) >= 2:
+        makers["param_importances.png"] = optuna_plots.plot_param_importances
+    else:
+        notes.append(f"param_importances.png not drawn: {len(completed)} completed trial(s), 2 needed")
+    for name, make in makers.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)  # "importances will be equal" and the like
+                axes = make(study)
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            notes.append(f"{name} not drawn: {reason}")
+            continue
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        tmp = out / f".{name}.tmp.png"
+        figure.savefig(tmp, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        tmp.replace(out / name)
+    return notes
+
+
 def load_study(experiment_path: str, filesystem):
     """The Optuna study of an experiment, read back from the searcher state Tune saved."""
     from ray.tune.search import ConcurrencyLimiter

@@ -30,7 +30,14 @@ from crpbot.data.bars import normalize_coin
 from crpbot.errors import CrpbotError
 from crpbot.model.trainer import STATE_FILE
 from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
-from crpbot.search.results import METRIC, format_table, load_study, results_table, write_outputs
+from crpbot.search.results import (
+    METRIC,
+    format_table,
+    load_study,
+    results_table,
+    write_outputs,
+    write_plots,
+)
 from crpbot.search.space import SearchSpace
 
 
@@ -164,6 +171,9 @@ def run_search(
     out = Path(output_dir) if output_dir is not None else (local_experiment or Path("runs").resolve() / name)
     results_csv, best_yaml = write_outputs(out, table, best_config, experiment_path, filesystem)
     study = None if exhaustive else load_study(experiment_path, filesystem)
+    if study is not None:
+        for note in write_plots(study, out):
+            log(note)
     log(format_table(table))
     log(
         f"{len(table)} trials in {wall:.1f} s; median overhead beyond training "
