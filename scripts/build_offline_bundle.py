@@ -59,6 +59,7 @@ DROPPED_DISTS = {
     "virtualenv",
     "distlib",
     "platformdirs",
+    "python-discovery",
     "py-spy",
     "google-auth",
     "google-api-core",

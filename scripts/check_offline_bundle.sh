@@ -8,7 +8,8 @@
 #   5. python -m crpbot doctor;
 #   6. python -m crpbot train --coin BTC --config .../smoke.yaml --epochs 1, and verify the artifact.
 # Starts Ray: run it under the shared lock, `flock /tmp/crpbot-ray.lock make check-bundle`.
-# Prints each step's seconds; exits non-zero at the first failure. A few minutes.
+# Prints each step's seconds; exits non-zero at the first failure. About 10 minutes, most of it
+# xz -9e; BUNDLE=dist/crpbot-offline-py3.11-x86_64.tar.xz checks an existing bundle.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,7 +17,7 @@ python=${PYTHON:-python3}
 version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 work=$(mktemp -d "${TMPDIR:-/tmp}/crpbot-offline-check-XXXXXX")
 trap 'rm -rf "$work"' EXIT
-bundle="$repo/dist/crpbot-offline-py$version-x86_64.tar.xz"
+bundle=${BUNDLE:-"$repo/dist/crpbot-offline-py$version-x86_64.tar.xz"}
 
 step() {
   local name=$1
@@ -55,7 +56,9 @@ train_one_epoch() {
   in_bundle python -c "from crpbot.registry.artifact import verify_artifact; verify_artifact('$work/model'); print('artifact verified')"
 }
 
-step "build the bundle (Python $version)" "$python" "$repo/scripts/build_offline_bundle.py" --python "$version"
+if [ -z "${BUNDLE:-}" ]; then  # BUNDLE=path checks an existing bundle instead of building one
+  step "build the bundle (Python $version)" "$python" "$repo/scripts/build_offline_bundle.py" --python "$version"
+fi
 ls -l "$bundle"
 step "fresh venv with only the assumed packages" fresh_venv
 step "install_offline.sh" env PYTHON="$work/venv/bin/python" bash "$repo/scripts/install_offline.sh" "$bundle" "$work/crpbot"

@@ -6,6 +6,8 @@ two tests (``scripts/gpu_check.sh`` runs this file on a machine with torch but n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -133,3 +135,97 @@ def test_ray_train_gpu_run_gives_its_worker_one_gpu(request, tmp_path):
         if actor.actor_id not in before
     ]
     assert len(workers) == 1 and all(actor.required_resources.get("GPU") == 1 for actor in workers)
+
+
+@pytest.mark.ray
+def test_tune_gpu_packs_four_trials_on_one_gpu(request, tmp_path):
+    """Fractional GPUs: four search trials at 0.25 GPU each run on one device."""
+    pytest.importorskip("ray", reason="Ray is not installed on this machine")
+    request.getfixturevalue("ray_session")
+    import yaml
+    from ray.util.state import list_actors
+
+    from crpbot.search.space import load_search_space
+    from crpbot.search.tune import run_search
+
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(Path(__file__).resolve().parents[1] / "tune_configs" / "smoke.yaml"),
+                "overrides": {"max_train_windows": 1024},
+                "seed": 0,
+                "budget": {
+                    "num_samples": 4,
+                    "max_epochs": 1,
+                    "grace_period": 1,
+                    "max_concurrent": 4,
+                    "gpus_per_trial": 0.25,
+                },
+                "space": {"lr": {"loguniform": [1e-3, 1e-2]}},
+            }
+        )
+    )
+    before = {actor.actor_id for actor in list_actors(limit=10_000)}
+    result = run_search(
+        load_search_space(path),
+        "BTC",
+        storage=tmp_path / "runs",
+        name="gpu-pack",
+        use_gpu=True,
+        progress=False,
+        log=lambda _: None,
+    )
+    assert len(result.table) == 4 and (result.table["status"] != "error").all()
+    trials = [
+        actor
+        for actor in list_actors(detail=True, limit=10_000)
+        if actor.actor_id not in before and actor.required_resources.get("GPU") == 0.25
+    ]
+    assert trials, "no trial actor held a quarter of a GPU"
+
+
+@pytest.mark.ray
+def test_ensemble_gpu_seeds_share_one_gpu(request, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed on this machine")
+    request.getfixturevalue("ray_session")
+    from ray.util.state import list_tasks
+
+    from crpbot.model.ensemble import train_ensemble
+
+    config = TrainConfig(
+        hidden_size=16, num_layers=1, head_hidden=16, batch_size=256, max_train_windows=2048, max_epochs=1
+    )
+    artifact = train_ensemble(
+        config, "BTC", seeds=2, out_dir=tmp_path / "ens", use_gpu=True, gpu_share=0.5, log=lambda _: None
+    )
+    assert (artifact / "calibration.json").is_file()
+    members = list_tasks(filters=[("func_or_class_name", "=", "_train_member")], detail=True, limit=10_000)
+    assert any(task.required_resources.get("GPU") == 0.5 for task in members)
+
+
+@pytest.mark.ray
+def test_pipeline_gpu_runs_three_coins_side_by_side(request, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed on this machine")
+    request.getfixturevalue("ray_session")
+    import json
+    from datetime import datetime
+
+    from crpbot.evaluation.gate import GateThresholds
+    from crpbot.pipeline.run import run_pipeline
+
+    result = run_pipeline(
+        ["BTC", "ETH", "SOL"],
+        budget="smoke",
+        use_gpu=True,
+        run_dir=tmp_path / "run",
+        registry_root=tmp_path / "models",
+        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1),
+        log=lambda _: None,
+    )
+    assert [o.failed for o in result.outcomes] == [False] * 3 and result.promoted
+    coins = json.loads((tmp_path / "run" / "pipeline.json").read_text())["coins"]
+    spans = [
+        (datetime.fromisoformat(c["started_at"]), datetime.fromisoformat(c["finished_at"])) for c in coins
+    ]
+    assert max(start for start, _ in spans) < min(end for _, end in spans), "the coins did not overlap"

@@ -1,6 +1,6 @@
 """``crpbot ensemble``: train one config under K seeds in parallel on Ray, calibrate on validation.
 
-Usage: crpbot ensemble --coin BTC [--config best.yaml] [--seeds 5] [--epochs N] [--gpu]
+Usage: crpbot ensemble --coin BTC [--config best.yaml] [--seeds 5] [--epochs N] [--gpu [--gpu-share F]]
        [--address ADDR] [--input FILE] [--out DIR]
 """
 
@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gpu", action="store_true", help="one GPU per member; an error when none is visible"
     )
+    parser.add_argument(
+        "--gpu-share",
+        type=float,
+        default=1.0,
+        help="with --gpu: fraction of a GPU per member (default 1; 0.25 trains 4 seeds per GPU at once)",
+    )
     add_address(parser)
     add_input(parser)
     parser.add_argument(
@@ -56,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         address=args.address,
         use_gpu=args.gpu,
+        gpu_share=args.gpu_share,
     )
     return 0
