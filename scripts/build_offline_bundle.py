@@ -17,7 +17,8 @@ paths the product uses, from the bundle alone, and fails if one of them is missi
 - the symbol tables of Ray's native binaries (``strip``: tens of MB, they still run);
 - botocore's service models except s3, sts, sso and sso-oidc;
 - virtualenv, py-spy and the google-auth/cryptography chain: runtime-env pip installs and
-  profiling only.
+  profiling only (googleapis-common-protos stays: opencensus, which the dashboard's reporter
+  agent imports, needs ``google.rpc``).
 protobuf, typing_extensions and packaging go to ``fallback/``: ``install_offline.sh`` puts them
 on the path only when the image's copies are older than Ray needs (older ones make Ray drop the
 dashboard silently).
@@ -63,7 +64,6 @@ DROPPED_DISTS = {
     "py-spy",
     "google-auth",
     "google-api-core",
-    "googleapis-common-protos",
     "cachetools",
     "pyasn1",
     "pyasn1-modules",
@@ -265,6 +265,10 @@ def probe(prefix: Path) -> None:
         "import importlib, sys\n"
         f"mods = {PROBE_MODULES!r}\n"
         "for m in mods: importlib.import_module(m)\n"
+        # the dashboard loads its modules by name at start-up: import every one of them
+        "import pkgutil, ray.dashboard.modules as dm\n"
+        "for info in pkgutil.walk_packages(dm.__path__, 'ray.dashboard.modules.'):\n"
+        "    importlib.import_module(info.name)\n"
         f"bad = [n for n, m in sys.modules.items() if any(d in (getattr(m, '__file__', '') or '') "
         f"for d in {DROPPED_PATHS!r})]\n"
         "assert not bad, bad\n"

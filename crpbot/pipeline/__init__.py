@@ -8,6 +8,7 @@ __getattr__, __all__ = lazy_exports(
     {
         "BUDGETS": "run",
         "run_pipeline": "run",
+        "run_coin_chain": "run",
         "PipelineResult": "run_report",
         "summary_table": "run_report",
     },
