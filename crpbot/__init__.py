@@ -2,7 +2,8 @@
 
 One subpackage per stage, imported only downward (``make lint`` enforces it)::
 
-    cli -> pipeline -> search | evaluation -> model -> registry -> data | doctor -> config | ray_runtime -> errors
+    cli -> pipeline -> search | evaluation -> model -> registry -> data | doctor
+        -> config | ray_runtime -> errors
 """
 
 from __future__ import annotations

@@ -60,6 +60,9 @@ class PipelineBudget:
     train_config: str
     search_space: str
     seeds: int
+    # with --gpu: the share of a GPU each ensemble member claims (search trials: the space's
+    # budget.gpus_per_trial)
+    gpu_share: float = 1.0
 
 
 BUDGETS: dict[str, PipelineBudget] = {
@@ -256,6 +259,7 @@ def run_coin_chain(
             out_dir=coin_dir / "ensemble",
             address=address,
             use_gpu=use_gpu,
+            gpu_share=plan.gpu_share,
             log=log,
         )
         outcome.stage = "ensemble"
