@@ -46,8 +46,10 @@ in_bundle() {
 }
 
 where_crpbot_comes_from() {
-  in_bundle python -c "import crpbot, ray; print('crpbot from', crpbot.__file__); print('ray from', ray.__file__)" |
-    tee /dev/stderr | grep -q "crpbot from $work/crpbot/site/"
+  local found
+  found=$(in_bundle python -c "import crpbot, ray; print('crpbot from', crpbot.__file__); print('ray from', ray.__file__)")
+  echo "$found"
+  grep -q "crpbot from $work/crpbot/site/" <<<"$found"
 }
 
 train_one_epoch() {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -118,6 +119,11 @@ def _result_epochs(trial_dir: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in result_file.read_text().splitlines() if line.strip()]
 
 
+def _trial_dirs(experiment: Path) -> list[Path]:
+    """A search's trial directories: its trainable is registered as ``crpbot_trial_<search name>``."""
+    return list(experiment.glob(f"crpbot_trial_{experiment.name}_*"))
+
+
 def test_interrupted_search_resumes_without_repeating_finished_trials(ray_session, tmp_path):
     path = write_space(
         tmp_path,
@@ -145,7 +151,9 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(ray_sessio
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and driver.poll() is None:
-        trials = sorted(experiment.glob("_trial_*"), key=lambda p: int(p.name.split("_")[3]))
+        trials = sorted(
+            _trial_dirs(experiment), key=lambda p: int(re.search(r"_[0-9a-f]{8}_(\d+)_", p.name)[1])
+        )
         if (
             len(trials) >= 2
             and (trials[1] / "result.json").exists()
@@ -158,7 +166,7 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(ray_sessio
     _, err = driver.communicate(timeout=120)
     assert driver.returncode == 2 and "--resume" in err, err[-2000:]
 
-    before = {trial_dir: _result_epochs(trial_dir) for trial_dir in experiment.glob("_trial_*")}
+    before = {trial_dir: _result_epochs(trial_dir) for trial_dir in _trial_dirs(experiment)}
     finished = [trial_dir for trial_dir, epochs in before.items() if epochs == [1, 2, 3, 4]]
     assert 1 <= len(finished) < 3  # interrupted mid-search, after the first trial finished
 
@@ -172,7 +180,7 @@ def test_interrupted_search_resumes_without_repeating_finished_trials(ray_sessio
         log=lambda _: None,
     )
     assert len(result.table) == 3 and (result.table["status"] == "complete").all()
-    for trial_dir in experiment.glob("_trial_*"):
+    for trial_dir in _trial_dirs(experiment):
         epochs, earlier = _result_epochs(trial_dir), before.get(trial_dir, [])
         if trial_dir in finished:
             assert epochs == earlier  # a finished trial did not run again
