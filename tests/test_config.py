@@ -14,7 +14,7 @@ from crpbot.errors import CrpbotError
 CONFIGS = Path(__file__).resolve().parents[1] / "tune_configs"
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "smoke.yaml", "gpu.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert config.lookback >= 1 and config.horizon >= 1
@@ -32,6 +32,11 @@ def test_default_is_the_improved_recipe() -> None:
         1e-6,
     )
     assert (config.max_epochs, config.patience, config.min_delta) == (50, 7, 0.001)
+
+
+def test_the_gpu_recipe_differs_from_the_recipe_only_in_batch_and_learning_rate() -> None:
+    recipe, gpu = load_config(CONFIGS / "default.yaml"), load_config(CONFIGS / "gpu.yaml")
+    assert gpu == recipe.replace(batch_size=512, lr=0.004)  # sqrt(512 / 32) = 4: a named budget
 
 
 def test_round_trip(tmp_path: Path) -> None:

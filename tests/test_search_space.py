@@ -45,6 +45,20 @@ def test_fallback_space_covers_the_recipe_grid():
     assert (trial.cell, trial.lookback, trial.max_epochs) == ("gru", 90, space.budget.max_epochs)
 
 
+@pytest.mark.parametrize("budget", ["smoke", "full", "gpu"])
+def test_every_pipeline_budget_names_files_that_load(budget):
+    from crpbot.config import CONFIG_DIR, load_config
+    from crpbot.pipeline.run import BUDGETS
+
+    plan = BUDGETS[budget]
+    space = load_search_space(CONFIG_DIR / plan.search_space)
+    assert load_config(CONFIG_DIR / plan.train_config) and space.budget.num_samples >= 1
+    if budget == "gpu":  # trials and seeds are packed four to a GPU
+        assert space.budget.gpus_per_trial == plan.gpu_share == 0.25
+        fallback = load_search_space(CONFIG_DIR / BUDGETS["full"].search_space)
+        assert [d.key for d in space.dimensions] == [d.key for d in fallback.dimensions]
+
+
 def test_int_range_is_inclusive_and_sets_the_data_lookback(tmp_path):
     space = load_search_space(write_space(tmp_path, space={"lookback": {"int": [30, 90]}}))
     assert space.dimensions[0].values == (30, 90)

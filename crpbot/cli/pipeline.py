@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(BUDGETS),
         default="smoke",
         help="smoke: tiny models in minutes on a laptop; full: the recipe and the full "
-        "fallback search (GPU cluster)",
+        "fallback search (GPU cluster); gpu: full at batch 512 with trials and seeds packed 4 per GPU",
     )
     add_address(parser)
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker / trial / ensemble member")

@@ -70,6 +70,9 @@ BUDGETS: dict[str, PipelineBudget] = {
     "smoke": PipelineBudget(train_config="smoke.yaml", search_space="smoke_search.yaml", seeds=2),
     # the recipe: 3-layer BiLSTM, full fallback space, 5 seeds (GPU cluster)
     "full": PipelineBudget(train_config="default.yaml", search_space="fallback_search.yaml", seeds=5),
+    # the recipe at batch 512 (lr x4), the fallback space at batches 256-1024 with 4 trials per GPU,
+    # 5 seeds at 4 per GPU: what makes a GPU pay (benchmarks/RESULTS.md)
+    "gpu": PipelineBudget(train_config="gpu.yaml", search_space="gpu_search.yaml", seeds=5, gpu_share=0.25),
 }
 
 
