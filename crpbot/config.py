@@ -58,6 +58,10 @@ class TrainConfig:
     # bf16 autocast of the forward pass on CUDA (ignored on CPU). Measured on an H100 it does
     # not speed up the default model (benchmarks/RESULTS.md); it halves activation memory.
     bf16: bool = True
+    # cross-asset context (crpbot.data.cross_asset): other coins whose features, aligned by
+    # timestamp, are added beside the target's; "all" of their features or a list of names
+    context_coins: list[str] = field(default_factory=list)
+    context_features: str | list[str] = "all"
     # free-form note carried into artifacts (e.g. which search produced it)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -105,6 +109,19 @@ class TrainConfig:
         need(self.min_delta >= 0, "min_delta", "must be >= 0")
         # torch.manual_seed and numpy take 32-bit seeds; a larger one overflows inside a Ray worker
         need(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}]")
+        # the coin and feature names themselves are checked by the data stage, which knows them
+        coins = [str(coin).strip().upper().removesuffix("-USD") for coin in self.context_coins]
+        need(all(coins), "context_coins", "coin names must be non-empty")
+        need(len(set(coins)) == len(coins), "context_coins", "a coin is listed twice")
+        if isinstance(self.context_features, str):
+            need(self.context_features == "all", "context_features", "expected 'all' or a list of names")
+        else:
+            need(bool(self.context_features), "context_features", "an empty list: use 'all' or name features")
+            need(
+                len(set(self.context_features)) == len(self.context_features),
+                "context_features",
+                "a feature is listed twice",
+            )
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some keys changed (validated like a fresh config)."""
@@ -156,6 +173,12 @@ def _check_types(config: TrainConfig) -> None:
             ok = isinstance(value, str)
         elif expected == "dict[str, Any]":
             ok = isinstance(value, dict)
+        elif expected == "list[str]":
+            ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        elif expected == "str | list[str]":
+            ok = isinstance(value, str) or (
+                isinstance(value, list) and all(isinstance(item, str) for item in value)
+            )
         else:  # pragma: no cover - a new field type must be added above
             raise AssertionError(f"unhandled config field type {expected!r}")
         if not ok:

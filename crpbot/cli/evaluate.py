@@ -1,7 +1,7 @@
 """``crpbot evaluate``: score a model or ensemble on its test split and apply the promotion gate.
 
 Usage: crpbot evaluate --model DIR [--input FILE] [--min-accuracy 0.68] [--max-calibration-error 0.05]
-       [--fee-bps 10] [--slippage-bps 0] [--trade-threshold TAU] [--out DIR]
+       [--context-input COIN=FILE ...] [--fee-bps 10] [--slippage-bps 0] [--trade-threshold TAU] [--out DIR]
 
 Exit status 0 whether or not the gate passes: a failed gate is a result, written to metrics.json
 and printed as "Status: FAIL (reasons)". Non-zero (2) only for errors (bad model, bad input).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_gate_and_costs, gate_thresholds
+from crpbot.cli.options import add_context_input, add_gate_and_costs, gate_thresholds
 
 EPILOG = (
     "Exit status: 0 when the evaluation ran, whether the gate passed or failed (see 'Status:' and "
@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="score all of this Parquet or CSV file instead of the model's stored test split "
         "(refused if it overlaps the model's train/validation period)",
     )
+    add_context_input(parser)
     add_gate_and_costs(parser, quorum=False)
     parser.add_argument(
         "--slippage-bps", type=float, default=0.0, help="backtest slippage per side in bps (default 0)"
@@ -45,12 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from crpbot.data.cross_asset import parse_context_inputs
     from crpbot.evaluation.evaluate import evaluate_model
 
     thresholds = gate_thresholds(args)
     evaluate_model(
         args.model,
         input_path=args.input,
+        context_inputs=parse_context_inputs(args.context_input),
         out_dir=args.out,
         thresholds=thresholds,
         fee_bps=args.fee_bps,

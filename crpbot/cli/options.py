@@ -25,6 +25,16 @@ def add_input(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", type=Path, help="1-minute OHLCV Parquet file (default: bundled sample)")
 
 
+def add_context_input(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--context-input",
+        action="append",
+        metavar="COIN=FILE",
+        help="bars of a context coin (repeatable); default: <COIN>-USD_1m.parquet beside --input, "
+        "or for a trained model the files it records",
+    )
+
+
 def add_coin(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--coin", required=True, help=f"coin {what}, e.g. BTC or BTC-USD")
 

@@ -79,6 +79,7 @@ def evaluate_model(
     model_dir: str | Path,
     *,
     input_path: str | Path | None = None,
+    context_inputs: dict[str, str | Path] | None = None,
     out_dir: str | Path | None = None,
     thresholds: GateThresholds | None = None,
     fee_bps: float = 10.0,
@@ -92,6 +93,8 @@ def evaluate_model(
 
     ``trade_threshold`` is the backtest's τ; by default the selective threshold chosen on
     validation, or 0.5 (trade every window) when none reaches ``min_accuracy`` there.
+    ``context_inputs`` (coin -> file): a context model's context bars, when not the files it
+    records (stored split) or the files beside ``input_path`` (see ``crpbot.data.cross_asset``).
     """
     thresholds = thresholds if thresholds is not None else GateThresholds()
     if trade_threshold is not None and not 0.5 <= trade_threshold <= 1.0:
@@ -115,13 +118,13 @@ def evaluate_model(
     check_output_location(out_dir)
 
     if input_path is None:
-        original = test_data = stored_split_data(predictor)
+        original = test_data = stored_split_data(predictor, context_inputs)
         test_source = f"stored test split of {predictor.config_json['input_path']}"
     else:
-        test_data = _input_data(predictor, Path(input_path))
+        test_data = _input_data(predictor, Path(input_path), context_inputs)
         test_source = f"all of {input_path}"
         try:  # only for the validation-chosen threshold and the logistic baseline
-            original = stored_split_data(predictor)
+            original = stored_split_data(predictor)  # its own recorded context files
         except CrpbotError as exc:
             log(f"Warning: no validation/train data for the selective threshold and baselines: {exc}")
             original = None
@@ -215,15 +218,17 @@ def evaluate_model(
     return EvaluationResult(out_dir=out_dir, metrics=metrics)
 
 
-def stored_split_data(predictor: Predictor) -> Any:
+def stored_split_data(predictor: Predictor, context_inputs: dict[str, str | Path] | None = None) -> Any:
     """The model's own ``PreparedData`` with its stored splits and scaler, checked to be the same rows.
 
     The file is the artifact's ``input_path`` (the bundled sample when that path does not exist
     here, e.g. an artifact copied from another machine); its fingerprint must equal the one in
     the artifact's manifest, or the stored splits would not be the rows the model was split on.
     When the fallback is refused the error says both: the original is missing, the fallback differs.
+    A context model's context files are the recorded ones (or ``context_inputs``), checked the same way.
     """
     from crpbot.data.bars import default_input, load_bars
+    from crpbot.data.cross_asset import load_context, spec_from_record
     from crpbot.data.dataset import prepare_for_config
     from crpbot.data.scaler import Scaler
 
@@ -231,6 +236,14 @@ def stored_split_data(predictor: Predictor) -> Any:
         raise CrpbotError("stored_split_data needs a predictor loaded from an artifact directory")
     fingerprint = read_manifest(predictor.path)["data_fingerprint"]
     config_json = predictor.config_json
+    record = config_json.get("context")
+    context = load_context(
+        predictor.coin,
+        spec_from_record(record),
+        config_json["input_path"],
+        context_inputs,
+        recorded=record["inputs"] if record else None,
+    )
     original = path = Path(config_json["input_path"])
     missing = ""
     if not path.is_file():
@@ -250,19 +263,27 @@ def stored_split_data(predictor: Predictor) -> Any:
         predictor.train_config,
         scaler=Scaler.from_dict(predictor.scaler),
         split_times=config_json["split_times"],
+        context=context,
     )
 
 
-def _input_data(predictor: Predictor, input_path: Path) -> Any:
+def _input_data(
+    predictor: Predictor, input_path: Path, context_inputs: dict[str, str | Path] | None = None
+) -> Any:
     """All of ``input_path`` as the test split, refused when it overlaps the model's train/val period."""
     from crpbot.data.bars import load_bars
+    from crpbot.data.cross_asset import load_context, spec_from_record
     from crpbot.data.dataset import prepare_inference
     from crpbot.data.scaler import Scaler
 
     config = predictor.train_config
+    spec = spec_from_record(predictor.config_json.get("context"))
+    context = load_context(predictor.coin, spec, input_path, context_inputs)
     bars = load_bars(input_path)
     bars.coin = predictor.coin
-    data = prepare_inference(bars, scaler=Scaler.from_dict(predictor.scaler), horizon=config.horizon)
+    data = prepare_inference(
+        bars, scaler=Scaler.from_dict(predictor.scaler), horizon=config.horizon, context=context
+    )
     ends = data.window_ends("test", config.lookback)
     if len(ends) == 0:
         raise CrpbotError(

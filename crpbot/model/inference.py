@@ -69,9 +69,11 @@ def save_model_artifact(
 ) -> Path:
     """Write a model artifact directory (weights, config, scaler, feature manifest, history).
 
+    A model with context coins records them under ``context`` (``crpbot.data.cross_asset``).
     config.json records the loss's ``pos_weight`` and ``logit_offset = log(pos_weight)``, which
     every reader must subtract from the logits (``predict_proba(..., logit_offset=...)``).
     """
+    from crpbot.data.cross_asset import ContextSpec, context_record
     from crpbot.data.features import feature_manifest
     from crpbot.registry.artifact import write_artifact
 
@@ -91,6 +93,8 @@ def save_model_artifact(
         "logit_offset": math.log(pos_weight),
         "param_count": sum(int(tensor.numel()) for tensor in model_state.values()),
     }
+    if data.context:  # the context coins' columns and files: evaluate and predict check them
+        config_json["context"] = context_record(ContextSpec.from_config(config), data.context)
     return write_artifact(
         out_dir,
         json_files={

@@ -29,6 +29,7 @@ def train(
     coin: str,
     *,
     input_path: str | Path | None = None,
+    context_inputs: dict[str, str | Path] | None = None,
     num_workers: int = 1,
     use_gpu: bool = False,
     address: str | None = None,
@@ -40,6 +41,8 @@ def train(
 ) -> Path:
     """Train ``coin`` with ``num_workers`` DDP workers and write the best model; returns the artifact dir.
 
+    ``context_inputs`` (coin -> file): bars of the config's ``context_coins`` when not the files
+    beside ``input_path`` (see ``crpbot.data.cross_asset``).
     ``progress``: rank 0 prints samples/s and an ETA within long epochs (default: when this
     process's output is a terminal; logs and CI keep one line per epoch).
     """
@@ -74,7 +77,7 @@ def train(
     # Validate the output and the input before starting Ray: a bad path fails in a second, not
     # after a cluster start and hours of training.
     check_output_location(out_dir)
-    data = load_prepared(coin, input_path, config)
+    data = load_prepared(coin, input_path, config, context_inputs)
 
     init_ray(address)
     if use_gpu:
