@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from crpbot.cli import main
-from crpbot.config import TrainConfig, save_config
+from crpbot.config import TrainConfig, load_config, save_config
 from crpbot.data.bars import load_bars
 from crpbot.data.cross_asset import ContextSpec, load_context, parse_context_inputs, select_context
 from crpbot.data.dataset import load_prepared, prepare_data
@@ -25,6 +27,10 @@ from crpbot.model.fit import fit
 from crpbot.model.inference import predict_proba, save_model_artifact
 from crpbot.model.network import build_model
 from crpbot.model.predictor import load_predictor
+from crpbot.search.space import load_search_space
+from crpbot.search.tune import run_search
+
+REPO = Path(__file__).resolve().parents[1]
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
 TINY = TrainConfig(
@@ -211,3 +217,54 @@ def test_planted_lead_lag_is_learned_with_context_and_not_without(lead_lag, tmp_
     finally:
         shutil.move(moved, lead_lag["BTC"])
     assert not any((tmp_path / name).exists() for name in ("eval2", "eval3", "eval4"))
+
+
+def test_context_search_space_validates_and_labels_its_choices(tmp_path) -> None:
+    space = load_search_space(REPO / "tune_configs" / "context_search.yaml")
+    dims = {dim.key: dim for dim in space.dimensions}
+    assert dims["context_coins"].choices() == ["none", "BTC"]  # Optuna takes str choices, not lists
+    assert space.trial_config({"context_coins": "BTC"}).context_coins == ["BTC"]
+    assert space.trial_config({"context_coins": "none"}).context_coins == []
+    assert space.data_config().context_coins == ["BTC-USD"]  # every trial's rows aligned on BTC
+    raw = yaml.safe_load((REPO / "tune_configs" / "context_search.yaml").read_text())
+    for key, spec, message in (
+        ("context_coins", {"choice": [[], ["DOGE"]]}, "space.context_coins: context_coins: unknown coin"),
+        (
+            "context_features",
+            {"choice": ["all", ["log_ret_1"]]},
+            "space.context_features: cannot be searched",
+        ),
+    ):
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(
+            yaml.safe_dump({**raw, "base": str(REPO / "tune_configs" / "smoke.yaml"), "space": {key: spec}})
+        )
+        with pytest.raises(CrpbotError, match=message):
+            load_search_space(path)
+
+
+@pytest.mark.ray
+def test_search_over_context_coins_runs_both_choices_on_shared_rows(ray_session, tmp_path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(REPO / "tune_configs" / "smoke.yaml"),
+                "overrides": {"max_train_windows": 256, "lookback": 10, "hidden_size": 4},
+                "budget": {"num_samples": 2, "max_epochs": 1},
+                "space": {"context_coins": {"choice": [[], ["BTC"]]}},
+            }
+        )
+    )
+    result = run_search(
+        load_search_space(path),
+        "ETH",
+        storage=tmp_path / "runs",
+        name="context",
+        exhaustive=True,
+        progress=False,
+        log=lambda _: None,
+    )
+    table = result.table
+    assert sorted(table["context_coins"]) == ["BTC", "none"] and (table["status"] != "error").all()
+    assert load_config(result.best_yaml).context_coins in ([], ["BTC"])

@@ -14,6 +14,7 @@ typo costs a one-line error instead of a cluster's worth of failed trials::
       lr: {loguniform: [1.0e-4, 3.0e-3]}
       dropout: {uniform: [0.1, 0.5]}
       hidden_size: {int: [32, 256]}   # inclusive bounds
+      context_coins: {choice: [[], [BTC]]}  # with or without BTC's features (crpbot.data.cross_asset)
 
 Every value a distribution can produce is checked against ``TrainConfig``, so a
 trial never fails on a config the space itself made up.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from crpbot.config import TrainConfig, config_keys, load_config, load_yaml
+from crpbot.data.cross_asset import ContextSpec
 from crpbot.errors import CrpbotError
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
@@ -40,8 +42,9 @@ BUDGET_KEYS = (
     "max_concurrent",
     "gpus_per_trial",
 )
-# The budget owns max_epochs; notes are provenance, not a hyperparameter.
-NOT_SEARCHABLE = ("max_epochs", "notes")
+# The budget owns max_epochs; notes are provenance, not a hyperparameter; the context features
+# fix the data's columns, which every trial shares (context_coins selects among them).
+NOT_SEARCHABLE = ("max_epochs", "notes", "context_features")
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,21 @@ class Dimension:
         """The values an exhaustive grid enumerates (choices only: a range has no grid)."""
         if self.kind != "choice":
             raise CrpbotError(f"space.{self.key}: a {self.kind} range cannot be enumerated as a grid")
-        return self.values
+        return tuple(self.choices())
 
     def largest(self) -> Any:
         return max(self.values)
+
+    def choices(self) -> list[Any]:
+        """The choices as Tune and Optuna see them: a list (``context_coins``) as one label, since
+        Optuna's categorical choices must be None, bool, int, float or str."""
+        return [_label(value) for value in self.values]
+
+    def decode(self, sampled: Any) -> Any:
+        """The config value of a sampled choice (a label back to its list)."""
+        if self.kind != "choice":
+            return sampled
+        return next((value for value in self.values if _label(value) == sampled), sampled)
 
 
 @dataclass(frozen=True)
@@ -91,13 +105,22 @@ class SearchSpace:
 
     def trial_config(self, params: dict[str, Any]) -> TrainConfig:
         """The full training config of one trial: base, budget's epochs, sampled values."""
-        return self.base.replace(max_epochs=self.budget.max_epochs, **params)
+        dims = {dim.key: dim for dim in self.dimensions}
+        values = {key: dims[key].decode(value) if key in dims else value for key, value in params.items()}
+        return self.base.replace(max_epochs=self.budget.max_epochs, **values)
 
     def data_config(self) -> TrainConfig:
         """The config to prepare the shared data with: the largest lookback sets the purge,
-        so the windows of every trial respect it."""
+        so the windows of every trial respect it; every context coin the space names is
+        aligned, so every trial sees the same rows and validation windows (each keeps its own
+        columns, ``crpbot.data.cross_asset.select_context``)."""
         lookbacks = [dim.largest() for dim in self.dimensions if dim.key == "lookback"]
-        return self.base.replace(lookback=max([self.base.lookback, *lookbacks]))
+        coins = list(ContextSpec.from_config(self.base).coins)
+        for dim in self.dimensions:
+            if dim.key == "context_coins":
+                for value in dim.values:
+                    coins += [coin for coin in ContextSpec.from_names(value).coins if coin not in coins]
+        return self.base.replace(lookback=max([self.base.lookback, *lookbacks]), context_coins=coins)
 
     def with_budget(self, *, num_samples: int | None = None, max_epochs: int | None = None) -> SearchSpace:
         """The same space with command-line budget overrides (grace period capped at max epochs)."""
@@ -149,7 +172,10 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
     if key not in config_keys():
         raise CrpbotError(f"{where}: space.{key}: not a training config key")
     if key in NOT_SEARCHABLE:
-        raise CrpbotError(f"{where}: space.{key}: cannot be searched (max_epochs is set by budget)")
+        raise CrpbotError(
+            f"{where}: space.{key}: cannot be searched (max_epochs is set by budget; "
+            "context_features fixes the data's columns)"
+        )
     if not isinstance(spec, dict) or len(spec) != 1:
         raise CrpbotError(f"{where}: space.{key}: expected one distribution, e.g. {{choice: [a, b]}}")
     ((kind, args),) = spec.items()
@@ -169,9 +195,15 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
     for value in args:  # every choice, both bounds: a value the trial could get must be a valid config
         try:
             base.replace(**{key: value})
+            if key == "context_coins":
+                ContextSpec.from_names(value)  # known coins (the config checks only the form)
         except CrpbotError as exc:
             raise CrpbotError(f"{where}: space.{key}: {exc}") from exc
     return Dimension(key=key, kind=kind, values=tuple(args))
+
+
+def _label(value: Any) -> Any:
+    return ("+".join(str(item) for item in value) or "none") if isinstance(value, list) else value
 
 
 def _check_range(key: str, kind: str, args: list, field_type: str, where: str) -> None:

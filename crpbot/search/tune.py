@@ -6,8 +6,9 @@ concurrent trials on two CPUs, deadlocked (field notes). Searches parallelise ac
 as many at once as the cluster has CPUs (GPUs).
 
 The prepared data is built once, with the largest lookback of the space so every trial's
-windows respect the purge between splits, and put into the object store once; a trial with
-another lookback only asks it for other window ends.
+windows respect the purge between splits (and every context coin the space names), and put
+into the object store once; a trial with another lookback only asks it for other window ends,
+one with fewer context coins takes a copy of its columns.
 
 Optuna and ASHA both see ``best_val_loss`` (the lowest val loss so far, not the last one): ASHA
 compares trials on the same curve the search ranks them by, and the value Optuna records for
@@ -281,7 +282,10 @@ def _tune_domains(space: SearchSpace) -> dict[str, Any]:
         "loguniform": lambda v: tune.loguniform(*v),
         "int": lambda v: tune.randint(v[0], v[1] + 1),
     }
-    return {dim.key: make[dim.kind](dim.values) for dim in space.dimensions}
+    return {
+        dim.key: make[dim.kind](dim.choices() if dim.kind == "choice" else dim.values)
+        for dim in space.dimensions
+    }
 
 
 def _grid_domains(space: SearchSpace) -> dict[str, Any]:
@@ -297,6 +301,7 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool) -
     import torch
     from ray import tune
 
+    from crpbot.data.cross_asset import ContextSpec, select_context
     from crpbot.model.fit import fit
     from crpbot.registry.artifact import load_torch_file
 
@@ -304,6 +309,7 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool) -
 
     torch.set_num_threads(1)
     config = space.trial_config(params)
+    data = select_context(data, ContextSpec.from_config(config))  # the shared rows, this trial's columns
     checkpoint = tune.get_checkpoint()
     resume_state = None
     if checkpoint is not None:
