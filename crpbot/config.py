@@ -35,6 +35,9 @@ class TrainConfig:
     dropout: float = 0.35
     bidirectional: bool = True
     head_hidden: int = 64
+    # hand the last bar's features to the head beside the recurrent summary (a linear rule on the
+    # latest bar, e.g. the 15-minute reversal, is then one layer away); off by default
+    skip_last_bar: bool = False
     # data
     lookback: int = 60
     horizon: int = 15
