@@ -152,9 +152,9 @@ def load_prepared(
     beside ``input_path`` (see ``crpbot.data.cross_asset``).
     """
     coin = normalize_coin(coin)
-    context = load_context(coin, ContextSpec.from_config(config), input_path, context_inputs)
     bars = load_bars(input_path if input_path is not None else default_input(coin))
     bars.coin = coin
+    context = load_context(coin, ContextSpec.from_config(config), input_path, context_inputs)
     return prepare_for_config(bars, config, context=context)
 
 

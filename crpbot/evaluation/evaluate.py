@@ -236,14 +236,6 @@ def stored_split_data(predictor: Predictor, context_inputs: dict[str, str | Path
         raise CrpbotError("stored_split_data needs a predictor loaded from an artifact directory")
     fingerprint = read_manifest(predictor.path)["data_fingerprint"]
     config_json = predictor.config_json
-    record = config_json.get("context")
-    context = load_context(
-        predictor.coin,
-        spec_from_record(record),
-        config_json["input_path"],
-        context_inputs,
-        recorded=record["inputs"] if record else None,
-    )
     original = path = Path(config_json["input_path"])
     missing = ""
     if not path.is_file():
@@ -258,6 +250,14 @@ def stored_split_data(predictor: Predictor, context_inputs: dict[str, str | Path
             f"{missing}{path} is not the data the model was trained on (fingerprint differs), "
             "so its stored splits cannot be reproduced"
         )
+    record = config_json.get("context")
+    context = load_context(
+        predictor.coin,
+        spec_from_record(record),
+        config_json["input_path"],
+        context_inputs,
+        recorded=record["inputs"] if record else None,
+    )
     return prepare_for_config(
         bars,
         predictor.train_config,
@@ -277,10 +277,10 @@ def _input_data(
     from crpbot.data.scaler import Scaler
 
     config = predictor.train_config
-    spec = spec_from_record(predictor.config_json.get("context"))
-    context = load_context(predictor.coin, spec, input_path, context_inputs)
     bars = load_bars(input_path)
     bars.coin = predictor.coin
+    spec = spec_from_record(predictor.config_json.get("context"))
+    context = load_context(predictor.coin, spec, input_path, context_inputs)
     data = prepare_inference(
         bars, scaler=Scaler.from_dict(predictor.scaler), horizon=config.horizon, context=context
     )
