@@ -72,7 +72,14 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
         "gate",
     ):
         assert key in metrics, key
-    assert set(metrics["baselines"]) == {"majority", "momentum", "reversal", "logistic"}
+    assert set(metrics["baselines"]) == {"majority", "momentum", "reversal", "logistic", "gbdt"}
+    # the best baseline is chosen on validation, and the edge is measured on the same test rows
+    edge = metrics["edge_over_best_baseline"]
+    on_val = edge["validation_accuracies"]
+    assert edge["chosen_on"] == "val" and edge["baseline"] == max(on_val, key=on_val.get)
+    assert edge["n"] == metrics["n"]
+    assert edge["edge"] == pytest.approx(metrics["accuracy"] - metrics["baselines"][edge["baseline"]])
+    assert edge["ci_low"] <= edge["edge"] <= edge["ci_high"]
     assert set(metrics["backtest"]) >= {
         "trades",
         "win_rate",
@@ -98,14 +105,24 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     assert result.passed is False
 
     predictions = pd.read_parquet(out / "predictions.parquet")
-    assert list(predictions.columns) == ["timestamp", "prob_up", "label"]
-    assert len(predictions) == metrics["n"]
+    assert list(predictions.columns) == ["timestamp", "prob_up", "label", "baseline_up"]
+    assert len(predictions) == metrics["n"] and predictions["baseline_up"].dtype == np.int8
+    # the file alone reproduces the edge: model right minus baseline right, row by row
+    model_right = (predictions.prob_up >= 0.5) == (predictions.label == 1)
+    baseline_right = predictions.baseline_up == predictions.label
+    assert edge["edge"] == pytest.approx(model_right.mean() - baseline_right.mean())
     # the scored rows are the stored test split: after the validation period, never inside it
     config = json.loads((tiny_model / "config.json").read_text())
     first_test_ns = predictions["timestamp"].iloc[0].value
     assert first_test_ns >= config["split_times"]["test"][0] > config["split_times"]["val"][1]
     assert np.isclose(metrics["accuracy"], ((predictions.prob_up >= 0.5) == (predictions.label == 1)).mean())
-    assert any(line.startswith("Test Accuracy:") for line in lines)
+    assert any(
+        line.startswith("Test Accuracy:") and f"best baseline {edge['baseline']}" in line for line in lines
+    )
+    edge_line = next(line for line in lines if line.startswith("Edge over best baseline"))
+    assert edge_line.startswith(
+        f"Edge over best baseline (chosen on val; 95% paired CI): {edge['edge']:+.4f} ["
+    )
     assert any(line.startswith("Status: FAIL (accuracy") for line in lines)
 
     # both calibration views beside the gate's ECE, computed on the scored rows
@@ -129,6 +146,9 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     assert "ECE, 15 equal-mass bins" in report and "calibration in the large" in report
     assert "win rate (before costs)" in report and "close[t]" in report and "--slippage-bps" in report
     assert "closed-trade equity curve" in report
+    assert f"| {edge['baseline']} (best on validation) |" in report and "| gbdt |" in report.replace(
+        "gbdt (best on validation)", "gbdt"
+    )
 
 
 def test_lenient_gate_passes_and_existing_output_is_kept(tiny_model, tmp_path):
@@ -285,12 +305,13 @@ def test_output_under_a_file_is_refused_before_scoring(tiny_model, tmp_path):
 
 
 def test_baselines_are_fitted_before_the_model_predicts_test(tiny_model, tmp_path, monkeypatch):
-    """The module's promise: every train/val fit (the logistic baseline) before test is predicted."""
+    """The module's promise: every train/val fit (logistic, GBDT, the best baseline's choice) before
+    test is predicted."""
     from crpbot.evaluation import evaluate
     from crpbot.model.predictor import Predictor
 
     calls: list[str] = []
-    predictions, baselines = Predictor.predictions, evaluate.baseline_accuracies
+    predictions, baselines = Predictor.predictions, evaluate.score_baselines
 
     def record_predictions(self, data, split, *args, **kwargs):
         calls.append(f"predict {split}")
@@ -301,7 +322,7 @@ def test_baselines_are_fitted_before_the_model_predicts_test(tiny_model, tmp_pat
         return baselines(*args, **kwargs)
 
     monkeypatch.setattr(Predictor, "predictions", record_predictions)
-    monkeypatch.setattr(evaluate, "baseline_accuracies", record_baselines)
+    monkeypatch.setattr(evaluate, "score_baselines", record_baselines)
     evaluate_model(tiny_model, out_dir=tmp_path / "e", n_boot=10, log=lambda _: None)
     assert calls == ["predict val", "baselines", "predict test"]
 
