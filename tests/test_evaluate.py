@@ -14,7 +14,7 @@ import pytest
 from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.evaluate import evaluate_model, stored_split_data
-from crpbot.evaluation.gate import GateThresholds
+from crpbot.evaluation.gate import GateThresholds, gate_record
 from crpbot.evaluation.metrics import equal_mass_calibration_error, reliability_bins
 from crpbot.evaluation.report import summary_lines
 from crpbot.model.predictions import Predictions
@@ -101,7 +101,11 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
         == len(data.window_ends("test", TINY.lookback)) + metrics["test_ties"]
     )
     assert metrics["accuracy_ci"][0] <= metrics["accuracy"] <= metrics["accuracy_ci"][1]
-    assert metrics["gate"]["passed"] is False and metrics["gate"]["reasons"][0].startswith("accuracy")
+    assert metrics["gate"]["passed"] is False and metrics["gate"]["reasons"][0].startswith(
+        "accuracy CI lower"
+    )
+    assert (metrics["gate"]["gate_on"], metrics["gate"]["ece_kind"]) == ("ci-lower", "max")
+    assert metrics["gate"]["recipe_reading"]["passed"] is False
     assert result.passed is False
 
     predictions = pd.read_parquet(out / "predictions.parquet")
@@ -146,6 +150,8 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     assert "ECE, 15 equal-mass bins" in report and "calibration in the large" in report
     assert "win rate (before costs)" in report and "close[t]" in report and "--slippage-bps" in report
     assert "closed-trade equity curve" in report
+    assert "| configured (the decision) | ci-lower | max | **FAIL**" in report
+    assert "| the recipe's (information only) | point | equal-width | **FAIL**" in report
     assert f"| {edge['baseline']} (best on validation) |" in report and "| gbdt |" in report.replace(
         "gbdt (best on validation)", "gbdt"
     )
@@ -255,6 +261,32 @@ def test_summary_lines_show_both_calibration_views_and_both_win_rates():
     )
     no_trades = summary_lines(_metrics_for_summary(win_rate=None, gross_win_rate=None, trades=0))
     assert any(line.startswith("Win Rate: n/a after costs (n/a before costs") for line in no_trades)
+
+
+def test_report_shows_the_recipe_gate_passing_beside_the_strict_one_failing():
+    from crpbot.evaluation.report import _gate_section
+
+    metrics = {**_metrics_for_summary(), "accuracy": 0.70, "accuracy_ci": [0.66, 0.74], "ece": 0.03}
+    metrics["ece_equal_mass"] = 0.04
+    metrics["gate"] = {**gate_record(metrics, GateThresholds()), "selective": {}}
+    lines = summary_lines(metrics)
+    assert (
+        "Status: FAIL (accuracy CI lower bound 0.6600 < min_accuracy 0.6800 (point estimate 0.7000))" in lines
+    )
+    assert (
+        "Recipe's gate (point accuracy, equal-width ECE; information only): PASS -- the recipe's gate "
+        "would have passed; the configured strict gate did not"
+    ) in lines
+    section = "\n".join(_gate_section(metrics["gate"]))
+    assert (
+        "| configured (the decision) | ci-lower | max | **FAIL** — accuracy CI lower bound 0.6600" in section
+    )
+    assert "| the recipe's (information only) | point | equal-width | **PASS** |" in section
+    assert "**The recipe's gate would have passed; the configured strict gate did not.**" in section
+    # read the recipe's way, there is one reading and no second line
+    metrics["gate"] = {**gate_record(metrics, GateThresholds().recipe()), "selective": {}}
+    assert "Status: PASS" in summary_lines(metrics)
+    assert not any(line.startswith("Recipe's gate") for line in summary_lines(metrics))
 
 
 def test_reliability_plot_draws_counts_as_a_histogram_not_overlapping_labels(tmp_path, monkeypatch):

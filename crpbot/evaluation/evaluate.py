@@ -32,7 +32,7 @@ from crpbot.evaluation.baselines import BaselineScores, score_baselines
 from crpbot.evaluation.gate import (
     GateThresholds,
     choose_selective_threshold,
-    coin_decision,
+    gate_record,
     selective_reading,
 )
 from crpbot.evaluation.metrics import (
@@ -50,14 +50,15 @@ from crpbot.model.predictor import Predictor, load_predictor
 from crpbot.registry.artifact import check_output_location, make_dirs, read_artifact_json, read_manifest
 
 ECE_DEFINITION = (
-    "ece (the gate's): expected calibration error over 15 equal-width bins of [0, 1] on the "
+    "ece: expected calibration error over 15 equal-width bins of [0, 1] on the "
     "confidence max(p, 1-p) of the predicted class: "
     "sum of bin share * |bin accuracy - bin mean confidence|; "
     "ece_equal_mass: the same sum over 15 equal-count bins of that confidence "
     "(rows ranked by confidence, ties in time order, rank r of n in bin floor(15r/n)), "
     "which still resolves confidences crowded into 0.50-0.53 where the equal-width bins "
     "put almost every row into one bin; "
-    "calibration_in_the_large: mean P(up) - observed up rate (> 0: up predicted too often)"
+    "calibration_in_the_large: mean P(up) - observed up rate (> 0: up predicted too often); "
+    "the gate reads ece, ece_equal_mass or the larger of the two (gate.ece_kind)"
 )
 VALIDATION_NOTE = (
     "in-sample: the validation split was used for early stopping, model selection "
@@ -190,11 +191,8 @@ def evaluate_model(
         slippage_bps=slippage_bps,
     )
     metrics["backtest"] = {**trades.summary, "threshold_source": tau_source}
-    decision = coin_decision(metrics["accuracy"], metrics["ece"], thresholds)
     metrics["gate"] = {
-        **decision.to_dict(),
-        "min_accuracy": thresholds.min_accuracy,
-        "max_calibration_error": thresholds.max_calibration_error,
+        **gate_record(metrics, thresholds),
         "selective": (
             selective_reading(validation, test, thresholds.min_accuracy)
             if validation is not None

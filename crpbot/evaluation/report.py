@@ -64,6 +64,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         f"Sharpe: {_num(bt['sharpe'], '.2f')}",
         f"Max Drawdown: {bt['max_drawdown']:.4f}",
         "Status: PASS" if gate["passed"] else f"Status: FAIL ({'; '.join(gate['reasons'])})",
+        *_recipe_line(gate),
     ]
     selective = gate.get("selective") or {}
     if selective.get("threshold") is not None:
@@ -75,6 +76,48 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"Selective reading (information only): {selective.get('note', 'no threshold')}")
     return lines
+
+
+def _recipe_line(gate: dict[str, Any]) -> list[str]:
+    """The recipe's reading (point accuracy, equal-width ECE) of the same limits, when the gate was
+    read another way; empty for metrics written before the strict gate existed."""
+    recipe = gate.get("recipe_reading")
+    if recipe is None or (gate.get("gate_on"), gate.get("ece_kind")) == ("point", "equal-width"):
+        return []
+    verdict = "PASS" if recipe["passed"] else f"FAIL ({'; '.join(recipe['reasons'])})"
+    line = f"Recipe's gate (point accuracy, equal-width ECE; information only): {verdict}"
+    if recipe["passed"] and not gate["passed"]:
+        line += " -- the recipe's gate would have passed; the configured strict gate did not"
+    return [line]
+
+
+def _gate_section(gate: dict[str, Any]) -> list[str]:
+    """The configured decision and the recipe's reading of the same limits, side by side."""
+    limits = f"accuracy >= {gate['min_accuracy']}, ECE <= {gate['max_calibration_error']}"
+    readings = [
+        ("configured (the decision)", gate.get("gate_on", "point"), gate.get("ece_kind", "equal-width"), gate)
+    ]
+    if gate.get("recipe_reading") is not None:
+        recipe = gate["recipe_reading"]
+        readings.append(("the recipe's (information only)", "point", "equal-width", recipe))
+    rows = [
+        f"| {name} | {gate_on} | {ece} | "
+        + ("**PASS**" if verdict["passed"] else "**FAIL** — " + "; ".join(verdict["reasons"]))
+        + " |"
+        for name, gate_on, ece, verdict in readings
+    ]
+    out = [
+        f"Limits: {limits}. `--gate-on ci-lower` compares the lower bound of the accuracy's 95% CI "
+        "with min_accuracy (`point`: the point estimate, as the recipe); `--ece max` compares the "
+        "larger of the equal-width and equal-mass ECE (`equal-width`: the recipe's).",
+        "",
+        "| reading | accuracy read as | ECE read as | verdict |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+    if len(readings) == 2 and readings[1][3]["passed"] and not gate["passed"]:
+        out += ["", "**The recipe's gate would have passed; the configured strict gate did not.**"]
+    return out
 
 
 def write_report(
@@ -161,8 +204,7 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "",
         "## Gate",
         "",
-        f"accuracy >= {gate['min_accuracy']}, ECE <= {gate['max_calibration_error']}: "
-        + ("**PASS**" if gate["passed"] else "**FAIL** — " + "; ".join(gate["reasons"])),
+        *_gate_section(gate),
         "",
         "Selective reading (information only, never the decision): "
         + _selective_text(gate.get("selective") or {}),

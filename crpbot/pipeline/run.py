@@ -36,7 +36,7 @@ from typing import Any
 
 from crpbot.config import CONFIG_DIR, load_config
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.gate import GateDecision, GateThresholds, batch_decision, coin_decision
+from crpbot.evaluation.gate import GateDecision, GateThresholds, batch_decision, metrics_decision
 from crpbot.pipeline.run_report import (
     CoinOutcome,
     PipelineResult,
@@ -350,7 +350,7 @@ def _gate(outcome: CoinOutcome, thresholds: GateThresholds) -> GateDecision:
     """The coin's gate decision; a coin whose chain failed fails the gate, with the reason."""
     if outcome.failed:
         return GateDecision(passed=False, reasons=[f"chain failed: {outcome.error}"])
-    return coin_decision(outcome.metrics["accuracy"], outcome.metrics["ece"], thresholds)
+    return metrics_decision(outcome.metrics, thresholds)
 
 
 @contextmanager
@@ -375,21 +375,22 @@ def _input_for(coin: str, input_dir: str | Path | None, default_input: Callable[
 
 
 def validation_check(model_dir: str | Path, thresholds: GateThresholds) -> dict[str, Any]:
-    """The gate's thresholds applied to the validation split (the only split a decision may read)."""
+    """The gate, read as configured, applied to the validation split (the only split a decision may read)."""
     from crpbot.evaluation.evaluate import stored_split_data
-    from crpbot.evaluation.metrics import accuracy, expected_calibration_error
+    from crpbot.evaluation.metrics import classification_metrics
     from crpbot.model.predictor import load_predictor
 
     predictor = load_predictor(model_dir)
     data = stored_split_data(predictor)
     validation = predictor.predictions(data, "val")
-    acc = accuracy(validation.labels, validation.probs)
-    ece = expected_calibration_error(validation.labels, validation.probs)
-    decision = coin_decision(acc, ece, thresholds)
+    scores = classification_metrics(validation.labels, validation.probs, horizon=data.horizon)
+    decision = metrics_decision(scores, thresholds)
     return {
         "n": len(validation),
-        "accuracy": acc,
-        "ece": ece,
+        "accuracy": scores["accuracy"],
+        "accuracy_ci": scores["accuracy_ci"],
+        "ece": scores["ece"],
+        "ece_equal_mass": scores["ece_equal_mass"],
         "passed": decision.passed,
         "reasons": decision.reasons,
     }

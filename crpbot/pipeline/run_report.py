@@ -115,6 +115,9 @@ def summary_table(result: PipelineResult) -> list[str]:
         bt = m["backtest"]
         wins = f"{_fmt(bt.get('win_rate'), '.3f')}/{_fmt(bt.get('gross_win_rate'), '.3f')}"
         verdict = "PASS" if m["gate"]["passed"] else "FAIL"
+        recipe = m["gate"].get("recipe_reading")
+        if recipe is not None and recipe["passed"] != m["gate"]["passed"]:
+            verdict += f" (recipe's gate: {'PASS' if recipe['passed'] else 'FAIL'})"
         if o.promoted_version:
             verdict += f" (promoted {o.promoted_version})"
         lines.append(
@@ -179,10 +182,11 @@ def write_run_report(result: PipelineResult, budget: str, thresholds: GateThresh
     lines = [
         f"# crpbot pipeline run ({budget} budget)",
         "",
-        f"Gate: accuracy >= {thresholds.min_accuracy}, ECE <= {thresholds.max_calibration_error} per coin; "
-        f"at least {thresholds.quorum} coins must pass. The fallback (search + seed ensemble) is triggered "
-        "on "
-        "the validation split; each coin's test split is scored once, at the end.",
+        f"Gate: accuracy >= {thresholds.min_accuracy}, ECE <= {thresholds.max_calibration_error} per coin, "
+        f"read as {thresholds.reading} (the recipe's reading, point accuracy and equal-width ECE, is in each "
+        f"coin's evaluation report); at least {thresholds.quorum} coins must pass. The fallback "
+        "(search + seed ensemble) is triggered on the validation split; each coin's test split is "
+        "scored once, at the end.",
         "",
         "```",
         *summary_table(result),
