@@ -141,6 +141,7 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     # win rate before and after costs, and the round trip that separates them
     bt = metrics["backtest"]
     assert bt["breakeven_move_bps"] == 20.0 and bt["gross_win_rate"] is not None
+    assert (bt["entry_delay_bars"], bt["fee_bps"], bt["slippage_bps"]) == (1, 10.0, 0.0)
     win = next(line for line in lines if line.startswith("Win Rate:"))
     assert "after costs" in win and f"{bt['gross_win_rate']:.4f} before costs; round trip 20 bps" in win
     # validation numbers are labelled in-sample
@@ -150,6 +151,10 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     assert "ECE, 15 equal-mass bins" in report and "calibration in the large" in report
     assert "win rate (before costs)" in report and "close[t]" in report and "--slippage-bps" in report
     assert "closed-trade equity curve" in report
+    assert (
+        "- backtest fills: entry at close[t+1], 1 bar(s) after the signal's; fee 10 + slippage 0 bps"
+        in report
+    )
     assert "| configured (the decision) | ci-lower | max | **FAIL**" in report
     assert "| the recipe's (information only) | point | equal-width | **FAIL**" in report
     assert f"| {edge['baseline']} (best on validation) |" in report and "| gbdt |" in report.replace(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
 from crpbot.evaluation.gate import (
     DEFAULT_ECE,
     DEFAULT_GATE_ON,
@@ -54,7 +55,7 @@ def add_gate_reading(parser: argparse.ArgumentParser) -> None:
 
 def add_gate_and_costs(parser: argparse.ArgumentParser, *, quorum: bool) -> None:
     """The promotion gate's thresholds (defaults: the recipe's), how it reads them (defaults:
-    strictly, :func:`add_gate_reading`) and the backtest's fee."""
+    strictly, :func:`add_gate_reading`) and the backtest's fills (:func:`backtest_costs`)."""
     parser.add_argument(
         "--min-accuracy",
         type=float,
@@ -78,6 +79,16 @@ def add_gate_and_costs(parser: argparse.ArgumentParser, *, quorum: bool) -> None
     parser.add_argument(
         "--fee-bps", type=float, default=10.0, help="backtest fee per side in bps (default 10)"
     )
+    parser.add_argument(
+        "--slippage-bps", type=float, default=0.0, help="backtest slippage per side in bps (default 0)"
+    )
+    parser.add_argument(
+        "--entry-delay-bars",
+        type=int,
+        default=DEFAULT_ENTRY_DELAY_BARS,
+        help="backtest: open a position this many bars after the signal's bar (default "
+        f"{DEFAULT_ENTRY_DELAY_BARS}: the next bar's close; 0: the signal bar's close, as the recipe)",
+    )
 
 
 def gate_thresholds(args: argparse.Namespace) -> GateThresholds:
@@ -89,3 +100,12 @@ def gate_thresholds(args: argparse.Namespace) -> GateThresholds:
         gate_on=args.gate_on,
         ece=args.ece,
     )
+
+
+def backtest_costs(args: argparse.Namespace) -> dict[str, float | int]:
+    """The backtest options of :func:`add_gate_and_costs`, as keyword arguments of ``evaluate_model``."""
+    return {
+        "fee_bps": args.fee_bps,
+        "slippage_bps": args.slippage_bps,
+        "entry_delay_bars": args.entry_delay_bars,
+    }

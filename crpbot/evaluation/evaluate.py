@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.backtest import BacktestResult, run_backtest
+from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS, BacktestResult, run_backtest
 from crpbot.evaluation.baselines import BaselineScores, score_baselines
 from crpbot.evaluation.gate import (
     GateThresholds,
@@ -86,6 +86,7 @@ def evaluate_model(
     thresholds: GateThresholds | None = None,
     fee_bps: float = 10.0,
     slippage_bps: float = 0.0,
+    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
     trade_threshold: float | None = None,
     n_boot: int = 1000,
     overwrite: bool = False,
@@ -94,7 +95,8 @@ def evaluate_model(
     """Evaluate the artifact at ``model_dir`` and write predictions, metrics, report and plots to ``out_dir``.
 
     ``trade_threshold`` is the backtest's τ; by default the selective threshold chosen on
-    validation, or 0.5 (trade every window) when none reaches ``min_accuracy`` there.
+    validation, or 0.5 (trade every window) when none reaches ``min_accuracy`` there. A position
+    opens ``entry_delay_bars`` bars after its signal's bar (0: at the signal's own close).
     """
     thresholds = thresholds if thresholds is not None else GateThresholds()
     if trade_threshold is not None and not 0.5 <= trade_threshold <= 1.0:
@@ -103,6 +105,8 @@ def evaluate_model(
         raise CrpbotError(
             f"backtest costs must be finite and >= 0 bps, got fee {fee_bps}, slippage {slippage_bps}"
         )
+    if isinstance(entry_delay_bars, bool) or not isinstance(entry_delay_bars, int) or entry_delay_bars < 0:
+        raise CrpbotError(f"invalid entry delay {entry_delay_bars!r} bars: must be an integer >= 0")
     if n_boot < 1:
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     model_dir = Path(model_dir)
@@ -189,6 +193,7 @@ def evaluate_model(
         horizon=test_data.horizon,
         fee_bps=fee_bps,
         slippage_bps=slippage_bps,
+        entry_delay_bars=entry_delay_bars,
     )
     metrics["backtest"] = {**trades.summary, "threshold_source": tau_source}
     metrics["gate"] = {

@@ -78,6 +78,23 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def fills_text(bt: dict[str, Any]) -> str:
+    """How the backtest filled: entry delay and costs per side (older metrics: entry at close[t])."""
+    delay = bt.get("entry_delay_bars", 0)
+    entry = (
+        "at close[t], the signal's bar"
+        if delay == 0
+        else f"at close[t+{delay}], {delay} bar(s) after the signal's"
+    )
+    fee, slippage = bt.get("fee_bps"), bt.get("slippage_bps")
+    costs = (
+        f"fee {fee:g} + slippage {slippage:g} bps per side"
+        if fee is not None and slippage is not None
+        else f"{bt['cost_bps_per_side']:g} bps per side"
+    )
+    return f"entry {entry}; {costs}"
+
+
 def _recipe_line(gate: dict[str, Any]) -> list[str]:
     """The recipe's reading (point accuracy, equal-width ECE) of the same limits, when the gate was
     read another way; empty for metrics written before the strict gate existed."""
@@ -149,6 +166,7 @@ def _markdown(metrics: dict[str, Any]) -> str:
         f"- model: `{metrics['model']}`; temperature {metrics['temperature']:.3f}",
         f"- scored: {metrics['test_source']}, {metrics['test_period'][0]} .. {metrics['test_period'][1]}, "
         f"{metrics['n']:,} windows (up rate {metrics['up_rate']:.3f})",
+        f"- backtest fills: {fills_text(bt)}",
         "",
         "## Summary",
         "",
@@ -178,8 +196,8 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "## Backtest",
         "",
         f"Long when P(up) >= {bt['threshold']:.2f}, short when P(up) <= {1 - bt['threshold']:.2f} "
-        f"({bt['threshold_source']}); hold {metrics.get('horizon_minutes', 'h')} bars, no overlap, "
-        f"{bt['cost_bps_per_side']:g} bps per side.",
+        f"({bt['threshold_source']}); {fills_text(bt)}; hold {metrics.get('horizon_minutes', 'h')} bars, "
+        "no overlap.",
         "",
         "| trades | longs | shorts | win rate (after costs) | win rate (before costs) | round trip (bps) "
         "| total PnL | avg PnL | Sharpe | max drawdown | exposure |",
@@ -192,9 +210,11 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "",
         "How to read it:",
         "",
-        "- Entries are at close[t], the last bar the model saw, with no latency: a real order fills "
-        "later, at a price that has already moved. `--slippage-bps` adds that allowance per side "
-        "(it is included in the bps per side above).",
+        "- `--entry-delay-bars 1` (the default) enters at close[t+1], the first price an order can get "
+        "once bar t has closed and the model has run; `0` enters at close[t], the last bar the model saw, "
+        "with no latency, and credits the model with moves no order could catch. A signal without an "
+        "entry bar in the scored rows (the split's last bars, a gap) is not traded. `--slippage-bps` adds "
+        "an allowance for the fill price per side (included in the bps per side above).",
         "- The win rate after costs counts trades whose net PnL is > 0; a move must exceed the round trip "
         "to win, and most 15-minute moves are smaller, so it sits far below the directional accuracy. "
         "The win rate before costs is the share of trades whose direction was right "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crpbot.evaluation.gate import GateThresholds
-from crpbot.evaluation.report import best_baseline
+from crpbot.evaluation.report import best_baseline, fills_text
 
 
 def utc_now() -> str:
@@ -214,6 +214,7 @@ def write_run_report(result: PipelineResult, budget: str, thresholds: GateThresh
         reasons = "; ".join(gate["reasons"]) or "all checks passed"
         lines += [
             f"- test evaluation: `{o.evaluation_dir}` (report.md, metrics.json, plots)",
+            f"- backtest fills: {fills_text(o.metrics['backtest'])}",
             f"- gate: {'PASS' if gate['passed'] else 'FAIL'} ({reasons})",
             f"- promoted: {o.promoted_version or 'no'}",
             "",
