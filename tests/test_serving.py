@@ -1,0 +1,118 @@
+"""Live prediction: train/serve parity with evaluate, the --json contract, and refused inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crpbot.cli import main
+from crpbot.config import TrainConfig
+from crpbot.data.bars import load_bars
+from crpbot.errors import CrpbotError
+from crpbot.evaluation.evaluate import evaluate_model
+from crpbot.model import serving
+from crpbot.model.serving import LiveModel
+
+# Short train/val fractions put the test split on both sides of the sample's real gap, so
+# evaluate scores rows of two segments: right after a gap (the live slice is the whole short
+# segment) and deep inside one (the live slice is cut to HISTORY_BARS + lookback bars).
+TINY = TrainConfig(
+    cell="gru",
+    hidden_size=8,
+    num_layers=1,
+    bidirectional=False,
+    head_hidden=8,
+    dropout=0.0,
+    lookback=20,
+    horizon=15,
+    train_fraction=0.2,
+    val_fraction=0.1,
+    max_train_windows=512,
+    batch_size=128,
+    max_epochs=1,
+    patience=1,
+    t0=1,
+    seed=0,
+)
+MINUTE = pd.Timedelta(minutes=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(train_tiny_artifact):
+    return train_tiny_artifact(TINY, "BTC")[0]
+
+
+@pytest.fixture(scope="module")
+def bars(sample_path):
+    return load_bars(sample_path("BTC"))
+
+
+def test_predict_on_bars_up_to_t_equals_evaluate_for_row_t(tiny_model, bars, tmp_path, monkeypatch):
+    evaluated = evaluate_model(tiny_model, out_dir=tmp_path / "eval", n_boot=20, log=lambda _: None)
+    scored = pd.read_parquet(evaluated.out_dir / "predictions.parquet")
+    rows = pd.Index(bars.frame["timestamp"]).get_indexer(scored["timestamp"])
+    segments = bars.segment_ids[rows]
+    assert set(segments) == {0, 1}, "the scored rows must span the gap"
+    rng = np.random.default_rng(0)
+    first_after_gap = np.flatnonzero(segments == 1)[:5]
+    picks = np.r_[first_after_gap, rng.choice(len(scored), size=55, replace=False)]
+    model = LiveModel.load(tiny_model)
+    frame = bars.frame
+
+    def live(i: int) -> float:
+        t = rows[i]
+        [prediction] = model.predict(frame.iloc[: t + 1], now=frame["timestamp"].iloc[t] + MINUTE)
+        assert prediction.timestamp == scored["timestamp"].iloc[i]
+        return prediction.prob_up
+
+    served = np.array([live(i) for i in picks])
+    assert np.abs(served - scored["prob_up"].to_numpy()[picks]).max() <= 1e-6
+    # the same check fails when the live slice keeps only the warm-up, not the averages' history
+    monkeypatch.setattr(serving, "HISTORY_BARS", serving.WARMUP_BARS)
+    deep = [i for i in picks if np.sum(bars.segment_ids[: rows[i] + 1] == segments[i]) > 1000][:10]
+    short = np.array([live(i) for i in deep])
+    assert np.abs(short - scored["prob_up"].to_numpy()[deep]).max() > 1e-6
+
+
+def test_cli_json_is_one_parseable_object_for_the_latest_bars(tiny_model, bars, sample_path, capsys):
+    argv = ["predict", "--coin", "BTC", "--input", str(sample_path("BTC")), "--model", str(tiny_model)]
+    assert main([*argv, "--last", "3", "--json", "--allow-stale"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    record = json.loads(out)
+    assert set(record) == {"coin", "version", "model", "horizon_minutes", "predictions"}
+    assert (record["coin"], record["version"], record["horizon_minutes"]) == ("BTC-USD", tiny_model.name, 15)
+    stamps = [p["timestamp"] for p in record["predictions"]]
+    assert stamps == [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in bars.frame["timestamp"].iloc[-3:]]
+    expected = LiveModel.load(tiny_model).predict(bars, last=3, max_staleness=None)
+    assert [p["prob_up"] for p in record["predictions"]] == [p.prob_up for p in expected]
+    assert all(0 < p["prob_up"] < 1 for p in record["predictions"])
+
+    # the bundled sample ended long ago: refused by default, one line, exit 2
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and "stale bars: the latest bar closed at" in err and "limit is 5.0 min" in err
+    )
+
+
+def test_too_short_open_or_stale_bars_are_refused(tiny_model, bars):
+    model = LiveModel.load(tiny_model)
+    frame = bars.frame
+    latest = frame["timestamp"].iloc[-1]
+    after_gap = pd.concat([frame.iloc[:2000], frame.iloc[2100:2239]])  # 139 bars after the gap
+    with pytest.raises(CrpbotError, match=r"after the gap before .* hold 139 gap-free bars; .* needs 140"):
+        model.predict(after_gap, max_staleness=None)
+    model.predict(pd.concat([frame.iloc[:2000], frame.iloc[2100:2240]]), max_staleness=None)  # 140: enough
+    with pytest.raises(CrpbotError, match="the bars hold 100 gap-free bars"):
+        model.predict(frame.iloc[:100], max_staleness=None)
+    with pytest.raises(CrpbotError, match="still open until"):
+        model.predict(bars, now=latest + pd.Timedelta(seconds=30))
+    fresh = model.predict(bars, now=latest + 6 * MINUTE)
+    assert fresh[0].timestamp == latest
+    with pytest.raises(CrpbotError, match="stale bars.*6.0 min before now.*limit is 5.0 min"):
+        model.predict(bars, now=latest + 7 * MINUTE)
+    assert model.predict(bars, now=latest + 7 * MINUTE, max_staleness=pd.Timedelta(minutes=10))
