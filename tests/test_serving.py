@@ -116,3 +116,34 @@ def test_too_short_open_or_stale_bars_are_refused(tiny_model, bars):
     with pytest.raises(CrpbotError, match="stale bars.*6.0 min before now.*limit is 5.0 min"):
         model.predict(bars, now=latest + 7 * MINUTE)
     assert model.predict(bars, now=latest + 7 * MINUTE, max_staleness=pd.Timedelta(minutes=10))
+
+
+def test_the_promoted_model_is_served_from_the_registry_or_pulled_from_s3(
+    tiny_model, sample_path, tmp_path, s3_endpoint, capsys
+):
+    import boto3
+
+    from crpbot.registry.local import promote
+    from crpbot.registry.transfer import push
+
+    bucket = "crpbot-predict-test"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    origin, clone = tmp_path / "origin", tmp_path / "clone"
+    promote(tiny_model, "BTC", root=origin, version="v1")
+    push(origin, bucket, endpoint_url=s3_endpoint)
+    argv = ["predict", "--coin", "BTC", "--input", str(sample_path("BTC")), "--json", "--allow-stale"]
+
+    assert main([*argv, "--registry", str(origin)]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--registry", str(clone), "--bucket", bucket, "--endpoint-url", s3_endpoint]) == 0
+    pulled = json.loads(capsys.readouterr().out)
+    assert local["version"] == pulled["version"] == "v1"
+    assert pulled["model"].startswith(str(clone)) and pulled["predictions"] == local["predictions"]
+
+    for extra, message in (
+        (["--coin", "ETH", "--registry", str(origin)], "no promoted ETH-USD model"),
+        (["--model", str(tiny_model), "--bucket", bucket], "--model names the artifact"),
+        (["--last", "0"], "invalid --last 0"),
+    ):
+        assert main([*argv, *extra]) == 2
+        assert message in capsys.readouterr().err
