@@ -165,7 +165,7 @@ class LiveModel:
         if limit is not None and now - closed > limit:
             raise CrpbotError(
                 f"stale bars: the latest bar closed at {closed}, {_minutes(now - closed)} before now "
-                f"({now.floor('s')}); the limit is {_minutes(limit)} (raise it or allow stale bars)"
+                f"({now.floor('s')}); the limit is {_minutes(limit)} (see --max-staleness, --allow-stale)"
             )
 
 
@@ -175,4 +175,5 @@ def _last_run_length(segment_ids: np.ndarray) -> int:
 
 
 def _minutes(delta: pd.Timedelta) -> str:
-    return f"{delta.total_seconds() / 60:,.1f} min"
+    minutes = delta.total_seconds() / 60
+    return f"{minutes:,.1f} min" if minutes < 120 else str(delta.floor("min"))
