@@ -41,8 +41,13 @@ MINUTE = pd.Timedelta(minutes=1)
 
 
 @pytest.fixture(scope="module")
-def tiny_model(train_tiny_artifact):
-    return train_tiny_artifact(TINY, "BTC")[0]
+def tiny(train_tiny_artifact):
+    return train_tiny_artifact(TINY, "BTC")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny):
+    return tiny[0]
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +80,24 @@ def test_predict_on_bars_up_to_t_equals_evaluate_for_row_t(tiny_model, bars, tmp
     deep = [i for i in picks if np.sum(bars.segment_ids[: rows[i] + 1] == segments[i]) > 1000][:10]
     short = np.array([live(i) for i in deep])
     assert np.abs(short - scored["prob_up"].to_numpy()[deep]).max() > 1e-6
+
+
+def test_an_ensemble_is_served_with_its_temperature_like_evaluation_scores_it(tiny, bars, tmp_path):
+    from crpbot.evaluation.evaluate import stored_split_data
+    from crpbot.model.ensemble import build_ensemble
+    from crpbot.model.predictor import load_predictor
+
+    member, data = tiny
+    ensemble = build_ensemble([member, member], data, tmp_path / "ens")
+    predictor = load_predictor(ensemble)
+    assert predictor.temperature != 1.0
+    scored = predictor.predictions(stored_split_data(predictor), "test")
+    model = LiveModel.load(ensemble)
+    rows = pd.Index(bars.frame["timestamp"]).get_indexer(pd.to_datetime(scored.timestamps[::2000], utc=True))
+    assert (rows >= 0).all()
+    for t, expected in zip(rows, scored.probs[::2000], strict=True):
+        [prediction] = model.predict(bars.frame.iloc[: t + 1], max_staleness=None)
+        assert abs(prediction.prob_up - expected) <= 1e-6
 
 
 def test_cli_json_is_one_parseable_object_for_the_latest_bars(tiny_model, bars, sample_path, capsys):
