@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -65,11 +66,14 @@ def test_predict_on_bars_up_to_t_equals_evaluate_for_row_t(tiny_model, bars, tmp
     first_after_gap = np.flatnonzero(segments == 1)[:5]
     picks = np.r_[first_after_gap, rng.choice(len(scored), size=55, replace=False)]
     model = LiveModel.load(tiny_model)
-    frame = bars.frame
 
     def live(i: int) -> float:
         t = rows[i]
-        [prediction] = model.predict(frame.iloc[: t + 1], now=frame["timestamp"].iloc[t] + MINUTE)
+        # bars[: t+1] of the validated file (validating the prefix again gives the same rows)
+        head = dataclasses.replace(
+            bars, frame=bars.frame.iloc[: t + 1], segment_ids=bars.segment_ids[: t + 1]
+        )
+        [prediction] = model.predict(head, now=bars.frame["timestamp"].iloc[t] + MINUTE)
         assert prediction.timestamp == scored["timestamp"].iloc[i]
         return prediction.prob_up
 
