@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def test_feather_and_json_give_the_same_bars_as_parquet(tmp_path, real_rows):
     reference = load_bars(parquet)
     feather = load_bars(write_freqtrade_feather(tmp_path / "BTC_USDT-1m.feather", real_rows))
     candles = load_bars(write_freqtrade_json(tmp_path / "BTC_USDT-1m.json", real_rows))
-    for bars in (feather, candles):
+    gzipped = tmp_path / "BTC_USDT-1m.json.gz"  # freqtrade's jsongz format
+    gzipped.write_bytes(gzip.compress((tmp_path / "BTC_USDT-1m.json").read_bytes()))
+    for bars in (feather, candles, load_bars(gzipped)):
         pd.testing.assert_frame_equal(bars.frame, reference.frame)
         assert bars.fingerprint == reference.fingerprint
         assert bars.coin == "BTC-USD", "the coin is read from freqtrade's pair name too"

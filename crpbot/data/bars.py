@@ -1,7 +1,7 @@
 """Coins, loading and validation of 1-minute OHLCV bars.
 
 Read from Parquet, CSV, or freqtrade's own files (``<PAIR>-1m.feather`` with a ``date``
-column, ``.json`` candle lists ``[ms, open, high, low, close, volume]``), so users of
+column, ``.json`` or ``.json.gz`` candle lists ``[ms, open, high, low, close, volume]``), so users of
 freqtrade's data folders need no conversion script; every format gets the same validation.
 Everything downstream trusts these bars, so the rules are explicit. Repaired (and
 reported): row order, exact duplicate rows, naive timestamps (read as UTC), extra
@@ -15,6 +15,7 @@ segment, so nothing downstream bridges them.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -32,10 +33,10 @@ PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 MINUTE_NS = 60 * 1_000_000_000
 GAPS_SHOWN = 5  # a file with hundreds of gaps prints these and a total, not a line per gap
-READABLE = (".parquet", ".pq", ".csv", ".feather", ".json")
+READABLE = (".parquet", ".pq", ".csv", ".feather", ".json", ".json.gz")
 # freqtrade names its candle files <BASE>_<QUOTE>-1m.<ext>, e.g. BTC_USDT-1m.feather
 FREQTRADE_NAME = re.compile(
-    r"^(?P<base>[A-Z0-9]+)_(?P<quote>USD|USDT|USDC)-1m\.(feather|json)$", re.IGNORECASE
+    r"^(?P<base>[A-Z0-9]+)_(?P<quote>USD|USDT|USDC)-1m\.(feather|json|json\.gz)$", re.IGNORECASE
 )
 
 
@@ -122,7 +123,9 @@ def find_input(directory: str | Path, coin: str) -> Path:
     base = coin.split("-")[0]
     directory = Path(directory)
     names = [f"{coin}_1m.parquet"] + [
-        f"{base}_{quote}-1m.{ext}" for quote in ("USDT", "USD", "USDC") for ext in ("feather", "json")
+        f"{base}_{quote}-1m.{ext}"
+        for quote in ("USDT", "USD", "USDC")
+        for ext in ("feather", "json", "json.gz")
     ]
     found = [directory / name for name in names if (directory / name).is_file()]
     if not found:
@@ -203,7 +206,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise CrpbotError(f"input file not found: {path}")
     if path.stat().st_size == 0:
         raise CrpbotError(f"{path.name}: file is empty")
-    suffix = path.suffix.lower()
+    suffix = ".json.gz" if path.name.lower().endswith(".json.gz") else path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
@@ -211,8 +214,11 @@ def _read_table(path: Path) -> pd.DataFrame:
             return pd.read_csv(path)
         if suffix == ".feather":
             return pd.read_feather(path)
-        if suffix == ".json":
-            return _freqtrade_candles(json.loads(path.read_bytes()), path.name)
+        if suffix in (".json", ".json.gz"):
+            raw = path.read_bytes()
+            return _freqtrade_candles(
+                json.loads(gzip.decompress(raw) if suffix == ".json.gz" else raw), path.name
+            )
     except CrpbotError:
         raise
     except Exception as exc:  # any reader failure is a bad file from the user's point of view
