@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input",
         type=Path,
-        help="score all of this Parquet or CSV file instead of the model's stored test split "
+        help="score all of this bars file (Parquet, CSV, freqtrade .feather/.json) instead of "
+        "the model's stored test split "
         "(refused if it overlaps the model's train/validation period)",
     )
     add_gate_and_costs(parser, quorum=False)

@@ -27,7 +27,11 @@ def add_address(parser: argparse.ArgumentParser) -> None:
 
 
 def add_input(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", type=Path, help="1-minute OHLCV Parquet file (default: bundled sample)")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        help="1-minute OHLCV file: Parquet, CSV, or freqtrade .feather/.json (default: bundled sample)",
+    )
 
 
 def add_coin(parser: argparse.ArgumentParser, what: str) -> None:

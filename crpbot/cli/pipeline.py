@@ -34,7 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=1, help="Ray Train workers for the recipe run (default 1)"
     )
     parser.add_argument(
-        "--input-dir", type=Path, help="directory with <COIN>-USD_1m.parquet files (default: bundled sample)"
+        "--input-dir",
+        type=Path,
+        help="directory with <COIN>-USD_1m.parquet or freqtrade <COIN>_USDT-1m.feather/.json files "
+        "(default: bundled sample)",
     )
     parser.add_argument("--run-dir", type=Path, help="where this run writes (default runs/pipeline-<time>)")
     parser.add_argument(

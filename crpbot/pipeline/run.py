@@ -383,10 +383,9 @@ def _removed_if_empty(run_dir: Path) -> Iterator[None]:
 def _input_for(coin: str, input_dir: str | Path | None, default_input: Callable[[str], Path]) -> Path:
     if input_dir is None:
         return default_input(coin)
-    path = Path(input_dir) / f"{coin}_1m.parquet"
-    if not path.is_file():
-        raise CrpbotError(f"no input for {coin}: expected {path}")
-    return path
+    from crpbot.data.bars import find_input
+
+    return find_input(input_dir, coin)
 
 
 def validation_check(model_dir: str | Path, thresholds: GateThresholds) -> dict[str, Any]:
