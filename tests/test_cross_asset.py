@@ -27,6 +27,7 @@ from crpbot.model.fit import fit
 from crpbot.model.inference import predict_proba, save_model_artifact
 from crpbot.model.network import build_model
 from crpbot.model.predictor import load_predictor
+from crpbot.model.serving import LiveModel
 from crpbot.search.space import load_search_space
 from crpbot.search.tune import run_search
 
@@ -194,6 +195,18 @@ def test_planted_lead_lag_is_learned_with_context_and_not_without(lead_lag, tmp_
     assert record["inputs"]["BTC-USD"]["fingerprint"] == data.context["BTC-USD"]["fingerprint"]
     scored = evaluate_model(artifact, out_dir=tmp_path / "eval", n_boot=50, log=lambda _: None)
     assert scored.metrics["accuracy"] > 0.7
+
+    # served live, with BTC's latest bars, it gives evaluation's P(up); without them, or misaligned, none
+    eth_bars, btc_bars = (pd.read_parquet(lead_lag[coin]).iloc[:-1] for coin in ("ETH", "BTC"))
+    live = LiveModel.load(artifact)
+    served = live.predict(eth_bars, context={"BTC": btc_bars}, last=3, max_staleness=None)
+    evaluated = pd.read_parquet(scored.out_dir / "predictions.parquet").set_index("timestamp")
+    for prediction in served:
+        assert prediction.prob_up == pytest.approx(evaluated.loc[prediction.timestamp, "prob_up"], abs=1e-5)
+    with pytest.raises(CrpbotError, match="uses context coins BTC-USD; got context bars of none"):
+        live.predict(eth_bars, max_staleness=None)
+    with pytest.raises(CrpbotError, match="context coin BTC-USD: latest bar .* is not ETH-USD's latest"):
+        live.predict(eth_bars, context={"BTC": btc_bars.iloc[:-1]}, max_staleness=None)
 
     predictor = load_predictor(artifact)
     without = load_prepared("ETH", lead_lag["ETH"], TINY)
