@@ -252,10 +252,10 @@ def _baselines_table(metrics: dict[str, Any]) -> list[str]:
         "|---|---|---|",
         *rows,
         "",
-        "majority on test is the best constant on the test rows (a bar no rule fixed in advance can "
-        "beat); the best baseline is chosen on validation, where majority is the validation's majority "
-        "class. gbdt: gradient boosting on the last bar's features and lagged returns, fitted on train, "
-        "early-stopped on validation (so its validation accuracy is in-sample, like the model's).",
+        "majority is the best constant on the rows it is scored on (on test: a bar no constant fixed "
+        "in advance can beat). The best baseline is chosen on validation. gbdt: gradient boosting on "
+        "the last bar's features and lagged returns, fitted on train, early-stopped on validation (so "
+        "its validation accuracy is in-sample, like the model's).",
     ]
 
 
