@@ -51,7 +51,6 @@ GBDT_PARAMS: dict[str, Any] = {
     "scoring": "loss",
     "n_iter_no_change": 20,
 }
-BASELINE_NAMES = ("majority", "momentum", "reversal", "logistic", "gbdt")
 
 
 def past_returns(data: Any, rows: np.ndarray) -> np.ndarray:
@@ -197,13 +196,15 @@ def baseline_predictions(
 
 
 def accuracies(predicted: dict[str, np.ndarray | None], truth: np.ndarray) -> dict[str, float | None]:
+    """Share of rows where each baseline's direction equals the truth; None stays None."""
     return {name: (float(np.mean(up == truth)) if up is not None else None) for name, up in predicted.items()}
 
 
 def best_on_validation(fitted: FittedBaselines, train_data: Any | None) -> tuple[str | None, dict]:
     """The baseline with the highest accuracy on ``train_data``'s validation windows, and all of them.
 
-    The first in :data:`BASELINE_NAMES` order wins a tie. (None, {}) without a validation split.
+    A tie goes to the simpler rule (order: majority, momentum, reversal, logistic, gbdt);
+    (None, {}) without a validation split.
     """
     if train_data is None:
         return None, {}
