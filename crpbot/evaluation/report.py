@@ -178,7 +178,7 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "|---|---|",
         f"| accuracy | {metrics['accuracy']:.4f} (95% CI {low:.4f} – {high:.4f}) |",
         f"| edge over the best baseline (chosen on validation; 95% paired CI) | {edge_text(metrics)} |",
-        f"| ECE (15 equal-width bins; the gate's) | {metrics['ece']:.4f} |",
+        f"| ECE (15 equal-width bins; the recipe's) | {metrics['ece']:.4f} |",
         f"| ECE, 15 equal-mass bins | {_num(metrics.get('ece_equal_mass'))} |",
         f"| calibration in the large (mean P(up) − up rate) "
         f"| {_num(metrics.get('calibration_in_the_large'), '+.4f')} |",
