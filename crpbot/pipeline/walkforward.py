@@ -76,8 +76,6 @@ def run_walkforward(
     one after another, the benchmark's baseline). Every check that can fail on the inputs runs
     before Ray starts.
     """
-    import ray
-
     from crpbot.data.bars import default_input, load_bars, normalize_coin
     from crpbot.data.dataset import usable_timestamps
     from crpbot.data.folds import plan_folds
@@ -120,6 +118,8 @@ def run_walkforward(
     )
     records = {index: record for index, record in finished.items() if record is not None}
     if todo:
+        import ray
+
         init_ray(address)
         if use_gpu:
             require_gpus(1)
