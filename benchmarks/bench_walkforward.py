@@ -1,0 +1,119 @@
+"""Walk-forward on Ray: folds in parallel vs the same folds one after another, and the data-preparation share.
+
+Usage: flock /tmp/crpbot-ray.lock .venv/bin/python benchmarks/bench_walkforward.py \\
+           [--input /work/shared/data/ohlcv/BTC-USD_1m.parquet] [--folds 12] [--train-days 90] \\
+           [--val-days 14] [--test-days 14] [--cpus 2] [--out DIR]
+
+Both runs call ``run_walkforward`` with the smoke config on the same folds and a local Ray of
+``--cpus`` CPUs: once with every fold in flight (the default), once with ``max_parallel=1``. Each
+fold times its own steps; "prepare" is ``prepare_for_config`` on the fold's split times. The
+evaluation of a fold reloads and re-prepares its stored split inside ``evaluate_model``; that
+reload is timed once here and reported beside the share. Goals (issue 12): speed-up >= 1.8x on 2
+CPUs, preparation <= 10% of a fold's time. One worker per CPU is started (torch imported) before
+either run, so neither pays Ray's worker start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FULL_BTC = Path("/work/shared/data/ohlcv/BTC-USD_1m.parquet")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, default=FULL_BTC)
+    parser.add_argument("--folds", type=int, default=12)
+    parser.add_argument("--train-days", type=float, default=90.0)
+    parser.add_argument("--val-days", type=float, default=14.0)
+    parser.add_argument("--test-days", type=float, default=14.0)
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--out", type=Path, help="where the two runs are written (default: a temp dir)")
+    args = parser.parse_args()
+
+    from crpbot.config import CONFIG_DIR, load_config
+    from crpbot.data.bars import load_bars
+    from crpbot.data.dataset import prepare_for_config, usable_timestamps
+    from crpbot.data.folds import FoldSpec, plan_folds
+    from crpbot.pipeline.walkforward import run_walkforward
+    from crpbot.ray_runtime import init_ray
+
+    config = load_config(CONFIG_DIR / "smoke.yaml")
+    spec = FoldSpec(
+        train_days=args.train_days,
+        val_days=args.val_days,
+        test_days=args.test_days,
+        folds=args.folds,
+    )
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench-walkforward-"))
+    print(f"host {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()}; Ray with {args.cpus} CPUs")
+
+    # what evaluate_model spends re-preparing a fold's stored split (inside its "evaluate" time)
+    started = time.perf_counter()
+    bars = load_bars(args.input)
+    bars.coin = "BTC-USD"
+    fold = plan_folds(usable_timestamps(bars), spec, lookback=config.lookback, horizon=config.horizon)[0]
+    prepare_for_config(bars, config, split_times=fold.split_times)
+    reload_seconds = time.perf_counter() - started
+
+    init_ray(None, num_cpus=args.cpus)
+    _warm_workers(args.cpus)
+    runs = {}
+    for name, max_parallel in (("parallel", None), ("sequential", 1)):
+        started = time.perf_counter()
+        result = run_walkforward(
+            config,
+            "BTC",
+            spec,
+            input_path=args.input,
+            out_dir=out / name,
+            max_parallel=max_parallel,
+            log=lambda _: None,
+        )
+        runs[name] = (time.perf_counter() - started, result.folds)
+        print(f"{name}: {len(result.folds)} folds in {runs[name][0]:.1f} s")
+
+    parallel, sequential = runs["parallel"][0], runs["sequential"][0]
+    folds = runs["sequential"][1]  # per-fold times without a neighbour on the other core
+    total = folds["seconds_total"].sum()
+    prepare = folds["seconds_prepare"].sum()
+    with_reload = prepare + reload_seconds * len(folds)
+    print(f"speed-up of parallel folds on {args.cpus} CPUs: {sequential / parallel:.2f}x (goal >= 1.8x)")
+    print(
+        "per fold (sequential run, median s): "
+        + ", ".join(
+            f"{step} {folds[f'seconds_{step}'].median():.2f}"
+            for step in ("prepare", "train", "save", "evaluate")
+        )
+        + f", total {folds['seconds_total'].median():.2f}"
+    )
+    print(f"data preparation share of fold time: {prepare / total:.1%} (goal <= 10%)")
+    print(
+        f"with evaluate's reload of the stored split ({reload_seconds:.2f} s per fold, inside 'evaluate'): "
+        f"{with_reload / total:.1%}"
+    )
+    print(f"load after: {os.getloadavg()}; outputs in {out}")
+
+
+def _warm_workers(count: int) -> None:
+    """Start one worker per CPU with torch and crpbot imported, so neither run pays the start-up."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def warm() -> None:
+        import crpbot.evaluation.evaluate  # noqa: F401
+        import crpbot.model.fit  # noqa: F401
+
+        time.sleep(2)  # held long enough that the tasks land on different workers
+
+    ray.get([warm.remote() for _ in range(count)])
+
+
+if __name__ == "__main__":
+    main()
