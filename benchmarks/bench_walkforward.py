@@ -55,11 +55,13 @@ def main() -> None:
     print(f"host {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()}; Ray with {args.cpus} CPUs")
 
     # what evaluate_model spends re-preparing a fold's stored split (inside its "evaluate" time)
-    started = time.perf_counter()
     bars = load_bars(args.input)
     bars.coin = "BTC-USD"
     fold = plan_folds(usable_timestamps(bars), spec, lookback=config.lookback, horizon=config.horizon)[0]
-    prepare_for_config(bars, config, split_times=fold.split_times)
+    started = time.perf_counter()
+    reloaded = load_bars(args.input)  # what evaluation.stored_split_data does: load, then prepare
+    reloaded.coin = "BTC-USD"
+    prepare_for_config(reloaded, config, split_times=fold.split_times)
     reload_seconds = time.perf_counter() - started
 
     init_ray(None, num_cpus=args.cpus)
@@ -80,6 +82,12 @@ def main() -> None:
         print(f"{name}: {len(result.folds)} folds in {runs[name][0]:.1f} s")
 
     parallel, sequential = runs["parallel"][0], runs["sequential"][0]
+    busy = runs["parallel"][1]["seconds_total"].sum()
+    print(
+        f"parallel run: {busy:.1f} fold-seconds in {parallel:.1f} s wall = {busy / parallel:.2f} folds in "
+        f"flight on average; a fold took {busy / runs['sequential'][1]['seconds_total'].sum():.2f}x its "
+        "sequential time (>1: the folds competed for CPU)"
+    )
     folds = runs["sequential"][1]  # per-fold times without a neighbour on the other core
     total = folds["seconds_total"].sum()
     prepare = folds["seconds_prepare"].sum()
