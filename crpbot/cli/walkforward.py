@@ -3,7 +3,8 @@
 Usage: crpbot walkforward --coin BTC [--config FILE] [--input FILE] [--train-days 180] [--val-days 14]
        [--test-days 14] [--step-days 14] [--window rolling|expanding] [--folds N] [--address ADDR]
        [--gpu [--gpu-share F]] [--out DIR] [--min-accuracy 0.68] [--max-calibration-error 0.05]
-       [--fee-bps 10] [--slippage-bps 0]
+       [--gate-on ci-lower|point] [--ece max|equal-width|equal-mass]
+       [--fee-bps 10] [--slippage-bps 0] [--entry-delay-bars 1]
 
 A day is 1,440 one-minute bars of data present. Rerunning with the same --out skips finished folds.
 """
@@ -13,7 +14,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_coin, add_gate_and_costs, add_input, gate_thresholds
+from crpbot.cli.options import (
+    add_address,
+    add_coin,
+    add_gate_and_costs,
+    add_input,
+    backtest_costs,
+    gate_thresholds,
+)
 from crpbot.cli.train import DEFAULT_CONFIG
 
 EPILOG = (
@@ -61,9 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output directory (default: runs/walkforward-<coin>-<timestamp>); reused to resume",
     )
     add_gate_and_costs(parser, quorum=False)
-    parser.add_argument(
-        "--slippage-bps", type=float, default=0.0, help="backtest slippage per side in bps (default 0)"
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
         use_gpu=args.gpu,
         gpu_share=args.gpu_share,
         thresholds=gate_thresholds(args),
-        fee_bps=args.fee_bps,
-        slippage_bps=args.slippage_bps,
+        **backtest_costs(args),
     )
     return 0 if not result.summary["folds_failed"] else 1

@@ -36,6 +36,7 @@ import pandas as pd
 from crpbot.config import TrainConfig
 from crpbot.data.folds import DAY_BARS, Fold, FoldSpec
 from crpbot.errors import CrpbotError
+from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
 from crpbot.evaluation.gate import GateThresholds
 from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
 
@@ -66,6 +67,7 @@ def run_walkforward(
     thresholds: GateThresholds | None = None,
     fee_bps: float = 10.0,
     slippage_bps: float = 0.0,
+    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
     max_parallel: int | None = None,
     n_boot: int = 1000,
     log: Callable[[str], None] = print,
@@ -89,6 +91,8 @@ def run_walkforward(
         raise CrpbotError(f"invalid max_parallel {max_parallel}: must be >= 1")
     if not all(np.isfinite(cost) and cost >= 0 for cost in (fee_bps, slippage_bps)):
         raise CrpbotError(f"backtest costs must be finite and >= 0 bps, got {fee_bps}, {slippage_bps}")
+    if isinstance(entry_delay_bars, bool) or not isinstance(entry_delay_bars, int) or entry_delay_bars < 0:
+        raise CrpbotError(f"invalid entry delay {entry_delay_bars!r} bars: must be an integer >= 0")
     input_path = Path(input_path if input_path is not None else default_input(coin)).resolve()
     out_dir = (
         Path(out_dir)
@@ -135,6 +139,7 @@ def run_walkforward(
             "thresholds": thresholds,
             "fee_bps": fee_bps,
             "slippage_bps": slippage_bps,
+            "entry_delay_bars": entry_delay_bars,
             "n_boot": n_boot,
             "device": "cuda" if use_gpu else "cpu",
         }
@@ -144,7 +149,8 @@ def run_walkforward(
 
     rows = [records[fold.index] for fold in folds]
     table = folds_table(rows)
-    summary = _summary(plan, rows, out_dir, config.horizon, thresholds, fee_bps, slippage_bps, n_boot)
+    costs = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "entry_delay_bars": entry_delay_bars}
+    summary = _summary(plan, rows, out_dir, config.horizon, thresholds, costs, n_boot)
     _write_outputs(out_dir, table, summary)
     for line in _summary_lines(summary):
         log(line)
@@ -227,6 +233,7 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
         thresholds=shared["thresholds"],
         fee_bps=shared["fee_bps"],
         slippage_bps=shared["slippage_bps"],
+        entry_delay_bars=shared["entry_delay_bars"],
         n_boot=shared["n_boot"],
         log=lambda _: None,
     )
@@ -272,6 +279,7 @@ def _fold_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         "trades": backtest["trades"],
         "net_pnl": backtest["total_pnl"],
         "gate_passed": bool(metrics["gate"]["passed"]),
+        "gate_passed_recipe": bool(metrics["gate"]["recipe_reading"]["passed"]),
         "gate_reasons": "; ".join(metrics["gate"].get("reasons") or []),
     }
 
@@ -299,14 +307,18 @@ def _summary(
     out_dir: Path,
     horizon: int,
     thresholds: GateThresholds,
-    fee_bps: float,
-    slippage_bps: float,
+    costs: dict[str, Any],
     n_boot: int,
 ) -> dict[str, Any]:
     """Pooled accuracy (block-bootstrap CI) and edge (paired CI) over every finished fold's test rows."""
     from crpbot.evaluation.metrics import block_bootstrap_ci, default_block_length, predicted_up
 
+    def share(passed: int) -> float | None:
+        return passed / len(ok) if ok else None
+
     ok = [r for r in records if r["status"] == "ok"]
+    passing = sum(bool(r["gate_passed"]) for r in ok)
+    passing_recipe = sum(bool(r["gate_passed_recipe"]) for r in ok)
     summary: dict[str, Any] = {
         "coin": plan["coin"],
         "input_path": plan["input_path"],
@@ -320,12 +332,17 @@ def _summary(
         "gate": {
             "min_accuracy": thresholds.min_accuracy,
             "max_calibration_error": thresholds.max_calibration_error,
-            "folds_passing": sum(bool(r["gate_passed"]) for r in ok),
-            "share_passing": (sum(bool(r["gate_passed"]) for r in ok) / len(ok)) if ok else None,
+            "reading": thresholds.reading,
+            "folds_passing": passing,
+            "share_passing": share(passing),
+            "recipe_reading": {
+                "reading": thresholds.recipe().reading,
+                "folds_passing": passing_recipe,
+                "share_passing": share(passing_recipe),
+            },
         },
         "backtest": {
-            "fee_bps": fee_bps,
-            "slippage_bps": slippage_bps,
+            **costs,
             "trades": sum(int(r["trades"]) for r in ok),
             "net_pnl": float(sum(r["net_pnl"] for r in ok)),
         },
@@ -349,31 +366,27 @@ def _summary(
         "accuracy_ci_method": f"95% circular block bootstrap over the pooled test rows, block {block} rows, "
         f"{n_boot} resamples",
     }
-    summary["pooled_edge"] = _pooled_edge(pooled, correct, labels, horizon, n_boot)
+    summary["pooled_edge"] = _pooled_edge(pooled, horizon, n_boot)
     return summary
 
 
-def _pooled_edge(
-    pooled: pd.DataFrame, correct: np.ndarray, labels: np.ndarray, horizon: int, n_boot: int
-) -> dict[str, Any]:
+def _pooled_edge(pooled: pd.DataFrame, horizon: int, n_boot: int) -> dict[str, Any]:
     """Model accuracy minus each fold's val-chosen best baseline's, on the same rows, with a paired CI."""
-    if "baseline_up" not in pooled.columns:
+    from crpbot.evaluation.metrics import edge_over_baseline
+
+    if "baseline_up" not in pooled.columns:  # an evaluation without a validation split to choose on
         return {
             "edge": None,
-            "note": "the folds' predictions.parquet has no baseline_up column (an evaluation without the "
-            "validation-chosen best baseline), so no paired edge",
+            "note": "the folds' predictions have no validation-chosen baseline (baseline_up)",
         }
-    from crpbot.evaluation.metrics import paired_block_bootstrap_ci
-
-    baseline_correct = (pooled["baseline_up"].to_numpy() == labels).astype(np.float64)
-    low, high = paired_block_bootstrap_ci(correct, baseline_correct, horizon=horizon, n_boot=n_boot)
-    return {
-        "baseline": "each fold's best baseline, chosen on that fold's validation split",
-        "edge": float(correct.mean() - baseline_correct.mean()),
-        "ci_low": low,
-        "ci_high": high,
-        "n": len(correct),
-    }
+    edge = edge_over_baseline(
+        pooled["label"].to_numpy(),
+        pooled["prob_up"].to_numpy(),
+        pooled["baseline_up"].to_numpy(),
+        horizon=horizon,
+        n_boot=n_boot,
+    )
+    return {"baseline": "each fold's best baseline, chosen on that fold's validation split", **edge}
 
 
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
@@ -391,9 +404,10 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
                 f"Pooled edge over the best baseline {edge['edge']:+.4f} "
                 f"(95% CI {edge['ci_low']:+.4f} to {edge['ci_high']:+.4f})"
             )
-        share = gate["share_passing"]
+        recipe = gate["recipe_reading"]
         lines.append(
-            f"Gate passed in {gate['folds_passing']} of {summary['folds_finished']} folds ({share:.0%})"
+            f"Gate ({gate['reading']}) passed in {gate['folds_passing']} of {summary['folds_finished']} "
+            f"folds; the recipe's reading ({recipe['reading']}) in {recipe['folds_passing']}"
         )
         lines.append(
             f"Backtest over all folds: {summary['backtest']['trades']:,} trades, "

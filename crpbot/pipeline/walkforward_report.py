@@ -26,6 +26,7 @@ TABLE_COLUMNS = {
     "trades": "trades",
     "net_pnl": "net PnL",
     "gate": "gate",
+    "gate_recipe": "recipe's gate",
 }
 
 
@@ -55,6 +56,7 @@ def markdown_table(table: pd.DataFrame) -> str:
                 f"{int(row['trades']):,}",
                 f"{row['net_pnl']:+.4f}",
                 "PASS" if row["gate_passed"] else "FAIL",
+                "PASS" if row["gate_passed_recipe"] else "FAIL",
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -72,8 +74,10 @@ def report_markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
         f"{summary['folds_finished']} finished",
         "- each fold: its own train-only scaler, early stopping and temperature on its own val, "
         "scored once on its own test period; test periods tile the evaluated span",
-        f"- backtest: fee {backtest['fee_bps']:g} bps + slippage {backtest['slippage_bps']:g} bps per side",
-        f"- gate per fold: accuracy >= {gate['min_accuracy']}, ECE <= {gate['max_calibration_error']}",
+        f"- backtest: fee {backtest['fee_bps']:g} bps + slippage {backtest['slippage_bps']:g} bps per side, "
+        f"entry {backtest['entry_delay_bars']} bar(s) after the signal",
+        f"- gate per fold: accuracy >= {gate['min_accuracy']}, ECE <= {gate['max_calibration_error']}, read "
+        f"as {gate['reading']}; the recipe's reading ({gate['recipe_reading']['reading']}) beside it",
         "",
     ]
     if pooled is not None:
@@ -93,7 +97,8 @@ def report_markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
         else:
             lines.append(f"- edge over the best baseline: n/a ({edge['note']})")
         lines += [
-            f"- gate passed in {gate['folds_passing']} of {summary['folds_finished']} folds",
+            f"- gate passed in {gate['folds_passing']} of {summary['folds_finished']} folds "
+            f"(the recipe's reading: {gate['recipe_reading']['folds_passing']})",
             f"- backtest: {backtest['trades']:,} trades, net PnL {backtest['net_pnl']:+.4f}",
             "",
         ]
