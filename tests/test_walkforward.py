@@ -201,6 +201,9 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
         pooled["n"] == table["n"].sum()
         and pooled["accuracy_ci"][0] < pooled["accuracy"] < pooled["accuracy_ci"][1]
     )
+    edge = summary["pooled_edge"]  # against each fold's baseline chosen on its own validation split
+    assert edge["n"] == pooled["n"] and edge["ci_low"] <= edge["edge"] <= edge["ci_high"]
+    assert set(table["best_baseline_chosen_on"]) == {"val"} and table["gate_passed_recipe"].notna().all()
     assert (out / "walkforward.png").stat().st_size > 0 and "| fold |" in (out / "report.md").read_text()
     assert pd.read_csv(out / "folds.csv")["fold"].tolist() == [0, 1, 2, 3, 4]
 
