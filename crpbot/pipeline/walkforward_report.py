@@ -137,9 +137,9 @@ def plot_walkforward(table: pd.DataFrame, path: str | Path) -> None:
         ]
     )
     top.errorbar(folds, accuracy, yerr=errors, fmt="o", capsize=3, label="model (95% CI)")
-    top.plot(
-        folds, ok["best_baseline_accuracy"].to_numpy(dtype=float), "s", mfc="none", label="best baseline"
-    )
+    chosen = ", ".join(sorted(set(ok["best_baseline_chosen_on"].dropna()))) or "n/a"
+    baseline = ok["best_baseline_accuracy"].to_numpy(dtype=float)
+    top.plot(folds, baseline, "s", mfc="none", label=f"best baseline (chosen on {chosen})")
     top.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="0.5")
     top.set_ylabel("test accuracy")
     top.legend(loc="best", fontsize=8)
