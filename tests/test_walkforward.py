@@ -180,7 +180,7 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
     from crpbot.pipeline.walkforward import run_walkforward
 
     # rows after warm-up ~ 6800; folds 0-1 train before the edge starts, folds 3-4 mostly after it
-    path, _ = _bars(tmp_path, _bars_frame(6920, edge_from=3460))
+    path, bars = _bars(tmp_path, _bars_frame(6920, edge_from=3460))
     spec = FoldSpec(train_days=1.5, val_days=0.5, test_days=0.5, folds=5)
     out = tmp_path / "wf"
 
@@ -226,6 +226,16 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
     assert [f["fold"] for f in second.summary["folds_failed"]] == [1]
     assert second.summary["pooled"]["n"] == table["n"].sum() - table["n"][1]
     fold_1.unlink()
+    from crpbot.data.dataset import prepare_for_config
+    from crpbot.evaluation.evaluate import evaluate_model
+
+    other = prepare_for_config(
+        bars, TINY, split_times=json.loads((out / "plan.json").read_text())["folds"][2]["split_times"]
+    )
+    with pytest.raises(CrpbotError, match="not the model's own data"):  # fold 0's model, fold 2's data
+        evaluate_model(
+            out / "folds" / "0" / "model", out_dir=tmp_path / "e", prepared=other, log=lambda _: None
+        )
     third = run()
     assert third.trained == [1] and list(third.folds["status"]) == ["ok"] * 5
     assert {k: (out / "folds" / str(k) / "result.json").stat().st_mtime_ns for k in finished} == finished

@@ -8,8 +8,9 @@ task (1 CPU, or a share of a GPU) that
    scaler is fitted on its own train rows;
 2. trains one model with :func:`crpbot.model.fit.fit` (early stopping on its own val);
 3. saves it and fits its temperature on its own val (``build_ensemble`` of one member);
-4. scores it with :func:`crpbot.evaluation.evaluate.evaluate_model` on its stored test split,
-   so a fold's metrics are the ones ``crpbot evaluate`` would print;
+4. scores it with :func:`crpbot.evaluation.evaluate.evaluate_model` on its stored test split
+   (handing over the prepared data, which evaluation checks against the artifact), so a fold's
+   metrics are the ones ``crpbot evaluate`` would print;
 5. writes ``folds/<k>/result.json`` atomically, last: a fold is finished when that file exists.
 
 A rerun with the same ``out_dir`` skips finished folds; a fold that fails is reported in
@@ -235,6 +236,7 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
         slippage_bps=shared["slippage_bps"],
         entry_delay_bars=shared["entry_delay_bars"],
         n_boot=shared["n_boot"],
+        prepared=data,  # the fold's own data: no second load and preparation of the file
         log=lambda _: None,
     )
     evaluated = time.perf_counter()
