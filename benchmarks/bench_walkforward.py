@@ -6,11 +6,11 @@ Usage: flock /tmp/crpbot-ray.lock .venv/bin/python benchmarks/bench_walkforward.
 
 Both runs call ``run_walkforward`` with the smoke config on the same folds and a local Ray of
 ``--cpus`` CPUs: once with every fold in flight (the default), once with ``max_parallel=1``. Each
-fold times its own steps; "prepare" is ``prepare_for_config`` on the fold's split times. The
-evaluation of a fold reloads and re-prepares its stored split inside ``evaluate_model``; that
-reload is timed once here and reported beside the share. Goals (issue 12): speed-up >= 1.8x on 2
-CPUs, preparation <= 10% of a fold's time. One worker per CPU is started (torch imported) before
-either run, so neither pays Ray's worker start-up.
+fold times its own steps; "prepare" is ``prepare_for_config`` on the fold's split times, the
+fold's only preparation (its evaluation is handed the prepared data). Goals (issue 12): speed-up
+>= 1.8x on 2 CPUs, preparation <= 10% of a fold's time. One worker per CPU is started (torch
+imported) before either run, so neither pays Ray's worker start-up. Before and after, ``--cpus``
+busy processes are timed against one: on a shared host that says how many cores the runs could get.
 """
 
 from __future__ import annotations
@@ -38,9 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from crpbot.config import CONFIG_DIR, load_config
-    from crpbot.data.bars import load_bars
-    from crpbot.data.dataset import prepare_for_config, usable_timestamps
-    from crpbot.data.folds import FoldSpec, plan_folds
+    from crpbot.data.folds import FoldSpec
     from crpbot.pipeline.walkforward import run_walkforward
     from crpbot.ray_runtime import init_ray
 
@@ -54,16 +52,7 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-walkforward-"))
     print(f"host {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()}; Ray with {args.cpus} CPUs")
 
-    # what evaluate_model spends re-preparing a fold's stored split (inside its "evaluate" time)
-    bars = load_bars(args.input)
-    bars.coin = "BTC-USD"
-    fold = plan_folds(usable_timestamps(bars), spec, lookback=config.lookback, horizon=config.horizon)[0]
-    started = time.perf_counter()
-    reloaded = load_bars(args.input)  # what evaluation.stored_split_data does: load, then prepare
-    reloaded.coin = "BTC-USD"
-    prepare_for_config(reloaded, config, split_times=fold.split_times)
-    reload_seconds = time.perf_counter() - started
-
+    print(f"host check before: {_free_cores(args.cpus)}")
     init_ray(None, num_cpus=args.cpus)
     _warm_workers(args.cpus)
     runs = {}
@@ -91,7 +80,6 @@ def main() -> None:
     folds = runs["sequential"][1]  # per-fold times without a neighbour on the other core
     total = folds["seconds_total"].sum()
     prepare = folds["seconds_prepare"].sum()
-    with_reload = prepare + reload_seconds * len(folds)
     print(f"speed-up of parallel folds on {args.cpus} CPUs: {sequential / parallel:.2f}x (goal >= 1.8x)")
     print(
         "per fold (sequential run, median s): "
@@ -102,11 +90,32 @@ def main() -> None:
         + f", total {folds['seconds_total'].median():.2f}"
     )
     print(f"data preparation share of fold time: {prepare / total:.1%} (goal <= 10%)")
-    print(
-        f"with evaluate's reload of the stored split ({reload_seconds:.2f} s per fold, inside 'evaluate'): "
-        f"{with_reload / total:.1%}"
-    )
+    print(f"host check after: {_free_cores(args.cpus)}")
     print(f"load after: {os.getloadavg()}; outputs in {out}")
+
+
+def _spin(_: int) -> float:
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - started
+
+
+def _free_cores(count: int) -> str:
+    """How much of ``count`` cores this host gives now: ``count`` busy processes vs one (a shared
+    host's other jobs take cores away, and then parallel folds cannot be faster)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(count) as pool:
+        list(pool.map(_spin, range(count)))  # start the processes
+        started = time.perf_counter()
+        list(pool.map(_spin, [0]))
+        one = time.perf_counter() - started
+        started = time.perf_counter()
+        list(pool.map(_spin, range(count)))
+        many = time.perf_counter() - started
+    return f"{count} busy processes ran at {count * one / many:.2f}x the rate of one (ideal {count}.00x)"
 
 
 def _warm_workers(count: int) -> None:
