@@ -239,7 +239,7 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
     third = run()
     assert third.trained == [1] and list(third.folds["status"]) == ["ok"] * 5
     assert {k: (out / "folds" / str(k) / "result.json").stat().st_mtime_ns for k in finished} == finished
-    with pytest.raises(CrpbotError, match="holds a walk-forward with other"):
+    with pytest.raises(CrpbotError, match="holds a walk-forward with other folds, spec"):
         run_walkforward(
             TINY,
             "BTC",
@@ -247,3 +247,5 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
             input_path=path,
             out_dir=out,
         )
+    with pytest.raises(CrpbotError, match="holds a walk-forward with other evaluation"):
+        run_walkforward(TINY, "BTC", spec, input_path=path, out_dir=out, n_boot=200, fee_bps=5.0)

@@ -110,6 +110,14 @@ def run_walkforward(
         "data_fingerprint": bars.fingerprint,
         "train_config": config.to_dict(),
         "spec": dataclasses.asdict(spec),
+        # finished folds were scored with these: a rerun with others would mix two evaluations
+        "evaluation": {
+            "thresholds": dataclasses.asdict(thresholds),
+            "fee_bps": fee_bps,
+            "slippage_bps": slippage_bps,
+            "entry_delay_bars": entry_delay_bars,
+            "n_boot": n_boot,
+        },
         "folds": [fold.to_dict() for fold in folds],
     }
     _claim_out_dir(out_dir, plan)
