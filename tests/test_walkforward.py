@@ -246,6 +246,7 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
             FoldSpec(train_days=1.5, val_days=0.5, test_days=0.5, folds=4),
             input_path=path,
             out_dir=out,
+            n_boot=200,
         )
     with pytest.raises(CrpbotError, match="holds a walk-forward with other evaluation"):
         run_walkforward(TINY, "BTC", spec, input_path=path, out_dir=out, n_boot=200, fee_bps=5.0)
