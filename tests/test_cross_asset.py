@@ -21,6 +21,7 @@ from crpbot.data.bars import load_bars
 from crpbot.data.cross_asset import ContextSpec, load_context, parse_context_inputs, select_context
 from crpbot.data.dataset import load_prepared, prepare_data
 from crpbot.data.features import FEATURE_NAMES, compute_features
+from crpbot.data.folds import FoldSpec
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.evaluate import evaluate_model
 from crpbot.model.fit import fit
@@ -28,6 +29,7 @@ from crpbot.model.inference import predict_proba, save_model_artifact
 from crpbot.model.network import build_model
 from crpbot.model.predictor import load_predictor
 from crpbot.model.serving import LiveModel
+from crpbot.pipeline.walkforward import run_walkforward
 from crpbot.search.space import load_search_space
 from crpbot.search.tune import run_search
 
@@ -145,6 +147,12 @@ def test_bad_context_inputs_are_one_line_errors_before_ray(tmp_path, capsys) -> 
     assert "context coins: none" in train([], "--context-input", f"BTC={eth}")
     with pytest.raises(CrpbotError, match="given twice"):
         parse_context_inputs(["BTC=a.parquet", "btc-usd=b.parquet"])
+    # the walk-forward checks a contender's context before Ray too
+    with pytest.raises(CrpbotError, match="context coin SOL-USD: bars missing"):
+        run_walkforward(
+            TINY.replace(context_coins=["SOL"]), "ETH", FoldSpec(), input_path=eth, out_dir=tmp_path / "wf"
+        )
+    assert not (tmp_path / "wf").exists()
 
 
 @pytest.fixture(scope="module")
