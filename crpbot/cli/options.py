@@ -25,8 +25,8 @@ def add_input(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", type=Path, help="1-minute OHLCV Parquet file (default: bundled sample)")
 
 
-def add_coin(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--coin", required=True, help=f"coin {what}, e.g. BTC or BTC-USD")
+def add_coin(parser: argparse.ArgumentParser, what: str, *, required: bool = True) -> None:
+    parser.add_argument("--coin", required=required, help=f"coin {what}, e.g. BTC or BTC-USD")
 
 
 def add_gate_and_costs(parser: argparse.ArgumentParser, *, quorum: bool) -> None:

@@ -87,11 +87,14 @@ def evaluate_model(
     n_boot: int = 1000,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
+    coin: str | None = None,
 ) -> EvaluationResult:
     """Evaluate the artifact at ``model_dir`` and write predictions, metrics, report and plots to ``out_dir``.
 
     ``trade_threshold`` is the backtest's τ; by default the selective threshold chosen on
     validation, or 0.5 (trade every window) when none reaches ``min_accuracy`` there.
+    ``coin``: which coin of a global model to evaluate (the gate stays per coin); optional for
+    a one-coin model.
     """
     thresholds = thresholds if thresholds is not None else GateThresholds()
     if trade_threshold is not None and not 0.5 <= trade_threshold <= 1.0:
@@ -103,7 +106,7 @@ def evaluate_model(
     if n_boot < 1:
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     model_dir = Path(model_dir)
-    predictor = load_predictor(model_dir)
+    predictor = load_predictor(model_dir, coin)
     coin = predictor.coin
     out_dir = (
         Path(out_dir)
@@ -229,8 +232,9 @@ def stored_split_data(predictor: Predictor) -> Any:
 
     if predictor.path is None:
         raise CrpbotError("stored_split_data needs a predictor loaded from an artifact directory")
-    fingerprint = read_manifest(predictor.path)["data_fingerprint"]
     config_json = predictor.config_json
+    # a global model records each coin's fingerprint; its manifest's covers all its coins
+    fingerprint = config_json.get("data_fingerprint") or read_manifest(predictor.path)["data_fingerprint"]
     original = path = Path(config_json["input_path"])
     missing = ""
     if not path.is_file():
