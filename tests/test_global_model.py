@@ -25,6 +25,7 @@ from crpbot.model.predictor import load_predictor
 from crpbot.registry.local import current_path, promote
 
 SMOKE = CONFIG_DIR / "smoke.yaml"
+REPO_SPACE = CONFIG_DIR / "global_search.yaml"
 MINUTE_NS = 60 * 1_000_000_000
 GLOBAL = load_config(SMOKE).replace(max_epochs=1, max_train_windows=512, coins=["BTC", "ETH", "SOL"])
 
@@ -251,3 +252,69 @@ def test_the_coins_arrays_are_shared_read_only_by_every_worker(ray_session, thre
         assert not any(worker["writeable"])
         assert all(worker["same_buffer"]) and all(worker["views"])
         assert worker["train_windows"] == len(three_coins.window_ends("train", GLOBAL.lookback))
+
+
+def _global_space(tmp_path, space: dict, budget: dict | None = None):
+    import yaml
+
+    path = tmp_path / "global_search.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(SMOKE),
+                "overrides": {"max_train_windows": 256},
+                "budget": budget or {"num_samples": 2, "max_epochs": 1},
+                "space": space,
+            }
+        )
+    )
+    return path
+
+
+def test_global_vs_per_coin_space_is_validated_and_ranked_on_the_searched_coin(tmp_path, three_coins) -> None:
+    from crpbot.search.space import load_search_space
+
+    for space, problem in (
+        ({"coins": {"choice": [[], ["BTC"]]}}, "at least two coins"),
+        ({"coins": {"uniform": [0, 1]}}, "lists of coins"),
+        ({"coins": {"choice": [["BTC", "ETH"], ["ETH", "BTC"]]}}, "the same coins"),
+    ):
+        with pytest.raises(CrpbotError, match=problem):
+            load_search_space(_global_space(tmp_path, space))
+    space = load_search_space(REPO_SPACE)
+    assert space.global_coins() == ["BTC", "ETH", "SOL"]
+    assert space.trial_config({"coins": "BTC,ETH,SOL"}).coins == ["BTC", "ETH", "SOL"]
+    assert space.trial_config({"coins": ""}).coins == []
+    # a global trial and a one-coin trial of ETH are scored on exactly ETH's validation windows
+    offset = three_coins.offsets[1]
+    for split in ("val", "test"):
+        np.testing.assert_array_equal(
+            three_coins.scored_on("ETH").window_ends(split, 60),
+            three_coins.part("ETH").window_ends(split, 60) + offset,
+        )
+    assert len(three_coins.scored_on("ETH").window_ends("train", 60)) == len(
+        three_coins.window_ends("train", 60)
+    )
+
+
+@pytest.mark.ray
+def test_a_search_trains_the_global_and_the_per_coin_model(ray_session, tmp_path) -> None:
+    from crpbot.search.space import load_search_space
+    from crpbot.search.tune import run_search
+
+    space = load_search_space(_global_space(tmp_path, {"coins": {"choice": [[], ["BTC", "ETH"]]}}))
+    with pytest.raises(CrpbotError, match="covers BTC-USD, ETH-USD"):
+        run_search(space, "SOL", storage=tmp_path / "runs", name="sol", progress=False, log=lambda _: None)
+    result = run_search(
+        space,
+        "ETH",
+        storage=tmp_path / "runs",
+        name="global",
+        exhaustive=True,
+        progress=False,
+        log=lambda _: None,
+    )
+    assert sorted(result.table["coins"]) == ["", "BTC,ETH"]
+    assert (result.table["status"] == "complete").all()
+    assert result.best_config.coins in ([], ["BTC", "ETH"])
+    assert load_config(result.best_yaml).coins == result.best_config.coins

@@ -21,6 +21,7 @@ segments are numbered per coin so no window crosses from one coin into the next.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ class MultiCoinData:
     fingerprints: tuple[str, ...]
     input_paths: tuple[str, ...]
     feature_names: tuple[str, ...]
+    # coins whose val/test windows are served (None: all); train windows always come from all
+    scored_coins: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -103,12 +106,25 @@ class MultiCoinData:
             raise CrpbotError(f"{coin} is not one of this data's coins ({', '.join(self.coins)})")
         return self.coins.index(coin)
 
+    def scored_on(self, coin: str) -> MultiCoinData:
+        """The same arrays (no copy), with val and test windows of ``coin`` only.
+
+        A search ranks a global trial on the searched coin's validation windows, the very
+        windows its one-coin trials are ranked on (``part(coin)``), so the two compare.
+        """
+        return dataclasses.replace(self, scored_coins=(self.coin_index(coin),))
+
     def window_ends(self, split: str, lookback: int, *, labelled: bool = True) -> np.ndarray:
-        """Every coin's valid window ends of ``split``, as rows of the shared arrays."""
+        """Valid window ends of ``split`` as rows of the shared arrays: every coin's (train), or
+        the scored coins' (val, test)."""
+        served = (
+            range(len(self.coins)) if split == "train" or self.scored_coins is None else self.scored_coins
+        )
         return np.concatenate(
             [
-                self.part(coin).window_ends(split, lookback, labelled=labelled) + self.offsets[index]
-                for index, coin in enumerate(self.coins)
+                self.part(self.coins[index]).window_ends(split, lookback, labelled=labelled)
+                + self.offsets[index]
+                for index in served
             ]
         )
 
