@@ -27,11 +27,11 @@ from crpbot.registry.local import current_path, promote
 SMOKE = CONFIG_DIR / "smoke.yaml"
 REPO_SPACE = CONFIG_DIR / "global_search.yaml"
 MINUTE_NS = 60 * 1_000_000_000
-GLOBAL = load_config(SMOKE).replace(max_epochs=1, max_train_windows=512, coins=["BTC", "ETH", "SOL"])
+GLOBAL = load_config(SMOKE).replace(max_epochs=1, max_train_windows=512, coins=["BTC", "ETH"])
 
 
 @pytest.fixture(scope="module")
-def three_coins() -> MultiCoinData:
+def two_coins() -> MultiCoinData:
     return prepare_coins(GLOBAL, coin_inputs(GLOBAL.coins))
 
 
@@ -47,7 +47,8 @@ def test_global_splits_share_cut_times_across_coins(tmp_path, sample_path) -> No
         shutil.copy(sample_path(coin), tmp_path / f"{coin}-USD_1m.parquet")
     n_rows = len(pd.read_parquet(sample_path("ETH")))
     _write_rows(sample_path("ETH"), tmp_path / "ETH-USD_1m.parquet", slice(n_rows * 2 // 5, None))
-    data = prepare_coins(GLOBAL, coin_inputs(GLOBAL.coins, tmp_path))
+    config = GLOBAL.replace(coins=["BTC", "ETH", "SOL"])
+    data = prepare_coins(config, coin_inputs(config.coins, tmp_path))
     cuts = data.split_times()
     eth = data.part("ETH")
     assert cuts["train"][0] == eth.timestamps[0]  # BTC's and SOL's earlier rows are in no split
@@ -84,9 +85,8 @@ def test_global_bad_input_is_one_line_before_ray(tmp_path, sample_path, capsys) 
     n_rows = len(pd.read_parquet(sample_path("BTC")))
     _write_rows(sample_path("BTC"), tmp_path / "BTC-USD_1m.parquet", slice(0, n_rows // 3))
     _write_rows(sample_path("ETH"), tmp_path / "ETH-USD_1m.parquet", slice(n_rows // 2, None))
-    two = GLOBAL.replace(coins=["BTC", "ETH"])
     with pytest.raises(CrpbotError, match="do not overlap in time"):
-        prepare_coins(two, coin_inputs(two.coins, tmp_path))
+        prepare_coins(GLOBAL, coin_inputs(GLOBAL.coins, tmp_path))
     # through the CLI: exit 2 and one line, before Ray starts (the coin check precedes init_ray)
     config = tmp_path / "global.yaml"
     config.write_text(SMOKE.read_text() + "coins: [BTC, DOGE]\n")
@@ -99,7 +99,7 @@ def test_global_bad_input_is_one_line_before_ray(tmp_path, sample_path, capsys) 
     assert not (tmp_path / "m").exists()
 
 
-def _planted_sign_flip(n_per_coin: int = 1200, seed: int = 0) -> MultiCoinData:
+def _planted_sign_flip(n_per_coin: int = 800, seed: int = 0) -> MultiCoinData:
     """Two coins with the same features; the label is up when feature 0 > 0 for the first coin
     and when it is < 0 for the second. Without knowing the coin nothing beats a coin flip."""
     rng = np.random.default_rng(seed)
@@ -169,10 +169,9 @@ def test_the_coin_embedding_learns_a_per_coin_sign_flip() -> None:
     assert accuracy[0] < 0.6, accuracy
 
 
-def test_a_global_artifact_is_evaluated_and_promoted_per_coin(tmp_path, capsys) -> None:
+def test_a_global_artifact_is_evaluated_and_promoted_per_coin(tmp_path, capsys, two_coins) -> None:
     torch.set_num_threads(1)
-    config = GLOBAL.replace(coins=["BTC", "ETH"])
-    data = prepare_coins(config, coin_inputs(config.coins))
+    config, data = GLOBAL, two_coins
     result = fit(config, data, log=lambda _: None)
     artifact = save_model_artifact(
         tmp_path / "global",
@@ -231,7 +230,7 @@ def test_a_global_artifact_is_evaluated_and_promoted_per_coin(tmp_path, capsys) 
 
 
 @pytest.mark.ray
-def test_the_coins_arrays_are_shared_read_only_by_every_worker(ray_session, three_coins) -> None:
+def test_the_coins_arrays_are_shared_read_only_by_every_worker(ray_session, two_coins) -> None:
     """Put once; a task that reads the object twice gets the same mapped buffer both times,
     read-only, and each coin's view of it: the coins' arrays are never copied per worker."""
 
@@ -246,12 +245,12 @@ def test_the_coins_arrays_are_shared_read_only_by_every_worker(ray_session, thre
             "train_windows": len(first.window_ends("train", GLOBAL.lookback)),
         }
 
-    ref = ray_session.put(three_coins)
+    ref = ray_session.put(two_coins)
     seen = ray_session.get([read_in_a_worker.remote([ref]) for _ in range(2)])
     for worker in seen:
         assert not any(worker["writeable"])
         assert all(worker["same_buffer"]) and all(worker["views"])
-        assert worker["train_windows"] == len(three_coins.window_ends("train", GLOBAL.lookback))
+        assert worker["train_windows"] == len(two_coins.window_ends("train", GLOBAL.lookback))
 
 
 def _global_space(tmp_path, space: dict, budget: dict | None = None):
@@ -271,7 +270,7 @@ def _global_space(tmp_path, space: dict, budget: dict | None = None):
     return path
 
 
-def test_global_vs_per_coin_space_is_validated_and_ranked_on_the_searched_coin(tmp_path, three_coins) -> None:
+def test_global_vs_per_coin_space_is_validated_and_ranked_on_the_searched_coin(tmp_path, two_coins) -> None:
     from crpbot.search.space import load_search_space
 
     for space, problem in (
@@ -286,15 +285,13 @@ def test_global_vs_per_coin_space_is_validated_and_ranked_on_the_searched_coin(t
     assert space.trial_config({"coins": "BTC,ETH,SOL"}).coins == ["BTC", "ETH", "SOL"]
     assert space.trial_config({"coins": ""}).coins == []
     # a global trial and a one-coin trial of ETH are scored on exactly ETH's validation windows
-    offset = three_coins.offsets[1]
+    offset = two_coins.offsets[1]
     for split in ("val", "test"):
         np.testing.assert_array_equal(
-            three_coins.scored_on("ETH").window_ends(split, 60),
-            three_coins.part("ETH").window_ends(split, 60) + offset,
+            two_coins.scored_on("ETH").window_ends(split, 60),
+            two_coins.part("ETH").window_ends(split, 60) + offset,
         )
-    assert len(three_coins.scored_on("ETH").window_ends("train", 60)) == len(
-        three_coins.window_ends("train", 60)
-    )
+    assert len(two_coins.scored_on("ETH").window_ends("train", 60)) == len(two_coins.window_ends("train", 60))
 
 
 @pytest.mark.ray
