@@ -280,6 +280,7 @@ def test_global_vs_per_coin_space_is_validated_and_ranked_on_the_searched_coin(t
     ):
         with pytest.raises(CrpbotError, match=problem):
             load_search_space(_global_space(tmp_path, space))
+    assert load_config(CONFIG_DIR / "global.yaml").coins == ["BTC", "ETH", "SOL"]
     space = load_search_space(REPO_SPACE)
     assert space.global_coins() == ["BTC", "ETH", "SOL"]
     assert space.trial_config({"coins": "BTC,ETH,SOL"}).coins == ["BTC", "ETH", "SOL"]
