@@ -96,6 +96,8 @@ def test_global_bad_input_is_one_line_before_ray(tmp_path, sample_path, capsys) 
     config.write_text(SMOKE.read_text() + "coins: [BTC, ETH]\n")
     assert main(["train", "--coin", "BTC", "--config", str(config), "--out", str(tmp_path / "m")]) == 2
     assert "global model" in capsys.readouterr().err
+    assert main(["ensemble", "--coin", "BTC", "--config", str(config), "--out", str(tmp_path / "m")]) == 2
+    assert "global model" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 
