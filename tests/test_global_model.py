@@ -171,7 +171,9 @@ def test_the_coin_embedding_learns_a_per_coin_sign_flip() -> None:
     assert accuracy[0] < 0.6, accuracy
 
 
-def test_a_global_artifact_is_evaluated_and_promoted_per_coin(tmp_path, capsys, two_coins) -> None:
+def test_a_global_artifact_is_evaluated_served_and_promoted_per_coin(
+    tmp_path, capsys, two_coins, sample_path
+) -> None:
     torch.set_num_threads(1)
     config, data = GLOBAL, two_coins
     result = fit(config, data, log=lambda _: None)
@@ -213,6 +215,25 @@ def test_a_global_artifact_is_evaluated_and_promoted_per_coin(tmp_path, capsys, 
         coin_index=0,
     )
     assert not np.allclose(as_btc, probs)  # the coin index reaches the network
+
+    # live prediction of ETH with the global model: the probability evaluation gave those rows
+    import dataclasses
+
+    from crpbot.data.bars import load_bars
+    from crpbot.model.serving import LiveModel
+
+    bars = load_bars(sample_path("ETH"))
+    live = LiveModel.load(artifact, coin="ETH")
+    rows = pd.Index(bars.frame["timestamp"]).get_indexer(scored["timestamp"])
+    for i in (0, len(scored) // 2, len(scored) - 1):
+        t = rows[i]
+        head = dataclasses.replace(
+            bars, frame=bars.frame.iloc[: t + 1], segment_ids=bars.segment_ids[: t + 1]
+        )
+        [prediction] = live.predict(head, max_staleness=None)
+        assert abs(prediction.prob_up - scored["prob_up"].iloc[i]) <= 1e-6
+    code = main(["predict", "--coin", "SOL", "--model", str(artifact), "--input", str(sample_path("SOL"))])
+    assert code == 2 and "not trained on SOL-USD" in capsys.readouterr().err
 
     with pytest.raises(CrpbotError, match="not trained on SOL-USD"):
         evaluate_model(artifact, coin="SOL", out_dir=tmp_path / "eval-sol")

@@ -20,7 +20,7 @@ from torch import nn
 from crpbot.config import TrainConfig
 from crpbot.data.windows import as_tensor, gather_windows
 from crpbot.errors import CrpbotError
-from crpbot.model.fit import EVAL_BATCH, positive_weight, row_coin_ids
+from crpbot.model.fit import EVAL_BATCH, positive_weight
 from crpbot.model.network import RecurrentClassifier, build_model
 
 
@@ -43,24 +43,57 @@ def predict_proba(
     windows whose outcome is a tie (see ``PreparedData.window_ends``). A global model scores one
     coin's data with that coin's ``coin_index`` (its place in the artifact's ``coins``).
     """
-    device = torch.device(device)
     ends = np.asarray(data.window_ends(split, lookback, labelled=labelled), dtype=np.int64)
-    features = as_tensor(data.features, device)
-    coin_ids = row_coin_ids(data, device)
-    ends_on_device = torch.from_numpy(ends).to(device)
+    probs = predict_windows(
+        model,
+        data.features,
+        ends,
+        lookback,
+        batch_size=batch_size,
+        device=device,
+        logit_offset=logit_offset,
+        coin_ids=getattr(data, "coin_ids", None),
+        coin_index=coin_index,
+    )
+    return ends, probs
+
+
+@torch.inference_mode()
+def predict_windows(
+    model: nn.Module,
+    features: np.ndarray,
+    ends: np.ndarray,
+    lookback: int,
+    *,
+    batch_size: int = EVAL_BATCH,
+    device: str | torch.device = "cpu",
+    logit_offset: float = 0.0,
+    coin_ids: np.ndarray | None = None,
+    coin_index: int | None = None,
+) -> np.ndarray:
+    """P(up) of the windows ending at rows ``ends`` of scaled ``features``: the one scoring path
+    shared by evaluation (a split's windows) and live prediction (the latest bars' windows).
+
+    A global model needs each window's coin: ``coin_ids`` per row (a ``MultiCoinData``'s), or one
+    ``coin_index`` for every window (one coin's bars).
+    """
+    device = torch.device(device)
+    features = as_tensor(features, device)
+    row_coins = None if coin_ids is None else as_tensor(coin_ids, device)
+    ends_on_device = torch.from_numpy(np.asarray(ends, dtype=np.int64)).to(device)
     model.to(device).eval()
     probs = []
     for start in range(0, len(ends), batch_size):
         batch = ends_on_device[start : start + batch_size]
-        if coin_ids is not None:
-            coins = coin_ids[batch]
+        if row_coins is not None:
+            coins = row_coins[batch]
         elif coin_index is not None:
             coins = torch.full((len(batch),), coin_index, dtype=torch.int64, device=device)
         else:
             coins = None
         logits = model(gather_windows(features, batch, lookback), coins).float()
         probs.append(torch.sigmoid(logits - logit_offset).cpu())
-    return ends, (torch.cat(probs).numpy() if probs else np.empty(0, dtype=np.float32))
+    return torch.cat(probs).numpy() if probs else np.empty(0, dtype=np.float32)
 
 
 def save_model_artifact(
