@@ -306,8 +306,8 @@ def test_global_vs_per_coin_space_is_validated_and_ranked_on_the_searched_coin(t
     assert load_config(CONFIG_DIR / "global.yaml").coins == ["BTC", "ETH", "SOL"]
     space = load_search_space(REPO_SPACE)
     assert space.global_coins() == ["BTC", "ETH", "SOL"]
-    assert space.trial_config({"coins": "BTC,ETH,SOL"}).coins == ["BTC", "ETH", "SOL"]
-    assert space.trial_config({"coins": ""}).coins == []
+    assert space.trial_config({"coins": "BTC+ETH+SOL"}).coins == ["BTC", "ETH", "SOL"]
+    assert space.trial_config({"coins": "none"}).coins == []
     # a global trial and a one-coin trial of ETH are scored on exactly ETH's validation windows
     offset = two_coins.offsets[1]
     for split in ("val", "test"):
@@ -335,7 +335,7 @@ def test_a_search_trains_the_global_and_the_per_coin_model(ray_session, tmp_path
         progress=False,
         log=lambda _: None,
     )
-    assert sorted(result.table["coins"]) == ["", "BTC,ETH"]
+    assert sorted(result.table["coins"]) == ["BTC+ETH", "none"]
     assert (result.table["status"] == "complete").all()
     assert result.best_config.coins in ([], ["BTC", "ETH"])
     assert load_config(result.best_yaml).coins == result.best_config.coins

@@ -21,7 +21,7 @@ trial never fails on a config the space itself made up.
 Global vs per-coin: ``coins: {choice: [[], [BTC, ETH, SOL]]}`` lets the search try one model
 of the searched coin against one global model of the listed coins (which must include the
 searched coin); both are ranked on the searched coin's validation windows. List values reach
-Ray Tune and Optuna as comma-joined strings (Optuna's choices are plain scalars).
+Ray Tune and Optuna as labels (``BTC+ETH+SOL``, ``none``; Optuna's choices are plain scalars).
 """
 
 from __future__ import annotations
@@ -61,10 +61,21 @@ class Dimension:
         """The values an exhaustive grid enumerates (choices only: a range has no grid)."""
         if self.kind != "choice":
             raise CrpbotError(f"space.{self.key}: a {self.kind} range cannot be enumerated as a grid")
-        return self.values
+        return tuple(self.choices())
 
     def largest(self) -> Any:
         return max(self.values)
+
+    def choices(self) -> list[Any]:
+        """The choices as Tune and Optuna see them: a list (``context_coins``) as one label, since
+        Optuna's categorical choices must be None, bool, int, float or str."""
+        return [_label(value) for value in self.values]
+
+    def decode(self, sampled: Any) -> Any:
+        """The config value of a sampled choice (a label back to its list)."""
+        if self.kind != "choice":
+            return sampled
+        return next((value for value in self.values if _label(value) == sampled), sampled)
 
 
 @dataclass(frozen=True)
@@ -96,8 +107,9 @@ class SearchSpace:
 
     def trial_config(self, params: dict[str, Any]) -> TrainConfig:
         """The full training config of one trial: base, budget's epochs, sampled values."""
-        decoded = {key: decode_choice(key, value) for key, value in params.items()}
-        return self.base.replace(max_epochs=self.budget.max_epochs, **decoded)
+        dims = {dim.key: dim for dim in self.dimensions}
+        values = {key: dims[key].decode(value) if key in dims else value for key, value in params.items()}
+        return self.base.replace(max_epochs=self.budget.max_epochs, **values)
 
     def global_coins(self) -> list[str]:
         """The coins of every global model this space can train ([] when it trains none)."""
@@ -122,18 +134,6 @@ class SearchSpace:
         budget = dataclasses.replace(self.budget, **changes)
         budget = dataclasses.replace(budget, grace_period=min(budget.grace_period, budget.max_epochs))
         return dataclasses.replace(self, budget=budget)
-
-
-def encode_choice(value: Any) -> Any:
-    """A choice as Tune and Optuna see it: a list becomes a comma-joined string."""
-    return ",".join(value) if isinstance(value, list) else value
-
-
-def decode_choice(key: str, value: Any) -> Any:
-    """The config value of an encoded choice (inverse of :func:`encode_choice` for list keys)."""
-    if key == "coins" and isinstance(value, str):
-        return value.split(",") if value else []
-    return value
 
 
 def load_search_space(path: str | Path) -> SearchSpace:
@@ -206,6 +206,10 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
         except CrpbotError as exc:
             raise CrpbotError(f"{where}: space.{key}: {exc}") from exc
     return Dimension(key=key, kind=kind, values=tuple(args))
+
+
+def _label(value: Any) -> Any:
+    return ("+".join(str(item) for item in value) or "none") if isinstance(value, list) else value
 
 
 def _check_range(key: str, kind: str, args: list, field_type: str, where: str) -> None:

@@ -38,7 +38,7 @@ from crpbot.search.results import (
     write_outputs,
     write_plots,
 )
-from crpbot.search.space import SearchSpace, encode_choice
+from crpbot.search.space import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -292,22 +292,22 @@ def _tune_domains(space: SearchSpace) -> dict[str, Any]:
     from ray import tune
 
     make = {
-        "choice": lambda v: tune.choice([encode_choice(value) for value in v]),
+        "choice": lambda v: tune.choice(list(v)),
         "uniform": lambda v: tune.uniform(*v),
         "loguniform": lambda v: tune.loguniform(*v),
         "int": lambda v: tune.randint(v[0], v[1] + 1),
     }
-    return {dim.key: make[dim.kind](dim.values) for dim in space.dimensions}
+    return {
+        dim.key: make[dim.kind](dim.choices() if dim.kind == "choice" else dim.values)
+        for dim in space.dimensions
+    }
 
 
 def _grid_domains(space: SearchSpace) -> dict[str, Any]:
     """Every combination of the space's choices, for an exhaustive baseline."""
     from ray import tune
 
-    return {
-        dim.key: tune.grid_search([encode_choice(value) for value in dim.grid_values()])
-        for dim in space.dimensions
-    }
+    return {dim.key: tune.grid_search(list(dim.grid_values())) for dim in space.dimensions}
 
 
 def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool, coin: str) -> None:
