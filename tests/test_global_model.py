@@ -73,6 +73,13 @@ def test_global_splits_share_cut_times_across_coins(tmp_path, sample_path) -> No
     again = prepare_for_config(bars, GLOBAL, scaler=eth.scaler, split_times=cuts)
     np.testing.assert_array_equal(again.features, eth.features)
     assert again.split_bounds == eth.split_bounds
+    # a walk-forward fold's cut times are taken as given, for every coin
+    later = {**cuts, "test": (cuts["test"][0] + 100 * MINUTE_NS, cuts["test"][1])}
+    refit = prepare_coins(config, coin_inputs(config.coins, tmp_path), split_times=later)
+    assert refit.split_times() == later
+    for coin in refit.coins:
+        ends = refit.part(coin).window_ends("test", lookback)
+        assert refit.part(coin).timestamps[ends - lookback + 1].min() >= later["test"][0]
 
 
 def test_global_bad_input_is_one_line_before_ray(tmp_path, sample_path, capsys) -> None:

@@ -171,21 +171,28 @@ def shared_split_times(
     return {split: (int(common[start]), int(common[end - 1])) for split, (start, end) in bounds.items()}
 
 
-def prepare_coins(config: TrainConfig, inputs: dict[str, Path]) -> MultiCoinData:
+def prepare_coins(
+    config: TrainConfig, inputs: dict[str, Path], *, split_times: dict | None = None
+) -> MultiCoinData:
     """The global model's training set: shared cut times, per-coin train-only scalers, one copy.
 
     Two passes over the coins, so that peak memory is the final arrays plus one coin's working
     set (not every coin's float64 features at once): the first finds each coin's usable
     timestamps, the second prepares each coin at the shared cut times and writes it into the
-    preallocated shared arrays.
+    preallocated shared arrays. ``split_times`` (a walk-forward fold's, or an artifact's) fixes
+    the cut times instead of the config's fractions of the common period.
     """
     coins = [normalize_coin(coin) for coin in inputs]
     purge = config.lookback + config.horizon
     stamps = {}
     for coin in coins:
         stamps[coin] = _usable_rows(_load(inputs[coin], coin), config.horizon)["timestamps"]
-    cuts = shared_split_times(
-        stamps, purge=purge, train_fraction=config.train_fraction, val_fraction=config.val_fraction
+    cuts = (
+        split_times
+        if split_times is not None
+        else shared_split_times(
+            stamps, purge=purge, train_fraction=config.train_fraction, val_fraction=config.val_fraction
+        )
     )
     offsets = np.cumsum([0, *(len(stamps[coin]) for coin in coins)]).astype(np.int64)
     del stamps
@@ -222,7 +229,7 @@ def prepare_coins(config: TrainConfig, inputs: dict[str, Path]) -> MultiCoinData
         coins=tuple(coins),
         offsets=offsets,
         split_bounds=tuple(split_bounds),
-        shared_split_times=cuts,
+        shared_split_times={split: (int(first), int(last)) for split, (first, last) in cuts.items()},
         horizon=config.horizon,
         purge=purge,
         scalers=tuple(scalers),
