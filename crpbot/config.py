@@ -112,11 +112,7 @@ class TrainConfig:
         # torch.manual_seed and numpy take 32-bit seeds; a larger one overflows inside a Ray worker
         need(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}]")
         need(self.coin_embedding >= 0, "coin_embedding", "must be >= 0")
-        need(
-            all(isinstance(coin, str) and coin.strip() for coin in self.coins),
-            "coins",
-            "expected a list of coin names, e.g. [BTC, ETH, SOL]",
-        )
+        need(all(coin.strip() for coin in self.coins), "coins", "coin names must be non-empty")
         need(len(self.coins) != 1, "coins", "a global model needs at least two coins (empty: one coin)")
         short = [coin.strip().upper().removesuffix("-USD") for coin in self.coins]
         need(len(set(short)) == len(short), "coins", "names a coin twice")
@@ -172,7 +168,7 @@ def _check_types(config: TrainConfig) -> None:
         elif expected == "dict[str, Any]":
             ok = isinstance(value, dict)
         elif expected == "list[str]":
-            ok = isinstance(value, list)
+            ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
         else:  # pragma: no cover - a new field type must be added above
             raise AssertionError(f"unhandled config field type {expected!r}")
         if not ok:
