@@ -90,6 +90,7 @@ def evaluate_model(
     trade_threshold: float | None = None,
     n_boot: int = 1000,
     overwrite: bool = False,
+    prepared: Any | None = None,
     log: Callable[[str], None] = print,
     coin: str | None = None,
 ) -> EvaluationResult:
@@ -98,6 +99,8 @@ def evaluate_model(
     ``trade_threshold`` is the backtest's τ; by default the selective threshold chosen on
     validation, or 0.5 (trade every window) when none reaches ``min_accuracy`` there. A position
     opens ``entry_delay_bars`` bars after its signal's bar (0: at the signal's own close).
+    ``prepared``: the model's own ``PreparedData`` when the caller holds it already (a walk-forward
+    fold), checked like a reload would be, so the file is not loaded and prepared a second time.
     ``coin``: which coin of a global model to evaluate (the gate stays per coin); optional for
     a one-coin model.
     """
@@ -125,7 +128,9 @@ def evaluate_model(
     check_output_location(out_dir)
 
     if input_path is None:
-        original = test_data = stored_split_data(predictor)
+        original = test_data = (
+            stored_split_data(predictor) if prepared is None else _own_split_data(predictor, prepared)
+        )
         test_source = f"stored test split of {predictor.config_json['input_path']}"
     else:
         test_data = _input_data(predictor, Path(input_path))
@@ -268,8 +273,7 @@ def stored_split_data(predictor: Predictor) -> Any:
     if predictor.path is None:
         raise CrpbotError("stored_split_data needs a predictor loaded from an artifact directory")
     config_json = predictor.config_json
-    # a global model records each coin's fingerprint; its manifest's covers all its coins
-    fingerprint = config_json.get("data_fingerprint") or read_manifest(predictor.path)["data_fingerprint"]
+    fingerprint = _data_fingerprint(predictor)
     original = path = Path(config_json["input_path"])
     missing = ""
     if not path.is_file():
@@ -290,6 +294,30 @@ def stored_split_data(predictor: Predictor) -> Any:
         scaler=Scaler.from_dict(predictor.scaler),
         split_times=config_json["split_times"],
     )
+
+
+def _data_fingerprint(predictor: Predictor) -> str:
+    """The fingerprint of the rows the model was split on: a global model records each coin's
+    (its manifest's covers all its coins), a one-coin model's manifest holds it."""
+    recorded = predictor.config_json.get("data_fingerprint")
+    return recorded or read_manifest(predictor.path)["data_fingerprint"]
+
+
+def _own_split_data(predictor: Predictor, data: Any) -> Any:
+    """``data`` a caller already prepared (a walk-forward fold), accepted only if it is exactly what
+    :func:`stored_split_data` would rebuild: same rows (fingerprint), splits and scaler."""
+    same = (
+        data.fingerprint == _data_fingerprint(predictor)
+        and {name: list(times) for name, times in data.split_times().items()}
+        == predictor.config_json["split_times"]
+        and data.scaler.to_dict() == predictor.scaler
+    )
+    if not same:
+        raise CrpbotError(
+            "the prepared data given to evaluate is not the model's own data (fingerprint, split times or "
+            "scaler differ)"
+        )
+    return data
 
 
 def _input_data(predictor: Predictor, input_path: Path) -> Any:

@@ -11,5 +11,6 @@ __getattr__, __all__ = lazy_exports(
         "run_coin_chain": "run",
         "PipelineResult": "run_report",
         "summary_table": "run_report",
+        "run_walkforward": "walkforward",
     },
 )
