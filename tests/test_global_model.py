@@ -346,3 +346,32 @@ def test_a_search_trains_the_global_and_the_per_coin_model(ray_session, tmp_path
     assert (result.table["status"] == "complete").all()
     assert result.best_config.coins in ([], ["BTC", "ETH"])
     assert load_config(result.best_yaml).coins == result.best_config.coins
+
+
+def test_a_global_walk_forward_scores_each_coin_on_the_per_coin_folds(tmp_path, sample_path) -> None:
+    from crpbot.data.bars import load_bars
+    from crpbot.data.dataset import usable_timestamps
+    from crpbot.data.folds import FoldSpec, plan_folds
+    from crpbot.pipeline.walkforward_global import run_global_walkforward
+
+    torch.set_num_threads(1)
+    spec = FoldSpec(train_days=6, val_days=2, test_days=2, folds=2)
+    with pytest.raises(CrpbotError, match="needs a config with coins"):
+        run_global_walkforward(GLOBAL.replace(coins=[]), spec, out_dir=tmp_path / "none")
+    results = run_global_walkforward(GLOBAL, spec, out_dir=tmp_path / "wf", n_boot=20, log=lambda _: None)
+    assert list(results) == ["BTC-USD", "ETH-USD"]
+    for coin, result in results.items():
+        own = plan_folds(
+            usable_timestamps(load_bars(sample_path(coin.split("-")[0]))),
+            spec,
+            lookback=GLOBAL.lookback,
+            horizon=GLOBAL.horizon,
+        )
+        table = result.folds
+        assert list(table["test_start"]) == [
+            np.datetime_as_string(np.datetime64(fold.split_times["test"][0], "ns"), unit="m") + "Z"
+            for fold in own
+        ]
+        assert result.summary["pooled"]["n"] == table["n"].sum() > 0
+        assert result.summary["pooled_edge"]["edge"] is not None
+        assert (result.out_dir / "folds.csv").is_file() and (result.out_dir / "summary.json").is_file()
