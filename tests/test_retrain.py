@@ -189,3 +189,36 @@ def test_bad_retrain_arguments_fail_before_ray(tmp_path: Path, sample_path, caps
         from crpbot.pipeline.retrain import run_retrain
 
         run_retrain(["BTC"], input_dir=sample_path().parent, n_boot=0)
+
+
+@pytest.mark.ray
+def test_crpbot_retrain_end_to_end(ray_session, s3_endpoint, models, sample_path, tmp_path, capsys) -> None:
+    """One coin, smoke budget, a gate the recipe meets on validation (so no search): the challenger
+    is trained by the pipeline's chain, judged against the promoted champion, and the decision is
+    recorded and pushed with the registry."""
+    import boto3
+
+    from crpbot.cli import main
+
+    root = tmp_path / "models"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="retrain")
+    promote(models["old"], "BTC", root=root, version="champion")
+    argv = ["retrain", "--coins", "BTC", "--input-dir", str(sample_path().parent), "--registry", str(root)]
+    argv += ["--run-dir", str(tmp_path / "run"), "--min-accuracy", "0", "--max-calibration-error", "1"]
+    argv += ["--n-boot", "200", "--bucket", "retrain", "--endpoint-url", s3_endpoint]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "run" / "retrain.json").read_text())
+    (decision,) = summary["decisions"]
+    (outcome,) = summary["outcomes"]
+    assert outcome["stage"] == "recipe" and outcome["metrics"]["gate"]["passed"]
+    assert decision["champion"] == "champion" and decision["comparison"]["fair"]
+    assert decision["comparison"]["n"] == decision["comparison"]["challenger_test_rows"]
+    assert decision["decision"] in ("promoted", "kept champion") and decision["decision"] in out
+    expected = decision["challenger_version"] if decision["promoted"] else "champion"
+    assert current_version("BTC", root=root) == expected
+    assert read_history("BTC", root=root)[-1]["decision"] == decision["decision"]
+    remote = boto3.client("s3", endpoint_url=s3_endpoint).get_object(
+        Bucket="retrain", Key="crpbot/BTC-USD/history.jsonl"
+    )
+    assert remote["Body"].read() == (root / "promoted" / "BTC-USD" / "history.jsonl").read_bytes()
