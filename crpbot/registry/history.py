@@ -113,5 +113,13 @@ def describe(record: dict[str, Any]) -> str:
         return f"{head} {record.get('version')} is current again (was {record.get('previous') or 'none'})"
     decision = record.get("decision", "?")
     champion = record.get("champion") or "none"
-    challenger = record.get("challenger_version") or record.get("challenger") or "?"
-    return f"{head} {decision}: challenger {challenger} vs champion {champion}: {record.get('reason', '')}"
+    challenger = record.get("challenger_version") or "(not promoted)"
+    line = f"{head} {decision}: challenger {challenger} vs champion {champion}: {record.get('reason', '')}"
+    shared = record.get("comparison") or {}
+    if shared.get("fair") and "fails the gate" in line:  # a passing challenger's reason already says it
+        low, high = shared["ci"]
+        line += (
+            f" (shared period: log loss {shared['challenger']['log_loss']:.4f} vs "
+            f"{shared['champion']['log_loss']:.4f}, difference CI [{low:+.4f}, {high:+.4f}])"
+        )
+    return line
