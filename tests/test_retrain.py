@@ -151,6 +151,15 @@ def test_each_decision_is_taken_as_stated_and_recorded(models, tmp_path: Path) -
     # ... but never one that fails the gate
     judge_challenger("BTC", models["bad_new"], FAIL, registry_root=bad_root, n_boot=200, log=logged.append)
 
+    # a champion that no longer verifies is not silently replaced: kept, with the reason recorded
+    damaged_root = tmp_path / "damaged"
+    damaged = promote(models["old"], "BTC", root=damaged_root, version="old").path / "history.json"
+    damaged.chmod(0o644)
+    damaged.write_text(damaged.read_text() + " ")
+    kept_damaged = judge_challenger("BTC", models["new"], PASS, registry_root=damaged_root, log=logged.append)
+    assert kept_damaged.decision == "kept champion" and "comparison failed" in kept_damaged.reason
+    assert read_history("BTC", root=damaged_root)[-1]["reason"] == kept_damaged.reason
+
     records = read_history("BTC", root=root)
     assert [(r["event"], r.get("decision")) for r in records] == [
         ("retrain", "not promoted"),

@@ -107,12 +107,16 @@ def judge_challenger(
     coin = normalize_coin(coin)
     champion = current_version(coin, root=registry_root)
     comparison = None
+    failure = None
     if champion is not None and challenger_dir is not None:
-        comparison = compare_on_shared_period(
-            coin_dir(registry_root, coin) / champion, challenger_dir, n_boot=n_boot
-        )
-        log(f"{coin}: challenger vs champion {champion}: {comparison.note}")
-    promoted, reason = decide(gate, comparison)
+        try:
+            comparison = compare_on_shared_period(
+                coin_dir(registry_root, coin) / champion, challenger_dir, n_boot=n_boot
+            )
+            log(f"{coin}: challenger vs champion {champion}: {comparison.note}")
+        except CrpbotError as exc:  # the champion stays; the other coins' decisions go on
+            failure = f"the champion/challenger comparison failed: {exc}"
+    promoted, reason = (False, failure) if failure else decide(gate, comparison)
     version = promote(challenger_dir, coin, root=registry_root).version if promoted else None
     decision = "promoted" if promoted else "kept champion" if champion else "not promoted"
     record_event(
