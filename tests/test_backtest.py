@@ -1,4 +1,7 @@
-"""Backtest rules on small hand-computed series: long, short, flat, costs, no overlap."""
+"""Backtest rules on small hand-computed series: long, short, flat, costs, no overlap, entry delay.
+
+Most series here enter at the signal's bar (``entry_delay_bars=0``, ``AT_SIGNAL``) so the rules
+are read off one array; the entry delay has its own hand-computed test."""
 
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ from crpbot.evaluation.backtest import MINUTE_NS, max_drawdown, run_backtest
 MINUTES = np.arange(10, dtype=np.int64) * MINUTE_NS
 PROBS = np.array([0.7, 0.8, 0.5, 0.2, 0.6, 0.5, 0.1, 0.5, 0.5, 0.9])
 RETURNS = np.array([0.01, 0.5, 0.0, -0.02, 0.5, 0.0, 0.03, 0.0, 0.0, 0.002])
+AT_SIGNAL = {"entry_delay_bars": 0}
 
 
 def test_long_short_no_overlap_and_fees_by_hand():
-    result = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=10)
+    result = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=10, **AT_SIGNAL)
     # entries at minutes 0 (long), 3 (short), 6 (short), 9 (long); 1 and 4 fall inside open trades
     np.testing.assert_array_equal(result.entry_times // MINUTE_NS, [0, 3, 6, 9])
     np.testing.assert_array_equal(result.sides, [1, -1, -1, 1])
@@ -32,7 +36,7 @@ def test_long_short_no_overlap_and_fees_by_hand():
 
 
 def test_gross_win_rate_and_breakeven_by_hand():
-    result = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=10)
+    result = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=10, **AT_SIGNAL)
     s = result.summary
     # gross side * return: +0.01, +0.02, -0.03, +0.002 -> 3 of 4 right; the last one (+20 bps)
     # only matches the 20 bps round trip, so after costs it is not a win (2 of 4)
@@ -40,7 +44,7 @@ def test_gross_win_rate_and_breakeven_by_hand():
     assert s["win_rate"] == pytest.approx(0.5)
     assert s["breakeven_move_bps"] == pytest.approx(20.0)
     with_slippage = run_backtest(
-        MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=10, slippage_bps=2.5
+        MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=10, slippage_bps=2.5, **AT_SIGNAL
     )
     assert with_slippage.summary["breakeven_move_bps"] == pytest.approx(25.0)
     assert with_slippage.summary["gross_win_rate"] == pytest.approx(0.75)
@@ -52,21 +56,23 @@ def test_right_direction_smaller_than_round_trip_is_a_gross_win_only():
     probs = np.array([0.9, 0.1] * 5)
     moves = np.array([0.0005, -0.0005] * 5)
     moves[-1] = 0.0005  # the last short is wrong
-    s = run_backtest(times, probs, moves, threshold=0.6, horizon=5, fee_bps=10).summary
+    s = run_backtest(times, probs, moves, threshold=0.6, horizon=5, fee_bps=10, **AT_SIGNAL).summary
     assert s["trades"] == 10
     assert s["gross_win_rate"] == pytest.approx(0.9) and s["win_rate"] == 0.0
-    flat = run_backtest(times, probs, np.zeros(10), threshold=0.6, horizon=5, fee_bps=0).summary
+    flat = run_backtest(times, probs, np.zeros(10), threshold=0.6, horizon=5, fee_bps=0, **AT_SIGNAL).summary
     assert flat["gross_win_rate"] == 0.0  # a flat move is not a win
 
 
 def test_costs_scale_with_fee_and_slippage():
-    free = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=0)
-    costly = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=7, slippage_bps=3)
+    free = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=0, **AT_SIGNAL)
+    costly = run_backtest(
+        MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=7, slippage_bps=3, **AT_SIGNAL
+    )
     assert free.summary["total_pnl"] - costly.summary["total_pnl"] == pytest.approx(4 * 2 * 10 / 1e4)
 
 
 def test_flat_when_nothing_is_confident():
-    result = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.95, horizon=3)
+    result = run_backtest(MINUTES, PROBS, RETURNS, threshold=0.95, horizon=3, **AT_SIGNAL)
     s = result.summary
     assert s["trades"] == 0 and s["total_pnl"] == 0.0 and s["max_drawdown"] == 0.0
     assert s["win_rate"] is None and s["sharpe"] is None and s["exposure"] == 0.0
@@ -76,7 +82,9 @@ def test_flat_when_nothing_is_confident():
 def test_no_overlap_is_measured_in_time_across_gaps():
     # rows 1 minute apart, then a 10-minute gap: the row after the gap may trade at once
     times = np.array([0, 1, 12, 13], dtype=np.int64) * MINUTE_NS
-    result = run_backtest(times, np.full(4, 0.9), np.full(4, 0.01), threshold=0.6, horizon=5, fee_bps=0)
+    result = run_backtest(
+        times, np.full(4, 0.9), np.full(4, 0.01), threshold=0.6, horizon=5, fee_bps=0, **AT_SIGNAL
+    )
     np.testing.assert_array_equal(result.entry_times // MINUTE_NS, [0, 12])
 
 
@@ -87,8 +95,33 @@ def test_max_drawdown_counts_the_start_as_a_peak():
 
 def test_bad_inputs():
     with pytest.raises(CrpbotError, match="threshold"):
-        run_backtest(MINUTES, PROBS, RETURNS, threshold=0.4, horizon=3)
+        run_backtest(MINUTES, PROBS, RETURNS, threshold=0.4, horizon=3, **AT_SIGNAL)
     with pytest.raises(CrpbotError, match="increasing"):
-        run_backtest(MINUTES[::-1], PROBS, RETURNS, threshold=0.6, horizon=3)
+        run_backtest(MINUTES[::-1], PROBS, RETURNS, threshold=0.6, horizon=3, **AT_SIGNAL)
     with pytest.raises(CrpbotError, match="costs"):
-        run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=-1)
+        run_backtest(MINUTES, PROBS, RETURNS, threshold=0.6, horizon=3, fee_bps=-1, **AT_SIGNAL)
+
+
+def test_entry_one_bar_after_the_signal_by_hand():
+    """Long at 0 and short at 4 (horizon 2, no costs). At the signal's bar they catch the moves the
+    signal bars themselves start (+1.0% and -0.8%); one bar later, what a real order could get:
+    +0.4% and -(+0.1%). A signal on the last bar has no next bar to enter on."""
+    times = np.arange(8, dtype=np.int64) * MINUTE_NS
+    probs = np.array([0.9, 0.5, 0.5, 0.5, 0.1, 0.5, 0.5, 0.9])
+    moves = np.array([0.010, 0.004, 0.0, 0.0, -0.008, 0.001, 0.0, 0.0])
+    now = run_backtest(times, probs, moves, threshold=0.6, horizon=2, fee_bps=0, entry_delay_bars=0)
+    later = run_backtest(times, probs, moves, threshold=0.6, horizon=2, fee_bps=0)  # the default: 1 bar
+    np.testing.assert_array_equal(now.entry_times // MINUTE_NS, [0, 4, 7])
+    np.testing.assert_allclose(now.pnl, [0.010, 0.008, 0.0], atol=1e-12)
+    np.testing.assert_array_equal(later.entry_times // MINUTE_NS, [1, 5])
+    np.testing.assert_array_equal(later.sides, [1, -1])
+    np.testing.assert_allclose(later.pnl, [0.004, -0.001], atol=1e-12)
+    assert now.summary["total_pnl"] == pytest.approx(0.018)
+    assert later.summary["total_pnl"] == pytest.approx(0.003)
+    assert (now.summary["entry_delay_bars"], later.summary["entry_delay_bars"]) == (0, 1)
+    assert (now.summary["signals_without_entry_bar"], later.summary["signals_without_entry_bar"]) == (0, 1)
+    # a gap: the bar after the signal is missing, so that signal is not traded
+    gapped = run_backtest(times[[0, 2, 3]], probs[[0, 2, 3]], moves[[0, 2, 3]], threshold=0.6, horizon=2)
+    assert gapped.summary["trades"] == 0 and gapped.summary["signals_without_entry_bar"] == 1
+    with pytest.raises(CrpbotError, match="entry delay must be an integer >= 0 bars"):
+        run_backtest(times, probs, moves, threshold=0.6, horizon=2, entry_delay_bars=-1)

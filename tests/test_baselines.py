@@ -1,14 +1,25 @@
-"""Baselines on hand-made and real data: momentum/reversal from past returns, logistic on train only."""
+"""Baselines on hand-made and real data: momentum/reversal from past returns, logistic on train only,
+GBDT on train early-stopped on validation, and the best baseline chosen on validation."""
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from crpbot.config import TrainConfig
-from crpbot.evaluation.baselines import baseline_accuracies, fit_logistic, majority_accuracy, past_returns
+from crpbot.evaluation.baselines import (
+    GBDT_PARAMS,
+    baseline_accuracies,
+    fit_gbdt,
+    fit_logistic,
+    majority_accuracy,
+    past_returns,
+    score_baselines,
+    tabular_features,
+)
 from crpbot.model.predictions import TestSplitAccessError
 
 
@@ -42,6 +53,7 @@ def test_momentum_and_reversal_on_real_data(real_data):
     back = real_data.forward_returns[rows - real_data.horizon]
     assert out["momentum"] == pytest.approx(np.mean((back > 0) == truth))
     assert out["reversal"] == pytest.approx(np.mean((back < 0) == truth))
+    assert set(out) == {"majority", "momentum", "reversal", "logistic", "gbdt"}
     assert all(0.35 < value < 0.65 for value in out.values())  # no simple rule should be far from a coin flip
     assert baseline_accuracies(real_data, rows, lookback=20, train_data=None)["logistic"] is None
 
@@ -49,3 +61,63 @@ def test_momentum_and_reversal_on_real_data(real_data):
 def test_logistic_refuses_test_split(real_data):
     with pytest.raises(TestSplitAccessError):
         fit_logistic(real_data, "test", 20)
+
+
+def _planted(data, split: str, values: np.ndarray) -> object:
+    """``data`` with the labels of ``split`` replaced (ties stay ties, so the same windows exist)."""
+    labels = data.labels.copy()
+    start, end = data.split_bounds[split]
+    labelled = ~np.isnan(labels[start:end])
+    labels[start:end][labelled] = values[start:end][labelled]
+    return dataclasses.replace(data, labels=labels)
+
+
+def test_gbdt_reads_train_labels_and_val_labels_only_to_stop(real_data):
+    """Planted test labels change nothing; planted val labels change only where boosting stops:
+    the early-stopped model equals one fitted on train alone for that many iterations."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
+
+    rows = real_data.window_ends("test", 20)
+    x_test = tabular_features(real_data, rows)
+    fitted = fit_gbdt(real_data, 20)
+    flipped = _planted(real_data, "test", 1.0 - real_data.labels)
+    with threadpool_limits(limits=1):
+        np.testing.assert_array_equal(
+            fit_gbdt(flipped, 20).predict_proba(x_test), fitted.predict_proba(x_test)
+        )
+
+    train_rows = real_data.window_ends("train", 20)
+    settings = {**GBDT_PARAMS, "early_stopping": False}
+    coin_flips = (np.random.default_rng(1).uniform(size=len(real_data.labels)) < 0.5).astype(float)
+    stopped_at = []
+    for data in (real_data, _planted(real_data, "val", coin_flips)):
+        stopped = fit_gbdt(data, 20) if data is not real_data else fitted
+        stopped_at.append(stopped.n_iter_)
+        assert 1 <= stopped.n_iter_ < GBDT_PARAMS["max_iter"]
+        on_train_only = HistGradientBoostingClassifier(
+            **{**settings, "max_iter": stopped.n_iter_}, random_state=0
+        )
+        with threadpool_limits(limits=1):  # one thread, as fit_gbdt: two crawl on a busy host
+            on_train_only.fit(tabular_features(data, train_rows), data.labels[train_rows].astype(np.int64))
+            np.testing.assert_allclose(on_train_only.predict_proba(x_test), stopped.predict_proba(x_test))
+    assert stopped_at[0] != stopped_at[1], "the val labels decided where boosting stopped"
+    with pytest.raises(TestSplitAccessError):
+        fit_logistic(flipped, "test", 20)
+
+
+def test_gbdt_beats_majority_on_a_planted_tabular_signal_and_is_chosen_on_validation(real_data):
+    """Labels = the sign of the 1-minute return two bars back (flipped on 20% of rows): only a model
+    that sees the lagged returns can read it. GBDT finds it, and validation picks GBDT as best."""
+    rng = np.random.default_rng(0)
+    column = real_data.feature_names.index("log_ret_1")
+    lagged = np.r_[np.zeros(2), real_data.features[:-2, column]]
+    planted = np.where(rng.uniform(size=len(lagged)) < 0.8, lagged > 0, lagged <= 0).astype(float)
+    data = _planted(_planted(_planted(real_data, "train", planted), "val", planted), "test", planted)
+    rows = data.window_ends("test", 20)
+    scores = score_baselines(data, rows, lookback=20, train_data=data)
+    assert scores.accuracies["gbdt"] > 0.75 > scores.accuracies["majority"] + 0.15
+    assert scores.best == "gbdt" and scores.validation_accuracies["gbdt"] > 0.75
+    np.testing.assert_array_equal(
+        scores.best_up, fit_gbdt(data, 20).predict(tabular_features(data, rows)) == 1
+    )

@@ -153,7 +153,7 @@ BAD_CONTENT = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONTENT))
-@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".feather"])
 def test_bad_content_fails_with_one_clear_line_and_the_file_is_untouched(tmp_path, real_rows, case, suffix):
     corrupt, message = BAD_CONTENT[case]
     path = _write(tmp_path / f"bad{suffix}", corrupt(real_rows))
@@ -170,7 +170,10 @@ def test_bad_content_fails_with_one_clear_line_and_the_file_is_untouched(tmp_pat
         ("empty.parquet", b"", "file is empty"),
         ("corrupt.parquet", b"PAR1 this is not parquet at all", "unreadable parquet"),
         ("corrupt.csv", b"\x00\x01\x02\xff\xfe", "unreadable csv|missing column"),
-        ("bars.json", b"[]", "unsupported file type .json"),
+        ("bars.txt", b"1,2,3", "unsupported file type .txt"),
+        ("bars.json", b"[]", "no rows"),
+        ("corrupt.json", b"[[1, 2", "unreadable json"),
+        ("corrupt.feather", b"ARROW1 not really", "unreadable feather"),
     ],
 )
 def test_unreadable_files_fail_with_one_clear_line(tmp_path, name, content, message):
@@ -196,6 +199,8 @@ def test_a_directory_is_not_reported_as_missing(tmp_path):
 def _write(path: Path, frame: pd.DataFrame) -> Path:
     if path.suffix == ".csv":
         frame.to_csv(path, index=False)
+    elif path.suffix == ".feather":  # freqtrade's layout: the time column is called date
+        frame.rename(columns={"timestamp": "date"}).reset_index(drop=True).to_feather(path)
     else:
         frame.reset_index(drop=True).to_parquet(path)
     return path

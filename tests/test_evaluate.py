@@ -14,7 +14,7 @@ import pytest
 from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.evaluate import evaluate_model, stored_split_data
-from crpbot.evaluation.gate import GateThresholds
+from crpbot.evaluation.gate import GateThresholds, gate_record
 from crpbot.evaluation.metrics import equal_mass_calibration_error, reliability_bins
 from crpbot.evaluation.report import summary_lines
 from crpbot.model.predictions import Predictions
@@ -72,7 +72,14 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
         "gate",
     ):
         assert key in metrics, key
-    assert set(metrics["baselines"]) == {"majority", "momentum", "reversal", "logistic"}
+    assert set(metrics["baselines"]) == {"majority", "momentum", "reversal", "logistic", "gbdt"}
+    # the best baseline is chosen on validation, and the edge is measured on the same test rows
+    edge = metrics["edge_over_best_baseline"]
+    on_val = edge["validation_accuracies"]
+    assert edge["chosen_on"] == "val" and edge["baseline"] == max(on_val, key=on_val.get)
+    assert edge["n"] == metrics["n"]
+    assert edge["edge"] == pytest.approx(metrics["accuracy"] - metrics["baselines"][edge["baseline"]])
+    assert edge["ci_low"] <= edge["edge"] <= edge["ci_high"]
     assert set(metrics["backtest"]) >= {
         "trades",
         "win_rate",
@@ -94,18 +101,32 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
         == len(data.window_ends("test", TINY.lookback)) + metrics["test_ties"]
     )
     assert metrics["accuracy_ci"][0] <= metrics["accuracy"] <= metrics["accuracy_ci"][1]
-    assert metrics["gate"]["passed"] is False and metrics["gate"]["reasons"][0].startswith("accuracy")
+    assert metrics["gate"]["passed"] is False and metrics["gate"]["reasons"][0].startswith(
+        "accuracy CI lower"
+    )
+    assert (metrics["gate"]["gate_on"], metrics["gate"]["ece_kind"]) == ("ci-lower", "max")
+    assert metrics["gate"]["recipe_reading"]["passed"] is False
     assert result.passed is False
 
     predictions = pd.read_parquet(out / "predictions.parquet")
-    assert list(predictions.columns) == ["timestamp", "prob_up", "label"]
-    assert len(predictions) == metrics["n"]
+    assert list(predictions.columns) == ["timestamp", "prob_up", "label", "baseline_up"]
+    assert len(predictions) == metrics["n"] and predictions["baseline_up"].dtype == np.int8
+    # the file alone reproduces the edge: model right minus baseline right, row by row
+    model_right = (predictions.prob_up >= 0.5) == (predictions.label == 1)
+    baseline_right = predictions.baseline_up == predictions.label
+    assert edge["edge"] == pytest.approx(model_right.mean() - baseline_right.mean())
     # the scored rows are the stored test split: after the validation period, never inside it
     config = json.loads((tiny_model / "config.json").read_text())
     first_test_ns = predictions["timestamp"].iloc[0].value
     assert first_test_ns >= config["split_times"]["test"][0] > config["split_times"]["val"][1]
     assert np.isclose(metrics["accuracy"], ((predictions.prob_up >= 0.5) == (predictions.label == 1)).mean())
-    assert any(line.startswith("Test Accuracy:") for line in lines)
+    assert any(
+        line.startswith("Test Accuracy:") and f"best baseline {edge['baseline']}" in line for line in lines
+    )
+    edge_line = next(line for line in lines if line.startswith("Edge over best baseline"))
+    assert edge_line.startswith(
+        f"Edge over best baseline (chosen on val; 95% paired CI): {edge['edge']:+.4f} ["
+    )
     assert any(line.startswith("Status: FAIL (accuracy") for line in lines)
 
     # both calibration views beside the gate's ECE, computed on the scored rows
@@ -120,6 +141,7 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     # win rate before and after costs, and the round trip that separates them
     bt = metrics["backtest"]
     assert bt["breakeven_move_bps"] == 20.0 and bt["gross_win_rate"] is not None
+    assert (bt["entry_delay_bars"], bt["fee_bps"], bt["slippage_bps"]) == (1, 10.0, 0.0)
     win = next(line for line in lines if line.startswith("Win Rate:"))
     assert "after costs" in win and f"{bt['gross_win_rate']:.4f} before costs; round trip 20 bps" in win
     # validation numbers are labelled in-sample
@@ -129,6 +151,15 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     assert "ECE, 15 equal-mass bins" in report and "calibration in the large" in report
     assert "win rate (before costs)" in report and "close[t]" in report and "--slippage-bps" in report
     assert "closed-trade equity curve" in report
+    assert (
+        "- backtest fills: entry at close[t+1], 1 bar(s) after the signal's; fee 10 + slippage 0 bps"
+        in report
+    )
+    assert "| configured (the decision) | ci-lower | max | **FAIL**" in report
+    assert "| the recipe's (information only) | point | equal-width | **FAIL**" in report
+    assert f"| {edge['baseline']} (best on validation) |" in report and "| gbdt |" in report.replace(
+        "gbdt (best on validation)", "gbdt"
+    )
 
 
 def test_lenient_gate_passes_and_existing_output_is_kept(tiny_model, tmp_path):
@@ -237,6 +268,32 @@ def test_summary_lines_show_both_calibration_views_and_both_win_rates():
     assert any(line.startswith("Win Rate: n/a after costs (n/a before costs") for line in no_trades)
 
 
+def test_report_shows_the_recipe_gate_passing_beside_the_strict_one_failing():
+    from crpbot.evaluation.report import _gate_section
+
+    metrics = {**_metrics_for_summary(), "accuracy": 0.70, "accuracy_ci": [0.66, 0.74], "ece": 0.03}
+    metrics["ece_equal_mass"] = 0.04
+    metrics["gate"] = {**gate_record(metrics, GateThresholds()), "selective": {}}
+    lines = summary_lines(metrics)
+    assert (
+        "Status: FAIL (accuracy CI lower bound 0.6600 < min_accuracy 0.6800 (point estimate 0.7000))" in lines
+    )
+    assert (
+        "Recipe's gate (point accuracy, equal-width ECE; information only): PASS -- the recipe's gate "
+        "would have passed; the configured strict gate did not"
+    ) in lines
+    section = "\n".join(_gate_section(metrics["gate"]))
+    assert (
+        "| configured (the decision) | ci-lower | max | **FAIL** — accuracy CI lower bound 0.6600" in section
+    )
+    assert "| the recipe's (information only) | point | equal-width | **PASS** |" in section
+    assert "**The recipe's gate would have passed; the configured strict gate did not.**" in section
+    # read the recipe's way, there is one reading and no second line
+    metrics["gate"] = {**gate_record(metrics, GateThresholds().recipe()), "selective": {}}
+    assert "Status: PASS" in summary_lines(metrics)
+    assert not any(line.startswith("Recipe's gate") for line in summary_lines(metrics))
+
+
 def test_reliability_plot_draws_counts_as_a_histogram_not_overlapping_labels(tmp_path, monkeypatch):
     """Two adjacent crowded bins once printed as "3911481"; their counts are now bars on their own axis."""
     from crpbot.evaluation import report
@@ -285,12 +342,13 @@ def test_output_under_a_file_is_refused_before_scoring(tiny_model, tmp_path):
 
 
 def test_baselines_are_fitted_before_the_model_predicts_test(tiny_model, tmp_path, monkeypatch):
-    """The module's promise: every train/val fit (the logistic baseline) before test is predicted."""
+    """The module's promise: every train/val fit (logistic, GBDT, the best baseline's choice) before
+    test is predicted."""
     from crpbot.evaluation import evaluate
     from crpbot.model.predictor import Predictor
 
     calls: list[str] = []
-    predictions, baselines = Predictor.predictions, evaluate.baseline_accuracies
+    predictions, baselines = Predictor.predictions, evaluate.score_baselines
 
     def record_predictions(self, data, split, *args, **kwargs):
         calls.append(f"predict {split}")
@@ -301,7 +359,7 @@ def test_baselines_are_fitted_before_the_model_predicts_test(tiny_model, tmp_pat
         return baselines(*args, **kwargs)
 
     monkeypatch.setattr(Predictor, "predictions", record_predictions)
-    monkeypatch.setattr(evaluate, "baseline_accuracies", record_baselines)
+    monkeypatch.setattr(evaluate, "score_baselines", record_baselines)
     evaluate_model(tiny_model, out_dir=tmp_path / "e", n_boot=10, log=lambda _: None)
     assert calls == ["predict val", "baselines", "predict test"]
 

@@ -1,4 +1,5 @@
-"""Gate decision table, quorum, and the selective reading chosen on validation only."""
+"""Gate decision table, the strict reading (CI lower bound, max ECE) beside the recipe's, quorum,
+and the selective reading chosen on validation only."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from crpbot.evaluation.gate import (
     batch_decision,
     choose_selective_threshold,
     coin_decision,
+    gate_record,
     selective_reading,
 )
 from crpbot.model.predictions import Predictions, TestSplitAccessError
 
-RECIPE = GateThresholds()
+RECIPE = GateThresholds(gate_on="point", ece="equal-width")  # the recipe's reading, exactly
 
 
 @pytest.mark.parametrize(
@@ -95,6 +97,55 @@ def test_invalid_thresholds_raise():
         GateThresholds(min_accuracy=1.5)
     with pytest.raises(CrpbotError, match="quorum"):
         GateThresholds(quorum=0)
+    with pytest.raises(CrpbotError, match="invalid gate_on 'mean': expected one of point, ci-lower"):
+        GateThresholds(gate_on="mean")
+    with pytest.raises(CrpbotError, match="invalid ece 'median'"):
+        GateThresholds(ece="median")
+    with pytest.raises(CrpbotError, match="needs that bound"):
+        coin_decision(0.7, 0.01, GateThresholds(), ece_equal_mass=0.01)
+
+
+def test_a_point_estimate_that_passes_by_luck_fails_the_strict_gate():
+    """0.70 on a short test split with CI [0.66, 0.74]: the recipe's gate passes, the default
+    (CI lower bound) does not; with a lower bound of 0.69 both pass."""
+    lucky = {"accuracy": 0.70, "accuracy_ci": [0.66, 0.74], "ece": 0.03, "ece_equal_mass": 0.04}
+    strict = GateThresholds()
+    assert (strict.gate_on, strict.ece) == ("ci-lower", "max")
+    assert coin_decision(0.70, 0.03, RECIPE).passed
+    decision = coin_decision(0.70, 0.03, strict, accuracy_ci_low=0.66, ece_equal_mass=0.04)
+    assert not decision.passed
+    assert decision.reasons == [
+        "accuracy CI lower bound 0.6600 < min_accuracy 0.6800 (point estimate 0.7000)"
+    ]
+    record = gate_record(lucky, strict)
+    assert record["passed"] is False and (record["gate_on"], record["ece_kind"]) == ("ci-lower", "max")
+    assert record["recipe_reading"] == {
+        "gate_on": "point",
+        "ece_kind": "equal-width",
+        "passed": True,
+        "reasons": [],
+    }
+    assert gate_record({**lucky, "accuracy_ci": [0.69, 0.71]}, strict)["passed"] is True
+    assert gate_record(lucky, GateThresholds(gate_on="point"))["passed"] is True
+
+
+@pytest.mark.parametrize(
+    ("kind", "passed", "compared"),
+    [
+        ("equal-width", True, "equal-width"),
+        ("equal-mass", False, "0.0800 (equal-mass)"),
+        ("max", False, "max of"),
+    ],
+)
+def test_the_gate_reads_the_configured_ece(kind, passed, compared):
+    """Confidences crowded into one equal-width bin: 0.02 there, 0.08 over equal-mass bins."""
+    thresholds = GateThresholds(gate_on="point", ece=kind)
+    decision = coin_decision(0.70, 0.02, thresholds, ece_equal_mass=0.08)
+    assert decision.passed is passed
+    if not passed:
+        (reason,) = decision.reasons
+        assert reason.startswith("calibration error 0.0800") and compared in reason
+    assert not coin_decision(0.70, 0.08, GateThresholds(gate_on="point"), ece_equal_mass=0.02).passed
 
 
 def _predictions(split: str, seed: int, n: int = 4000) -> Predictions:
@@ -121,3 +172,20 @@ def test_selective_threshold_refuses_test_and_reports_none():
         choose_selective_threshold(_predictions("test", 0), 0.7)
     reading = selective_reading(_predictions("val", 0), _predictions("test", 1), 0.99)
     assert reading["threshold"] is None and "no confidence threshold" in reading["note"]
+
+
+def test_gate_reading_options_on_evaluate_and_pipeline(capsys):
+    from crpbot.cli import build_parser, main
+    from crpbot.cli.options import gate_thresholds
+
+    parser = build_parser()
+    for command in ("evaluate --model m", "pipeline"):
+        defaults = gate_thresholds(parser.parse_args(command.split()))
+        assert (defaults.gate_on, defaults.ece) == ("ci-lower", "max")
+        recipe = gate_thresholds(
+            parser.parse_args([*command.split(), "--gate-on", "point", "--ece", "equal-width"])
+        )
+        assert recipe == GateThresholds(gate_on="point", ece="equal-width", quorum=recipe.quorum)
+    with pytest.raises(SystemExit) as exited:
+        main(["evaluate", "--model", "m", "--gate-on", "mean"])
+    assert exited.value.code == 2 and "--gate-on: invalid choice: 'mean'" in capsys.readouterr().err

@@ -81,6 +81,30 @@ def test_block_bootstrap_ci_covers_mean_and_widens_with_dependence():
     assert wide > 2 * narrow
 
 
+def test_paired_bootstrap_resolves_an_edge_the_separate_cis_cannot():
+    """Model and baseline share the hard stretches: a 2-point edge is invisible to the two separate
+    accuracy CIs (they overlap) but the paired CI of the difference excludes 0."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    baseline = np.repeat((rng.uniform(size=n // 30) < 0.52).astype(float), 30)
+    model = baseline.copy()
+    flip = rng.choice(np.flatnonzero(baseline == 0), size=n // 50, replace=False)
+    model[flip] = 1.0  # right where the baseline was wrong on 2% of rows, otherwise identical
+    low, high = metrics.paired_block_bootstrap_ci(model, baseline, horizon=15, n_boot=500)
+    edge = model.mean() - baseline.mean()
+    assert edge == pytest.approx(0.02) and 0 < low < edge < high
+    block = metrics.default_block_length(n, 15)
+    model_ci = metrics.block_bootstrap_ci(model, block_length=block, n_boot=500)
+    baseline_ci = metrics.block_bootstrap_ci(baseline, block_length=block, n_boot=500)
+    assert model_ci[0] < baseline_ci[1], "the separate CIs overlap"
+    # the same blocks for both: exactly the bootstrap of the per-row differences
+    assert (low, high) == metrics.block_bootstrap_ci(model - baseline, block_length=block, n_boot=500)
+    same = metrics.paired_block_bootstrap_ci(model, model, horizon=15, n_boot=50)
+    assert same == (0.0, 0.0)
+    with pytest.raises(CrpbotError, match="equal 1-d arrays"):
+        metrics.paired_block_bootstrap_ci(model, model[:-1], horizon=15)
+
+
 def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(CrpbotError, match="within"):
         metrics.accuracy(np.array([1.0]), np.array([np.nan]))

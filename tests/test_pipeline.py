@@ -51,10 +51,16 @@ def test_demo_pipeline_refuses_with_reasons(ray_session, tmp_path, capsys) -> No
         assert 0.40 < metrics["accuracy"] < 0.62, "a smoke model far from chance means a bug"
         assert set(metrics["baselines"]) >= {"majority", "momentum", "reversal", "logistic"}
         assert not metrics["gate"]["passed"] and metrics["gate"]["reasons"]
+        assert metrics["gate"]["reasons"][0].startswith("accuracy CI lower bound")
+        assert (metrics["gate"]["gate_on"], metrics["gate"]["ece_kind"]) == ("ci-lower", "max")
+        edge = metrics["edge_over_best_baseline"]
+        assert "gbdt" in metrics["baselines"] and edge["chosen_on"] == "val" and edge["n"] == metrics["n"]
+        assert edge["ci_low"] <= edge["edge"] <= edge["ci_high"]
+        assert metrics["backtest"]["entry_delay_bars"] == 1
         assert Path(coin["evaluation_dir"], "report.md").is_file()
     assert summary["batch"]["promoted"] is False
     assert list_versions(registry) == []
-    assert "NOT PROMOTED" in out and "test acc [95% CI]" in out
+    assert "NOT PROMOTED" in out and "test acc [95% CI]" in out and "edge [95% CI]" in out
     assert (run_dir / "report.md").read_text().startswith("# crpbot pipeline run (smoke budget)")
 
     # The coins ran side by side: every pair of chains overlapped in time.
@@ -138,6 +144,8 @@ def test_bad_pipeline_arguments_are_one_line_errors(tmp_path) -> None:
         (["--fee-bps", "nan"], "invalid fee nan bps"),
         (["--fee-bps", "inf"], "invalid fee inf bps"),
         (["--fee-bps", "-1"], "invalid fee -1.0 bps"),
+        (["--slippage-bps", "nan"], "invalid slippage nan bps"),
+        (["--entry-delay-bars", "-1"], "invalid entry delay -1 bars"),
         (["--storage", "s3://"], "no bucket"),
         (["--storage", "s3:/bucket"], "malformed S3 URI"),
         (["--storage", "gs://bucket/runs"], "unsupported scheme 'gs'"),

@@ -1,7 +1,8 @@
 """``crpbot evaluate``: score a model or ensemble on its test split and apply the promotion gate.
 
 Usage: crpbot evaluate --model DIR [--input FILE] [--min-accuracy 0.68] [--max-calibration-error 0.05]
-       [--fee-bps 10] [--slippage-bps 0] [--trade-threshold TAU] [--out DIR]
+       [--gate-on ci-lower|point] [--ece max|equal-width|equal-mass]
+       [--fee-bps 10] [--slippage-bps 0] [--entry-delay-bars 1] [--trade-threshold TAU] [--out DIR]
 
 Exit status 0 whether or not the gate passes: a failed gate is a result, written to metrics.json
 and printed as "Status: FAIL (reasons)". Non-zero (2) only for errors (bad model, bad input).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_gate_and_costs, gate_thresholds
+from crpbot.cli.options import add_gate_and_costs, backtest_costs, gate_thresholds
 
 EPILOG = (
     "Exit status: 0 when the evaluation ran, whether the gate passed or failed (see 'Status:' and "
@@ -26,13 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input",
         type=Path,
-        help="score all of this Parquet or CSV file instead of the model's stored test split "
+        help="score all of this bars file (Parquet, CSV, freqtrade .feather/.json) instead of "
+        "the model's stored test split "
         "(refused if it overlaps the model's train/validation period)",
     )
     add_gate_and_costs(parser, quorum=False)
-    parser.add_argument(
-        "--slippage-bps", type=float, default=0.0, help="backtest slippage per side in bps (default 0)"
-    )
     parser.add_argument(
         "--trade-threshold",
         type=float,
@@ -53,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
         input_path=args.input,
         out_dir=args.out,
         thresholds=thresholds,
-        fee_bps=args.fee_bps,
-        slippage_bps=args.slippage_bps,
+        **backtest_costs(args),
         trade_threshold=args.trade_threshold,
     )
     return 0

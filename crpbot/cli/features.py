@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input",
         type=Path,
         default=None,
-        help="Parquet or CSV of 1-minute bars (default: the bundled sample of the coin)",
+        help="Parquet, CSV or freqtrade .feather/.json of 1-minute bars (default: the coin's bundled sample)",
     )
     parser.add_argument(
         "--out",

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
 from crpbot.evaluation.gate import (
+    DEFAULT_ECE,
+    DEFAULT_GATE_ON,
     DEFAULT_MAX_CALIBRATION_ERROR,
     DEFAULT_MIN_ACCURACY,
     DEFAULT_QUORUM,
+    ECE_KINDS,
+    GATE_ON,
     GateThresholds,
 )
 
@@ -22,15 +27,39 @@ def add_address(parser: argparse.ArgumentParser) -> None:
 
 
 def add_input(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", type=Path, help="1-minute OHLCV Parquet file (default: bundled sample)")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        help="1-minute OHLCV file: Parquet, CSV, or freqtrade .feather/.json (default: bundled sample)",
+    )
 
 
 def add_coin(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--coin", required=True, help=f"coin {what}, e.g. BTC or BTC-USD")
 
 
+def add_gate_reading(parser: argparse.ArgumentParser) -> None:
+    """How the gate reads accuracy and calibration: ``--gate-on`` and ``--ece``."""
+    parser.add_argument(
+        "--gate-on",
+        choices=GATE_ON,
+        default=DEFAULT_GATE_ON,
+        help="gate: compare min-accuracy with the accuracy's 95%% CI lower bound (ci-lower: no pass "
+        f"by luck) or its point estimate (point: the recipe's) (default {DEFAULT_GATE_ON})",
+    )
+    parser.add_argument(
+        "--ece",
+        choices=ECE_KINDS,
+        default=DEFAULT_ECE,
+        help="gate: the calibration error compared with max-calibration-error: 15 equal-width bins (the "
+        "recipe's), 15 equal-mass bins, or the larger of the two (default "
+        f"{DEFAULT_ECE}; equal-width bins are nearly blind when confidences crowd into 0.50-0.53)",
+    )
+
+
 def add_gate_and_costs(parser: argparse.ArgumentParser, *, quorum: bool) -> None:
-    """The promotion gate's thresholds (defaults: the recipe's) and the backtest's fee."""
+    """The promotion gate's thresholds (defaults: the recipe's), how it reads them (defaults:
+    strictly, :func:`add_gate_reading`) and the backtest's fills (:func:`backtest_costs`)."""
     parser.add_argument(
         "--min-accuracy",
         type=float,
@@ -50,8 +79,19 @@ def add_gate_and_costs(parser: argparse.ArgumentParser, *, quorum: bool) -> None
             default=DEFAULT_QUORUM,
             help=f"gate: coins that must pass (default {DEFAULT_QUORUM})",
         )
+    add_gate_reading(parser)
     parser.add_argument(
         "--fee-bps", type=float, default=10.0, help="backtest fee per side in bps (default 10)"
+    )
+    parser.add_argument(
+        "--slippage-bps", type=float, default=0.0, help="backtest slippage per side in bps (default 0)"
+    )
+    parser.add_argument(
+        "--entry-delay-bars",
+        type=int,
+        default=DEFAULT_ENTRY_DELAY_BARS,
+        help="backtest: open a position this many bars after the signal's bar (default "
+        f"{DEFAULT_ENTRY_DELAY_BARS}: the next bar's close; 0: the signal bar's close, as the recipe)",
     )
 
 
@@ -61,4 +101,15 @@ def gate_thresholds(args: argparse.Namespace) -> GateThresholds:
         min_accuracy=args.min_accuracy,
         max_calibration_error=args.max_calibration_error,
         quorum=getattr(args, "quorum", DEFAULT_QUORUM),
+        gate_on=args.gate_on,
+        ece=args.ece,
     )
+
+
+def backtest_costs(args: argparse.Namespace) -> dict[str, float | int]:
+    """The backtest options of :func:`add_gate_and_costs`, as keyword arguments of ``evaluate_model``."""
+    return {
+        "fee_bps": args.fee_bps,
+        "slippage_bps": args.slippage_bps,
+        "entry_delay_bars": args.entry_delay_bars,
+    }

@@ -2,7 +2,8 @@
 
 Usage: crpbot pipeline [--coins BTC,ETH,SOL] [--budget smoke|full] [--address ADDR] [--gpu]
        [--input-dir DIR] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
-       [--bucket B [--prefix P] [--endpoint-url URL]]
+       [--bucket B [--prefix P] [--endpoint-url URL]] [--gate-on ci-lower|point]
+       [--ece max|equal-width|equal-mass] [--fee-bps 10] [--slippage-bps 0] [--entry-delay-bars 1]
 
 Exit status 0 whether or not the batch is promoted (a refusal is a result, printed with its
 reasons); non-zero only for errors.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_gate_and_costs, gate_thresholds
+from crpbot.cli.options import add_address, add_gate_and_costs, backtest_costs, gate_thresholds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=1, help="Ray Train workers for the recipe run (default 1)"
     )
     parser.add_argument(
-        "--input-dir", type=Path, help="directory with <COIN>-USD_1m.parquet files (default: bundled sample)"
+        "--input-dir",
+        type=Path,
+        help="directory with <COIN>-USD_1m.parquet or freqtrade <COIN>_USDT-1m.feather/.json files "
+        "(default: bundled sample)",
     )
     parser.add_argument("--run-dir", type=Path, help="where this run writes (default runs/pipeline-<time>)")
     parser.add_argument(
@@ -69,6 +73,6 @@ def run(args: argparse.Namespace) -> int:
         use_gpu=args.gpu,
         workers=args.workers,
         thresholds=thresholds,
-        fee_bps=args.fee_bps,
+        **backtest_costs(args),
     )
     return 0

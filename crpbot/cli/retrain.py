@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_gate_and_costs, gate_thresholds
+from crpbot.cli.options import add_address, add_gate_and_costs, backtest_costs, gate_thresholds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         use_gpu=args.gpu,
         workers=args.workers,
         thresholds=gate_thresholds(args),
-        fee_bps=args.fee_bps,
         n_boot=args.n_boot,
+        **backtest_costs(args),
     )
     return 0

@@ -1,5 +1,8 @@
 """Coins, loading and validation of 1-minute OHLCV bars.
 
+Read from Parquet, CSV, or freqtrade's own files (``<PAIR>-1m.feather`` with a ``date``
+column, ``.json`` or ``.json.gz`` candle lists ``[ms, open, high, low, close, volume]``), so users of
+freqtrade's data folders need no conversion script; every format gets the same validation.
 Everything downstream trusts these bars, so the rules are explicit. Repaired (and
 reported): row order, exact duplicate rows, naive timestamps (read as UTC), extra
 columns. Errors (one line naming the problem): a missing, empty or unreadable file
@@ -12,7 +15,10 @@ segment, so nothing downstream bridges them.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +33,11 @@ PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 MINUTE_NS = 60 * 1_000_000_000
 GAPS_SHOWN = 5  # a file with hundreds of gaps prints these and a total, not a line per gap
+READABLE = (".parquet", ".pq", ".csv", ".feather", ".json", ".json.gz")
+# freqtrade names its candle files <BASE>_<QUOTE>-1m.<ext>, e.g. BTC_USDT-1m.feather
+FREQTRADE_NAME = re.compile(
+    r"^(?P<base>[A-Z0-9]+)_(?P<quote>USD|USDT|USDC)-1m\.(feather|json|json\.gz)$", re.IGNORECASE
+)
 
 
 def normalize_coin(coin: str) -> str:
@@ -90,12 +101,57 @@ class Bars:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def tail(self, rows: int) -> Bars:
+        """The last ``rows`` bars with their segment ids (live prediction needs no more); own fingerprint."""
+        frame = self.frame.iloc[-rows:].reset_index(drop=True)
+        return Bars(
+            frame=frame,
+            segment_ids=self.segment_ids[-rows:],
+            report=self.report,
+            source=self.source,
+            fingerprint=_fingerprint(frame, timestamps_ns(frame["timestamp"])),
+            coin=self.coin,
+        )
+
+
+def find_input(directory: str | Path, coin: str) -> Path:
+    """A coin's bars in ``directory``: ``BTC-USD_1m.parquet`` or freqtrade's ``BTC_USDT-1m.feather``/json.
+
+    More than one candidate is refused: picking one silently could train on the stale copy.
+    """
+    coin = normalize_coin(coin)
+    base = coin.split("-")[0]
+    directory = Path(directory)
+    names = [f"{coin}_1m.parquet"] + [
+        f"{base}_{quote}-1m.{ext}"
+        for quote in ("USDT", "USD", "USDC")
+        for ext in ("feather", "json", "json.gz")
+    ]
+    found = [directory / name for name in names if (directory / name).is_file()]
+    if not found:
+        raise CrpbotError(
+            f"no input for {coin} in {directory}: expected {names[0]} or {names[1]} (freqtrade)"
+        )
+    if len(found) > 1:
+        raise CrpbotError(
+            f"several inputs for {coin} in {directory}: {', '.join(p.name for p in found)}; keep one"
+        )
+    return found[0]
+
 
 def load_bars(path: str | Path) -> Bars:
-    """Read, validate and (explicitly) repair a Parquet or CSV file of 1-minute bars."""
+    """Read, validate and (explicitly) repair a file of 1-minute bars (see ``READABLE``)."""
     path = Path(path)
-    raw = _read_table(path)
-    name = path.name
+    return validate_bars(_read_table(path), name=path.name, source=str(path))
+
+
+def validate_bars(raw: pd.DataFrame, *, name: str = "bars", source: str = "") -> Bars:
+    """Validate and repair a table of bars already in memory (a bot's latest candles, a merge).
+
+    ``name`` starts every error message; ``date`` (freqtrade's name) is read as ``timestamp``.
+    """
+    if "timestamp" not in raw.columns and "date" in raw.columns:
+        raw = raw.rename(columns={"date": "timestamp"})
     missing = [c for c in COLUMNS if c not in raw.columns]
     if missing:
         raise CrpbotError(f"{name}: missing column(s) {', '.join(missing)} (expected {', '.join(COLUMNS)})")
@@ -128,7 +184,7 @@ def load_bars(path: str | Path) -> Bars:
         frame=frame,
         segment_ids=segment_ids,
         report=report,
-        source=str(path),
+        source=source or name,
         fingerprint=_fingerprint(frame, ns),
         coin=_coin_from_name(name),
     )
@@ -150,16 +206,41 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise CrpbotError(f"input file not found: {path}")
     if path.stat().st_size == 0:
         raise CrpbotError(f"{path.name}: file is empty")
-    suffix = path.suffix.lower()
+    suffix = ".json.gz" if path.name.lower().endswith(".json.gz") else path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         if suffix == ".csv":
             return pd.read_csv(path)
+        if suffix == ".feather":
+            return pd.read_feather(path)
+        if suffix in (".json", ".json.gz"):
+            raw = path.read_bytes()
+            return _freqtrade_candles(
+                json.loads(gzip.decompress(raw) if suffix == ".json.gz" else raw), path.name
+            )
+    except CrpbotError:
+        raise
     except Exception as exc:  # any reader failure is a bad file from the user's point of view
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CrpbotError(f"{path.name}: unreadable {suffix[1:]} file ({first})") from exc
-    raise CrpbotError(f"{path.name}: unsupported file type {suffix or '(none)'} (use .parquet or .csv)")
+    raise CrpbotError(f"{path.name}: unsupported file type {suffix or '(none)'} (use {', '.join(READABLE)})")
+
+
+def _freqtrade_candles(rows: object, name: str) -> pd.DataFrame:
+    """freqtrade's JSON candles: a list of ``[epoch ms, open, high, low, close, volume]``."""
+    if not isinstance(rows, list) or not all(isinstance(row, list) and len(row) == 6 for row in rows):
+        raise CrpbotError(
+            f"{name}: not freqtrade candles (expected a list of [ms, open, high, low, close, volume])"
+        )
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    if not rows:
+        return frame
+    ms = pd.to_numeric(frame["timestamp"], errors="coerce")
+    if ms.isna().any() or pd.api.types.is_bool_dtype(frame["timestamp"]):
+        row = int(np.argmax(ms.isna().to_numpy())) if ms.isna().any() else 0
+        raise CrpbotError(f"{name}: candle {row + 1:,} has no epoch-millisecond time ({rows[row][0]!r})")
+    return frame.assign(timestamp=pd.to_datetime(ms.astype("int64"), unit="ms", utc=True))
 
 
 def _parse_timestamps(values: pd.Series, name: str, report: DataReport) -> pd.Series:
@@ -268,4 +349,8 @@ def _fingerprint(frame: pd.DataFrame, ns: np.ndarray) -> str:
 
 def _coin_from_name(name: str) -> str:
     prefix = name.split("_")[0].upper()
-    return prefix if prefix in COINS else ""
+    if prefix in COINS:
+        return prefix
+    freqtrade = FREQTRADE_NAME.match(name)
+    coin = f"{freqtrade['base'].upper()}-USD" if freqtrade else ""
+    return coin if coin in COINS else ""

@@ -10,6 +10,8 @@ so no window spans a gap; the first ``WARMUP_BARS`` rows of each segment are NaN
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -19,6 +21,14 @@ FEATURE_VERSION = "1"
 # Longest window (sma 120) plus room for the recursive averages (EMA 26 + 9, Wilder 14)
 # to forget their start: their initial-value weight is below 1e-3 after 120 bars.
 WARMUP_BARS = 120
+# Live prediction computes features on a trailing slice of bars, not from the segment start.
+# Rolling windows are exact after WARMUP_BARS, but a recursive average keeps the weight
+# (1 - alpha)^n of the slice's first bar after n bars; the slowest here is Wilder's 14-bar
+# average (13/14 per bar). After HISTORY_BARS that weight is below 1e-12, so features on a
+# slice of HISTORY_BARS + lookback bars equal the full-history ones far below float32
+# resolution (tests/test_serving.py checks the predictions; 120 bars alone differ by ~1e-3
+# standard deviations in MACD and ATR).
+HISTORY_BARS = math.ceil(math.log(1e-12) / math.log(13 / 14))
 
 FEATURE_NAMES: tuple[str, ...] = (
     # returns and volatility

@@ -8,6 +8,7 @@ __getattr__, __all__ = lazy_exports(
     {
         "accuracy": "metrics",
         "block_bootstrap_ci": "metrics",
+        "paired_block_bootstrap_ci": "metrics",
         "expected_calibration_error": "metrics",
         "baseline_accuracies": "baselines",
         "run_backtest": "backtest",

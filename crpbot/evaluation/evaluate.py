@@ -1,9 +1,10 @@
 """Score a model or ensemble on its test split, once, after everything else is fixed.
 
 Order matters and is the point of this module: the validation split is predicted first
-(the selective threshold and the trading threshold are chosen there), the logistic baseline
-is fitted on train (and the baselines scored), and only then is the model's test split
-predicted -- once -- and scored. Nothing computed from test feeds back into any choice.
+(the selective threshold and the trading threshold are chosen there), the logistic and GBDT
+baselines are fitted on train (the GBDT early-stopped on validation), the best baseline is
+chosen on validation, and only then is the model's test split predicted -- once -- and scored,
+with its edge over that baseline. Nothing computed from test feeds back into any choice.
 
 The test split is the one stored with the model (its ``split_times`` reproduced on the same
 file, checked by fingerprint), or the whole of ``--input`` when given; an ``--input`` that
@@ -26,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.backtest import BacktestResult, run_backtest
-from crpbot.evaluation.baselines import baseline_accuracies
+from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS, BacktestResult, run_backtest
+from crpbot.evaluation.baselines import BaselineScores, score_baselines
 from crpbot.evaluation.gate import (
     GateThresholds,
     choose_selective_threshold,
-    coin_decision,
+    gate_record,
     selective_reading,
 )
 from crpbot.evaluation.metrics import (
@@ -39,6 +40,7 @@ from crpbot.evaluation.metrics import (
     calibration_in_the_large,
     classification_metrics,
     coverage_curve,
+    edge_over_baseline,
     equal_mass_calibration_error,
     expected_calibration_error,
 )
@@ -48,14 +50,15 @@ from crpbot.model.predictor import Predictor, load_predictor
 from crpbot.registry.artifact import check_output_location, make_dirs, read_artifact_json, read_manifest
 
 ECE_DEFINITION = (
-    "ece (the gate's): expected calibration error over 15 equal-width bins of [0, 1] on the "
+    "ece: expected calibration error over 15 equal-width bins of [0, 1] on the "
     "confidence max(p, 1-p) of the predicted class: "
     "sum of bin share * |bin accuracy - bin mean confidence|; "
     "ece_equal_mass: the same sum over 15 equal-count bins of that confidence "
     "(rows ranked by confidence, ties in time order, rank r of n in bin floor(15r/n)), "
     "which still resolves confidences crowded into 0.50-0.53 where the equal-width bins "
     "put almost every row into one bin; "
-    "calibration_in_the_large: mean P(up) - observed up rate (> 0: up predicted too often)"
+    "calibration_in_the_large: mean P(up) - observed up rate (> 0: up predicted too often); "
+    "the gate reads ece, ece_equal_mass or the larger of the two (gate.ece_kind)"
 )
 VALIDATION_NOTE = (
     "in-sample: the validation split was used for early stopping, model selection "
@@ -83,6 +86,7 @@ def evaluate_model(
     thresholds: GateThresholds | None = None,
     fee_bps: float = 10.0,
     slippage_bps: float = 0.0,
+    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
     trade_threshold: float | None = None,
     n_boot: int = 1000,
     overwrite: bool = False,
@@ -91,7 +95,8 @@ def evaluate_model(
     """Evaluate the artifact at ``model_dir`` and write predictions, metrics, report and plots to ``out_dir``.
 
     ``trade_threshold`` is the backtest's τ; by default the selective threshold chosen on
-    validation, or 0.5 (trade every window) when none reaches ``min_accuracy`` there.
+    validation, or 0.5 (trade every window) when none reaches ``min_accuracy`` there. A position
+    opens ``entry_delay_bars`` bars after its signal's bar (0: at the signal's own close).
     """
     thresholds = thresholds if thresholds is not None else GateThresholds()
     if trade_threshold is not None and not 0.5 <= trade_threshold <= 1.0:
@@ -100,6 +105,8 @@ def evaluate_model(
         raise CrpbotError(
             f"backtest costs must be finite and >= 0 bps, got fee {fee_bps}, slippage {slippage_bps}"
         )
+    if isinstance(entry_delay_bars, bool) or not isinstance(entry_delay_bars, int) or entry_delay_bars < 0:
+        raise CrpbotError(f"invalid entry delay {entry_delay_bars!r} bars: must be an integer >= 0")
     if n_boot < 1:
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     model_dir = Path(model_dir)
@@ -141,18 +148,21 @@ def evaluate_model(
             else (0.5, "default 0.5 (no threshold reaches min_accuracy on val)")
         )
 
-    # 2. the baselines on the windows the model will be scored on; the logistic one is fitted
-    # on train here, before the model predicts test (fit_logistic refuses the test split)
+    # 2. the baselines on the windows the model will be scored on; the logistic and GBDT ones are
+    # fitted on train here (GBDT early-stopped on val), and the best one chosen on val, before the
+    # model predicts test (fit_logistic refuses the test split)
     scored_rows = test_data.window_ends("test", predictor.lookback)
     if len(scored_rows) == 0:
         raise CrpbotError("the test split holds no complete window to score")
-    baselines = baseline_accuracies(test_data, scored_rows, lookback=predictor.lookback, train_data=original)
+    baselines = score_baselines(test_data, scored_rows, lookback=predictor.lookback, train_data=original)
 
     # 3. the test split, predicted once. Accuracy and calibration score the labelled windows;
     # the backtest trades every window, ties included (a zero move still pays the round trip).
     traded = predictor.predictions(test_data, "test", labelled=False)
     tie = np.isnan(traded.labels)
     test = traded.where(~tie)
+    if not np.array_equal(test.timestamps, test_data.timestamps[scored_rows]):
+        raise CrpbotError("the scored test windows differ from the baselines' rows; cannot pair them")
     log(
         f"Scoring {len(test):,} test windows of {coin} ({test_source}; "
         f"{int(tie.sum()):,} more whose {test_data.horizon}-minute move is exactly 0 are traded, not scored)"
@@ -172,7 +182,8 @@ def evaluate_model(
     }
     metrics.update(classification_metrics(test.labels, test.probs, horizon=test_data.horizon, n_boot=n_boot))
     metrics["ece_definition"] = ECE_DEFINITION
-    metrics["baselines"] = baselines
+    metrics["baselines"] = baselines.accuracies
+    metrics["edge_over_best_baseline"] = _edge(test, baselines, test_data.horizon, n_boot)
     metrics["coverage_curve"] = coverage_curve(test.labels, test.probs)
     trades = run_backtest(
         traded.timestamps,
@@ -182,13 +193,11 @@ def evaluate_model(
         horizon=test_data.horizon,
         fee_bps=fee_bps,
         slippage_bps=slippage_bps,
+        entry_delay_bars=entry_delay_bars,
     )
     metrics["backtest"] = {**trades.summary, "threshold_source": tau_source}
-    decision = coin_decision(metrics["accuracy"], metrics["ece"], thresholds)
     metrics["gate"] = {
-        **decision.to_dict(),
-        "min_accuracy": thresholds.min_accuracy,
-        "max_calibration_error": thresholds.max_calibration_error,
+        **gate_record(metrics, thresholds),
         "selective": (
             selective_reading(validation, test, thresholds.min_accuracy)
             if validation is not None
@@ -208,11 +217,37 @@ def evaluate_model(
     metrics = _json_safe(metrics)
 
     history = read_artifact_json(model_dir, "history.json")
-    _write_outputs(out_dir, overwrite, lambda tmp: _fill_output_dir(tmp, metrics, test, trades, history))
+    _write_outputs(
+        out_dir,
+        overwrite,
+        lambda tmp: _fill_output_dir(tmp, metrics, test, baselines.best_up, trades, history),
+    )
     for line in summary_lines(metrics):
         log(line)
     log(f"Evaluation written to {out_dir}")
     return EvaluationResult(out_dir=out_dir, metrics=metrics)
+
+
+def _edge(test: Predictions, baselines: BaselineScores, horizon: int, n_boot: int) -> dict[str, Any]:
+    """metrics.json's ``edge_over_best_baseline``: model accuracy minus the validation-chosen
+    baseline's on the same test rows, with the paired CI; null numbers when there is no validation."""
+    edge: dict[str, Any] = {
+        "baseline": baselines.best,
+        "edge": None,
+        "ci_low": None,
+        "ci_high": None,
+        "n": len(test),
+        "chosen_on": "val",
+        "validation_accuracies": baselines.validation_accuracies,
+    }
+    if baselines.best_up is None:
+        edge["note"] = "no validation split to choose the best baseline on"
+        return edge
+    edge.update(
+        edge_over_baseline(test.labels, test.probs, baselines.best_up, horizon=horizon, n_boot=n_boot)
+    )
+    edge["ci_method"] = "95% paired circular block bootstrap (the same resampled rows for model and baseline)"
+    return edge
 
 
 def stored_split_data(predictor: Predictor) -> Any:
@@ -303,18 +338,22 @@ def _fill_output_dir(
     directory: Path,
     metrics: dict[str, Any],
     test: Predictions,
+    baseline_up: np.ndarray | None,
     trades: BacktestResult,
     history: list[dict[str, Any]],
 ) -> None:
+    """predictions.parquet (with ``baseline_up``: the best baseline's direction per row, when one
+    was chosen on validation), metrics.json, report.md and the plots."""
     import pandas as pd
 
-    frame = pd.DataFrame(
-        {
-            "timestamp": pd.to_datetime(test.timestamps, unit="ns", utc=True),
-            "prob_up": test.probs.astype(np.float64),
-            "label": test.labels.astype(np.int8),
-        }
-    )
+    columns = {
+        "timestamp": pd.to_datetime(test.timestamps, unit="ns", utc=True),
+        "prob_up": test.probs.astype(np.float64),
+        "label": test.labels.astype(np.int8),
+    }
+    if baseline_up is not None:
+        columns["baseline_up"] = baseline_up.astype(np.int8)
+    frame = pd.DataFrame(columns)
     frame.to_parquet(directory / "predictions.parquet", index=False)
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     write_report(directory, metrics, test, trades, history)

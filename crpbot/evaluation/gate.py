@@ -1,5 +1,19 @@
 """The promotion gate: per-coin checks, a quorum across coins, and the selective reading.
 
+What the per-coin check compares is configurable, and the defaults are strict:
+
+- ``gate_on="ci-lower"``: the lower bound of the accuracy's 95% block-bootstrap CI must reach
+  ``min_accuracy`` (on a 3-day test split the CI is +-3 points wide, so a model whose true
+  accuracy is below the bar passes a point-estimate gate by luck about half the time);
+  ``"point"`` compares the point estimate, as the recipe does;
+- ``ece="max"``: the larger of the equal-width and the equal-mass ECE must stay within
+  ``max_calibration_error`` (confidences packed into 0.50-0.53 put nearly every row into one of
+  15 equal-width bins, which then averages miscalibration away); ``"equal-width"`` is the
+  recipe's, ``"equal-mass"`` the other alone.
+
+``GateThresholds(...).recipe()`` is the same limits read the recipe's way (point, equal-width),
+which the reports show beside the configured decision.
+
 The configured gate is the decision. The selective reading answers a different question
 for the user -- "on how many test windows is the model as accurate as the gate asks, if it
 may abstain when unsure?" -- with the abstention threshold chosen on validation; it never
@@ -8,7 +22,9 @@ changes the decision.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -19,17 +35,23 @@ from crpbot.model.predictions import Predictions, guard_selection
 DEFAULT_MIN_ACCURACY = 0.68
 DEFAULT_MAX_CALIBRATION_ERROR = 0.05
 DEFAULT_QUORUM = 2
+GATE_ON = ("point", "ci-lower")
+ECE_KINDS = ("equal-width", "equal-mass", "max")
+DEFAULT_GATE_ON = "ci-lower"
+DEFAULT_ECE = "max"
 # Fewer validation rows than this above a threshold make its accuracy noise, not evidence.
 MIN_SELECTIVE_ROWS = 50
 
 
 @dataclass(frozen=True)
 class GateThresholds:
-    """Configured limits; defaults are the recipe's."""
+    """Configured limits (defaults: the recipe's) and how they are read (defaults: strictly)."""
 
     min_accuracy: float = DEFAULT_MIN_ACCURACY
     max_calibration_error: float = DEFAULT_MAX_CALIBRATION_ERROR
     quorum: int = DEFAULT_QUORUM
+    gate_on: str = DEFAULT_GATE_ON
+    ece: str = DEFAULT_ECE
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_accuracy <= 1.0:
@@ -40,6 +62,21 @@ class GateThresholds:
             )
         if isinstance(self.quorum, bool) or not isinstance(self.quorum, int) or self.quorum < 1:
             raise CrpbotError(f"invalid quorum {self.quorum!r}: must be an integer >= 1")
+        if self.gate_on not in GATE_ON:
+            raise CrpbotError(f"invalid gate_on {self.gate_on!r}: expected one of {', '.join(GATE_ON)}")
+        if self.ece not in ECE_KINDS:
+            raise CrpbotError(f"invalid ece {self.ece!r}: expected one of {', '.join(ECE_KINDS)}")
+
+    def recipe(self) -> GateThresholds:
+        """The same limits read as the recipe reads them: point accuracy, equal-width ECE."""
+        return replace(self, gate_on="point", ece="equal-width")
+
+    @property
+    def reading(self) -> str:
+        """E.g. "accuracy CI lower bound, max of equal-width and equal-mass ECE"."""
+        accuracy = "point accuracy" if self.gate_on == "point" else "accuracy CI lower bound"
+        ece = "max of equal-width and equal-mass ECE" if self.ece == "max" else f"{self.ece} ECE"
+        return f"{accuracy}, {ece}"
 
 
 @dataclass(frozen=True)
@@ -53,16 +90,76 @@ class GateDecision:
         return asdict(self)
 
 
-def coin_decision(accuracy: float, ece: float, thresholds: GateThresholds) -> GateDecision:
-    """One coin passes when accuracy >= min_accuracy and ECE <= max_calibration_error."""
+def coin_decision(
+    accuracy: float,
+    ece: float,
+    thresholds: GateThresholds,
+    *,
+    accuracy_ci_low: float | None = None,
+    ece_equal_mass: float | None = None,
+) -> GateDecision:
+    """One coin passes when its accuracy reaches min_accuracy and its ECE stays within
+    max_calibration_error, each read as ``thresholds`` says (``ece`` is the equal-width ECE).
+
+    ``accuracy_ci_low`` is needed for ``gate_on="ci-lower"`` and ``ece_equal_mass`` for
+    ``ece="equal-mass"`` or ``"max"``.
+    """
     reasons = []
-    if not accuracy >= thresholds.min_accuracy:
-        reasons.append(f"accuracy {accuracy:.4f} < min_accuracy {thresholds.min_accuracy:.4f}")
-    if not ece <= thresholds.max_calibration_error:
+    if thresholds.gate_on == "point":
+        if not accuracy >= thresholds.min_accuracy:
+            reasons.append(f"accuracy {accuracy:.4f} < min_accuracy {thresholds.min_accuracy:.4f}")
+    else:
+        if accuracy_ci_low is None:
+            raise CrpbotError("the gate on the accuracy CI's lower bound needs that bound")
+        if not accuracy_ci_low >= thresholds.min_accuracy:
+            reasons.append(
+                f"accuracy CI lower bound {accuracy_ci_low:.4f} < min_accuracy "
+                f"{thresholds.min_accuracy:.4f} (point estimate {accuracy:.4f})"
+            )
+    if thresholds.ece != "equal-width" and ece_equal_mass is None:
+        raise CrpbotError(f"the gate on the {thresholds.ece} ECE needs the equal-mass ECE")
+    if thresholds.ece == "equal-width":
+        value, label = ece, "equal-width"
+    elif thresholds.ece == "equal-mass":
+        value, label = ece_equal_mass, "equal-mass"
+    else:
+        either_nan = math.isnan(ece) or math.isnan(ece_equal_mass)
+        value = math.nan if either_nan else max(ece, ece_equal_mass)
+        label = f"max of equal-width {ece:.4f} and equal-mass {ece_equal_mass:.4f}"
+    if not value <= thresholds.max_calibration_error:
         reasons.append(
-            f"calibration error {ece:.4f} > max_calibration_error {thresholds.max_calibration_error:.4f}"
+            f"calibration error {value:.4f} ({label}) > max_calibration_error "
+            f"{thresholds.max_calibration_error:.4f}"
         )
     return GateDecision(passed=not reasons, reasons=reasons)
+
+
+def metrics_decision(metrics: dict[str, Any], thresholds: GateThresholds) -> GateDecision:
+    """:func:`coin_decision` on a metrics dict (metrics.json's keys: accuracy, accuracy_ci, ece,
+    ece_equal_mass)."""
+    ci = metrics.get("accuracy_ci")
+    return coin_decision(
+        metrics["accuracy"],
+        metrics["ece"],
+        thresholds,
+        accuracy_ci_low=ci[0] if ci else None,
+        ece_equal_mass=metrics.get("ece_equal_mass"),
+    )
+
+
+def gate_record(metrics: dict[str, Any], thresholds: GateThresholds) -> dict[str, Any]:
+    """metrics.json's ``gate``: the configured decision, how it read the metrics, and the recipe's
+    reading of the same limits beside it (information: it never changes the decision)."""
+    decision = metrics_decision(metrics, thresholds)
+    recipe = metrics_decision(metrics, thresholds.recipe())
+    return {
+        **decision.to_dict(),
+        "min_accuracy": thresholds.min_accuracy,
+        "max_calibration_error": thresholds.max_calibration_error,
+        "gate_on": thresholds.gate_on,
+        "ece_kind": thresholds.ece,
+        "recipe_reading": {"gate_on": "point", "ece_kind": "equal-width", **recipe.to_dict()},
+    }
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,36 @@ def paired_block_bootstrap_ci(
     return block_bootstrap_ci(a - b, block_length=block, n_boot=n_boot, level=level, seed=seed)
 
 
+def edge_over_baseline(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    baseline_up: np.ndarray,
+    *,
+    horizon: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, float | int]:
+    """The model's accuracy minus a baseline's on the same rows, with the paired block-bootstrap CI."""
+    labels, probs = _check(labels, probs)
+    baseline_up = np.asarray(baseline_up, dtype=bool)
+    if baseline_up.shape != labels.shape:
+        raise CrpbotError(
+            f"baseline predictions {baseline_up.shape} do not match the {labels.shape} scored rows"
+        )
+    truth = labels == 1
+    model_right = (predicted_up(probs) == truth).astype(np.float64)
+    baseline_right = (baseline_up == truth).astype(np.float64)
+    low, high = paired_block_bootstrap_ci(
+        model_right, baseline_right, horizon=horizon, n_boot=n_boot, seed=seed
+    )
+    return {
+        "edge": float(model_right.mean() - baseline_right.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "n": len(labels),
+    }
+
+
 def default_block_length(n: int, horizon: int) -> int:
     """Twice the label horizon (overlap of labels), or n^(1/3) when that is longer."""
     return max(2 * horizon, round(n ** (1 / 3)), 1)

@@ -25,16 +25,36 @@ def _num(value: Any, fmt: str = ".4f") -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
+def best_baseline(metrics: dict[str, Any]) -> tuple[str, float | None]:
+    """The baseline the model is compared with: the one chosen on validation; in metrics written
+    before that choice existed, the highest on the scored rows."""
+    baselines = metrics["baselines"]
+    chosen = (metrics.get("edge_over_best_baseline") or {}).get("baseline")
+    if chosen is None:
+        chosen = max((k for k, v in baselines.items() if v is not None), key=lambda k: baselines[k])
+    return chosen, baselines.get(chosen)
+
+
+def edge_text(metrics: dict[str, Any]) -> str:
+    """ "+0.0123 [-0.0050, +0.0290] over gbdt", or why there is no edge."""
+    edge = metrics.get("edge_over_best_baseline")
+    if not edge:
+        return "n/a (not measured)"
+    if edge.get("edge") is None:
+        return f"n/a ({edge.get('note', 'no baseline chosen')})"
+    return f"{edge['edge']:+.4f} [{edge['ci_low']:+.4f}, {edge['ci_high']:+.4f}] over {edge['baseline']}"
+
+
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     """The recipe's summary: accuracy, calibration error, trading numbers, PASS/FAIL with reasons."""
     low, high = metrics["accuracy_ci"]
-    baselines = metrics["baselines"]
-    best_name = max((k for k, v in baselines.items() if v is not None), key=lambda k: baselines[k])
+    best_name, best_value = best_baseline(metrics)
     bt = metrics["backtest"]
     gate = metrics["gate"]
     lines = [
         f"Test Accuracy: {metrics['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}, n={metrics['n']:,}; "
-        f"best baseline {best_name} {baselines[best_name]:.4f})",
+        f"best baseline {best_name} {_num(best_value)})",
+        f"Edge over best baseline (chosen on val; 95% paired CI): {edge_text(metrics)}",
         f"Calibration Error: {metrics['ece']:.4f} (equal-mass bins {_num(metrics.get('ece_equal_mass'))}; "
         f"mean P(up) - up rate {_num(metrics.get('calibration_in_the_large'), '+.4f')})",
         f"Win Rate: {_num(bt['win_rate'])} after costs ({_num(bt.get('gross_win_rate'))} before costs; "
@@ -44,6 +64,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         f"Sharpe: {_num(bt['sharpe'], '.2f')}",
         f"Max Drawdown: {bt['max_drawdown']:.4f}",
         "Status: PASS" if gate["passed"] else f"Status: FAIL ({'; '.join(gate['reasons'])})",
+        *_recipe_line(gate),
     ]
     selective = gate.get("selective") or {}
     if selective.get("threshold") is not None:
@@ -55,6 +76,65 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"Selective reading (information only): {selective.get('note', 'no threshold')}")
     return lines
+
+
+def fills_text(bt: dict[str, Any]) -> str:
+    """How the backtest filled: entry delay and costs per side (older metrics: entry at close[t])."""
+    delay = bt.get("entry_delay_bars", 0)
+    entry = (
+        "at close[t], the signal's bar"
+        if delay == 0
+        else f"at close[t+{delay}], {delay} bar(s) after the signal's"
+    )
+    fee, slippage = bt.get("fee_bps"), bt.get("slippage_bps")
+    costs = (
+        f"fee {fee:g} + slippage {slippage:g} bps per side"
+        if fee is not None and slippage is not None
+        else f"{bt['cost_bps_per_side']:g} bps per side"
+    )
+    return f"entry {entry}; {costs}"
+
+
+def _recipe_line(gate: dict[str, Any]) -> list[str]:
+    """The recipe's reading (point accuracy, equal-width ECE) of the same limits, when the gate was
+    read another way; empty for metrics written before the strict gate existed."""
+    recipe = gate.get("recipe_reading")
+    if recipe is None or (gate.get("gate_on"), gate.get("ece_kind")) == ("point", "equal-width"):
+        return []
+    verdict = "PASS" if recipe["passed"] else f"FAIL ({'; '.join(recipe['reasons'])})"
+    line = f"Recipe's gate (point accuracy, equal-width ECE; information only): {verdict}"
+    if recipe["passed"] and not gate["passed"]:
+        line += " -- the recipe's gate would have passed; the configured strict gate did not"
+    return [line]
+
+
+def _gate_section(gate: dict[str, Any]) -> list[str]:
+    """The configured decision and the recipe's reading of the same limits, side by side."""
+    limits = f"accuracy >= {gate['min_accuracy']}, ECE <= {gate['max_calibration_error']}"
+    readings = [
+        ("configured (the decision)", gate.get("gate_on", "point"), gate.get("ece_kind", "equal-width"), gate)
+    ]
+    if gate.get("recipe_reading") is not None:
+        recipe = gate["recipe_reading"]
+        readings.append(("the recipe's (information only)", "point", "equal-width", recipe))
+    rows = [
+        f"| {name} | {gate_on} | {ece} | "
+        + ("**PASS**" if verdict["passed"] else "**FAIL** — " + "; ".join(verdict["reasons"]))
+        + " |"
+        for name, gate_on, ece, verdict in readings
+    ]
+    out = [
+        f"Limits: {limits}. `--gate-on ci-lower` compares the lower bound of the accuracy's 95% CI "
+        "with min_accuracy (`point`: the point estimate, as the recipe); `--ece max` compares the "
+        "larger of the equal-width and equal-mass ECE (`equal-width`: the recipe's).",
+        "",
+        "| reading | accuracy read as | ECE read as | verdict |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+    if len(readings) == 2 and readings[1][3]["passed"] and not gate["passed"]:
+        out += ["", "**The recipe's gate would have passed; the configured strict gate did not.**"]
+    return out
 
 
 def write_report(
@@ -86,6 +166,7 @@ def _markdown(metrics: dict[str, Any]) -> str:
         f"- model: `{metrics['model']}`; temperature {metrics['temperature']:.3f}",
         f"- scored: {metrics['test_source']}, {metrics['test_period'][0]} .. {metrics['test_period'][1]}, "
         f"{metrics['n']:,} windows (up rate {metrics['up_rate']:.3f})",
+        f"- backtest fills: {fills_text(bt)}",
         "",
         "## Summary",
         "",
@@ -96,6 +177,7 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "| metric | value |",
         "|---|---|",
         f"| accuracy | {metrics['accuracy']:.4f} (95% CI {low:.4f} – {high:.4f}) |",
+        f"| edge over the best baseline (chosen on validation; 95% paired CI) | {edge_text(metrics)} |",
         f"| ECE (15 equal-width bins; the gate's) | {metrics['ece']:.4f} |",
         f"| ECE, 15 equal-mass bins | {_num(metrics.get('ece_equal_mass'))} |",
         f"| calibration in the large (mean P(up) − up rate) "
@@ -109,15 +191,13 @@ def _markdown(metrics: dict[str, Any]) -> str:
         *_validation_section(metrics.get("validation")),
         "## Baselines (same rows)",
         "",
-        "| rule | accuracy |",
-        "|---|---|",
-        *[f"| {name} | {_num(value)} |" for name, value in metrics["baselines"].items()],
+        *_baselines_table(metrics),
         "",
         "## Backtest",
         "",
         f"Long when P(up) >= {bt['threshold']:.2f}, short when P(up) <= {1 - bt['threshold']:.2f} "
-        f"({bt['threshold_source']}); hold {metrics.get('horizon_minutes', 'h')} bars, no overlap, "
-        f"{bt['cost_bps_per_side']:g} bps per side.",
+        f"({bt['threshold_source']}); {fills_text(bt)}; hold {metrics.get('horizon_minutes', 'h')} bars, "
+        "no overlap.",
         "",
         "| trades | longs | shorts | win rate (after costs) | win rate (before costs) | round trip (bps) "
         "| total PnL | avg PnL | Sharpe | max drawdown | exposure |",
@@ -130,9 +210,11 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "",
         "How to read it:",
         "",
-        "- Entries are at close[t], the last bar the model saw, with no latency: a real order fills "
-        "later, at a price that has already moved. `--slippage-bps` adds that allowance per side "
-        "(it is included in the bps per side above).",
+        "- `--entry-delay-bars 1` (the default) enters at close[t+1], the first price an order can get "
+        "once bar t has closed and the model has run; `0` enters at close[t], the last bar the model saw, "
+        "with no latency, and credits the model with moves no order could catch. A signal without an "
+        "entry bar in the scored rows (the split's last bars, a gap) is not traded. `--slippage-bps` adds "
+        "an allowance for the fill price per side (included in the bps per side above).",
         "- The win rate after costs counts trades whose net PnL is > 0; a move must exceed the round trip "
         "to win, and most 15-minute moves are smaller, so it sits far below the directional accuracy. "
         "The win rate before costs is the share of trades whose direction was right "
@@ -142,8 +224,7 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "",
         "## Gate",
         "",
-        f"accuracy >= {gate['min_accuracy']}, ECE <= {gate['max_calibration_error']}: "
-        + ("**PASS**" if gate["passed"] else "**FAIL** — " + "; ".join(gate["reasons"])),
+        *_gate_section(gate),
         "",
         "Selective reading (information only, never the decision): "
         + _selective_text(gate.get("selective") or {}),
@@ -154,6 +235,28 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _baselines_table(metrics: dict[str, Any]) -> list[str]:
+    """Each baseline on the test rows beside its validation accuracy (where the best was chosen)."""
+    edge = metrics.get("edge_over_best_baseline") or {}
+    on_val = edge.get("validation_accuracies") or {}
+    chosen = edge.get("baseline")
+    rows = [
+        f"| {name}{' (best on validation)' if name == chosen else ''} | {_num(value)} "
+        f"| {_num(on_val.get(name))} |"
+        for name, value in metrics["baselines"].items()
+    ]
+    return [
+        "| rule | accuracy (test) | accuracy (validation) |",
+        "|---|---|---|",
+        *rows,
+        "",
+        "majority on test is the best constant on the test rows (a bar no rule fixed in advance can "
+        "beat); the best baseline is chosen on validation, where majority is the validation's majority "
+        "class. gbdt: gradient boosting on the last bar's features and lagged returns, fitted on train, "
+        "early-stopped on validation (so its validation accuracy is in-sample, like the model's).",
+    ]
 
 
 def _validation_section(validation: dict[str, Any] | None) -> list[str]:

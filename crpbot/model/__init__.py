@@ -20,6 +20,7 @@ __getattr__, __all__ = lazy_exports(
         "Predictor": "predictor",
         "load_predictor": "predictor",
         "Predictions": "predictions",
+        "LiveModel": "serving",
         "guard_selection": "predictions",
     },
 )

@@ -41,10 +41,29 @@ def predict_proba(
     loss puts on the logits; 0.0 returns the plain sigmoid. ``labelled=False`` also scores
     windows whose outcome is a tie (see ``PreparedData.window_ends``).
     """
-    device = torch.device(device)
     ends = np.asarray(data.window_ends(split, lookback, labelled=labelled), dtype=np.int64)
-    features = as_tensor(data.features, device)
-    ends_on_device = torch.from_numpy(ends).to(device)
+    probs = predict_windows(
+        model, data.features, ends, lookback, batch_size=batch_size, device=device, logit_offset=logit_offset
+    )
+    return ends, probs
+
+
+@torch.inference_mode()
+def predict_windows(
+    model: nn.Module,
+    features: np.ndarray,
+    ends: np.ndarray,
+    lookback: int,
+    *,
+    batch_size: int = EVAL_BATCH,
+    device: str | torch.device = "cpu",
+    logit_offset: float = 0.0,
+) -> np.ndarray:
+    """P(up) of the windows ending at rows ``ends`` of scaled ``features``: the one scoring path
+    shared by evaluation (a split's windows) and live prediction (the latest bars' windows)."""
+    device = torch.device(device)
+    features = as_tensor(features, device)
+    ends_on_device = torch.from_numpy(np.asarray(ends, dtype=np.int64)).to(device)
     model.to(device).eval()
     probs = [
         torch.sigmoid(
@@ -53,7 +72,7 @@ def predict_proba(
         ).cpu()
         for start in range(0, len(ends), batch_size)
     ]
-    return ends, (torch.cat(probs).numpy() if probs else np.empty(0, dtype=np.float32))
+    return torch.cat(probs).numpy() if probs else np.empty(0, dtype=np.float32)
 
 
 def save_model_artifact(

@@ -70,16 +70,25 @@ class Predictor:
         self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """Window ends of ``split`` and the members' mean prior-corrected P(up), before the temperature."""
-        from crpbot.model.inference import predict_proba
+        ends = np.asarray(data.window_ends(split, self.lookback, labelled=labelled), dtype=np.int64)
+        return ends, self.raw_proba_at(data.features, ends, device)
+
+    def raw_proba_at(self, features: np.ndarray, ends: np.ndarray, device: str = "cpu") -> np.ndarray:
+        """The members' mean prior-corrected P(up) of the windows ending at rows ``ends`` of scaled
+        ``features``: evaluation and live prediction both score through here, so they agree."""
+        from crpbot.model.inference import predict_windows
 
         total = None
-        ends = np.empty(0, dtype=np.int64)
         for model, offset in zip(self.models, self.logit_offsets, strict=True):
-            ends, probs = predict_proba(
-                model, data, split, self.lookback, device=device, logit_offset=offset, labelled=labelled
-            )
+            probs = predict_windows(model, features, ends, self.lookback, device=device, logit_offset=offset)
             total = probs.astype(np.float64) if total is None else total + probs
-        return ends, total / len(self.models)
+        return total / len(self.models)
+
+    def proba_at(self, features: np.ndarray, ends: np.ndarray, device: str = "cpu") -> np.ndarray:
+        """Calibrated P(up) of the windows ending at rows ``ends`` of scaled ``features``."""
+        from crpbot.model.calibration import apply_temperature
+
+        return apply_temperature(self.raw_proba_at(features, ends, device), self.temperature)
 
     def predict_proba(
         self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True

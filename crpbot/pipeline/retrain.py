@@ -31,11 +31,12 @@ from typing import Any
 
 from crpbot.config import CONFIG_DIR, load_config
 from crpbot.errors import CrpbotError
+from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
 from crpbot.evaluation.compare import CI_LEVEL, Comparison, compare_on_shared_period
 from crpbot.evaluation.gate import GateDecision, GateThresholds
 from crpbot.pipeline.run import (
     _budget,
-    _check_workers_and_fee,
+    _check_workers_and_costs,
     _gate,
     _input_for,
     _removed_if_empty,
@@ -161,6 +162,8 @@ def run_retrain(
     workers: int = 1,
     thresholds: GateThresholds | None = None,
     fee_bps: float = 10.0,
+    slippage_bps: float = 0.0,
+    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
     n_boot: int = DEFAULT_N_BOOT,
     log: Callable[[str], None] = print,
 ) -> list[RetrainDecision]:
@@ -184,7 +187,7 @@ def run_retrain(
         raise CrpbotError(f"a coin is listed twice: {', '.join(coins)}")
     if n_boot < 1:
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
-    _check_workers_and_fee(workers, fee_bps)
+    _check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
     inputs = {coin: _input_for(coin, input_dir, default_input) for coin in coins}
     config = load_config(CONFIG_DIR / plan.train_config)
@@ -219,6 +222,8 @@ def run_retrain(
                     "workers": workers,
                     "thresholds": thresholds,
                     "fee_bps": fee_bps,
+                    "slippage_bps": slippage_bps,
+                    "entry_delay_bars": entry_delay_bars,
                     "progress": sys.stdout.isatty(),
                 }
                 for coin in coins

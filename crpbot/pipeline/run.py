@@ -36,7 +36,8 @@ from typing import Any
 
 from crpbot.config import CONFIG_DIR, load_config
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.gate import GateDecision, GateThresholds, batch_decision, coin_decision
+from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
+from crpbot.evaluation.gate import GateDecision, GateThresholds, batch_decision, metrics_decision
 from crpbot.pipeline.run_report import (
     CoinOutcome,
     PipelineResult,
@@ -92,6 +93,8 @@ def run_pipeline(
     workers: int = 1,
     thresholds: GateThresholds | None = None,
     fee_bps: float = 10.0,
+    slippage_bps: float = 0.0,
+    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
     log: Callable[[str], None] = print,
 ) -> PipelineResult:
     """Run every coin's chain in parallel, gate the batch, promote it if enough coins pass.
@@ -100,6 +103,7 @@ def run_pipeline(
     ``s3://bucket/prefix``; default: inside ``run_dir``). On a multi-node cluster it must be
     shared storage, since workers write checkpoints that the driver reads. A coin whose chain
     fails is reported with its reason and counts as failing the gate; the others' results stand.
+    ``fee_bps``, ``slippage_bps`` and ``entry_delay_bars`` are the test backtest's fills.
     """
     from crpbot.data.bars import default_input, normalize_coin
     from crpbot.data.dataset import load_prepared
@@ -113,7 +117,7 @@ def run_pipeline(
     coins = [normalize_coin(coin) for coin in coins]
     if len(set(coins)) != len(coins):
         raise CrpbotError(f"a coin is listed twice: {', '.join(coins)}")
-    _check_workers_and_fee(workers, fee_bps)
+    _check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
     inputs = {coin: _input_for(coin, input_dir, default_input) for coin in coins}
     config = load_config(CONFIG_DIR / plan.train_config)
@@ -145,6 +149,8 @@ def run_pipeline(
                     "workers": workers,
                     "thresholds": thresholds,
                     "fee_bps": fee_bps,
+                    "slippage_bps": slippage_bps,
+                    "entry_delay_bars": entry_delay_bars,
                     "progress": sys.stdout.isatty(),  # the chains write to a log; this may be a terminal
                 }
                 for coin in coins
@@ -178,6 +184,8 @@ def run_coin_chain(
     workers: int = 1,
     thresholds: GateThresholds | None = None,
     fee_bps: float = 10.0,
+    slippage_bps: float = 0.0,
+    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
     score_on_test: bool = True,
     progress: bool = False,
     log: Callable[[str], None] = print,
@@ -200,7 +208,7 @@ def run_coin_chain(
 
     plan = _budget(budget)
     thresholds = thresholds if thresholds is not None else GateThresholds()
-    _check_workers_and_fee(workers, fee_bps)
+    _check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     coin, coin_dir = normalize_coin(coin), Path(coin_dir)
     storage = storage if storage is not None else (coin_dir / "ray").resolve()
     validate_storage(storage)
@@ -277,6 +285,8 @@ def run_coin_chain(
             out_dir=coin_dir / "evaluation",
             thresholds=thresholds,
             fee_bps=fee_bps,
+            slippage_bps=slippage_bps,
+            entry_delay_bars=entry_delay_bars,
             log=log,
         )
         outcome.evaluation_dir = str(evaluation.out_dir)
@@ -292,11 +302,16 @@ def _budget(budget: str | PipelineBudget) -> PipelineBudget:
     return BUDGETS[budget]
 
 
-def _check_workers_and_fee(workers: int, fee_bps: float) -> None:
+def _check_workers_and_costs(
+    workers: int, fee_bps: float, slippage_bps: float, entry_delay_bars: int
+) -> None:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise CrpbotError(f"invalid number of workers {workers!r}: must be >= 1")
-    if not (math.isfinite(fee_bps) and fee_bps >= 0):
-        raise CrpbotError(f"invalid fee {fee_bps} bps: must be a finite number >= 0")
+    for name, bps in (("fee", fee_bps), ("slippage", slippage_bps)):
+        if not (math.isfinite(bps) and bps >= 0):
+            raise CrpbotError(f"invalid {name} {bps} bps: must be a finite number >= 0")
+    if isinstance(entry_delay_bars, bool) or not isinstance(entry_delay_bars, int) or entry_delay_bars < 0:
+        raise CrpbotError(f"invalid entry delay {entry_delay_bars!r} bars: must be an integer >= 0")
 
 
 def _run_chains_in_parallel(
@@ -350,7 +365,7 @@ def _gate(outcome: CoinOutcome, thresholds: GateThresholds) -> GateDecision:
     """The coin's gate decision; a coin whose chain failed fails the gate, with the reason."""
     if outcome.failed:
         return GateDecision(passed=False, reasons=[f"chain failed: {outcome.error}"])
-    return coin_decision(outcome.metrics["accuracy"], outcome.metrics["ece"], thresholds)
+    return metrics_decision(outcome.metrics, thresholds)
 
 
 @contextmanager
@@ -368,28 +383,28 @@ def _removed_if_empty(run_dir: Path) -> Iterator[None]:
 def _input_for(coin: str, input_dir: str | Path | None, default_input: Callable[[str], Path]) -> Path:
     if input_dir is None:
         return default_input(coin)
-    path = Path(input_dir) / f"{coin}_1m.parquet"
-    if not path.is_file():
-        raise CrpbotError(f"no input for {coin}: expected {path}")
-    return path
+    from crpbot.data.bars import find_input
+
+    return find_input(input_dir, coin)
 
 
 def validation_check(model_dir: str | Path, thresholds: GateThresholds) -> dict[str, Any]:
-    """The gate's thresholds applied to the validation split (the only split a decision may read)."""
+    """The gate, read as configured, applied to the validation split (the only split a decision may read)."""
     from crpbot.evaluation.evaluate import stored_split_data
-    from crpbot.evaluation.metrics import accuracy, expected_calibration_error
+    from crpbot.evaluation.metrics import classification_metrics
     from crpbot.model.predictor import load_predictor
 
     predictor = load_predictor(model_dir)
     data = stored_split_data(predictor)
     validation = predictor.predictions(data, "val")
-    acc = accuracy(validation.labels, validation.probs)
-    ece = expected_calibration_error(validation.labels, validation.probs)
-    decision = coin_decision(acc, ece, thresholds)
+    scores = classification_metrics(validation.labels, validation.probs, horizon=data.horizon)
+    decision = metrics_decision(scores, thresholds)
     return {
         "n": len(validation),
-        "accuracy": acc,
-        "ece": ece,
+        "accuracy": scores["accuracy"],
+        "accuracy_ci": scores["accuracy_ci"],
+        "ece": scores["ece"],
+        "ece_equal_mass": scores["ece_equal_mass"],
         "passed": decision.passed,
         "reasons": decision.reasons,
     }

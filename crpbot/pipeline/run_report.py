@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crpbot.evaluation.gate import GateThresholds
+from crpbot.evaluation.report import best_baseline, fills_text
 
 
 def utc_now() -> str:
@@ -87,11 +88,14 @@ class PipelineResult:
 def summary_table(result: PipelineResult) -> list[str]:
     """One line per coin: what was scored, its test numbers beside the best baseline, the verdict.
 
+    "best baseline": the baseline chosen on validation, its test accuracy; "edge [95% CI]": the
+    model's accuracy minus that baseline's on the same test rows, with the paired CI.
     "win net/gross": share of backtest trades that made money after costs / that had the right
     direction before costs.
     """
     header = (
-        f"{'coin':<8} {'model':<9} {'test acc [95% CI]':<24} {'best baseline':<20} {'ECE':>6} "
+        f"{'coin':<8} {'model':<9} {'test acc [95% CI]':<24} {'best baseline':<20} "
+        f"{'edge [95% CI]':<26} {'ECE':>6} "
         f"{'AUC':>6} {'trades':>6} {'win net/gross':>13} {'PnL':>8} {'Sharpe':>7}  gate"
     )
     lines = [header, "-" * len(header)]
@@ -101,15 +105,24 @@ def summary_table(result: PipelineResult) -> list[str]:
             continue
         m = o.metrics
         lo, hi = m["accuracy_ci"]
-        name, value = max(m["baselines"].items(), key=lambda item: item[1] if item[1] is not None else -1)
+        name, value = best_baseline(m)
+        edge = m.get("edge_over_best_baseline") or {}
+        edge_cell = (
+            f"{edge['edge']:+.4f} [{edge['ci_low']:+.3f}, {edge['ci_high']:+.3f}]"
+            if edge.get("edge") is not None
+            else "n/a"
+        )
         bt = m["backtest"]
         wins = f"{_fmt(bt.get('win_rate'), '.3f')}/{_fmt(bt.get('gross_win_rate'), '.3f')}"
         verdict = "PASS" if m["gate"]["passed"] else "FAIL"
+        recipe = m["gate"].get("recipe_reading")
+        if recipe is not None and recipe["passed"] != m["gate"]["passed"]:
+            verdict += f" (recipe's gate: {'PASS' if recipe['passed'] else 'FAIL'})"
         if o.promoted_version:
             verdict += f" (promoted {o.promoted_version})"
         lines.append(
             f"{o.coin:<8} {o.stage:<9} {m['accuracy']:.4f} [{lo:.3f}, {hi:.3f}]{'':<4} "
-            f"{name + ' ' + format(value, '.4f'):<20} {m['ece']:>6.4f} {_fmt(m.get('auc')):>6} "
+            f"{name + ' ' + _fmt(value):<20} {edge_cell:<26} {m['ece']:>6.4f} {_fmt(m.get('auc')):>6} "
             f"{bt['trades']:>6} {wins:>13} "
             f"{_fmt(bt.get('total_pnl')):>8} "
             f"{_fmt(bt.get('sharpe'), '.2f'):>7}  {verdict}"
@@ -169,10 +182,11 @@ def write_run_report(result: PipelineResult, budget: str, thresholds: GateThresh
     lines = [
         f"# crpbot pipeline run ({budget} budget)",
         "",
-        f"Gate: accuracy >= {thresholds.min_accuracy}, ECE <= {thresholds.max_calibration_error} per coin; "
-        f"at least {thresholds.quorum} coins must pass. The fallback (search + seed ensemble) is triggered "
-        "on "
-        "the validation split; each coin's test split is scored once, at the end.",
+        f"Gate: accuracy >= {thresholds.min_accuracy}, ECE <= {thresholds.max_calibration_error} per coin, "
+        f"read as {thresholds.reading} (the recipe's reading, point accuracy and equal-width ECE, is in each "
+        f"coin's evaluation report); at least {thresholds.quorum} coins must pass. The fallback "
+        "(search + seed ensemble) is triggered on the validation split; each coin's test split is "
+        "scored once, at the end.",
         "",
         "```",
         *summary_table(result),
@@ -200,6 +214,7 @@ def write_run_report(result: PipelineResult, budget: str, thresholds: GateThresh
         reasons = "; ".join(gate["reasons"]) or "all checks passed"
         lines += [
             f"- test evaluation: `{o.evaluation_dir}` (report.md, metrics.json, plots)",
+            f"- backtest fills: {fills_text(o.metrics['backtest'])}",
             f"- gate: {'PASS' if gate['passed'] else 'FAIL'} ({reasons})",
             f"- promoted: {o.promoted_version or 'no'}",
             "",

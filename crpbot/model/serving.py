@@ -1,0 +1,179 @@
+"""Live prediction: a model's P(up) for the latest closed bars, computed exactly as in training.
+
+A bot loads a :class:`LiveModel` once (a given artifact, or the coin's promoted one, pulled
+and verified from S3 when a bucket is given) and calls :meth:`LiveModel.predict` on each new
+bar. Only the trailing bars the prediction needs are featurised: the window (``lookback``)
+plus ``HISTORY_BARS`` of feature history, so the recursive averages agree with the ones
+training computed from the segment start (see ``crpbot.data.features``); the features are
+scaled with the artifact's train-only scaler and scored through the same
+``Predictor.proba_at`` as evaluation, so P(up) at bar t equals evaluate's for row t.
+
+Two inputs are refused rather than answered: bars whose last gap-free run is too short for
+the feature warm-up plus a window (the features would be undefined), and bars whose latest
+bar closed longer ago than ``max_staleness`` (the bot's feed stopped; a prediction for a
+market that has moved on is worse than none). "Stale" is measured from the latest bar's
+close (its open time + 1 minute) to ``now`` (UTC wall clock unless given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crpbot.data.bars import Bars, normalize_coin, validate_bars
+from crpbot.data.features import HISTORY_BARS, WARMUP_BARS, compute_features, feature_manifest
+from crpbot.data.scaler import Scaler
+from crpbot.errors import CrpbotError
+from crpbot.model.predictor import Predictor, load_predictor
+
+DEFAULT_MAX_STALENESS = pd.Timedelta(minutes=5)
+BAR = pd.Timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class LivePrediction:
+    """P(close[t + horizon] > close[t]) at bar t (its open time, UTC), from one model version."""
+
+    coin: str
+    timestamp: pd.Timestamp
+    prob_up: float
+    horizon_minutes: int
+    version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "coin": self.coin,
+            "timestamp": self.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "prob_up": self.prob_up,
+            "horizon_minutes": self.horizon_minutes,
+            "version": self.version,
+        }
+
+
+class LiveModel:
+    """A loaded model or ensemble with its scaler, ready to score the latest bars many times."""
+
+    def __init__(self, predictor: Predictor, *, version: str) -> None:
+        manifest = feature_manifest()
+        trained = predictor.config_json.get("feature_names")
+        if trained != manifest["names"]:
+            raise CrpbotError(
+                f"model {predictor.path}: trained on other features than this crpbot computes "
+                f"(feature version {manifest['version']}); retrain it"
+            )
+        self.predictor = predictor
+        self.version = version
+        self.coin = predictor.coin
+        self.lookback = predictor.lookback
+        self.horizon = predictor.train_config.horizon
+        self.scaler = Scaler.from_dict(predictor.scaler)
+
+    @classmethod
+    def load(cls, path: str | Path, *, version: str | None = None) -> LiveModel:
+        """A verified artifact directory; ``version`` defaults to the directory's name."""
+        path = Path(path)
+        return cls(load_predictor(path), version=version or path.name)
+
+    @classmethod
+    def promoted(
+        cls,
+        coin: str,
+        *,
+        registry: str | Path | None = None,
+        bucket: str | None = None,
+        prefix: str | None = None,
+        endpoint_url: str | None = None,
+    ) -> LiveModel:
+        """The coin's current promoted model; with ``bucket``, the remote current is pulled (verified)."""
+        from crpbot.registry.local import DEFAULT_ROOT, current_path, current_version
+        from crpbot.registry.transfer import DEFAULT_PREFIX, pull
+
+        coin = normalize_coin(coin)
+        root = Path(registry if registry is not None else DEFAULT_ROOT)
+        if bucket is not None:
+            [pulled] = pull(
+                root, bucket, coin=coin, prefix=prefix or DEFAULT_PREFIX, endpoint_url=endpoint_url
+            )
+            return cls.load(pulled.path, version=pulled.version)
+        path = current_path(coin, root=root)
+        return cls.load(path, version=current_version(coin, root=root) or path.name)
+
+    def bars_needed(self, last: int = 1) -> int:
+        """Trailing bars featurised to predict the last ``last`` bars (fewer suffice after a gap)."""
+        return HISTORY_BARS + self.lookback + last - 1
+
+    def predict(
+        self,
+        bars: Bars | pd.DataFrame,
+        *,
+        last: int = 1,
+        now: pd.Timestamp | None = None,
+        max_staleness: pd.Timedelta | None = DEFAULT_MAX_STALENESS,
+    ) -> list[LivePrediction]:
+        """P(up) for each of the last ``last`` bars, oldest first.
+
+        ``bars``: validated ``Bars`` or a raw table (``timestamp``/``date`` and OHLCV columns,
+        validated here). ``max_staleness=None`` skips the staleness check.
+        """
+        if last < 1:
+            raise CrpbotError(f"--last must be >= 1, got {last}")
+        if isinstance(bars, pd.DataFrame):
+            bars = validate_bars(bars, name="bars")
+        if bars.coin and self.coin and bars.coin != self.coin:
+            raise CrpbotError(
+                f"{Path(bars.source).name} holds {bars.coin} bars, the model predicts {self.coin}"
+            )
+        latest = bars.frame["timestamp"].iloc[-1]
+        self._check_fresh(latest, now, max_staleness)
+        run = _last_run_length(bars.segment_ids)
+        needed = WARMUP_BARS + self.lookback + last - 1
+        if run < needed:
+            after = "" if run == len(bars) else f" after the gap before {bars.frame['timestamp'].iloc[-run]}"
+            raise CrpbotError(
+                f"the bars{after} hold {run:,} gap-free bars; predicting the last {last} needs {needed:,} "
+                f"(feature warm-up {WARMUP_BARS} + lookback {self.lookback}"
+                f"{f' + {last - 1} more' if last > 1 else ''})"
+            )
+        recent = bars.tail(min(run, self.bars_needed(last)))
+        features = compute_features(recent).to_numpy(dtype=np.float64)[WARMUP_BARS:]
+        if not np.isfinite(features).all():
+            raise CrpbotError("features of the latest bars are not all finite; check the bars")
+        scaled = self.scaler.transform(features)
+        ends = np.arange(len(scaled) - last, len(scaled), dtype=np.int64)
+        probs = self.predictor.proba_at(scaled, ends)
+        stamps = recent.frame["timestamp"].iloc[WARMUP_BARS:].iloc[ends]
+        return [
+            LivePrediction(self.coin, stamp, float(prob), self.horizon, self.version)
+            for stamp, prob in zip(stamps, probs, strict=True)
+        ]
+
+    @staticmethod
+    def _check_fresh(latest: pd.Timestamp, now: pd.Timestamp | None, limit: pd.Timedelta | None) -> None:
+        now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+        if now.tzinfo is None:
+            raise CrpbotError(f"now must be a UTC time, got the naive {now}")
+        closed = latest + BAR
+        if now < closed:
+            raise CrpbotError(
+                f"the latest bar ({latest}) is still open until {closed}; pass closed bars only "
+                "(training never saw a forming bar)"
+            )
+        if limit is not None and now - closed > limit:
+            raise CrpbotError(
+                f"stale bars: the latest bar closed at {closed}, {_minutes(now - closed)} before now "
+                f"({now.floor('s')}); the limit is {_minutes(limit)} (see --max-staleness, --allow-stale)"
+            )
+
+
+def _last_run_length(segment_ids: np.ndarray) -> int:
+    """Bars in the last gap-free run (segment ids are non-decreasing)."""
+    return int(len(segment_ids) - np.searchsorted(segment_ids, segment_ids[-1], side="left"))
+
+
+def _minutes(delta: pd.Timedelta) -> str:
+    minutes = delta.total_seconds() / 60
+    return f"{minutes:,.1f} min" if minutes < 120 else str(delta.floor("min"))
