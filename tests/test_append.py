@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import re
 import signal
@@ -107,6 +108,18 @@ def test_a_sigkill_while_writing_or_before_the_rename_leaves_the_old_file(tmp_pa
         assert digest(dataset) == before and load_bars(dataset).fingerprint == fingerprint
         left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".BTC-USD_1m.tmp-")]
         assert len(left) == 1, "the killed write's temp file is beside the dataset, not over it"
-        (tmp_path / left[0]).unlink()
     result = append_bars("BTC", new, dataset)
     assert result.rows == 2000 and load_bars(dataset).fingerprint == result.fingerprint
+    assert not list(tmp_path.glob(".BTC-USD_1m.tmp-*")), "the next append clears the killed one's temp file"
+
+
+def test_a_second_append_while_one_writes_is_refused(tmp_path, real_rows):
+    dataset = save(real_rows.iloc[:1000], tmp_path / "BTC-USD_1m.parquet")
+    new = _parquet(real_rows.iloc[1000:1100], tmp_path / "new.parquet")
+    with open(tmp_path / ".BTC-USD_1m.parquet.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # what a running append holds
+        with pytest.raises(CrpbotError, match="another append is writing it"):
+            append_bars("BTC", new, dataset)
+    assert append_bars("BTC", new, dataset).added == 100
+    with pytest.raises(CrpbotError, match="nowhere is not a directory"):
+        append_bars("BTC", new, tmp_path / "nowhere" / "BTC-USD_1m.parquet")

@@ -15,7 +15,7 @@ from crpbot.evaluation.baselines import (
     baseline_accuracies,
     fit_gbdt,
     fit_logistic,
-    majority_accuracy,
+    majority_predictions,
     past_returns,
     score_baselines,
     tabular_features,
@@ -33,8 +33,11 @@ def test_past_return_is_the_forward_return_h_rows_back_within_a_segment():
 
 
 def test_majority_is_the_best_constant():
-    assert majority_accuracy(np.array([True, False, False, False])) == 0.75
-    assert majority_accuracy(np.array([True, True, False])) == pytest.approx(2 / 3)
+    labels = np.array([1.0, 0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(majority_predictions(labels), [False] * 4)
+    assert np.mean(majority_predictions(labels) == (labels == 1)) == 0.75
+    np.testing.assert_array_equal(majority_predictions(np.array([1.0, 1.0, 0.0])), [True] * 3)
+    np.testing.assert_array_equal(majority_predictions(np.array([1.0, 0.0])), [True] * 2)  # a tie: up
 
 
 @pytest.fixture(scope="module")

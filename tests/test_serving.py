@@ -126,7 +126,21 @@ def test_cli_json_is_one_parseable_object_for_the_latest_bars(tiny_model, bars, 
     )
 
 
-def test_too_short_open_or_stale_bars_are_refused(tiny_model, bars):
+def test_too_short_open_or_stale_bars_are_refused(tiny_model, bars, tmp_path):
+    from crpbot.registry.artifact import load_weights, read_artifact_json, write_artifact
+
+    config = read_artifact_json(tiny_model, "config.json")
+    other = write_artifact(
+        tmp_path / "other",
+        json_files={
+            "config.json": {**config, "feature_names": config["feature_names"][::-1]},
+            "scaler.json": read_artifact_json(tiny_model, "scaler.json"),
+        },
+        tensors=load_weights(tiny_model),
+        data_fingerprint="0" * 64,
+    )
+    with pytest.raises(CrpbotError, match="was trained on other features: its inputs are not the features"):
+        LiveModel.load(other)
     model = LiveModel.load(tiny_model)
     frame = bars.frame
     latest = frame["timestamp"].iloc[-1]

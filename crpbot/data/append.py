@@ -5,14 +5,19 @@ rows that are identical are dropped (re-downloads overlap), a row that disagrees
 dataset is refused (the feed revised a bar, or it is another market: a human must decide),
 and new gaps are reported, never filled. The merged file is written beside the old one,
 fsynced, read back and checked, and only then renamed over it: a crash at any point leaves
-the old file intact (at worst a hidden ``.<name>.tmp-*`` file is left behind to delete).
+the old file intact (and a hidden ``.<name>.tmp-*`` file, removed by the next append). One
+append at a time per dataset (a lock file beside it): a second one is refused, not queued,
+since two merges of the same old file would each drop the other's rows.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,8 +62,16 @@ def append_bars(coin: str, new_path: str | Path, dataset_path: str | Path) -> Ap
     new_path, dataset_path = Path(new_path), Path(dataset_path)
     if dataset_path.suffix.lower() not in WRITABLE:
         raise CrpbotError(f"cannot write {dataset_path.name}: use one of {', '.join(WRITABLE)}")
+    if not dataset_path.parent.is_dir():
+        raise CrpbotError(f"cannot write {dataset_path}: {dataset_path.parent} is not a directory")
     new = load_bars(new_path)
     _check_coin(new, coin, new_path)
+    with _only_writer(dataset_path):
+        return _merge_into(new, new_path, dataset_path, coin)
+
+
+def _merge_into(new: Bars, new_path: Path, dataset_path: Path, coin: str) -> AppendResult:
+    """The merge and the write, run while holding the dataset's lock."""
     created = not dataset_path.exists()
     if created:
         merged = new
@@ -129,6 +142,21 @@ def _write_format(frame: pd.DataFrame, path: Path, suffix: str) -> None:
         frame.assign(timestamp=frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(
             path, index=False, float_format="%.17g"
         )
+
+
+@contextlib.contextmanager
+def _only_writer(dataset_path: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside the dataset; clear the temp files of appends that were killed."""
+    with open(dataset_path.parent / f".{dataset_path.name}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CrpbotError(
+                f"{dataset_path.name}: another append is writing it; run this one when it has finished"
+            ) from None
+        for leftover in dataset_path.parent.glob(f".{dataset_path.stem}.tmp-*{dataset_path.suffix.lower()}"):
+            leftover.unlink(missing_ok=True)
+        yield
 
 
 def _check_coin(bars: Bars, coin: str, path: Path) -> None:

@@ -14,8 +14,9 @@ simple rule here is *reversal* (momentum is below 50%), and a model has to beat 
   validation windows (the only use of validation labels), seeded.
 
 The *best* baseline, the one the model's edge is measured against, is chosen on validation
-(:func:`best_on_validation`), never on the rows being scored: ``majority`` there is the class
-most frequent on validation, a constant fixed before test is read.
+(:func:`best_on_validation`), never on the rows being scored. ``majority`` is the best constant
+on whichever rows it is scored on, on test as on validation: a constant fixed on validation
+would flatter the model whenever the up rate flips between the periods, and the edge must not.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ GBDT_PARAMS: dict[str, Any] = {
     "scoring": "loss",
     "n_iter_no_change": 20,
 }
-BASELINE_NAMES = ("majority", "momentum", "reversal", "logistic", "gbdt")
 
 
 def past_returns(data: Any, rows: np.ndarray) -> np.ndarray:
@@ -67,9 +67,10 @@ def past_returns(data: Any, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def majority_accuracy(labels: np.ndarray) -> float:
-    up_rate = float(np.mean(labels))
-    return max(up_rate, 1.0 - up_rate)
+def majority_predictions(labels: np.ndarray) -> np.ndarray:
+    """The best constant on these rows: up everywhere when at least half are up, else down."""
+    labels = np.asarray(labels, dtype=np.float64)
+    return np.full(len(labels), bool(np.mean(labels) >= 0.5))
 
 
 def momentum_predictions(data: Any, rows: np.ndarray) -> np.ndarray:
@@ -156,20 +157,16 @@ class FittedBaselines:
     lookback: int
     logistic: Any | None
     gbdt: Any | None
-    validation_majority_up: bool | None  # the class most frequent on validation (ties: up)
 
 
 def fit_baselines(train_data: Any | None, lookback: int, seed: int = 0) -> FittedBaselines:
     """Fit the learned baselines on ``train_data``'s train split (GBDT: early stopping on its val)."""
     if train_data is None:
-        return FittedBaselines(lookback, None, None, None)
-    val_rows = train_data.window_ends("val", lookback)
-    majority_up = bool(np.mean(train_data.labels[val_rows]) >= 0.5) if len(val_rows) else None
+        return FittedBaselines(lookback, None, None)
     return FittedBaselines(
         lookback=lookback,
         logistic=fit_logistic(train_data, "train", lookback, seed),
         gbdt=fit_gbdt(train_data, lookback, seed),
-        validation_majority_up=majority_up,
     )
 
 
@@ -178,17 +175,13 @@ def baseline_predictions(
 ) -> dict[str, np.ndarray | None]:
     """Each baseline's predicted direction (True = up) on ``rows``; None for one that is not fitted.
 
-    ``majority`` predicts the validation majority class (None without validation).
+    ``majority`` predicts the class most frequent on ``rows`` themselves (ties: up).
     """
     from threadpoolctl import threadpool_limits
 
     rows = np.asarray(rows, dtype=np.int64)
     predicted: dict[str, np.ndarray | None] = {
-        "majority": (
-            np.full(len(rows), fitted.validation_majority_up)
-            if fitted.validation_majority_up is not None
-            else None
-        ),
+        "majority": majority_predictions(data.labels[rows]),
         "momentum": momentum_predictions(data, rows),
         "reversal": reversal_predictions(data, rows),
         "logistic": None,
@@ -203,13 +196,15 @@ def baseline_predictions(
 
 
 def accuracies(predicted: dict[str, np.ndarray | None], truth: np.ndarray) -> dict[str, float | None]:
+    """Share of rows where each baseline's direction equals the truth; None stays None."""
     return {name: (float(np.mean(up == truth)) if up is not None else None) for name, up in predicted.items()}
 
 
 def best_on_validation(fitted: FittedBaselines, train_data: Any | None) -> tuple[str | None, dict]:
     """The baseline with the highest accuracy on ``train_data``'s validation windows, and all of them.
 
-    The first in :data:`BASELINE_NAMES` order wins a tie. (None, {}) without a validation split.
+    A tie goes to the simpler rule (order: majority, momentum, reversal, logistic, gbdt);
+    (None, {}) without a validation split.
     """
     if train_data is None:
         return None, {}
@@ -235,21 +230,14 @@ def score_baselines(
     data: Any, rows: np.ndarray, *, lookback: int, train_data: Any | None, seed: int = 0
 ) -> BaselineScores:
     """Fit on ``train_data`` (train; validation only for the GBDT's early stopping and the choice
-    of the best baseline), then score every baseline on ``rows`` of ``data``.
-
-    ``majority`` in :attr:`BaselineScores.accuracies` is the best constant on the scored rows (a
-    stricter bar than any constant fixed in advance); the best baseline's own predictions use
-    the validation majority class instead.
-    """
+    of the best baseline), then score every baseline on ``rows`` of ``data``."""
     rows = np.asarray(rows, dtype=np.int64)
     truth = data.labels[rows] == 1
     fitted = fit_baselines(train_data, lookback, seed)
     best, validation = best_on_validation(fitted, train_data)
     predicted = baseline_predictions(fitted, data, rows)
-    scored = accuracies(predicted, truth)
-    scored["majority"] = majority_accuracy(truth)
     return BaselineScores(
-        accuracies=scored,
+        accuracies=accuracies(predicted, truth),
         best=best,
         validation_accuracies=validation,
         best_up=predicted[best] if best is not None else None,

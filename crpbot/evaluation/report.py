@@ -178,7 +178,7 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "|---|---|",
         f"| accuracy | {metrics['accuracy']:.4f} (95% CI {low:.4f} – {high:.4f}) |",
         f"| edge over the best baseline (chosen on validation; 95% paired CI) | {edge_text(metrics)} |",
-        f"| ECE (15 equal-width bins; the gate's) | {metrics['ece']:.4f} |",
+        f"| ECE (15 equal-width bins; the recipe's) | {metrics['ece']:.4f} |",
         f"| ECE, 15 equal-mass bins | {_num(metrics.get('ece_equal_mass'))} |",
         f"| calibration in the large (mean P(up) − up rate) "
         f"| {_num(metrics.get('calibration_in_the_large'), '+.4f')} |",
@@ -252,10 +252,10 @@ def _baselines_table(metrics: dict[str, Any]) -> list[str]:
         "|---|---|---|",
         *rows,
         "",
-        "majority on test is the best constant on the test rows (a bar no rule fixed in advance can "
-        "beat); the best baseline is chosen on validation, where majority is the validation's majority "
-        "class. gbdt: gradient boosting on the last bar's features and lagged returns, fitted on train, "
-        "early-stopped on validation (so its validation accuracy is in-sample, like the model's).",
+        "majority is the best constant on the rows it is scored on (on test: a bar no constant fixed "
+        "in advance can beat). The best baseline is chosen on validation. gbdt: gradient boosting on "
+        "the last bar's features and lagged returns, fitted on train, early-stopped on validation (so "
+        "its validation accuracy is in-sample, like the model's).",
     ]
 
 

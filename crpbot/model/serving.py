@@ -61,9 +61,10 @@ class LiveModel:
         manifest = feature_manifest()
         trained = predictor.config_json.get("feature_names")
         if trained != manifest["names"]:
+            found = "records no feature names" if trained is None else "was trained on other features"
             raise CrpbotError(
-                f"model {predictor.path}: trained on other features than this crpbot computes "
-                f"(feature version {manifest['version']}); retrain it"
+                f"model {predictor.path} {found}: its inputs are not the features this crpbot "
+                f"computes (feature version {manifest['version']}); retrain it"
             )
         self.predictor = predictor
         self.version = version
