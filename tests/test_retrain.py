@@ -3,8 +3,8 @@
 Tiny models are fitted directly (no Ray) on the bundled BTC bars: an "old" file (the first 60%)
 and the full sample (old + new). A deliberately bad model is a real one whose prior correction
 is shifted, so it predicts P(up) ~ 0.05 everywhere: a real artifact with real, bad predictions.
-One end-to-end ``crpbot retrain`` (smoke budget, one coin, a gate the recipe meets) checks the
-wiring: challengers trained by the pipeline's chains, judged, promoted, recorded.
+One end-to-end retrain (one coin, the tiny config as the budget, a gate the recipe meets) checks
+the wiring: challengers trained by the pipeline's chains, judged, promoted, recorded, pushed.
 """
 
 from __future__ import annotations
@@ -201,32 +201,49 @@ def test_bad_retrain_arguments_fail_before_ray(tmp_path: Path, sample_path, caps
 
 
 @pytest.mark.ray
-def test_crpbot_retrain_end_to_end(ray_session, s3_endpoint, models, sample_path, tmp_path, capsys) -> None:
-    """One coin, smoke budget, a gate the recipe meets on validation (so no search): the challenger
-    is trained by the pipeline's chain, judged against the promoted champion, and the decision is
-    recorded and pushed with the registry."""
+def test_retrain_end_to_end(ray_session, s3_endpoint, models, sample_path, tmp_path) -> None:
+    """One coin, the tiny config as its budget, a gate the recipe meets on validation (so no
+    search): the challenger is trained by the pipeline's chain, judged against the promoted
+    champion, and the decision is recorded and pushed with the registry."""
     import boto3
 
-    from crpbot.cli import main
+    from crpbot.config import save_config
+    from crpbot.evaluation.gate import GateThresholds
+    from crpbot.pipeline.retrain import run_retrain
+    from crpbot.pipeline.run import PipelineBudget
 
     root = tmp_path / "models"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="retrain")
     promote(models["old"], "BTC", root=root, version="champion")
-    argv = ["retrain", "--coins", "BTC", "--input-dir", str(sample_path().parent), "--registry", str(root)]
-    argv += ["--run-dir", str(tmp_path / "run"), "--min-accuracy", "0", "--max-calibration-error", "1"]
-    argv += ["--n-boot", "200", "--bucket", "retrain", "--endpoint-url", s3_endpoint]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
+    save_config(TINY, tmp_path / "tiny.yaml")  # an absolute path: the budget reads it, not tune_configs/
+    budget = PipelineBudget(
+        train_config=str(tmp_path / "tiny.yaml"), search_space="smoke_search.yaml", seeds=2
+    )
+    logged: list[str] = []
+    (decision,) = run_retrain(
+        ["BTC"],
+        input_dir=sample_path().parent,
+        budget=budget,
+        run_dir=tmp_path / "run",
+        registry_root=root,
+        bucket="retrain",
+        endpoint_url=s3_endpoint,
+        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1),
+        n_boot=200,
+        log=logged.append,
+    )
     summary = json.loads((tmp_path / "run" / "retrain.json").read_text())
-    (decision,) = summary["decisions"]
     (outcome,) = summary["outcomes"]
     assert outcome["stage"] == "recipe" and outcome["metrics"]["gate"]["passed"]
-    assert decision["champion"] == "champion" and decision["comparison"]["fair"]
-    assert decision["comparison"]["n"] == decision["comparison"]["challenger_test_rows"]
-    assert decision["decision"] in ("promoted", "kept champion") and decision["decision"] in out
-    expected = decision["challenger_version"] if decision["promoted"] else "champion"
+    assert summary["decisions"][0]["decision"] == decision.decision
+    assert decision.champion == "champion" and decision.comparison["fair"]
+    assert decision.comparison["n"] == decision.comparison["challenger_test_rows"]
+    assert decision.decision in ("promoted", "kept champion") and any(
+        decision.decision in line for line in logged
+    )
+    expected = decision.challenger_version if decision.promoted else "champion"
     assert current_version("BTC", root=root) == expected
-    assert read_history("BTC", root=root)[-1]["decision"] == decision["decision"]
+    assert read_history("BTC", root=root)[-1]["decision"] == decision.decision
     remote = boto3.client("s3", endpoint_url=s3_endpoint).get_object(
         Bucket="retrain", Key="crpbot/BTC-USD/history.jsonl"
     )

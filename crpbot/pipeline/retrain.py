@@ -35,6 +35,7 @@ from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
 from crpbot.evaluation.compare import CI_LEVEL, Comparison, compare_on_shared_period
 from crpbot.evaluation.gate import GateDecision, GateThresholds
 from crpbot.pipeline.run import (
+    PipelineBudget,
     _budget,
     _check_workers_and_costs,
     _gate,
@@ -150,7 +151,7 @@ def run_retrain(
     coins: list[str],
     *,
     input_dir: str | Path,
-    budget: str = "smoke",
+    budget: str | PipelineBudget = "smoke",
     address: str | None = None,
     run_dir: str | Path | None = None,
     registry_root: str | Path = "models",
@@ -235,7 +236,7 @@ def run_retrain(
             for outcome in outcomes
         ]
         summary = {
-            "budget": budget,
+            "budget": budget if isinstance(budget, str) else asdict(plan),
             "started_at": started_at,
             "finished_at": utc_now(),
             "registry": str(registry_root),
