@@ -26,6 +26,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "score a model on its test split: metrics, baselines, backtest, gate, report"),
     "promote": ("promote", "copy a verified model into the registry and make it current"),
     "pipeline": ("pipeline", "train, check, search, ensemble, evaluate and gate several coins; promote"),
+    "walkforward": (
+        "walkforward",
+        "retrain fold after fold on Ray, score each fold on its own test period; pooled CI, report",
+    ),
     "registry": ("registry", "list, show, roll back promoted models; push/pull them to/from S3"),
     "data": ("data", "maintain bar files: append new bars to a dataset atomically"),
     "predict": ("predict", "P(up) of a model (default: the promoted one) for the latest closed bars"),

@@ -26,5 +26,7 @@ __getattr__, __all__ = lazy_exports(
         "Scaler": "scaler",
         "gather_windows": "windows",
         "window_view": "windows",
+        "FoldSpec": "folds",
+        "plan_folds": "folds",
     },
 )

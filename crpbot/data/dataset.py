@@ -264,3 +264,12 @@ def _assemble(
         feature_names=FEATURE_NAMES,
         fingerprint=bars.fingerprint,
     )
+
+
+def usable_timestamps(bars: Bars) -> np.ndarray:
+    """Timestamps (int64 ns) of the rows ``prepare_data`` keeps: the rows split times index.
+
+    Walk-forward folds are planned on these rows so their split times map back to exactly the
+    row ranges (and purges) planned.
+    """
+    return _usable_rows(bars, horizon=1)["timestamps"]

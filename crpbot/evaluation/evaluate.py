@@ -90,6 +90,7 @@ def evaluate_model(
     trade_threshold: float | None = None,
     n_boot: int = 1000,
     overwrite: bool = False,
+    prepared: Any | None = None,
     log: Callable[[str], None] = print,
 ) -> EvaluationResult:
     """Evaluate the artifact at ``model_dir`` and write predictions, metrics, report and plots to ``out_dir``.
@@ -97,6 +98,8 @@ def evaluate_model(
     ``trade_threshold`` is the backtest's τ; by default the selective threshold chosen on
     validation, or 0.5 (trade every window) when none reaches ``min_accuracy`` there. A position
     opens ``entry_delay_bars`` bars after its signal's bar (0: at the signal's own close).
+    ``prepared``: the model's own ``PreparedData`` when the caller holds it already (a walk-forward
+    fold), checked like a reload would be, so the file is not loaded and prepared a second time.
     """
     thresholds = thresholds if thresholds is not None else GateThresholds()
     if trade_threshold is not None and not 0.5 <= trade_threshold <= 1.0:
@@ -122,7 +125,9 @@ def evaluate_model(
     check_output_location(out_dir)
 
     if input_path is None:
-        original = test_data = stored_split_data(predictor)
+        original = test_data = (
+            stored_split_data(predictor) if prepared is None else _own_split_data(predictor, prepared)
+        )
         test_source = f"stored test split of {predictor.config_json['input_path']}"
     else:
         test_data = _input_data(predictor, Path(input_path))
@@ -286,6 +291,23 @@ def stored_split_data(predictor: Predictor) -> Any:
         scaler=Scaler.from_dict(predictor.scaler),
         split_times=config_json["split_times"],
     )
+
+
+def _own_split_data(predictor: Predictor, data: Any) -> Any:
+    """``data`` a caller already prepared (a walk-forward fold), accepted only if it is exactly what
+    :func:`stored_split_data` would rebuild: same rows (fingerprint), splits and scaler."""
+    same = (
+        data.fingerprint == read_manifest(predictor.path)["data_fingerprint"]
+        and {name: list(times) for name, times in data.split_times().items()}
+        == predictor.config_json["split_times"]
+        and data.scaler.to_dict() == predictor.scaler
+    )
+    if not same:
+        raise CrpbotError(
+            "the prepared data given to evaluate is not the model's own data (fingerprint, split times or "
+            "scaler differ)"
+        )
+    return data
 
 
 def _input_data(predictor: Predictor, input_path: Path) -> Any:

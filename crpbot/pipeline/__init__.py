@@ -12,5 +12,6 @@ __getattr__, __all__ = lazy_exports(
         "run_retrain": "retrain",
         "PipelineResult": "run_report",
         "summary_table": "run_report",
+        "run_walkforward": "walkforward",
     },
 )

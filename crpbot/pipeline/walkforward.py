@@ -1,0 +1,503 @@
+"""Walk-forward evaluation: retrain the recipe fold after fold and score each fold once, on Ray.
+
+Answers "does this recipe hold up when it is retrained period after period?", which one
+chronological split cannot. The folds come from :mod:`crpbot.data.folds`; each fold is one Ray
+task (1 CPU, or a share of a GPU) that
+
+1. prepares the bars (put once into the object store) with the fold's ``split_times``, so its
+   scaler is fitted on its own train rows;
+2. trains one model with :func:`crpbot.model.fit.fit` (early stopping on its own val);
+3. saves it and fits its temperature on its own val (``build_ensemble`` of one member);
+4. scores it with :func:`crpbot.evaluation.evaluate.evaluate_model` on its stored test split
+   (handing over the prepared data, which evaluation checks against the artifact), so a fold's
+   metrics are the ones ``crpbot evaluate`` would print;
+5. writes ``folds/<k>/result.json`` atomically, last: a fold is finished when that file exists.
+
+A rerun with the same ``out_dir`` skips finished folds; a fold that fails is reported in
+``folds.csv`` and the summary, and the others' results stand. Pooled numbers concatenate the
+folds' test predictions (the test periods tile the evaluated span, so each row counts once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crpbot.config import TrainConfig
+from crpbot.data.folds import DAY_BARS, Fold, FoldSpec
+from crpbot.errors import CrpbotError
+from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
+from crpbot.evaluation.gate import GateThresholds
+from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
+
+RESULT_FILE = "result.json"
+PLAN_FILE = "plan.json"
+
+
+@dataclass(frozen=True)
+class WalkForwardResult:
+    """A finished (possibly partly failed) walk-forward: one row per fold and the pooled summary."""
+
+    out_dir: Path
+    folds: pd.DataFrame
+    summary: dict[str, Any]
+    trained: list[int]  # folds trained by this call (the others were finished before, or failed)
+
+
+def run_walkforward(
+    config: TrainConfig,
+    coin: str,
+    spec: FoldSpec,
+    *,
+    input_path: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    address: str | None = None,
+    use_gpu: bool = False,
+    gpu_share: float = 1.0,
+    thresholds: GateThresholds | None = None,
+    fee_bps: float = 10.0,
+    slippage_bps: float = 0.0,
+    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
+    max_parallel: int | None = None,
+    n_boot: int = 1000,
+    log: Callable[[str], None] = print,
+) -> WalkForwardResult:
+    """Train and score every fold of ``spec`` on ``coin`` in parallel on Ray; outputs go to ``out_dir``.
+
+    ``max_parallel`` caps the folds in flight (default: as many as the cluster runs; 1 runs them
+    one after another, the benchmark's baseline). Every check that can fail on the inputs runs
+    before Ray starts.
+    """
+    from crpbot.data.bars import default_input, load_bars, normalize_coin
+    from crpbot.data.dataset import usable_timestamps
+    from crpbot.data.folds import plan_folds
+    from crpbot.registry.artifact import check_output_location
+
+    thresholds = thresholds if thresholds is not None else GateThresholds()
+    coin = normalize_coin(coin)
+    if not (isinstance(gpu_share, (int, float)) and 0 < gpu_share <= 1):
+        raise CrpbotError(f"invalid GPU share {gpu_share!r}: must be in (0, 1]")
+    if max_parallel is not None and max_parallel < 1:
+        raise CrpbotError(f"invalid max_parallel {max_parallel}: must be >= 1")
+    if not all(np.isfinite(cost) and cost >= 0 for cost in (fee_bps, slippage_bps)):
+        raise CrpbotError(f"backtest costs must be finite and >= 0 bps, got {fee_bps}, {slippage_bps}")
+    if isinstance(entry_delay_bars, bool) or not isinstance(entry_delay_bars, int) or entry_delay_bars < 0:
+        raise CrpbotError(f"invalid entry delay {entry_delay_bars!r} bars: must be an integer >= 0")
+    input_path = Path(input_path if input_path is not None else default_input(coin)).resolve()
+    out_dir = (
+        Path(out_dir)
+        if out_dir is not None
+        else Path("runs") / f"walkforward-{coin.split('-')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    check_output_location(out_dir)
+    bars = load_bars(input_path)
+    bars.coin = coin
+    folds = plan_folds(usable_timestamps(bars), spec, lookback=config.lookback, horizon=config.horizon)
+    plan = {
+        "coin": coin,
+        "input_path": str(input_path),
+        "data_fingerprint": bars.fingerprint,
+        "train_config": config.to_dict(),
+        "spec": dataclasses.asdict(spec),
+        # finished folds were scored with these: a rerun with others would mix two evaluations
+        "evaluation": {
+            "thresholds": dataclasses.asdict(thresholds),
+            "fee_bps": fee_bps,
+            "slippage_bps": slippage_bps,
+            "entry_delay_bars": entry_delay_bars,
+            "n_boot": n_boot,
+        },
+        "folds": [fold.to_dict() for fold in folds],
+    }
+    _claim_out_dir(out_dir, plan)
+
+    finished = {fold.index: _read_result(out_dir, fold) for fold in folds}
+    todo = [fold for fold in folds if finished[fold.index] is None]
+    log(
+        f"Walk-forward of {coin}: {len(folds)} folds ({spec.window}, train {spec.train_days:g} / val "
+        f"{spec.val_days:g} / test {spec.test_days:g} days of bars), {len(folds) - len(todo)} finished "
+        f"before, {len(todo)} to train -> {out_dir}"
+    )
+    records = {index: record for index, record in finished.items() if record is not None}
+    if todo:
+        import ray
+
+        init_ray(address)
+        if use_gpu:
+            require_gpus(1)
+        task = (
+            ray.remote(num_cpus=1, num_gpus=gpu_share)(_run_fold)
+            if use_gpu
+            else ray.remote(num_cpus=1)(_run_fold)
+        )
+        bars_ref = ray.put(bars)
+        shared = {
+            "config": config.to_dict(),
+            "input_path": str(input_path),
+            "thresholds": thresholds,
+            "fee_bps": fee_bps,
+            "slippage_bps": slippage_bps,
+            "entry_delay_bars": entry_delay_bars,
+            "n_boot": n_boot,
+            "device": "cuda" if use_gpu else "cpu",
+        }
+        for fold in todo:  # leftovers of a killed run: never half-read, always rebuilt
+            shutil.rmtree(_fold_dir(out_dir, fold), ignore_errors=True)
+        records.update(_run_all(ray, task, todo, bars_ref, shared, out_dir, max_parallel, log))
+
+    rows = [records[fold.index] for fold in folds]
+    table = folds_table(rows)
+    costs = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "entry_delay_bars": entry_delay_bars}
+    summary = _summary(plan, rows, out_dir, config.horizon, thresholds, costs, n_boot)
+    _write_outputs(out_dir, table, summary)
+    for line in _summary_lines(summary):
+        log(line)
+    log(f"Walk-forward written to {out_dir}")
+    return WalkForwardResult(out_dir=out_dir, folds=table, summary=summary, trained=[f.index for f in todo])
+
+
+def _run_all(
+    ray: Any,
+    task: Any,
+    todo: list[Fold],
+    bars_ref: Any,
+    shared: dict[str, Any],
+    out_dir: Path,
+    max_parallel: int | None,
+    log: Callable[[str], None],
+) -> dict[int, dict[str, Any]]:
+    """Submit the folds (at most ``max_parallel`` in flight); a failed fold becomes a failed record."""
+    waiting = list(todo)
+    running: dict[Any, Fold] = {}
+    records: dict[int, dict[str, Any]] = {}
+    while waiting or running:
+        while waiting and (max_parallel is None or len(running) < max_parallel):
+            fold = waiting.pop(0)
+            ref = task.remote(fold.to_dict(), bars_ref, str(_fold_dir(out_dir, fold).resolve()), shared)
+            running[ref] = fold
+        (done,), _ = ray.wait(list(running), num_returns=1)
+        fold = running.pop(done)
+        try:
+            records[fold.index] = ray.get(done)
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            reason = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+            records[fold.index] = {**_periods(fold), "fold": fold.index, "status": "failed", "error": reason}
+            log(f"fold {fold.index} failed: {reason}")
+            continue
+        record = records[fold.index]
+        log(
+            f"fold {fold.index}: test {record['test_start']} .. {record['test_end']} accuracy "
+            f"{record['accuracy']:.4f} (n={record['n']:,}) in {record['seconds_total']:.1f} s"
+        )
+    return records
+
+
+def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any]) -> dict[str, Any]:
+    """One fold as a Ray task: prepare, fit, calibrate on val, evaluate on test, write result.json last."""
+    import torch
+
+    from crpbot.data.dataset import prepare_for_config
+    from crpbot.evaluation.evaluate import evaluate_model
+    from crpbot.model.ensemble import build_ensemble
+    from crpbot.model.fit import fit
+    from crpbot.model.inference import save_model_artifact
+
+    quiet_worker_logs()
+    torch.set_num_threads(1)  # one fold per core; more threads only contend
+    fold = _fold_from_dict(fold_dict)
+    directory = Path(fold_dir)
+    config = TrainConfig.from_dict(shared["config"])
+    started = time.perf_counter()
+    data = prepare_for_config(bars, config, split_times=fold.split_times)
+    prepared = time.perf_counter()
+    result = fit(config, data, device=shared["device"], log=lambda line: print(f"[fold {fold.index}] {line}"))
+    trained = time.perf_counter()
+    member = save_model_artifact(
+        directory / "member",
+        model_state=result.best_state,
+        config=config,
+        data=data,
+        history=result.history,
+        best_epoch=result.best_epoch,
+        input_path=shared["input_path"],
+    )
+    model = build_ensemble([member], data, directory / "model")  # the temperature, fitted on val
+    shutil.rmtree(member)
+    saved = time.perf_counter()
+    evaluation = evaluate_model(
+        model,
+        out_dir=directory / "evaluation",
+        thresholds=shared["thresholds"],
+        fee_bps=shared["fee_bps"],
+        slippage_bps=shared["slippage_bps"],
+        entry_delay_bars=shared["entry_delay_bars"],
+        n_boot=shared["n_boot"],
+        prepared=data,  # the fold's own data: no second load and preparation of the file
+        log=lambda _: None,
+    )
+    evaluated = time.perf_counter()
+    record = {
+        **_periods(fold),
+        "fold": fold.index,
+        "status": "ok",
+        "error": None,
+        "best_epoch": result.best_epoch,
+        "seconds_prepare": prepared - started,
+        "seconds_train": trained - prepared,
+        "seconds_save": saved - trained,
+        "seconds_evaluate": evaluated - saved,
+        "seconds_total": evaluated - started,
+        **_fold_metrics(evaluation.metrics),
+    }
+    _write_json(directory / RESULT_FILE, {"split_times": fold_dict["split_times"], "record": record})
+    return record
+
+
+def _fold_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The folds.csv columns of one evaluation's metrics.json."""
+    baselines = metrics["baselines"]
+    best, best_accuracy, chosen_on = _best_baseline(metrics)
+    edge = metrics.get("edge_over_best_baseline") or {}
+    backtest = metrics["backtest"]
+    return {
+        "n": metrics["n"],
+        "accuracy": metrics["accuracy"],
+        "accuracy_ci_low": metrics["accuracy_ci"][0],
+        "accuracy_ci_high": metrics["accuracy_ci"][1],
+        "ece": metrics["ece"],
+        "ece_equal_mass": metrics.get("ece_equal_mass"),
+        "auc": metrics["auc"],
+        **{f"baseline_{name}": value for name, value in baselines.items()},
+        "best_baseline": best,
+        "best_baseline_chosen_on": chosen_on,
+        "best_baseline_accuracy": best_accuracy,
+        "edge": edge.get("edge"),
+        "edge_ci_low": edge.get("ci_low"),
+        "edge_ci_high": edge.get("ci_high"),
+        "trades": backtest["trades"],
+        "net_pnl": backtest["total_pnl"],
+        "gate_passed": bool(metrics["gate"]["passed"]),
+        "gate_passed_recipe": bool(metrics["gate"]["recipe_reading"]["passed"]),
+        "gate_reasons": "; ".join(metrics["gate"].get("reasons") or []),
+    }
+
+
+def _best_baseline(metrics: dict[str, Any]) -> tuple[str | None, float | None, str]:
+    """The best baseline as evaluation chose it on validation; else the strongest on test, said so."""
+    baselines = {name: value for name, value in metrics["baselines"].items() if value is not None}
+    edge = metrics.get("edge_over_best_baseline")
+    if edge and edge.get("baseline") in baselines:
+        return edge["baseline"], baselines[edge["baseline"]], "val"
+    if not baselines:
+        return None, None, "none"
+    name = max(baselines, key=lambda key: baselines[key])
+    return name, baselines[name], "test (hindsight: for reference only)"
+
+
+def folds_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per fold, in fold order; failed folds keep their periods and their error."""
+    return pd.DataFrame(records).sort_values("fold").reset_index(drop=True)
+
+
+def _summary(
+    plan: dict[str, Any],
+    records: list[dict[str, Any]],
+    out_dir: Path,
+    horizon: int,
+    thresholds: GateThresholds,
+    costs: dict[str, Any],
+    n_boot: int,
+) -> dict[str, Any]:
+    """Pooled accuracy (block-bootstrap CI) and edge (paired CI) over every finished fold's test rows."""
+    from crpbot.evaluation.metrics import block_bootstrap_ci, default_block_length, predicted_up
+
+    def share(passed: int) -> float | None:
+        return passed / len(ok) if ok else None
+
+    ok = [r for r in records if r["status"] == "ok"]
+    passing = sum(bool(r["gate_passed"]) for r in ok)
+    passing_recipe = sum(bool(r["gate_passed_recipe"]) for r in ok)
+    summary: dict[str, Any] = {
+        "coin": plan["coin"],
+        "input_path": plan["input_path"],
+        "window": plan["spec"]["window"],
+        "days": {key: plan["spec"][f"{key}_days"] for key in ("train", "val", "test")},
+        "day_definition": f"{DAY_BARS} one-minute bars of data present (gaps are skipped, not counted)",
+        "train_config": plan["train_config"],
+        "folds_planned": len(records),
+        "folds_finished": len(ok),
+        "folds_failed": [{"fold": r["fold"], "error": r["error"]} for r in records if r["status"] != "ok"],
+        "gate": {
+            "min_accuracy": thresholds.min_accuracy,
+            "max_calibration_error": thresholds.max_calibration_error,
+            "reading": thresholds.reading,
+            "folds_passing": passing,
+            "share_passing": share(passing),
+            "recipe_reading": {
+                "reading": thresholds.recipe().reading,
+                "folds_passing": passing_recipe,
+                "share_passing": share(passing_recipe),
+            },
+        },
+        "backtest": {
+            **costs,
+            "trades": sum(int(r["trades"]) for r in ok),
+            "net_pnl": float(sum(r["net_pnl"] for r in ok)),
+        },
+    }
+    if not ok:
+        summary["pooled"] = None
+        return summary
+    frames = [
+        pd.read_parquet(out_dir / "folds" / str(r["fold"]) / "evaluation" / "predictions.parquet") for r in ok
+    ]
+    pooled = pd.concat(frames, ignore_index=True)
+    labels = pooled["label"].to_numpy()
+    correct = (predicted_up(pooled["prob_up"].to_numpy()) == (labels == 1)).astype(np.float64)
+    block = default_block_length(len(correct), horizon)
+    low, high = block_bootstrap_ci(correct, block_length=block, n_boot=n_boot)
+    summary["pooled"] = {
+        "n": len(correct),
+        "test_period": [ok[0]["test_start"], ok[-1]["test_end"]],
+        "accuracy": float(correct.mean()),
+        "accuracy_ci": [low, high],
+        "accuracy_ci_method": f"95% circular block bootstrap over the pooled test rows, block {block} rows, "
+        f"{n_boot} resamples",
+    }
+    summary["pooled_edge"] = _pooled_edge(pooled, horizon, n_boot)
+    return summary
+
+
+def _pooled_edge(pooled: pd.DataFrame, horizon: int, n_boot: int) -> dict[str, Any]:
+    """Model accuracy minus each fold's val-chosen best baseline's, on the same rows, with a paired CI."""
+    from crpbot.evaluation.metrics import edge_over_baseline
+
+    if "baseline_up" not in pooled.columns:  # an evaluation without a validation split to choose on
+        return {
+            "edge": None,
+            "note": "the folds' predictions have no validation-chosen baseline (baseline_up)",
+        }
+    edge = edge_over_baseline(
+        pooled["label"].to_numpy(),
+        pooled["prob_up"].to_numpy(),
+        pooled["baseline_up"].to_numpy(),
+        horizon=horizon,
+        n_boot=n_boot,
+    )
+    return {"baseline": "each fold's best baseline, chosen on that fold's validation split", **edge}
+
+
+def _summary_lines(summary: dict[str, Any]) -> list[str]:
+    pooled, gate = summary["pooled"], summary["gate"]
+    lines = [f"{summary['folds_finished']} of {summary['folds_planned']} folds finished"]
+    lines += [f"fold {f['fold']} failed: {f['error']}" for f in summary["folds_failed"]]
+    if pooled is not None:
+        low, high = pooled["accuracy_ci"]
+        lines.append(
+            f"Pooled test accuracy {pooled['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}, n={pooled['n']:,})"
+        )
+        edge = summary["pooled_edge"]
+        if edge["edge"] is not None:
+            lines.append(
+                f"Pooled edge over the best baseline {edge['edge']:+.4f} "
+                f"(95% CI {edge['ci_low']:+.4f} to {edge['ci_high']:+.4f})"
+            )
+        recipe = gate["recipe_reading"]
+        lines.append(
+            f"Gate ({gate['reading']}) passed in {gate['folds_passing']} of {summary['folds_finished']} "
+            f"folds; the recipe's reading ({recipe['reading']}) in {recipe['folds_passing']}"
+        )
+        lines.append(
+            f"Backtest over all folds: {summary['backtest']['trades']:,} trades, "
+            f"net PnL {summary['backtest']['net_pnl']:+.4f}"
+        )
+    return lines
+
+
+def _write_outputs(out_dir: Path, table: pd.DataFrame, summary: dict[str, Any]) -> None:
+    """folds.csv, summary.json, walkforward.png and report.md, each written whole then renamed."""
+    from crpbot.pipeline.walkforward_report import plot_walkforward, report_markdown
+
+    _atomic(out_dir / "folds.csv", lambda tmp: table.to_csv(tmp, index=False))
+    _write_json(out_dir / "summary.json", summary)
+    _atomic(out_dir / "walkforward.png", lambda tmp: plot_walkforward(table, tmp))
+    _atomic(out_dir / "report.md", lambda tmp: Path(tmp).write_text(report_markdown(table, summary)))
+
+
+def _claim_out_dir(out_dir: Path, plan: dict[str, Any]) -> None:
+    """A new ``out_dir`` gets plan.json; an existing one must hold the same plan (then it is resumed)."""
+    plan_path = out_dir / PLAN_FILE
+    if out_dir.exists():
+        if not plan_path.is_file():
+            raise CrpbotError(f"output directory already exists and is not a walk-forward: {out_dir}")
+        saved = json.loads(plan_path.read_text())
+        if saved != json.loads(json.dumps(plan)):
+            changed = sorted(key for key in plan if saved.get(key) != json.loads(json.dumps(plan[key])))
+            raise CrpbotError(
+                f"{out_dir} holds a walk-forward with other {', '.join(changed)}; "
+                "resume it with the same options or choose another --out"
+            )
+        return
+    out_dir.mkdir(parents=True)
+    _write_json(plan_path, plan)
+
+
+def _read_result(out_dir: Path, fold: Fold) -> dict[str, Any] | None:
+    """A finished fold's record, or None when it has none yet (never run, killed, or failed)."""
+    path = _fold_dir(out_dir, fold) / RESULT_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved["split_times"] != {name: list(times) for name, times in fold.split_times.items()}:
+        raise CrpbotError(f"{path} belongs to other fold periods; choose another --out")
+    return saved["record"]
+
+
+def _fold_dir(out_dir: Path, fold: Fold) -> Path:
+    return out_dir / "folds" / str(fold.index)
+
+
+def _fold_from_dict(values: dict) -> Fold:
+    return Fold(
+        index=int(values["index"]),
+        bounds={name: tuple(b) for name, b in values["bounds"].items()},
+        split_times={name: tuple(t) for name, t in values["split_times"].items()},
+    )
+
+
+def _periods(fold: Fold) -> dict[str, str]:
+    return {
+        f"{name}_{edge}": _iso(times[i])
+        for name, times in fold.split_times.items()
+        for i, edge in enumerate(("start", "end"))
+    }
+
+
+def _iso(ns: int) -> str:
+    return np.datetime_as_string(np.datetime64(int(ns), "ns"), unit="m") + "Z"
+
+
+def _write_json(path: Path, value: Any) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=2, allow_nan=False) + "\n"))
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write to a temporary file beside ``path``, then rename: a reader sees the old file or the new one."""
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:12]}{path.suffix}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
