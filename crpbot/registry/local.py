@@ -104,7 +104,7 @@ def promote(
                     "(promoted versions are immutable)"
                 )
             install(directory, name, digest, lambda tmp: shutil.copytree(model_dir, tmp))
-        write_pointer(directory, name, digest)
+        _move_pointer(directory, "promote", name, digest, source=str(model_dir))
     return PromotedVersion(coin, name, directory / name, digest, new)
 
 
@@ -115,8 +115,19 @@ def rollback(coin: str, version: str, *, root: str | Path = DEFAULT_ROOT) -> Pro
     path = _version_path(directory, coin, version)
     digest = content_digest(verify_artifact(path))
     with coin_lock(directory):
-        write_pointer(directory, version, digest)
+        _move_pointer(directory, "rollback", version, digest)
     return PromotedVersion(coin, version, path, digest, False)
+
+
+def _move_pointer(directory: Path, event: str, version: str, digest: str, **facts: Any) -> None:
+    """Point ``current`` at ``version`` and record the move in the coin's history (lock held)."""
+    from crpbot.registry.history import append_locked
+
+    previous = read_pointer(directory)
+    write_pointer(directory, version, digest)
+    if previous is None or previous["version"] != version:
+        previous_version = None if previous is None else previous["version"]
+        append_locked(directory, event, version=version, previous=previous_version, digest=digest, **facts)
 
 
 def current_version(coin: str, *, root: str | Path = DEFAULT_ROOT) -> str | None:
