@@ -60,6 +60,12 @@ class TrainConfig:
     bf16: bool = True
     # free-form note carried into artifacts (e.g. which search produced it)
     notes: dict[str, Any] = field(default_factory=dict)
+    # a global model: one network trained on these coins' windows (empty: one coin's model).
+    # Coin names are checked against the known coins where their bars are loaded.
+    coins: list[str] = field(default_factory=list)
+    # width of the learned coin embedding appended to every bar of a global model's window
+    # (0: the network is not told which coin a window comes from)
+    coin_embedding: int = 4
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -105,6 +111,11 @@ class TrainConfig:
         need(self.min_delta >= 0, "min_delta", "must be >= 0")
         # torch.manual_seed and numpy take 32-bit seeds; a larger one overflows inside a Ray worker
         need(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}]")
+        need(self.coin_embedding >= 0, "coin_embedding", "must be >= 0")
+        need(all(coin.strip() for coin in self.coins), "coins", "coin names must be non-empty")
+        need(len(self.coins) != 1, "coins", "a global model needs at least two coins (empty: one coin)")
+        short = [coin.strip().upper().removesuffix("-USD") for coin in self.coins]
+        need(len(set(short)) == len(short), "coins", "names a coin twice")
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some keys changed (validated like a fresh config)."""
@@ -156,6 +167,8 @@ def _check_types(config: TrainConfig) -> None:
             ok = isinstance(value, str)
         elif expected == "dict[str, Any]":
             ok = isinstance(value, dict)
+        elif expected == "list[str]":
+            ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
         else:  # pragma: no cover - a new field type must be added above
             raise AssertionError(f"unhandled config field type {expected!r}")
         if not ok:

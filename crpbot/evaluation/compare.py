@@ -59,7 +59,7 @@ def compare_on_shared_period(
 ) -> Comparison:
     """Score both artifacts on the challenger's test rows that the champion has not seen either."""
     challenger = load_predictor(challenger_dir)
-    champion = load_predictor(champion_dir)
+    champion = load_predictor(champion_dir, challenger.coin)  # a global champion, opened for this coin
     horizon = challenger.train_config.horizon
     data = stored_split_data(challenger)
     test = challenger.predictions(data, "test")

@@ -92,6 +92,7 @@ def evaluate_model(
     overwrite: bool = False,
     prepared: Any | None = None,
     log: Callable[[str], None] = print,
+    coin: str | None = None,
 ) -> EvaluationResult:
     """Evaluate the artifact at ``model_dir`` and write predictions, metrics, report and plots to ``out_dir``.
 
@@ -100,6 +101,8 @@ def evaluate_model(
     opens ``entry_delay_bars`` bars after its signal's bar (0: at the signal's own close).
     ``prepared``: the model's own ``PreparedData`` when the caller holds it already (a walk-forward
     fold), checked like a reload would be, so the file is not loaded and prepared a second time.
+    ``coin``: which coin of a global model to evaluate (the gate stays per coin); optional for
+    a one-coin model.
     """
     thresholds = thresholds if thresholds is not None else GateThresholds()
     if trade_threshold is not None and not 0.5 <= trade_threshold <= 1.0:
@@ -113,7 +116,7 @@ def evaluate_model(
     if n_boot < 1:
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     model_dir = Path(model_dir)
-    predictor = load_predictor(model_dir)
+    predictor = load_predictor(model_dir, coin)
     coin = predictor.coin
     out_dir = (
         Path(out_dir)
@@ -269,8 +272,8 @@ def stored_split_data(predictor: Predictor) -> Any:
 
     if predictor.path is None:
         raise CrpbotError("stored_split_data needs a predictor loaded from an artifact directory")
-    fingerprint = read_manifest(predictor.path)["data_fingerprint"]
     config_json = predictor.config_json
+    fingerprint = _data_fingerprint(predictor)
     original = path = Path(config_json["input_path"])
     missing = ""
     if not path.is_file():
@@ -293,11 +296,18 @@ def stored_split_data(predictor: Predictor) -> Any:
     )
 
 
+def _data_fingerprint(predictor: Predictor) -> str:
+    """The fingerprint of the rows the model was split on: a global model records each coin's
+    (its manifest's covers all its coins), a one-coin model's manifest holds it."""
+    recorded = predictor.config_json.get("data_fingerprint")
+    return recorded or read_manifest(predictor.path)["data_fingerprint"]
+
+
 def _own_split_data(predictor: Predictor, data: Any) -> Any:
     """``data`` a caller already prepared (a walk-forward fold), accepted only if it is exactly what
     :func:`stored_split_data` would rebuild: same rows (fingerprint), splits and scaler."""
     same = (
-        data.fingerprint == read_manifest(predictor.path)["data_fingerprint"]
+        data.fingerprint == _data_fingerprint(predictor)
         and {name: list(times) for name, times in data.split_times().items()}
         == predictor.config_json["split_times"]
         and data.scaler.to_dict() == predictor.scaler

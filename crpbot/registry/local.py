@@ -297,12 +297,17 @@ def check_same_content(manifest: dict, digest: str, where: str) -> None:
 
 
 def _check_artifact_coin(model_dir: Path, manifest: dict, coin: str) -> None:
-    """Refuse what is not a model/ensemble artifact, or a model trained for another coin."""
+    """Refuse what is not a model/ensemble artifact, or a model not trained on ``coin``."""
     if "config.json" not in manifest["files"]:
         raise CrpbotError(f"{model_dir} is not a model artifact: no config.json")
     config = read_artifact_json(model_dir, "config.json")
     if not isinstance(config, dict) or config.get("kind") not in ("model", "ensemble"):
         raise CrpbotError(f"{model_dir}/config.json: kind must be 'model' or 'ensemble'")
+    covered = config.get("coins")  # a global model: promoted for each coin it was trained on
+    if isinstance(covered, list):
+        if coin not in covered:
+            raise CrpbotError(f"{model_dir} is a global model of {', '.join(covered)}, not trained on {coin}")
+        return
     trained_for = config.get("coin")
     if trained_for is not None and normalize_coin(trained_for) != coin:
         raise CrpbotError(f"{model_dir} was trained for {trained_for}, not {coin}")

@@ -17,6 +17,11 @@ typo costs a one-line error instead of a cluster's worth of failed trials::
 
 Every value a distribution can produce is checked against ``TrainConfig``, so a
 trial never fails on a config the space itself made up.
+
+Global vs per-coin: ``coins: {choice: [[], [BTC, ETH, SOL]]}`` lets the search try one model
+of the searched coin against one global model of the listed coins (which must include the
+searched coin); both are ranked on the searched coin's validation windows. List values reach
+Ray Tune and Optuna as labels (``BTC+ETH+SOL``, ``none``; Optuna's choices are plain scalars).
 """
 
 from __future__ import annotations
@@ -56,10 +61,21 @@ class Dimension:
         """The values an exhaustive grid enumerates (choices only: a range has no grid)."""
         if self.kind != "choice":
             raise CrpbotError(f"space.{self.key}: a {self.kind} range cannot be enumerated as a grid")
-        return self.values
+        return tuple(self.choices())
 
     def largest(self) -> Any:
         return max(self.values)
+
+    def choices(self) -> list[Any]:
+        """The choices as Tune and Optuna see them: a list (``context_coins``) as one label, since
+        Optuna's categorical choices must be None, bool, int, float or str."""
+        return [_label(value) for value in self.values]
+
+    def decode(self, sampled: Any) -> Any:
+        """The config value of a sampled choice (a label back to its list)."""
+        if self.kind != "choice":
+            return sampled
+        return next((value for value in self.values if _label(value) == sampled), sampled)
 
 
 @dataclass(frozen=True)
@@ -91,7 +107,16 @@ class SearchSpace:
 
     def trial_config(self, params: dict[str, Any]) -> TrainConfig:
         """The full training config of one trial: base, budget's epochs, sampled values."""
-        return self.base.replace(max_epochs=self.budget.max_epochs, **params)
+        dims = {dim.key: dim for dim in self.dimensions}
+        values = {key: dims[key].decode(value) if key in dims else value for key, value in params.items()}
+        return self.base.replace(max_epochs=self.budget.max_epochs, **values)
+
+    def global_coins(self) -> list[str]:
+        """The coins of every global model this space can train ([] when it trains none)."""
+        lists = [list(self.base.coins)] + [
+            list(value) for dim in self.dimensions if dim.key == "coins" for value in dim.values
+        ]
+        return next((coins for coins in lists if coins), [])
 
     def data_config(self) -> TrainConfig:
         """The config to prepare the shared data with: the largest lookback sets the purge,
@@ -129,6 +154,11 @@ def load_search_space(path: str | Path) -> SearchSpace:
     if not isinstance(space, dict) or not space:
         raise CrpbotError(f"{where}: space must be a non-empty mapping of config keys to distributions")
     dimensions = tuple(_parse_dimension(key, spec, base, where) for key, spec in space.items())
+    global_sets = {tuple(value) for dim in dimensions if dim.key == "coins" for value in dim.values if value}
+    if len(global_sets) > 1:
+        raise CrpbotError(
+            f"{where}: space.coins: every global choice must list the same coins, in the same order"
+        )
     budget = _parse_budget(raw.get("budget"), where)
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -161,6 +191,10 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
     if not isinstance(args, list) or not args:
         raise CrpbotError(f"{where}: space.{key}: {kind} needs a non-empty list")
     field_type = {f.name: f.type for f in dataclasses.fields(TrainConfig)}[key]
+    if field_type == "list[str]" and (kind != "choice" or not all(isinstance(v, list) for v in args)):
+        raise CrpbotError(
+            f"{where}: space.{key}: expected {{choice: [[], [BTC, ETH, SOL]]}} (lists of coins)"
+        )
     if kind == "choice":
         if len({repr(v) for v in args}) != len(args):
             raise CrpbotError(f"{where}: space.{key}: choice values must be distinct")
@@ -172,6 +206,10 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
         except CrpbotError as exc:
             raise CrpbotError(f"{where}: space.{key}: {exc}") from exc
     return Dimension(key=key, kind=kind, values=tuple(args))
+
+
+def _label(value: Any) -> Any:
+    return ("+".join(str(item) for item in value) or "none") if isinstance(value, list) else value
 
 
 def _check_range(key: str, kind: str, args: list, field_type: str, where: str) -> None:
