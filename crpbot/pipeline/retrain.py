@@ -36,12 +36,12 @@ from crpbot.evaluation.compare import CI_LEVEL, Comparison, compare_on_shared_pe
 from crpbot.evaluation.gate import GateDecision, GateThresholds
 from crpbot.pipeline.run import (
     PipelineBudget,
-    _budget,
-    _check_workers_and_costs,
-    _gate,
-    _input_for,
-    _removed_if_empty,
-    _run_chains_in_parallel,
+    check_workers_and_costs,
+    input_for,
+    outcome_gate,
+    removed_if_empty,
+    resolve_budget,
+    run_chains_in_parallel,
 )
 from crpbot.pipeline.run_report import CoinOutcome, utc_now
 from crpbot.ray_runtime import init_ray, require_gpus
@@ -179,7 +179,7 @@ def run_retrain(
     from crpbot.registry.artifact import verify_artifact
     from crpbot.registry.local import current_path, current_version
 
-    plan = _budget(budget)
+    plan = resolve_budget(budget)
     thresholds = thresholds if thresholds is not None else GateThresholds()
     if not coins:
         raise CrpbotError("no coins given: expected e.g. BTC,ETH,SOL")
@@ -188,9 +188,9 @@ def run_retrain(
         raise CrpbotError(f"a coin is listed twice: {', '.join(coins)}")
     if n_boot < 1:
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
-    _check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
+    check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
-    inputs = {coin: _input_for(coin, input_dir, default_input) for coin in coins}
+    inputs = {coin: input_for(coin, input_dir, default_input) for coin in coins}
     config = load_config(CONFIG_DIR / plan.train_config)
     for coin, path in inputs.items():
         load_prepared(coin, path, config)
@@ -204,13 +204,13 @@ def run_retrain(
         raise CrpbotError(f"run directory already exists: {run_dir}")
     run_dir.mkdir(parents=True)
     storage = storage if storage is not None else run_dir.resolve()
-    with _removed_if_empty(run_dir):
+    with removed_if_empty(run_dir):
         init_ray(address)
         if use_gpu:
             require_gpus(workers)
         started_at = utc_now()
         log(f"Retrain budget={budget} coins={','.join(coins)} run_dir={run_dir} (challengers in parallel)")
-        outcomes = _run_chains_in_parallel(
+        outcomes = run_chains_in_parallel(
             coins,
             {
                 coin: {
@@ -266,7 +266,7 @@ def _judge_outcome(
     decision = judge_challenger(
         outcome.coin,
         None if outcome.failed else outcome.final_model,
-        _gate(outcome, thresholds),
+        outcome_gate(outcome, thresholds),
         registry_root=registry_root,
         test_metrics=outcome.metrics or None,
         n_boot=n_boot,
