@@ -67,6 +67,12 @@ class TrainConfig:
     context_features: str | list[str] = "all"
     # free-form note carried into artifacts (e.g. which search produced it)
     notes: dict[str, Any] = field(default_factory=dict)
+    # a global model: one network trained on these coins' windows (empty: one coin's model).
+    # Coin names are checked against the known coins where their bars are loaded.
+    coins: list[str] = field(default_factory=list)
+    # width of the learned coin embedding appended to every bar of a global model's window
+    # (0: the network is not told which coin a window comes from)
+    coin_embedding: int = 4
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -112,6 +118,16 @@ class TrainConfig:
         need(self.min_delta >= 0, "min_delta", "must be >= 0")
         # torch.manual_seed and numpy take 32-bit seeds; a larger one overflows inside a Ray worker
         need(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}]")
+        need(self.coin_embedding >= 0, "coin_embedding", "must be >= 0")
+        need(all(coin.strip() for coin in self.coins), "coins", "coin names must be non-empty")
+        need(len(self.coins) != 1, "coins", "a global model needs at least two coins (empty: one coin)")
+        short = [coin.strip().upper().removesuffix("-USD") for coin in self.coins]
+        need(len(set(short)) == len(short), "coins", "names a coin twice")
+        need(
+            not (self.coins and self.context_coins),
+            "context_coins",
+            "a global model (coins) with context coins is not built yet: use one or the other",
+        )
         # the coin and feature names themselves are checked by the data stage, which knows them
         coins = [str(coin).strip().upper().removesuffix("-USD") for coin in self.context_coins]
         need(all(coins), "context_coins", "coin names must be non-empty")

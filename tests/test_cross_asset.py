@@ -147,6 +147,10 @@ def test_bad_context_inputs_are_one_line_errors_before_ray(tmp_path, capsys) -> 
     assert "context coins: none" in train([], "--context-input", f"BTC={eth}")
     with pytest.raises(CrpbotError, match="given twice"):
         parse_context_inputs(["BTC=a.parquet", "btc-usd=b.parquet"])
+    with pytest.raises(
+        CrpbotError, match="context_coins.*global model .coins. with context coins is not built"
+    ):
+        TINY.replace(coins=["BTC", "ETH", "SOL"], context_coins=["BTC"])
     # the walk-forward checks a contender's context before Ray too
     with pytest.raises(CrpbotError, match="context coin SOL-USD: bars missing"):
         run_walkforward(

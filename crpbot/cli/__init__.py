@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "registry": ("registry", "list, show, roll back promoted models; push/pull them to/from S3"),
     "data": ("data", "maintain bar files: append new bars to a dataset atomically"),
     "predict": ("predict", "P(up) of a model (default: the promoted one) for the latest closed bars"),
+    "retrain": ("retrain", "a challenger per coin on new bars replaces the champion only if it earns it"),
 }
 
 

@@ -1,8 +1,9 @@
 """``crpbot evaluate``: score a model or ensemble on its test split and apply the promotion gate.
 
-Usage: crpbot evaluate --model DIR [--input FILE] [--min-accuracy 0.68] [--max-calibration-error 0.05]
-       [--gate-on ci-lower|point] [--ece max|equal-width|equal-mass] [--context-input COIN=FILE ...]
+Usage: crpbot evaluate --model DIR [--coin BTC] [--input FILE] [--min-accuracy 0.68]
+       [--max-calibration-error 0.05] [--gate-on ci-lower|point] [--ece max|equal-width|equal-mass]
        [--fee-bps 10] [--slippage-bps 0] [--entry-delay-bars 1] [--trade-threshold TAU] [--out DIR]
+       [--context-input COIN=FILE ...]
 
 Exit status 0 whether or not the gate passes: a failed gate is a result, written to metrics.json
 and printed as "Status: FAIL (reasons)". Non-zero (2) only for errors (bad model, bad input).
@@ -13,7 +14,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_context_input, add_gate_and_costs, backtest_costs, gate_thresholds
+from crpbot.cli.options import (
+    add_coin,
+    add_context_input,
+    add_gate_and_costs,
+    backtest_costs,
+    gate_thresholds,
+)
 
 EPILOG = (
     "Exit status: 0 when the evaluation ran, whether the gate passed or failed (see 'Status:' and "
@@ -24,6 +31,7 @@ EPILOG = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("--model", type=Path, required=True, help="model or ensemble artifact directory")
+    add_coin(parser, "to evaluate (required for a global model; default: the model's coin)", required=False)
     parser.add_argument(
         "--input",
         type=Path,
@@ -57,5 +65,6 @@ def run(args: argparse.Namespace) -> int:
         thresholds=thresholds,
         **backtest_costs(args),
         trade_threshold=args.trade_threshold,
+        coin=args.coin,
     )
     return 0

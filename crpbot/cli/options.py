@@ -44,8 +44,8 @@ def add_context_input(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_coin(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--coin", required=True, help=f"coin {what}, e.g. BTC or BTC-USD")
+def add_coin(parser: argparse.ArgumentParser, what: str, *, required: bool = True) -> None:
+    parser.add_argument("--coin", required=required, help=f"coin {what}, e.g. BTC or BTC-USD")
 
 
 def add_gate_reading(parser: argparse.ArgumentParser) -> None:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise CrpbotError(f"invalid --last {args.last}: must be >= 1")
     bars = load_bars(args.input)
     if args.model is not None:
-        model = LiveModel.load(args.model)
+        model = LiveModel.load(args.model, coin=args.coin)
     else:
         model = LiveModel.promoted(
             args.coin,

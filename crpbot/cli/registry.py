@@ -1,8 +1,9 @@
-"""``crpbot registry``: list, show and roll back promoted models; push to and pull from S3.
+"""``crpbot registry``: list, show and roll back promoted models, their history; push to and pull from S3.
 
 Usage: crpbot registry list [--coin BTC]
        crpbot registry show COIN [VERSION]
        crpbot registry rollback COIN VERSION
+       crpbot registry history COIN [--json]
        crpbot registry push [--coin BTC] --bucket B [--prefix P] [--endpoint-url URL]
        crpbot registry pull [--coin BTC [--version V]] --bucket B [--prefix P] [--endpoint-url URL]
 Every form takes --registry DIR (default: models). S3 credentials come from boto3's default
@@ -30,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rollback = actions.add_parser("rollback", help="point current at an earlier version")
     rollback.add_argument("coin")
     rollback.add_argument("version")
+
+    history = actions.add_parser("history", help="the coin's promotions, rollbacks and retrain decisions")
+    history.add_argument("coin")
+    history.add_argument("--json", action="store_true", help="the records as JSON lines, as stored")
 
     for name, help_text in (
         ("push", "upload versions and current pointers to S3, verified"),
@@ -72,6 +77,14 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "rollback":
         restored = local.rollback(args.coin, args.version, root=args.registry)
         print(f"{restored.coin} current -> {restored.version}")
+    elif args.action == "history":
+        from crpbot.registry.history import describe, read_history
+
+        records = read_history(args.coin, root=args.registry)
+        if not records:
+            print(f"no history for {args.coin} in {args.registry / local.PROMOTED_DIR}")
+        for record in records:
+            print(json.dumps(record) if args.json else describe(record))
     elif args.action == "push":
         for pushed in transfer.push(
             args.registry, args.bucket, coin=args.coin, prefix=args.prefix, endpoint_url=args.endpoint_url

@@ -3,6 +3,7 @@
 Usage: crpbot train --coin BTC [--config tune_configs/default.yaml] [--epochs N] [--workers N]
        [--gpu] [--address ADDR] [--input FILE] [--out DIR] [--seed S] [--storage PATH|s3://bucket/prefix]
        [--context-input COIN=FILE ...]
+       crpbot train --config tune_configs/global.yaml [--data-dir DIR] ...   (one model, several coins)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_coin(parser, "to train on")
+    add_coin(parser, "to train on (none for a global model: its config lists the coins)", required=False)
     parser.add_argument(
         "--config",
         type=Path,
@@ -33,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_address(parser)
     add_input(parser)
     add_context_input(parser)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="a global model's bars: DIR/<COIN>-USD_1m.parquet per coin (default: bundled samples)",
+    )
     parser.add_argument("--out", type=Path, help="artifact directory (default: models/<coin>/<timestamp>)")
     parser.add_argument(
         "--storage",
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         args.coin,
         input_path=args.input,
         context_inputs=parse_context_inputs(args.context_input),
+        data_dir=args.data_dir,
         num_workers=args.workers,
         use_gpu=args.gpu,
         address=args.address,

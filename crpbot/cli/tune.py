@@ -2,7 +2,7 @@
 
 Usage: crpbot tune --coin BTC [--config tune_configs/fallback_search.yaml] [--num-samples N]
        [--epochs N] [--storage PATH|s3://bucket/prefix] [--name NAME] [--resume] [--address ADDR]
-       [--gpu] [--input FILE] [--out DIR]
+       [--gpu] [--input FILE | --data-dir DIR] [--out DIR]
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", action="store_true", help="one GPU per trial instead of one CPU")
     add_input(parser)
     parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="for a space with a global model: DIR/<COIN>-USD_1m.parquet per coin (default: bundled samples)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         help="where results.csv and best.yaml go (default: the experiment directory, or runs/<name> for s3)",
@@ -56,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         space,
         args.coin,
         input_path=args.input,
+        data_dir=args.data_dir,
         num_samples=args.num_samples,
         max_epochs=args.epochs,
         storage=args.storage,

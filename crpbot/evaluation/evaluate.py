@@ -93,6 +93,7 @@ def evaluate_model(
     overwrite: bool = False,
     prepared: Any | None = None,
     log: Callable[[str], None] = print,
+    coin: str | None = None,
 ) -> EvaluationResult:
     """Evaluate the artifact at ``model_dir`` and write predictions, metrics, report and plots to ``out_dir``.
 
@@ -103,6 +104,8 @@ def evaluate_model(
     fold), checked like a reload would be, so the file is not loaded and prepared a second time.
     ``context_inputs`` (coin -> file): a context model's context bars, when not the files it
     records (stored split) or the files beside ``input_path`` (see ``crpbot.data.cross_asset``).
+    ``coin``: which coin of a global model to evaluate (the gate stays per coin); optional for
+    a one-coin model.
     """
     thresholds = thresholds if thresholds is not None else GateThresholds()
     if trade_threshold is not None and not 0.5 <= trade_threshold <= 1.0:
@@ -116,7 +119,7 @@ def evaluate_model(
     if n_boot < 1:
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     model_dir = Path(model_dir)
-    predictor = load_predictor(model_dir)
+    predictor = load_predictor(model_dir, coin)
     coin = predictor.coin
     out_dir = (
         Path(out_dir)
@@ -276,8 +279,8 @@ def stored_split_data(predictor: Predictor, context_inputs: dict[str, str | Path
 
     if predictor.path is None:
         raise CrpbotError("stored_split_data needs a predictor loaded from an artifact directory")
-    fingerprint = read_manifest(predictor.path)["data_fingerprint"]
     config_json = predictor.config_json
+    fingerprint = _data_fingerprint(predictor)
     original = path = Path(config_json["input_path"])
     missing = ""
     if not path.is_file():
@@ -309,12 +312,19 @@ def stored_split_data(predictor: Predictor, context_inputs: dict[str, str | Path
     )
 
 
+def _data_fingerprint(predictor: Predictor) -> str:
+    """The fingerprint of the rows the model was split on: a global model records each coin's
+    (its manifest's covers all its coins), a one-coin model's manifest holds it."""
+    recorded = predictor.config_json.get("data_fingerprint")
+    return recorded or read_manifest(predictor.path)["data_fingerprint"]
+
+
 def _own_split_data(predictor: Predictor, data: Any) -> Any:
     """``data`` a caller already prepared (a walk-forward fold), accepted only if it is exactly what
     :func:`stored_split_data` would rebuild: same rows (fingerprint), splits, scaler and context files."""
     recorded = predictor.config_json.get("context", {}).get("inputs", {})
     same = (
-        data.fingerprint == read_manifest(predictor.path)["data_fingerprint"]
+        data.fingerprint == _data_fingerprint(predictor)
         and {coin: source["fingerprint"] for coin, source in data.context.items()}
         == {coin: source["fingerprint"] for coin, source in recorded.items()}
         and {name: list(times) for name, times in data.split_times().items()}

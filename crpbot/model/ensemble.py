@@ -171,6 +171,11 @@ def train_ensemble(
     seed_list = list(range(config.seed, config.seed + seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list or len(set(seed_list)) != len(seed_list) or any(s < 0 for s in seed_list):
         raise CrpbotError(f"invalid ensemble seeds {seeds!r}: need at least one, distinct and >= 0")
+    if config.coins:
+        raise CrpbotError(
+            f"the config is a global model of {', '.join(config.coins)}: ensembles train one coin's "
+            "model; train the global model with crpbot train"
+        )
     coin = normalize_coin(coin)
     input_path = Path(input_path) if input_path is not None else default_input(coin)
     out_dir = (

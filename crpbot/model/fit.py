@@ -105,6 +105,13 @@ def fit(
 
     features = as_tensor(data.features, device)
     labels = as_tensor(data.labels, device)
+    coin_ids = row_coin_ids(data, device)
+    data_coins = len(getattr(data, "coins", ()))
+    if len(config.coins) != data_coins:
+        raise CrpbotError(
+            f"config.coins names {len(config.coins)} coin(s) but the data holds {data_coins or 'one'} "
+            "coin(s): a global model trains on prepare_coins' data, a one-coin model on one coin's"
+        )
     train_ends = np.asarray(data.window_ends("train", config.lookback), dtype=np.int64)
     val_ends = torch.from_numpy(np.asarray(data.window_ends("val", config.lookback), dtype=np.int64))
     per_epoch = min(len(train_ends), config.max_train_windows or len(train_ends))
@@ -161,7 +168,7 @@ def fit(
             ends = shard[start : start + config.batch_size]
             windows = gather_windows(features, ends, config.lookback)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(windows)
+                logits = model(windows, None if coin_ids is None else coin_ids[ends])
             loss = criterion(logits.float(), labels[ends])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -188,6 +195,7 @@ def fit(
             net,
             features,
             labels,
+            coin_ids,
             val_ends[rank::world_size].to(device),
             criterion,
             config.lookback,
@@ -250,6 +258,12 @@ def fit(
     )
 
 
+def row_coin_ids(data: Any, device: torch.device) -> torch.Tensor | None:
+    """The coin index of every row of a global model's data (``MultiCoinData``); None for one coin."""
+    coin_ids = getattr(data, "coin_ids", None)
+    return None if coin_ids is None else as_tensor(coin_ids, device)
+
+
 def positive_weight(data: Any, lookback: int) -> float:
     """The loss's ``pos_weight``: negatives / positives among the train split's window ends.
 
@@ -284,6 +298,7 @@ def _evaluate(
     net: nn.Module,
     features: torch.Tensor,
     labels: torch.Tensor,
+    coin_ids: torch.Tensor | None,
     ends: torch.Tensor,
     criterion: nn.Module,
     lookback: int,
@@ -301,7 +316,8 @@ def _evaluate(
     for start in range(0, len(ends), EVAL_BATCH):
         batch = ends[start : start + EVAL_BATCH]
         with torch.autocast(features.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = net(gather_windows(features, batch, lookback)).float()
+            windows = gather_windows(features, batch, lookback)
+            logits = net(windows, None if coin_ids is None else coin_ids[batch]).float()
         target = labels[batch]
         sums[0] += criterion(logits, target).double() * len(batch)
         sums[1] += ((logits - logit_offset >= 0).float() == target).sum()

@@ -34,16 +34,26 @@ def predict_proba(
     device: str | torch.device = "cpu",
     logit_offset: float = 0.0,
     labelled: bool = True,
+    coin_index: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Window end rows of ``split`` and P(close[t+h] > close[t]) for each: ``sigmoid(logits - logit_offset)``.
 
     Pass the artifact's ``logit_offset`` (``log(pos_weight)``) to undo the shift the weighted
     loss puts on the logits; 0.0 returns the plain sigmoid. ``labelled=False`` also scores
-    windows whose outcome is a tie (see ``PreparedData.window_ends``).
+    windows whose outcome is a tie (see ``PreparedData.window_ends``). A global model scores one
+    coin's data with that coin's ``coin_index`` (its place in the artifact's ``coins``).
     """
     ends = np.asarray(data.window_ends(split, lookback, labelled=labelled), dtype=np.int64)
     probs = predict_windows(
-        model, data.features, ends, lookback, batch_size=batch_size, device=device, logit_offset=logit_offset
+        model,
+        data.features,
+        ends,
+        lookback,
+        batch_size=batch_size,
+        device=device,
+        logit_offset=logit_offset,
+        coin_ids=getattr(data, "coin_ids", None),
+        coin_index=coin_index,
     )
     return ends, probs
 
@@ -58,20 +68,31 @@ def predict_windows(
     batch_size: int = EVAL_BATCH,
     device: str | torch.device = "cpu",
     logit_offset: float = 0.0,
+    coin_ids: np.ndarray | None = None,
+    coin_index: int | None = None,
 ) -> np.ndarray:
     """P(up) of the windows ending at rows ``ends`` of scaled ``features``: the one scoring path
-    shared by evaluation (a split's windows) and live prediction (the latest bars' windows)."""
+    shared by evaluation (a split's windows) and live prediction (the latest bars' windows).
+
+    A global model needs each window's coin: ``coin_ids`` per row (a ``MultiCoinData``'s), or one
+    ``coin_index`` for every window (one coin's bars).
+    """
     device = torch.device(device)
     features = as_tensor(features, device)
+    row_coins = None if coin_ids is None else as_tensor(coin_ids, device)
     ends_on_device = torch.from_numpy(np.asarray(ends, dtype=np.int64)).to(device)
     model.to(device).eval()
-    probs = [
-        torch.sigmoid(
-            model(gather_windows(features, ends_on_device[start : start + batch_size], lookback)).float()
-            - logit_offset
-        ).cpu()
-        for start in range(0, len(ends), batch_size)
-    ]
+    probs = []
+    for start in range(0, len(ends), batch_size):
+        batch = ends_on_device[start : start + batch_size]
+        if row_coins is not None:
+            coins = row_coins[batch]
+        elif coin_index is not None:
+            coins = torch.full((len(batch),), coin_index, dtype=torch.int64, device=device)
+        else:
+            coins = None
+        logits = model(gather_windows(features, batch, lookback), coins).float()
+        probs.append(torch.sigmoid(logits - logit_offset).cpu())
     return torch.cat(probs).numpy() if probs else np.empty(0, dtype=np.float32)
 
 
@@ -83,7 +104,7 @@ def save_model_artifact(
     data: Any,
     history: list[dict[str, float]],
     best_epoch: int,
-    input_path: str | Path,
+    input_path: str | Path | None,
     overwrite: bool = False,
 ) -> Path:
     """Write a model artifact directory (weights, config, scaler, feature manifest, history).
@@ -91,6 +112,9 @@ def save_model_artifact(
     A model with context coins records them under ``context`` (``crpbot.data.cross_asset``).
     config.json records the loss's ``pos_weight`` and ``logit_offset = log(pos_weight)``, which
     every reader must subtract from the logits (``predict_proba(..., logit_offset=...)``).
+    A global model (``data`` a ``MultiCoinData``; ``input_path`` unused, each coin's file is
+    recorded) records ``coins`` instead of ``coin``, each coin's input file and data
+    fingerprint, and one train-only scaler per coin in scaler.json (``{"coins": {coin: ...}}``).
     """
     from crpbot.data.cross_asset import ContextSpec, context_record
     from crpbot.data.features import feature_manifest
@@ -114,11 +138,25 @@ def save_model_artifact(
     }
     if data.context:  # the context coins' columns and files: evaluate and predict check them
         config_json["context"] = context_record(ContextSpec.from_config(config), data.context)
+    coins = getattr(data, "coins", None)
+    if coins is None:
+        scaler_json = data.scaler.to_dict()
+    else:
+        del config_json["coin"]
+        config_json.update(
+            coins=list(coins),
+            input_path=None,
+            input_paths=dict(zip(coins, data.input_paths, strict=True)),
+            data_fingerprints=dict(zip(coins, data.fingerprints, strict=True)),
+        )
+        scaler_json = {
+            "coins": {coin: scaler.to_dict() for coin, scaler in zip(coins, data.scalers, strict=True)}
+        }
     return write_artifact(
         out_dir,
         json_files={
             "config.json": config_json,
-            "scaler.json": data.scaler.to_dict(),
+            "scaler.json": scaler_json,
             "features.json": feature_manifest(),
             "history.json": history,
         },

@@ -19,7 +19,12 @@ from crpbot.errors import CrpbotError
 
 
 class RecurrentClassifier(nn.Module):
-    """Windows ``[B, L, F]`` of standardised features -> one logit per window ``[B]``."""
+    """Windows ``[B, L, F]`` of standardised features -> one logit per window ``[B]``.
+
+    A global model (``num_coins`` > 0, ``coin_embedding`` > 0) also takes each window's coin
+    index and appends that coin's learned embedding to every bar of the window, so the
+    encoder can treat coins differently where they behave differently.
+    """
 
     def __init__(
         self,
@@ -32,6 +37,8 @@ class RecurrentClassifier(nn.Module):
         bidirectional: bool = True,
         head_hidden: int = 64,
         skip_last_bar: bool = False,
+        num_coins: int = 0,
+        coin_embedding: int = 0,
     ) -> None:
         super().__init__()
         if input_size < 1:
@@ -41,6 +48,11 @@ class RecurrentClassifier(nn.Module):
             raise CrpbotError(f"unknown model cell {cell!r}: expected lstm or gru")
         self.directions = 2 if bidirectional else 1
         self.skip_last_bar = skip_last_bar
+        self.coin_embedding = (
+            nn.Embedding(num_coins, coin_embedding) if num_coins > 0 and coin_embedding > 0 else None
+        )
+        if self.coin_embedding is not None:
+            input_size += coin_embedding
         # nn.LSTM applies dropout between stacked layers only; with one layer it would only warn.
         self.encoder = recurrent(
             input_size,
@@ -57,7 +69,12 @@ class RecurrentClassifier(nn.Module):
             nn.Linear(head_hidden, 1),
         )
 
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+    def forward(self, windows: torch.Tensor, coin_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.coin_embedding is not None:
+            if coin_ids is None:
+                raise CrpbotError("this global model needs the coin of every window")
+            coins = self.coin_embedding(coin_ids).to(windows.dtype)
+            windows = torch.cat([windows, coins[:, None, :].expand(-1, windows.shape[1], -1)], dim=-1)
         _, final = self.encoder(windows)
         hidden = final[0] if isinstance(final, tuple) else final  # LSTM returns (h_n, c_n)
         # The last layer's final state of each direction: the backward direction's final state
@@ -79,6 +96,8 @@ def build_model(config: TrainConfig, input_size: int) -> RecurrentClassifier:
         bidirectional=config.bidirectional,
         head_hidden=config.head_hidden,
         skip_last_bar=config.skip_last_bar,
+        num_coins=len(config.coins),
+        coin_embedding=config.coin_embedding,
     )
 
 

@@ -6,6 +6,11 @@ and serving treat both alike. Each member's probabilities are prior-corrected wi
 ``logit_offset`` (the shift its weighted loss put on the logits; see ``crpbot.model.fit``),
 then averaged, then divided by the ensemble's temperature (fitted on validation when the
 ensemble was built).
+
+A global model (one network for several coins) is opened for one of its coins
+(``load_predictor(path, coin=...)``): the predictor then carries that coin's scaler, input
+file and data fingerprint, and feeds the network that coin's index, so evaluation and serving
+treat it like that coin's own model. A coin it was not trained on is refused.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Predictor:
         scaler: dict[str, Any],
         temperature: float = 1.0,
         path: Path | None = None,
+        coin_index: int | None = None,
     ) -> None:
         if not models:
             raise CrpbotError("a predictor needs at least one model")
@@ -53,6 +59,7 @@ class Predictor:
         self.scaler = scaler
         self.temperature = float(temperature)
         self.path = path
+        self.coin_index = coin_index
 
     @property
     def train_config(self) -> TrainConfig:
@@ -95,7 +102,15 @@ class Predictor:
 
         total = None
         for model, offset in zip(self.models, self.logit_offsets, strict=True):
-            probs = predict_windows(model, features, ends, self.lookback, device=device, logit_offset=offset)
+            probs = predict_windows(
+                model,
+                features,
+                ends,
+                self.lookback,
+                device=device,
+                logit_offset=offset,
+                coin_index=self.coin_index,
+            )
             total = probs.astype(np.float64) if total is None else total + probs
         return total / len(self.models)
 
@@ -128,8 +143,12 @@ class Predictor:
         )
 
 
-def load_predictor(path: str | Path) -> Predictor:
-    """A verified model or ensemble artifact as a :class:`Predictor`."""
+def load_predictor(path: str | Path, coin: str | None = None) -> Predictor:
+    """A verified model or ensemble artifact as a :class:`Predictor`.
+
+    ``coin`` is required for a global model (the coin to score, one it was trained on); for a
+    one-coin model it is optional and must be the model's coin.
+    """
     from crpbot.model.inference import load_model
     from crpbot.registry.artifact import read_artifact_json, verify_artifact
 
@@ -142,6 +161,7 @@ def load_predictor(path: str | Path) -> Predictor:
     if (path / CALIBRATION_FILE).is_file():
         temperature = float(read_artifact_json(path, CALIBRATION_FILE)["temperature"])
     if kind == "model":
+        config_json, scaler, coin_index = _for_coin(config_json, scaler, coin, path)
         model, _ = load_model(path)
         return Predictor(
             [model],
@@ -150,11 +170,13 @@ def load_predictor(path: str | Path) -> Predictor:
             scaler=scaler,
             temperature=temperature,
             path=path,
+            coin_index=coin_index,
         )
     if kind == "ensemble":
         members = config_json.get("members")
         if not isinstance(members, list) or not members:
             raise CrpbotError(f"ensemble artifact {path}: config.json lists no members")
+        config_json, scaler, coin_index = _for_coin(config_json, scaler, coin, path)
         loaded = [load_model(path / member) for member in members]
         offsets = [
             stored_logit_offset(member_json, path / member)
@@ -167,8 +189,36 @@ def load_predictor(path: str | Path) -> Predictor:
             scaler=scaler,
             temperature=temperature,
             path=path,
+            coin_index=coin_index,
         )
     raise CrpbotError(f"artifact {path}: config.json kind {kind!r} is neither 'model' nor 'ensemble'")
+
+
+def _for_coin(
+    config_json: dict[str, Any], scaler: dict[str, Any], coin: str | None, path: Path
+) -> tuple[dict[str, Any], dict[str, Any], int | None]:
+    """config.json and scaler of ``coin`` (and its index) for a global model; a one-coin model checked."""
+    from crpbot.data.bars import normalize_coin
+
+    coins = config_json.get("coins")
+    if coins is None:
+        if coin is not None and config_json.get("coin") not in (None, normalize_coin(coin)):
+            raise CrpbotError(
+                f"model {path} was trained for {config_json.get('coin')}, not {normalize_coin(coin)}"
+            )
+        return config_json, scaler, None
+    if coin is None:
+        raise CrpbotError(f"model {path} is a global model of {', '.join(coins)}: name the coin to score")
+    coin = normalize_coin(coin)
+    if coin not in coins:
+        raise CrpbotError(f"model {path} was not trained on {coin}: it covers {', '.join(coins)}")
+    bound = {
+        **config_json,
+        "coin": coin,
+        "input_path": config_json["input_paths"][coin],
+        "data_fingerprint": config_json["data_fingerprints"][coin],
+    }
+    return bound, scaler["coins"][coin], coins.index(coin)
 
 
 def stored_logit_offset(config_json: dict[str, Any], path: str | Path) -> float:

@@ -81,10 +81,14 @@ class LiveModel:
         self.scaler = Scaler.from_dict(predictor.scaler)
 
     @classmethod
-    def load(cls, path: str | Path, *, version: str | None = None) -> LiveModel:
-        """A verified artifact directory; ``version`` defaults to the directory's name."""
+    def load(cls, path: str | Path, *, version: str | None = None, coin: str | None = None) -> LiveModel:
+        """A verified artifact directory; ``version`` defaults to the directory's name.
+
+        ``coin`` is required for a global model (one of the coins it was trained on; others are
+        refused) and, when given for a one-coin model, must be its coin.
+        """
         path = Path(path)
-        return cls(load_predictor(path), version=version or path.name)
+        return cls(load_predictor(path, coin), version=version or path.name)
 
     @classmethod
     def promoted(
@@ -106,9 +110,9 @@ class LiveModel:
             [pulled] = pull(
                 root, bucket, coin=coin, prefix=prefix or DEFAULT_PREFIX, endpoint_url=endpoint_url
             )
-            return cls.load(pulled.path, version=pulled.version)
+            return cls.load(pulled.path, version=pulled.version, coin=coin)
         path = current_path(coin, root=root)
-        return cls.load(path, version=current_version(coin, root=root) or path.name)
+        return cls.load(path, version=current_version(coin, root=root) or path.name, coin=coin)
 
     def bars_needed(self, last: int = 1) -> int:
         """Trailing bars featurised to predict the last ``last`` bars (fewer suffice after a gap)."""

@@ -26,10 +26,11 @@ STATE_FILE = "state.pt"
 
 def train(
     config: TrainConfig,
-    coin: str,
+    coin: str | None,
     *,
     input_path: str | Path | None = None,
     context_inputs: dict[str, str | Path] | None = None,
+    data_dir: str | Path | None = None,
     num_workers: int = 1,
     use_gpu: bool = False,
     address: str | None = None,
@@ -43,6 +44,10 @@ def train(
 
     ``context_inputs`` (coin -> file): bars of the config's ``context_coins`` when not the files
     beside ``input_path`` (see ``crpbot.data.cross_asset``).
+    A config with ``coins`` trains one global model on those coins instead (``coin`` None; each
+    coin's bars from ``data_dir/<COIN>-USD_1m.parquet``, default the bundled samples); the
+    coins' arrays are built once and shared through the object store like one coin's.
+
     ``progress``: rank 0 prints samples/s and an ETA within long epochs (default: when this
     process's output is a terminal; logs and CI keep one line per epoch).
     """
@@ -59,6 +64,7 @@ def train(
 
     from crpbot.data.bars import default_input, normalize_coin
     from crpbot.data.dataset import load_prepared
+    from crpbot.data.multicoin import coin_inputs, prepare_coins
     from crpbot.model.inference import save_model_artifact
     from crpbot.registry.artifact import check_output_location
     from crpbot.registry.storage import ray_storage, validate_storage
@@ -68,8 +74,21 @@ def train(
     if max_failures < 0:
         raise CrpbotError(f"invalid max_failures {max_failures}: must be >= 0")
     validate_storage(storage_path)
-    coin = normalize_coin(coin)
-    input_path = Path(input_path) if input_path is not None else default_input(coin)
+    if config.coins:
+        if coin is not None or input_path is not None:
+            raise CrpbotError(
+                f"the config trains a global model of {', '.join(config.coins)}: "
+                "give no coin or input file (each coin's bars come from the data directory)"
+            )
+        inputs = coin_inputs(config.coins, data_dir)
+        coin = "GLOBAL-" + "-".join(name.split("-")[0] for name in inputs)
+    else:
+        if coin is None:
+            raise CrpbotError("name the coin to train (or list coins in the config for a global model)")
+        if data_dir is not None:
+            raise CrpbotError("a data directory is for a global model's coins; give one coin's --input")
+        coin = normalize_coin(coin)
+        input_path = Path(input_path) if input_path is not None else default_input(coin)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out_dir) if out_dir is not None else Path("models") / coin / stamp
     if out_dir.exists():
@@ -77,7 +96,11 @@ def train(
     # Validate the output and the input before starting Ray: a bad path fails in a second, not
     # after a cluster start and hours of training.
     check_output_location(out_dir)
-    data = load_prepared(coin, input_path, config, context_inputs)
+    data = (
+        prepare_coins(config, inputs)
+        if config.coins
+        else load_prepared(coin, input_path, config, context_inputs)
+    )
 
     init_ray(address)
     if use_gpu:

@@ -9,6 +9,7 @@ __getattr__, __all__ = lazy_exports(
         "BUDGETS": "run",
         "run_pipeline": "run",
         "run_coin_chain": "run",
+        "run_retrain": "retrain",
         "PipelineResult": "run_report",
         "summary_table": "run_report",
         "run_walkforward": "walkforward",

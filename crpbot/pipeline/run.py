@@ -110,16 +110,16 @@ def run_pipeline(
 
     # Every check that can fail runs before the run directory exists and Ray starts: a mistake
     # costs seconds, not a trained BTC model, and leaves nothing behind that blocks the rerun.
-    plan = _budget(budget)
+    plan = resolve_budget(budget)
     thresholds = thresholds if thresholds is not None else GateThresholds()
     if not coins:
         raise CrpbotError("no coins given: expected e.g. BTC,ETH,SOL")
     coins = [normalize_coin(coin) for coin in coins]
     if len(set(coins)) != len(coins):
         raise CrpbotError(f"a coin is listed twice: {', '.join(coins)}")
-    _check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
+    check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
-    inputs = {coin: _input_for(coin, input_dir, default_input) for coin in coins}
+    inputs = {coin: input_for(coin, input_dir, default_input) for coin in coins}
     config = load_config(CONFIG_DIR / plan.train_config)
     for coin, path in inputs.items():
         load_prepared(coin, path, config)  # ~0.1 s each: a corrupt SOL file fails before BTC trains
@@ -130,13 +130,13 @@ def run_pipeline(
         raise CrpbotError(f"run directory already exists: {run_dir}")
     run_dir.mkdir(parents=True)
     storage = storage if storage is not None else run_dir.resolve()
-    with _removed_if_empty(run_dir):
+    with removed_if_empty(run_dir):
         init_ray(address)
         if use_gpu:
             require_gpus(workers)  # one line now, not a failure per coin (or a wait) later
         started_at = utc_now()
         log(f"Pipeline budget={budget} coins={','.join(coins)} run_dir={run_dir} (coins in parallel)")
-        outcomes = _run_chains_in_parallel(
+        outcomes = run_chains_in_parallel(
             coins,
             {
                 coin: {
@@ -158,7 +158,7 @@ def run_pipeline(
             log,
         )
 
-        decisions = {o.coin: _gate(o, thresholds) for o in outcomes}
+        decisions = {o.coin: outcome_gate(o, thresholds) for o in outcomes}
         batch = batch_decision(decisions, thresholds).to_dict()
         if batch["promoted"]:
             _promote(outcomes, decisions, registry_root, bucket, prefix, endpoint_url, log)
@@ -206,9 +206,9 @@ def run_coin_chain(
     from crpbot.search.space import load_search_space
     from crpbot.search.tune import run_search
 
-    plan = _budget(budget)
+    plan = resolve_budget(budget)
     thresholds = thresholds if thresholds is not None else GateThresholds()
-    _check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
+    check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     coin, coin_dir = normalize_coin(coin), Path(coin_dir)
     storage = storage if storage is not None else (coin_dir / "ray").resolve()
     validate_storage(storage)
@@ -294,7 +294,8 @@ def run_coin_chain(
     return outcome
 
 
-def _budget(budget: str | PipelineBudget) -> PipelineBudget:
+def resolve_budget(budget: str | PipelineBudget) -> PipelineBudget:
+    """A budget by its name in :data:`BUDGETS`, or as given; shared with ``crpbot retrain``."""
     if isinstance(budget, PipelineBudget):
         return budget
     if budget not in BUDGETS:
@@ -302,9 +303,8 @@ def _budget(budget: str | PipelineBudget) -> PipelineBudget:
     return BUDGETS[budget]
 
 
-def _check_workers_and_costs(
-    workers: int, fee_bps: float, slippage_bps: float, entry_delay_bars: int
-) -> None:
+def check_workers_and_costs(workers: int, fee_bps: float, slippage_bps: float, entry_delay_bars: int) -> None:
+    """Refuse bad worker counts and backtest costs before Ray starts (pipeline and retrain)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise CrpbotError(f"invalid number of workers {workers!r}: must be >= 1")
     for name, bps in (("fee", fee_bps), ("slippage", slippage_bps)):
@@ -314,7 +314,7 @@ def _check_workers_and_costs(
         raise CrpbotError(f"invalid entry delay {entry_delay_bars!r} bars: must be an integer >= 0")
 
 
-def _run_chains_in_parallel(
+def run_chains_in_parallel(
     coins: list[str], chain_kwargs: dict[str, dict[str, Any]], log: Callable[[str], None]
 ) -> list[CoinOutcome]:
     """Submit every coin's chain at once; collect each as it finishes, failures included."""
@@ -361,7 +361,7 @@ def _chain_task(coin: str, kwargs: dict[str, Any]) -> CoinOutcome:
     return outcome.timed(started_at, utc_now())
 
 
-def _gate(outcome: CoinOutcome, thresholds: GateThresholds) -> GateDecision:
+def outcome_gate(outcome: CoinOutcome, thresholds: GateThresholds) -> GateDecision:
     """The coin's gate decision; a coin whose chain failed fails the gate, with the reason."""
     if outcome.failed:
         return GateDecision(passed=False, reasons=[f"chain failed: {outcome.error}"])
@@ -369,7 +369,7 @@ def _gate(outcome: CoinOutcome, thresholds: GateThresholds) -> GateDecision:
 
 
 @contextmanager
-def _removed_if_empty(run_dir: Path) -> Iterator[None]:
+def removed_if_empty(run_dir: Path) -> Iterator[None]:
     """Remove ``run_dir`` if the run fails before writing to it (Ray failed to start, say), so the
     same command can be rerun instead of finding "run directory already exists"."""
     try:
@@ -380,7 +380,8 @@ def _removed_if_empty(run_dir: Path) -> Iterator[None]:
         raise
 
 
-def _input_for(coin: str, input_dir: str | Path | None, default_input: Callable[[str], Path]) -> Path:
+def input_for(coin: str, input_dir: str | Path | None, default_input: Callable[[str], Path]) -> Path:
+    """The coin's bars: the bundled sample, or its file in ``input_dir`` (freqtrade names too)."""
     if input_dir is None:
         return default_input(coin)
     from crpbot.data.bars import find_input

@@ -104,7 +104,7 @@ def promote(
                     "(promoted versions are immutable)"
                 )
             install(directory, name, digest, lambda tmp: shutil.copytree(model_dir, tmp))
-        write_pointer(directory, name, digest)
+        _move_pointer(directory, "promote", name, digest, source=str(model_dir))
     return PromotedVersion(coin, name, directory / name, digest, new)
 
 
@@ -115,8 +115,19 @@ def rollback(coin: str, version: str, *, root: str | Path = DEFAULT_ROOT) -> Pro
     path = _version_path(directory, coin, version)
     digest = content_digest(verify_artifact(path))
     with coin_lock(directory):
-        write_pointer(directory, version, digest)
+        _move_pointer(directory, "rollback", version, digest)
     return PromotedVersion(coin, version, path, digest, False)
+
+
+def _move_pointer(directory: Path, event: str, version: str, digest: str, **facts: Any) -> None:
+    """Point ``current`` at ``version`` and record the move in the coin's history (lock held)."""
+    from crpbot.registry.history import append_locked
+
+    previous = read_pointer(directory)
+    write_pointer(directory, version, digest)
+    if previous is None or previous["version"] != version:
+        previous_version = None if previous is None else previous["version"]
+        append_locked(directory, event, version=version, previous=previous_version, digest=digest, **facts)
 
 
 def current_version(coin: str, *, root: str | Path = DEFAULT_ROOT) -> str | None:
@@ -286,12 +297,17 @@ def check_same_content(manifest: dict, digest: str, where: str) -> None:
 
 
 def _check_artifact_coin(model_dir: Path, manifest: dict, coin: str) -> None:
-    """Refuse what is not a model/ensemble artifact, or a model trained for another coin."""
+    """Refuse what is not a model/ensemble artifact, or a model not trained on ``coin``."""
     if "config.json" not in manifest["files"]:
         raise CrpbotError(f"{model_dir} is not a model artifact: no config.json")
     config = read_artifact_json(model_dir, "config.json")
     if not isinstance(config, dict) or config.get("kind") not in ("model", "ensemble"):
         raise CrpbotError(f"{model_dir}/config.json: kind must be 'model' or 'ensemble'")
+    covered = config.get("coins")  # a global model: promoted for each coin it was trained on
+    if isinstance(covered, list):
+        if coin not in covered:
+            raise CrpbotError(f"{model_dir} is a global model of {', '.join(covered)}, not trained on {coin}")
+        return
     trained_for = config.get("coin")
     if trained_for is not None and normalize_coin(trained_for) != coin:
         raise CrpbotError(f"{model_dir} was trained for {trained_for}, not {coin}")

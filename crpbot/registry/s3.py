@@ -53,19 +53,41 @@ def check_bucket(client: Any, bucket: str) -> None:
         client.head_bucket(Bucket=bucket)
 
 
-def put_bytes(client: Any, bucket: str, key: str, data: bytes, *, if_absent: bool = False) -> bool:
-    """Upload one object; ``if_absent`` writes only a new key (If-None-Match: *), else returns False."""
+def put_bytes(
+    client: Any, bucket: str, key: str, data: bytes, *, if_absent: bool = False, if_match: str | None = None
+) -> bool:
+    """Upload one object; returns False when its condition fails instead of writing.
+
+    ``if_absent`` writes only a new key (If-None-Match: *); ``if_match`` replaces the object only
+    while its ETag is still that one (a compare-and-swap for objects that grow, like a history).
+    """
     from botocore.exceptions import ClientError
 
     extra = {"IfNoneMatch": "*"} if if_absent else {}
+    if if_match is not None:
+        extra["IfMatch"] = if_match
     with s3_errors(f"upload of s3://{bucket}/{key} failed"):
         try:
             client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
         except ClientError as exc:
-            if if_absent and _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+            if extra and _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
             raise
     return True
+
+
+def get_bytes_and_etag(client: Any, bucket: str, key: str) -> tuple[bytes | None, str | None]:
+    """The whole object and its ETag (for a later ``put_bytes(if_match=...)``), or (None, None)."""
+    from botocore.exceptions import ClientError
+
+    with s3_errors(f"download of s3://{bucket}/{key} failed"):
+        try:
+            response = client.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                return None, None
+            raise
+        return response["Body"].read(), response["ETag"]
 
 
 def get_bytes(client: Any, bucket: str, key: str) -> bytes | None:

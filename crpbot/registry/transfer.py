@@ -5,7 +5,9 @@ manifest; a version's ``manifest.json`` is its commit marker, written last, and 
 ``current.json`` only after the version it names is complete. A pull lands in a temporary
 directory beside the local version, is checked against the manifest (and the remote
 pointer's digest) and only then renamed into place, under the same per-coin lock as a local
-promotion (``crpbot.registry.local``).
+promotion (``crpbot.registry.local``). A coin's decision history (``history.jsonl``) travels
+with it: records are never edited, so push and pull merge it by union
+(``crpbot.registry.history``), conditionally on S3, and refuse a copy with a damaged record.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from crpbot.registry.artifact import (
     read_manifest,
     verify_artifact,
 )
+from crpbot.registry.history import HISTORY_FILE, merged, parse_history, write_bytes_atomic
 from crpbot.registry.local import (
     POINTER_FILE,
     PROMOTED_DIR,
@@ -44,6 +47,8 @@ from crpbot.registry.local import (
 )
 
 DEFAULT_PREFIX = "crpbot"
+# conditional history uploads that lose a race re-merge and retry this often
+_HISTORY_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ def push(
             raise CrpbotError(f"nothing to push: no promoted {name} model in {Path(root) / PROMOTED_DIR}")
         for version in versions:
             pushed.append(_push_version(client, bucket, prefix, name, directory / version))
+        _push_history(client, bucket, prefix, name, directory)
         pointer = read_pointer(directory)
         if pointer is not None:
             body = json.dumps(pointer_record(pointer["version"], pointer["digest"]), indent=2).encode()
@@ -125,6 +131,8 @@ def pull(
                 raise CrpbotError(f"{pointer_url} is missing: no current {name} model on S3")
             pointer = parse_pointer(raw, pointer_url)
             wanted, expected_digest = pointer["version"], pointer["digest"]
+        # checked before anything local changes; merged in once the version is in place
+        history = _fetch_history(client, bucket, prefix, name)
         pulled.append(
             _pull_version(
                 client,
@@ -137,7 +145,63 @@ def pull(
                 move_current=version is None,
             )
         )
+        if history is not None:
+            _merge_history(Path(root), name, history)
     return pulled
+
+
+def _push_history(client: Any, bucket: str, prefix: str, coin: str, directory: Path) -> None:
+    """Upload the union of the local and the remote history, so no machine's records are dropped.
+
+    The replacement is conditional on the ETag read just before (If-Match, or If-None-Match for
+    the first upload): a push that raced another one re-reads, re-merges and tries again instead
+    of overwriting the other's records. The upload is read back and compared byte for byte.
+    """
+    path = directory / HISTORY_FILE
+    if not path.is_file():
+        return
+    local = path.read_bytes()
+    parse_history(local, str(path))
+    key = f"{prefix}/{coin}/{HISTORY_FILE}"
+    url = f"s3://{bucket}/{key}"
+    for _ in range(_HISTORY_ATTEMPTS):
+        remote, etag = s3.get_bytes_and_etag(client, bucket, key)
+        if remote is not None:
+            parse_history(remote, url)
+        combined = merged(local, remote or b"")
+        if combined == remote:
+            return
+        written = (
+            s3.put_bytes(client, bucket, key, combined, if_absent=True)
+            if etag is None
+            else s3.put_bytes(client, bucket, key, combined, if_match=etag)
+        )
+        if written:
+            back = s3.get_bytes(client, bucket, key) or b""
+            if not set(combined.splitlines()) <= set(back.splitlines()):  # a later push may add, not drop
+                raise CrpbotError(f"{url} read back after upload lacks records that were written")
+            return
+    raise CrpbotError(f"{url} kept changing during this push ({_HISTORY_ATTEMPTS} tries): push again")
+
+
+def _fetch_history(client: Any, bucket: str, prefix: str, coin: str) -> bytes | None:
+    """The remote history, every record checked complete, before anything local changes."""
+    key = f"{prefix}/{coin}/{HISTORY_FILE}"
+    remote = s3.get_bytes(client, bucket, key)
+    if remote is not None:
+        parse_history(remote, f"s3://{bucket}/{key}")
+    return remote
+
+
+def _merge_history(root: Path, coin: str, remote: bytes) -> None:
+    directory = coin_dir(root, coin)
+    with coin_lock(directory):
+        path = directory / HISTORY_FILE
+        local = path.read_bytes() if path.is_file() else b""
+        parse_history(local, str(path))
+        combined = merged(local, remote)
+        if combined != local:
+            write_bytes_atomic(path, combined)
 
 
 def _push_version(client: Any, bucket: str, prefix: str, coin: str, path: Path) -> PushedVersion:

@@ -18,6 +18,11 @@ typo costs a one-line error instead of a cluster's worth of failed trials::
 
 Every value a distribution can produce is checked against ``TrainConfig``, so a
 trial never fails on a config the space itself made up.
+
+Global vs per-coin: ``coins: {choice: [[], [BTC, ETH, SOL]]}`` lets the search try one model
+of the searched coin against one global model of the listed coins (which must include the
+searched coin); both are ranked on the searched coin's validation windows. List values reach
+Ray Tune and Optuna as labels (``BTC+ETH+SOL``, ``none``; Optuna's choices are plain scalars).
 """
 
 from __future__ import annotations
@@ -109,6 +114,13 @@ class SearchSpace:
         values = {key: dims[key].decode(value) if key in dims else value for key, value in params.items()}
         return self.base.replace(max_epochs=self.budget.max_epochs, **values)
 
+    def global_coins(self) -> list[str]:
+        """The coins of every global model this space can train ([] when it trains none)."""
+        lists = [list(self.base.coins)] + [
+            list(value) for dim in self.dimensions if dim.key == "coins" for value in dim.values
+        ]
+        return next((coins for coins in lists if coins), [])
+
     def data_config(self) -> TrainConfig:
         """The config to prepare the shared data with: the largest lookback sets the purge,
         so the windows of every trial respect it; every context coin the space names is
@@ -152,6 +164,11 @@ def load_search_space(path: str | Path) -> SearchSpace:
     if not isinstance(space, dict) or not space:
         raise CrpbotError(f"{where}: space must be a non-empty mapping of config keys to distributions")
     dimensions = tuple(_parse_dimension(key, spec, base, where) for key, spec in space.items())
+    global_sets = {tuple(value) for dim in dimensions if dim.key == "coins" for value in dim.values if value}
+    if len(global_sets) > 1:
+        raise CrpbotError(
+            f"{where}: space.coins: every global choice must list the same coins, in the same order"
+        )
     budget = _parse_budget(raw.get("budget"), where)
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -187,6 +204,10 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
     if not isinstance(args, list) or not args:
         raise CrpbotError(f"{where}: space.{key}: {kind} needs a non-empty list")
     field_type = {f.name: f.type for f in dataclasses.fields(TrainConfig)}[key]
+    if field_type == "list[str]" and (kind != "choice" or not all(isinstance(v, list) for v in args)):
+        raise CrpbotError(
+            f"{where}: space.{key}: expected {{choice: [[], [BTC, ETH, SOL]]}} (lists of coins)"
+        )
     if kind == "choice":
         if len({repr(v) for v in args}) != len(args):
             raise CrpbotError(f"{where}: space.{key}: choice values must be distinct")

@@ -59,6 +59,7 @@ def run_search(
     coin: str,
     *,
     input_path: str | Path | None = None,
+    data_dir: str | Path | None = None,
     num_samples: int | None = None,
     max_epochs: int | None = None,
     storage: str | Path | None = None,
@@ -80,10 +81,15 @@ def run_search(
     default the experiment directory when storage is local, else ``runs/<name>``. ``exhaustive`` trains every
     combination of the space's choices to the full budget (no Optuna, no ASHA): the baseline
     the search is measured against. ``progress`` shows Tune's live trial table.
+
+    A space that can train a global model (``coins``) prepares all its coins once (from
+    ``data_dir``, at shared cut times); its one-coin trials train on the searched coin's part
+    and every trial is ranked on the searched coin's validation windows.
     """
     from ray import tune
 
     from crpbot.data.dataset import load_prepared
+    from crpbot.data.multicoin import coin_inputs, prepare_coins
     from crpbot.registry.storage import is_remote, ray_storage, validate_storage
 
     coin = normalize_coin(coin)
@@ -107,11 +113,21 @@ def run_search(
         )
 
     # Validate the input before starting Ray: a bad file fails in a second, not after a cluster start.
-    data = load_prepared(coin, input_path, space.data_config())
+    global_coins = space.global_coins()
+    if global_coins:
+        inputs = coin_inputs(global_coins, data_dir)
+        if input_path is not None or coin not in inputs:
+            raise CrpbotError(
+                f"{space.source}: its global model covers {', '.join(inputs)}: search one of them, "
+                "with --data-dir for their bars (not --input)"
+            )
+        data = prepare_coins(space.data_config(), inputs)
+    else:
+        data = load_prepared(coin, input_path, space.data_config())
     init_ray(address)
     if use_gpu:
         require_gpus(1)
-    trial = tune.with_parameters(_trial, data=data, space=space, use_gpu=use_gpu)
+    trial = tune.with_parameters(_trial, data=data, space=space, use_gpu=use_gpu, coin=coin)
     # Tune registers a trainable under its name for the whole Ray job, last writer wins: two
     # searches running at once (the pipeline's coins) must not share one, or trials of one coin
     # could start with the other coin's data.
@@ -295,13 +311,12 @@ def _grid_domains(space: SearchSpace) -> dict[str, Any]:
     return {dim.key: tune.grid_search(list(dim.grid_values())) for dim in space.dimensions}
 
 
-def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool) -> None:
+def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool, coin: str) -> None:
     """One Tune trial: ``fit`` with the sampled config, one report (and checkpoint) per epoch."""
     entered = time.perf_counter()
     import torch
     from ray import tune
 
-    from crpbot.data.cross_asset import ContextSpec, select_context
     from crpbot.model.fit import fit
     from crpbot.registry.artifact import load_torch_file
 
@@ -309,7 +324,6 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool) -
 
     torch.set_num_threads(1)
     config = space.trial_config(params)
-    data = select_context(data, ContextSpec.from_config(config))  # the shared rows, this trial's columns
     checkpoint = tune.get_checkpoint()
     resume_state = None
     if checkpoint is not None:
@@ -337,7 +351,26 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool) -
             torch.save(state, Path(directory) / STATE_FILE)
             tune.report(summary, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    fit(config, data, device="cuda" if use_gpu else "cpu", reporter=report, resume=resume_state, log=_quiet)
+    fit(
+        config,
+        _trial_data(data, config, coin),
+        device="cuda" if use_gpu else "cpu",
+        reporter=report,
+        resume=resume_state,
+        log=_quiet,
+    )
+
+
+def _trial_data(data: Any, config: TrainConfig, coin: str) -> Any:
+    """What a trial trains on: the search's data, or for a global-vs-per-coin search the global
+    data scored on ``coin`` or ``coin``'s part of it (views of the shared arrays, no copy); for a
+    search over context coins, the shared rows with this trial's columns."""
+    from crpbot.data.cross_asset import ContextSpec, select_context
+    from crpbot.data.multicoin import MultiCoinData
+
+    if not isinstance(data, MultiCoinData):
+        return select_context(data, ContextSpec.from_config(config))
+    return data.scored_on(coin) if config.coins else data.part(coin)
 
 
 def _quiet(_: str) -> None:

@@ -1,0 +1,250 @@
+"""Champion vs challenger on real artifacts and real predictions: every decision and its record.
+
+Tiny models are fitted directly (no Ray) on the bundled BTC bars: an "old" file (the first 60%)
+and the full sample (old + new). A deliberately bad model is a real one whose prior correction
+is shifted, so it predicts P(up) ~ 0.05 everywhere: a real artifact with real, bad predictions.
+One end-to-end retrain (one coin, the tiny config as the budget, a gate the recipe meets) checks
+the wiring: challengers trained by the pipeline's chains, judged, promoted, recorded, pushed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from crpbot.config import TrainConfig
+from crpbot.errors import CrpbotError
+from crpbot.evaluation.compare import compare_on_shared_period
+from crpbot.evaluation.gate import GateDecision
+from crpbot.pipeline.retrain import decide, judge_challenger
+from crpbot.registry.artifact import load_weights, read_artifact_json, read_manifest, write_artifact
+from crpbot.registry.history import read_history
+from crpbot.registry.local import current_version, promote
+
+TINY = TrainConfig(
+    cell="gru",
+    hidden_size=8,
+    num_layers=1,
+    bidirectional=False,
+    head_hidden=8,
+    dropout=0.0,
+    lookback=20,
+    horizon=15,
+    max_train_windows=512,
+    batch_size=128,
+    max_epochs=1,
+    patience=1,
+    t0=1,
+    seed=0,
+)
+PASS = GateDecision(passed=True)
+FAIL = GateDecision(passed=False, reasons=["accuracy 0.5100 < min_accuracy 0.6800"])
+
+
+def _fit(config: TrainConfig, input_path: Path, out: Path) -> Path:
+    import torch
+
+    from crpbot.data.dataset import load_prepared
+    from crpbot.model.fit import fit
+    from crpbot.model.inference import save_model_artifact
+
+    torch.set_num_threads(1)
+    data = load_prepared("BTC", input_path, config)
+    result = fit(config, data, log=lambda _: None)
+    return save_model_artifact(
+        out,
+        model_state=result.best_state,
+        config=config,
+        data=data,
+        history=result.history,
+        best_epoch=result.best_epoch,
+        input_path=input_path,
+    )
+
+
+def _bad_copy(artifact: Path, out: Path) -> Path:
+    """The same weights with the prior correction shifted by +3 logits: P(up) ~ 0.05 on every row."""
+    config = read_artifact_json(artifact, "config.json")
+    config["logit_offset"] += 3.0
+    names = ("scaler.json", "features.json", "history.json")
+    return write_artifact(
+        out,
+        tensors=load_weights(artifact),
+        data_fingerprint=read_manifest(artifact)["data_fingerprint"],
+        json_files={"config.json": config, **{name: read_artifact_json(artifact, name) for name in names}},
+    )
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, sample_path) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("retrain")
+    bars = pd.read_parquet(sample_path("BTC"))
+    old_dir = base / "old"
+    old_dir.mkdir()
+    bars.iloc[: int(len(bars) * 0.6)].to_parquet(old_dir / "BTC-USD_1m.parquet", index=False)
+    full = sample_path("BTC")
+    found = {
+        "old": _fit(TINY, old_dir / "BTC-USD_1m.parquet", base / "old_model"),  # the champion of last week
+        "new": _fit(TINY, full, base / "new_model"),  # this week's challenger
+        # validated up to ~95% of the sample: into the challenger's test period (85% onwards)
+        "late": _fit(TINY.replace(train_fraction=0.8, val_fraction=0.15), full, base / "late_model"),
+    }
+    found["bad_old"] = _bad_copy(found["old"], base / "bad_old")
+    found["bad_new"] = _bad_copy(found["new"], base / "bad_new")
+    return found
+
+
+def test_shared_period_is_unseen_by_both_and_trimmed_or_refused(models) -> None:
+    fair = compare_on_shared_period(models["old"], models["new"], n_boot=200)
+    assert fair.fair and fair.n == fair.challenger_test_rows > 1000, "an older champion saw none of it"
+    assert 0.3 < fair.champion["accuracy"] < 0.7 and 0.3 < fair.challenger["accuracy"] < 0.7
+    low, high = fair.ci
+    assert low <= fair.log_loss_difference <= high
+    assert fair.log_loss_difference == pytest.approx(fair.challenger["log_loss"] - fair.champion["log_loss"])
+
+    trimmed = compare_on_shared_period(models["late"], models["new"], n_boot=200)
+    late_val_end = read_artifact_json(models["late"], "config.json")["split_times"]["val"][1]
+    assert trimmed.fair and 0 < trimmed.n < trimmed.challenger_test_rows
+    assert "dropped" in trimmed.note
+    first_shared = pd.Timestamp(trimmed.period[0].rstrip("Z"), tz="UTC")
+    # the champion's 20-bar window of the first shared row starts after its validation period
+    assert first_shared - pd.Timedelta(minutes=TINY.lookback - 1) > pd.Timestamp(late_val_end, tz="UTC")
+    assert trimmed.challenger["log_loss"] != fair.challenger["log_loss"], "scored on fewer rows"
+
+    # a champion trained on data newer than the challenger's test period: nothing left to compare
+    refused = compare_on_shared_period(models["new"], models["old"], n_boot=200)
+    assert not refused.fair and refused.n == 0 and refused.note.startswith("no fair comparison")
+    assert decide(PASS, refused)[0] and "gate alone decides" in decide(PASS, refused)[1]
+    assert not decide(FAIL, refused)[0]
+
+
+def test_each_decision_is_taken_as_stated_and_recorded(models, tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    logged: list[str] = []
+
+    # no champion: the gate alone decides
+    refused = judge_challenger(
+        "BTC", models["bad_old"], FAIL, registry_root=root, n_boot=200, log=logged.append
+    )
+    assert refused.decision == "not promoted" and current_version("BTC", root=root) is None
+    first = judge_challenger("BTC", models["old"], PASS, registry_root=root, n_boot=200, log=logged.append)
+    assert first.promoted and first.comparison is None and "no champion" in first.reason
+    champion = first.challenger_version
+
+    # a champion better on the shared period keeps its place, though the challenger passes the gate
+    kept = judge_challenger("BTC", models["bad_new"], PASS, registry_root=root, n_boot=200, log=logged.append)
+    assert kept.decision == "kept champion" and not kept.promoted
+    assert kept.comparison["ci"][0] > 0 and "worse than the champion beyond noise" in kept.reason
+    assert current_version("BTC", root=root) == champion
+
+    # a better challenger replaces a bad champion
+    bad_root = tmp_path / "bad"
+    promote(models["bad_old"], "BTC", root=bad_root, version="bad")
+    better = judge_challenger(
+        "BTC", models["new"], PASS, registry_root=bad_root, n_boot=200, log=logged.append
+    )
+    assert better.promoted and better.comparison["ci"][1] < 0
+    assert current_version("BTC", root=bad_root) == better.challenger_version != "bad"
+    # ... but never one that fails the gate
+    judge_challenger("BTC", models["bad_new"], FAIL, registry_root=bad_root, n_boot=200, log=logged.append)
+
+    # a champion that no longer verifies is not silently replaced: kept, with the reason recorded
+    damaged_root = tmp_path / "damaged"
+    damaged = promote(models["old"], "BTC", root=damaged_root, version="old").path / "history.json"
+    damaged.chmod(0o644)
+    damaged.write_text(damaged.read_text() + " ")
+    kept_damaged = judge_challenger("BTC", models["new"], PASS, registry_root=damaged_root, log=logged.append)
+    assert kept_damaged.decision == "kept champion" and "comparison failed" in kept_damaged.reason
+    assert read_history("BTC", root=damaged_root)[-1]["reason"] == kept_damaged.reason
+
+    records = read_history("BTC", root=root)
+    assert [(r["event"], r.get("decision")) for r in records] == [
+        ("retrain", "not promoted"),
+        ("promote", None),
+        ("retrain", "promoted"),
+        ("retrain", "kept champion"),
+    ]
+    last = records[-1]
+    assert last["champion"] == champion and last["challenger"] == str(models["bad_new"])
+    assert last["challenger_version"] is None and last["gate"]["passed"]
+    shared = last["comparison"]
+    assert shared["period"] and shared["n"] > 1000
+    assert shared["challenger"]["log_loss"] > shared["champion"]["log_loss"] and shared["ci"][0] > 0
+    assert records[0]["reason"].startswith("the challenger fails the gate: accuracy")
+    bad_records = read_history("BTC", root=bad_root)
+    assert [r.get("decision") for r in bad_records if r["event"] == "retrain"] == [
+        "promoted",
+        "kept champion",
+    ]
+    assert "fails the gate" in bad_records[-1]["reason"]
+    json.dumps(records)  # plain JSON all the way down
+
+
+def test_bad_retrain_arguments_fail_before_ray(tmp_path: Path, sample_path, capsys) -> None:
+    from crpbot.cli import main
+
+    assert (
+        main(["retrain", "--coins", "BTC", "--input-dir", str(tmp_path), "--registry", str(tmp_path / "m")])
+        == 2
+    )
+    assert "no input for BTC-USD" in capsys.readouterr().err
+    assert main(["retrain", "--coins", "BTC,BTC", "--input-dir", str(sample_path().parent)]) == 2
+    assert "listed twice" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(CrpbotError, match="n_boot"):
+        from crpbot.pipeline.retrain import run_retrain
+
+        run_retrain(["BTC"], input_dir=sample_path().parent, n_boot=0)
+
+
+@pytest.mark.ray
+def test_retrain_end_to_end(ray_session, s3_endpoint, models, sample_path, tmp_path) -> None:
+    """One coin, the tiny config as its budget, a gate the recipe meets on validation (so no
+    search): the challenger is trained by the pipeline's chain, judged against the promoted
+    champion, and the decision is recorded and pushed with the registry."""
+    import boto3
+
+    from crpbot.config import save_config
+    from crpbot.evaluation.gate import GateThresholds
+    from crpbot.pipeline.retrain import run_retrain
+    from crpbot.pipeline.run import PipelineBudget
+
+    root = tmp_path / "models"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="retrain")
+    promote(models["old"], "BTC", root=root, version="champion")
+    save_config(TINY, tmp_path / "tiny.yaml")  # an absolute path: the budget reads it, not tune_configs/
+    budget = PipelineBudget(
+        train_config=str(tmp_path / "tiny.yaml"), search_space="smoke_search.yaml", seeds=2
+    )
+    logged: list[str] = []
+    (decision,) = run_retrain(
+        ["BTC"],
+        input_dir=sample_path().parent,
+        budget=budget,
+        run_dir=tmp_path / "run",
+        registry_root=root,
+        bucket="retrain",
+        endpoint_url=s3_endpoint,
+        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1),
+        n_boot=200,
+        log=logged.append,
+    )
+    summary = json.loads((tmp_path / "run" / "retrain.json").read_text())
+    (outcome,) = summary["outcomes"]
+    assert outcome["stage"] == "recipe" and outcome["metrics"]["gate"]["passed"]
+    assert summary["decisions"][0]["decision"] == decision.decision
+    assert decision.champion == "champion" and decision.comparison["fair"]
+    assert decision.comparison["n"] == decision.comparison["challenger_test_rows"]
+    assert decision.decision in ("promoted", "kept champion") and any(
+        decision.decision in line for line in logged
+    )
+    expected = decision.challenger_version if decision.promoted else "champion"
+    assert current_version("BTC", root=root) == expected
+    assert read_history("BTC", root=root)[-1]["decision"] == decision.decision
+    remote = boto3.client("s3", endpoint_url=s3_endpoint).get_object(
+        Bucket="retrain", Key="crpbot/BTC-USD/history.jsonl"
+    )
+    assert remote["Body"].read() == (root / "promoted" / "BTC-USD" / "history.jsonl").read_bytes()
