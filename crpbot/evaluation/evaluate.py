@@ -325,7 +325,7 @@ def _own_split_data(predictor: Predictor, data: Any) -> Any:
     recorded = predictor.config_json.get("context", {}).get("inputs", {})
     same = (
         data.fingerprint == _data_fingerprint(predictor)
-        and {coin: source["fingerprint"] for coin, source in data.context.items()}
+        and {coin: source["fingerprint"] for coin, source in getattr(data, "context", {}).items()}
         == {coin: source["fingerprint"] for coin, source in recorded.items()}
         and {name: list(times) for name, times in data.split_times().items()}
         == predictor.config_json["split_times"]

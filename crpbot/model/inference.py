@@ -136,7 +136,9 @@ def save_model_artifact(
         "logit_offset": math.log(pos_weight),
         "param_count": sum(int(tensor.numel()) for tensor in model_state.values()),
     }
-    if data.context:  # the context coins' columns and files: evaluate and predict check them
+    if getattr(
+        data, "context", None
+    ):  # the context coins' columns and files: evaluate and predict check them
         config_json["context"] = context_record(ContextSpec.from_config(config), data.context)
     coins = getattr(data, "coins", None)
     if coins is None:
