@@ -35,6 +35,9 @@ class TrainConfig:
     dropout: float = 0.35
     bidirectional: bool = True
     head_hidden: int = 64
+    # hand the last bar's features to the head beside the recurrent summary (a linear rule on the
+    # latest bar, e.g. the 15-minute reversal, is then one layer away); off by default
+    skip_last_bar: bool = False
     # data
     lookback: int = 60
     horizon: int = 15
@@ -58,6 +61,10 @@ class TrainConfig:
     # bf16 autocast of the forward pass on CUDA (ignored on CPU). Measured on an H100 it does
     # not speed up the default model (benchmarks/RESULTS.md); it halves activation memory.
     bf16: bool = True
+    # cross-asset context (crpbot.data.cross_asset): other coins whose features, aligned by
+    # timestamp, are added beside the target's; "all" of their features or a list of names
+    context_coins: list[str] = field(default_factory=list)
+    context_features: str | list[str] = "all"
     # free-form note carried into artifacts (e.g. which search produced it)
     notes: dict[str, Any] = field(default_factory=dict)
     # a global model: one network trained on these coins' windows (empty: one coin's model).
@@ -116,6 +123,24 @@ class TrainConfig:
         need(len(self.coins) != 1, "coins", "a global model needs at least two coins (empty: one coin)")
         short = [coin.strip().upper().removesuffix("-USD") for coin in self.coins]
         need(len(set(short)) == len(short), "coins", "names a coin twice")
+        need(
+            not (self.coins and self.context_coins),
+            "context_coins",
+            "a global model (coins) with context coins is not built yet: use one or the other",
+        )
+        # the coin and feature names themselves are checked by the data stage, which knows them
+        coins = [str(coin).strip().upper().removesuffix("-USD") for coin in self.context_coins]
+        need(all(coins), "context_coins", "coin names must be non-empty")
+        need(len(set(coins)) == len(coins), "context_coins", "a coin is listed twice")
+        if isinstance(self.context_features, str):
+            need(self.context_features == "all", "context_features", "expected 'all' or a list of names")
+        else:
+            need(bool(self.context_features), "context_features", "an empty list: use 'all' or name features")
+            need(
+                len(set(self.context_features)) == len(self.context_features),
+                "context_features",
+                "a feature is listed twice",
+            )
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some keys changed (validated like a fresh config)."""
@@ -169,6 +194,10 @@ def _check_types(config: TrainConfig) -> None:
             ok = isinstance(value, dict)
         elif expected == "list[str]":
             ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        elif expected == "str | list[str]":
+            ok = isinstance(value, str) or (
+                isinstance(value, list) and all(isinstance(item, str) for item in value)
+            )
         else:  # pragma: no cover - a new field type must be added above
             raise AssertionError(f"unhandled config field type {expected!r}")
         if not ok:

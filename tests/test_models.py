@@ -51,6 +51,25 @@ def test_whole_window_reaches_the_output() -> None:
         assert not torch.allclose(model(windows), model(changed))
 
 
+def test_skip_path_hands_the_last_bar_to_the_head() -> None:
+    """With the encoder silenced (zero weights: its summary is 0 for any input), only the skip path
+    can move the logit, and only through the last bar."""
+    torch.manual_seed(0)
+    windows = torch.randn(4, 10, 3)
+    earlier, last = windows.clone(), windows.clone()
+    earlier[:, 0] += 1.0
+    last[:, -1] += 1.0
+    for skip in (False, True):
+        model = build_model(TrainConfig(hidden_size=4, num_layers=1, head_hidden=4, skip_last_bar=skip), 3)
+        assert model.head[0].in_features == 8 + (3 if skip else 0)
+        with torch.no_grad():
+            for parameter in model.encoder.parameters():
+                parameter.zero_()
+            model.eval()
+            assert torch.allclose(model(windows), model(earlier))
+            assert torch.allclose(model(windows), model(last)) is not skip
+
+
 def test_build_model_follows_the_config() -> None:
     config = TrainConfig(
         cell="gru", hidden_size=6, num_layers=2, dropout=0.2, bidirectional=False, head_hidden=5

@@ -3,6 +3,7 @@
 Usage: crpbot evaluate --model DIR [--coin BTC] [--input FILE] [--min-accuracy 0.68]
        [--max-calibration-error 0.05] [--gate-on ci-lower|point] [--ece max|equal-width|equal-mass]
        [--fee-bps 10] [--slippage-bps 0] [--entry-delay-bars 1] [--trade-threshold TAU] [--out DIR]
+       [--context-input COIN=FILE ...]
 
 Exit status 0 whether or not the gate passes: a failed gate is a result, written to metrics.json
 and printed as "Status: FAIL (reasons)". Non-zero (2) only for errors (bad model, bad input).
@@ -13,7 +14,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_coin, add_gate_and_costs, backtest_costs, gate_thresholds
+from crpbot.cli.options import (
+    add_coin,
+    add_context_input,
+    add_gate_and_costs,
+    backtest_costs,
+    gate_thresholds,
+)
 
 EPILOG = (
     "Exit status: 0 when the evaluation ran, whether the gate passed or failed (see 'Status:' and "
@@ -32,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the model's stored test split "
         "(refused if it overlaps the model's train/validation period)",
     )
+    add_context_input(parser)
     add_gate_and_costs(parser, quorum=False)
     parser.add_argument(
         "--trade-threshold",
@@ -45,12 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from crpbot.data.cross_asset import parse_context_inputs
     from crpbot.evaluation.evaluate import evaluate_model
 
     thresholds = gate_thresholds(args)
     evaluate_model(
         args.model,
         input_path=args.input,
+        context_inputs=parse_context_inputs(args.context_input),
         out_dir=args.out,
         thresholds=thresholds,
         **backtest_costs(args),

@@ -34,6 +34,16 @@ def add_input(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_context_input(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--context-input",
+        action="append",
+        metavar="COIN=FILE",
+        help="bars of a context coin (repeatable); default: <COIN>-USD_1m.parquet beside --input, "
+        "or for a trained model the files it records",
+    )
+
+
 def add_coin(parser: argparse.ArgumentParser, what: str, *, required: bool = True) -> None:
     parser.add_argument("--coin", required=required, help=f"coin {what}, e.g. BTC or BTC-USD")
 

@@ -2,6 +2,7 @@
 
 Usage: crpbot predict --coin BTC --input BARS [--model DIR | --registry DIR | --bucket B [--prefix P]
        [--endpoint-url URL]] [--last N] [--json] [--max-staleness MIN | --allow-stale]
+       [--context-input COIN=FILE ...]
 
 Without --model the coin's current promoted model is used (--registry, default models); with
 --bucket the remote current is pulled into that registry and verified first. Bars whose latest
@@ -14,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from crpbot.cli.options import add_coin
+from crpbot.cli.options import add_coin, add_context_input
 
 EPILOG = (
     "--json prints one object: {coin, version, model, horizon_minutes, predictions: "
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", help="S3 key prefix (default: crpbot)")
     parser.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto); default: AWS or $AWS_ENDPOINT_URL")
     parser.add_argument("--last", type=int, default=1, help="predict each of the last N bars (default 1)")
+    add_context_input(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object (see below)")
     stale = parser.add_mutually_exclusive_group()
     stale.add_argument(
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from crpbot.data.bars import load_bars, normalize_coin
+    from crpbot.data.cross_asset import load_context, parse_context_inputs
     from crpbot.errors import CrpbotError
     from crpbot.model.serving import LiveModel
 
@@ -79,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
     if model.coin != normalize_coin(args.coin):
         raise CrpbotError(f"the model predicts {model.coin}, not {normalize_coin(args.coin)}")
     limit = None if args.allow_stale else pd.Timedelta(minutes=args.max_staleness)
-    predictions = model.predict(bars, last=args.last, max_staleness=limit)
+    # a context model's context bars: --context-input, else <COIN>-USD_1m.parquet beside --input
+    context = load_context(model.coin, model.context, args.input, parse_context_inputs(args.context_input))
+    predictions = model.predict(
+        bars, last=args.last, max_staleness=limit, context=context.bars if context is not None else None
+    )
     if args.json:
         print(
             json.dumps(

@@ -2,6 +2,7 @@
 
 Usage: crpbot train --coin BTC [--config tune_configs/default.yaml] [--epochs N] [--workers N]
        [--gpu] [--address ADDR] [--input FILE] [--out DIR] [--seed S] [--storage PATH|s3://bucket/prefix]
+       [--context-input COIN=FILE ...]
        crpbot train --config tune_configs/global.yaml [--data-dir DIR] ...   (one model, several coins)
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_coin, add_input
+from crpbot.cli.options import add_address, add_coin, add_context_input, add_input
 from crpbot.config import CONFIG_DIR
 
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_address(parser)
     add_input(parser)
+    add_context_input(parser)
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -47,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from crpbot.config import load_config
+    from crpbot.data.cross_asset import parse_context_inputs
     from crpbot.model.trainer import train
 
     config = load_config(args.config)
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         config,
         args.coin,
         input_path=args.input,
+        context_inputs=parse_context_inputs(args.context_input),
         data_dir=args.data_dir,
         num_workers=args.workers,
         use_gpu=args.gpu,

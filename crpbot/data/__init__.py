@@ -20,6 +20,8 @@ __getattr__, __all__ = lazy_exports(
         "FEATURE_NAMES": "features",
         "compute_features": "features",
         "feature_manifest": "features",
+        "ContextSpec": "cross_asset",
+        "load_context": "cross_asset",
         "PreparedData": "dataset",
         "prepare_data": "dataset",
         "load_prepared": "dataset",

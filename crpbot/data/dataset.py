@@ -13,13 +13,14 @@ only and travels with the artifact, so evaluation reuses it instead of refitting
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from crpbot.data.bars import Bars, default_input, load_bars, normalize_coin, timestamps_ns
+from crpbot.data.cross_asset import Context, ContextSpec, load_context
 from crpbot.data.features import FEATURE_NAMES, WARMUP_BARS, compute_features
 from crpbot.data.scaler import Scaler
 from crpbot.errors import CrpbotError
@@ -46,6 +47,8 @@ class PreparedData:
     scaler: Scaler
     feature_names: tuple[str, ...]
     fingerprint: str
+    # context coin -> {"path", "fingerprint"} of its bars (crpbot.data.cross_asset); empty without
+    context: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -87,8 +90,12 @@ def prepare_data(
     val_fraction: float = 0.15,
     scaler: Scaler | None = None,
     split_times: dict | None = None,
+    context: Context | None = None,
 ) -> PreparedData:
-    """Features, labels, purged chronological splits and a train-only scaler for training."""
+    """Features, labels, purged chronological splits and a train-only scaler for training.
+
+    ``context``: other coins' features joined on by timestamp (rows any coin lacks are dropped).
+    """
     if lookback < 1 or horizon < 1:
         raise CrpbotError(f"lookback and horizon must be >= 1, got {lookback} and {horizon}")
     if not (0 < train_fraction < 1 and 0 < val_fraction < 1 and train_fraction + val_fraction < 1):
@@ -96,7 +103,7 @@ def prepare_data(
             f"invalid split fractions train={train_fraction}, val={val_fraction}: "
             "each in (0, 1) and their sum < 1"
         )
-    rows = _usable_rows(bars, horizon)
+    rows = _usable_rows(bars, horizon, context)
     purge = lookback + horizon
     if split_times is None:
         bounds = _fraction_bounds(len(rows["labels"]), purge, train_fraction, val_fraction)
@@ -105,7 +112,7 @@ def prepare_data(
     train_start, train_end = bounds["train"]
     if scaler is None:
         scaler = Scaler.fit(rows["features"][train_start:train_end])
-    data = _assemble(bars, rows, bounds, horizon, purge, scaler)
+    data = _assemble(bars, rows, bounds, horizon, purge, scaler, context)
     for split in SPLITS:
         if len(data.window_ends(split, lookback)) == 0:
             start, end = bounds[split]
@@ -123,24 +130,41 @@ def prepare_data(
     return data
 
 
-def prepare_inference(bars: Bars, *, scaler: Scaler, horizon: int) -> PreparedData:
+def prepare_inference(
+    bars: Bars, *, scaler: Scaler, horizon: int, context: Context | None = None
+) -> PreparedData:
     """The whole input as a "test" split, scaled with a saved scaler (for ``evaluate --input``)."""
     if horizon < 1:
         raise CrpbotError(f"horizon must be >= 1, got {horizon}")
-    rows = _usable_rows(bars, horizon)
-    return _assemble(bars, rows, {"test": (0, len(rows["labels"]))}, horizon, 0, scaler)
+    rows = _usable_rows(bars, horizon, context)
+    return _assemble(bars, rows, {"test": (0, len(rows["labels"]))}, horizon, 0, scaler, context)
 
 
-def load_prepared(coin: str, input_path: str | Path | None, config: TrainConfig) -> PreparedData:
-    """Load a coin's bars (bundled sample by default) and prepare them with a config's settings."""
+def load_prepared(
+    coin: str,
+    input_path: str | Path | None,
+    config: TrainConfig,
+    context_inputs: dict[str, str | Path] | None = None,
+) -> PreparedData:
+    """Load a coin's bars (bundled sample by default) and prepare them with a config's settings.
+
+    The config's ``context_coins`` are loaded too: from ``context_inputs`` (coin -> file), else
+    beside ``input_path`` (see ``crpbot.data.cross_asset``).
+    """
     coin = normalize_coin(coin)
     bars = load_bars(input_path if input_path is not None else default_input(coin))
     bars.coin = coin
-    return prepare_for_config(bars, config)
+    context = load_context(coin, ContextSpec.from_config(config), input_path, context_inputs)
+    return prepare_for_config(bars, config, context=context)
 
 
 def prepare_for_config(
-    bars: Bars, config: TrainConfig, *, scaler: Scaler | None = None, split_times: dict | None = None
+    bars: Bars,
+    config: TrainConfig,
+    *,
+    scaler: Scaler | None = None,
+    split_times: dict | None = None,
+    context: Context | None = None,
 ) -> PreparedData:
     """``prepare_data`` with a training config's lookback, horizon and split fractions."""
     return prepare_data(
@@ -151,6 +175,7 @@ def prepare_for_config(
         val_fraction=config.val_fraction,
         scaler=scaler,
         split_times=split_times,
+        context=context,
     )
 
 
@@ -163,14 +188,19 @@ def no_defined_rows_error(bars: Bars) -> CrpbotError:
     )
 
 
-def _usable_rows(bars: Bars, horizon: int) -> dict[str, np.ndarray]:
+def _usable_rows(bars: Bars, horizon: int, context: Context | None = None) -> dict[str, np.ndarray]:
     """Rows with every feature defined, their labels and forward returns, and segments.
+
+    With ``context``, the context coins' columns count as features: a row where any coin lacks
+    its bar is NaN there, so it is dropped and the next row starts a new segment.
 
     label = 1 if close[t+h] > close[t], 0 if below; ties are left unlabelled (NaN) because a
     flat outcome is neither direction. Labels and returns are NaN where t+h is past the end of
     the row's segment; a tie's forward return is 0.0 (finite: it makes zero PnL).
     """
     features = compute_features(bars).to_numpy(dtype=np.float64)
+    if context is not None:
+        features = np.hstack([features, context.columns(bars)])
     keep = np.isfinite(features).all(axis=1)
     if not keep.any():
         raise no_defined_rows_error(bars)
@@ -249,6 +279,7 @@ def _assemble(
     horizon: int,
     purge: int,
     scaler: Scaler,
+    context: Context | None = None,
 ) -> PreparedData:
     return PreparedData(
         coin=bars.coin,
@@ -261,8 +292,9 @@ def _assemble(
         horizon=horizon,
         purge=purge,
         scaler=scaler,
-        feature_names=FEATURE_NAMES,
+        feature_names=FEATURE_NAMES + (context.spec.column_names() if context is not None else ()),
         fingerprint=bars.fingerprint,
+        context=context.sources() if context is not None else {},
     )
 
 

@@ -82,6 +82,7 @@ def evaluate_model(
     model_dir: str | Path,
     *,
     input_path: str | Path | None = None,
+    context_inputs: dict[str, str | Path] | None = None,
     out_dir: str | Path | None = None,
     thresholds: GateThresholds | None = None,
     fee_bps: float = 10.0,
@@ -101,6 +102,8 @@ def evaluate_model(
     opens ``entry_delay_bars`` bars after its signal's bar (0: at the signal's own close).
     ``prepared``: the model's own ``PreparedData`` when the caller holds it already (a walk-forward
     fold), checked like a reload would be, so the file is not loaded and prepared a second time.
+    ``context_inputs`` (coin -> file): a context model's context bars, when not the files it
+    records (stored split) or the files beside ``input_path`` (see ``crpbot.data.cross_asset``).
     ``coin``: which coin of a global model to evaluate (the gate stays per coin); optional for
     a one-coin model.
     """
@@ -129,14 +132,16 @@ def evaluate_model(
 
     if input_path is None:
         original = test_data = (
-            stored_split_data(predictor) if prepared is None else _own_split_data(predictor, prepared)
+            stored_split_data(predictor, context_inputs)
+            if prepared is None
+            else _own_split_data(predictor, prepared)
         )
         test_source = f"stored test split of {predictor.config_json['input_path']}"
     else:
-        test_data = _input_data(predictor, Path(input_path))
+        test_data = _input_data(predictor, Path(input_path), context_inputs)
         test_source = f"all of {input_path}"
         try:  # only for the validation-chosen threshold and the logistic baseline
-            original = stored_split_data(predictor)
+            original = stored_split_data(predictor)  # its own recorded context files
         except CrpbotError as exc:
             log(f"Warning: no validation/train data for the selective threshold and baselines: {exc}")
             original = None
@@ -258,15 +263,17 @@ def _edge(test: Predictions, baselines: BaselineScores, horizon: int, n_boot: in
     return edge
 
 
-def stored_split_data(predictor: Predictor) -> Any:
+def stored_split_data(predictor: Predictor, context_inputs: dict[str, str | Path] | None = None) -> Any:
     """The model's own ``PreparedData`` with its stored splits and scaler, checked to be the same rows.
 
     The file is the artifact's ``input_path`` (the bundled sample when that path does not exist
     here, e.g. an artifact copied from another machine); its fingerprint must equal the one in
     the artifact's manifest, or the stored splits would not be the rows the model was split on.
     When the fallback is refused the error says both: the original is missing, the fallback differs.
+    A context model's context files are the recorded ones (or ``context_inputs``), checked the same way.
     """
     from crpbot.data.bars import default_input, load_bars
+    from crpbot.data.cross_asset import load_context, spec_from_record
     from crpbot.data.dataset import prepare_for_config
     from crpbot.data.scaler import Scaler
 
@@ -288,11 +295,20 @@ def stored_split_data(predictor: Predictor) -> Any:
             f"{missing}{path} is not the data the model was trained on (fingerprint differs), "
             "so its stored splits cannot be reproduced"
         )
+    record = config_json.get("context")
+    context = load_context(
+        predictor.coin,
+        spec_from_record(record),
+        config_json["input_path"],
+        context_inputs,
+        recorded=record["inputs"] if record else None,
+    )
     return prepare_for_config(
         bars,
         predictor.train_config,
         scaler=Scaler.from_dict(predictor.scaler),
         split_times=config_json["split_times"],
+        context=context,
     )
 
 
@@ -305,31 +321,41 @@ def _data_fingerprint(predictor: Predictor) -> str:
 
 def _own_split_data(predictor: Predictor, data: Any) -> Any:
     """``data`` a caller already prepared (a walk-forward fold), accepted only if it is exactly what
-    :func:`stored_split_data` would rebuild: same rows (fingerprint), splits and scaler."""
+    :func:`stored_split_data` would rebuild: same rows (fingerprint), splits, scaler and context files."""
+    recorded = predictor.config_json.get("context", {}).get("inputs", {})
     same = (
         data.fingerprint == _data_fingerprint(predictor)
+        and {coin: source["fingerprint"] for coin, source in getattr(data, "context", {}).items()}
+        == {coin: source["fingerprint"] for coin, source in recorded.items()}
         and {name: list(times) for name, times in data.split_times().items()}
         == predictor.config_json["split_times"]
         and data.scaler.to_dict() == predictor.scaler
     )
     if not same:
         raise CrpbotError(
-            "the prepared data given to evaluate is not the model's own data (fingerprint, split times or "
-            "scaler differ)"
+            "the prepared data given to evaluate is not the model's own data (fingerprint, split times, "
+            "scaler or context files differ)"
         )
     return data
 
 
-def _input_data(predictor: Predictor, input_path: Path) -> Any:
+def _input_data(
+    predictor: Predictor, input_path: Path, context_inputs: dict[str, str | Path] | None = None
+) -> Any:
     """All of ``input_path`` as the test split, refused when it overlaps the model's train/val period."""
     from crpbot.data.bars import load_bars
+    from crpbot.data.cross_asset import load_context, spec_from_record
     from crpbot.data.dataset import prepare_inference
     from crpbot.data.scaler import Scaler
 
     config = predictor.train_config
     bars = load_bars(input_path)
     bars.coin = predictor.coin
-    data = prepare_inference(bars, scaler=Scaler.from_dict(predictor.scaler), horizon=config.horizon)
+    spec = spec_from_record(predictor.config_json.get("context"))
+    context = load_context(predictor.coin, spec, input_path, context_inputs)
+    data = prepare_inference(
+        bars, scaler=Scaler.from_dict(predictor.scaler), horizon=config.horizon, context=context
+    )
     ends = data.window_ends("test", config.lookback)
     if len(ends) == 0:
         raise CrpbotError(

@@ -71,7 +71,7 @@ def build_ensemble(
     for directory, member in zip(member_dirs, members, strict=True):
         if member.config_json.get("kind") != "model":
             raise CrpbotError(f"ensemble member {directory} is not a single-model artifact")
-        for key in ("coin", "split_times", "input_size", "feature_names"):
+        for key in ("coin", "split_times", "input_size", "feature_names", "context"):
             if member.config_json.get(key) != first.get(key):
                 raise CrpbotError(f"ensemble member {directory} differs from {member_dirs[0]} in {key}")
         if member.scaler != members[0].scaler:
@@ -99,6 +99,7 @@ def build_ensemble(
             key: first[key]
             for key in ("coin", "train_config", "input_size", "feature_names", "split_times", "input_path")
         },
+        **({"context": first["context"]} if "context" in first else {}),
         "kind": "ensemble",
         "members": names,
         "seeds": seeds,

@@ -109,12 +109,14 @@ def save_model_artifact(
 ) -> Path:
     """Write a model artifact directory (weights, config, scaler, feature manifest, history).
 
+    A model with context coins records them under ``context`` (``crpbot.data.cross_asset``).
     config.json records the loss's ``pos_weight`` and ``logit_offset = log(pos_weight)``, which
     every reader must subtract from the logits (``predict_proba(..., logit_offset=...)``).
     A global model (``data`` a ``MultiCoinData``; ``input_path`` unused, each coin's file is
     recorded) records ``coins`` instead of ``coin``, each coin's input file and data
     fingerprint, and one train-only scaler per coin in scaler.json (``{"coins": {coin: ...}}``).
     """
+    from crpbot.data.cross_asset import ContextSpec, context_record
     from crpbot.data.features import feature_manifest
     from crpbot.registry.artifact import write_artifact
 
@@ -134,6 +136,10 @@ def save_model_artifact(
         "logit_offset": math.log(pos_weight),
         "param_count": sum(int(tensor.numel()) for tensor in model_state.values()),
     }
+    if getattr(
+        data, "context", None
+    ):  # the context coins' columns and files: evaluate and predict check them
+        config_json["context"] = context_record(ContextSpec.from_config(config), data.context)
     coins = getattr(data, "coins", None)
     if coins is None:
         scaler_json = data.scaler.to_dict()

@@ -73,10 +73,25 @@ class Predictor:
     def coin(self) -> str:
         return str(self.config_json.get("coin", ""))
 
+    def check_inputs(self, data: Any) -> None:
+        """Refuse data whose columns are not the ones the model was trained on (context coins included):
+        a model fed other columns would still output numbers, just meaningless ones."""
+        needed = list(self.config_json.get("context", {}).get("coins", []))
+        given = list(getattr(data, "context", {}))
+        if needed != given:
+            raise CrpbotError(
+                f"the model {self.path or ''} needs context bars of {', '.join(needed) or 'no coin'}, "
+                f"its input has {', '.join(given) or 'none'}"
+            )
+        expected = self.config_json.get("feature_names")
+        if expected is not None and list(data.feature_names) != list(expected):
+            raise CrpbotError("the input's feature columns differ from the model's feature_names")
+
     def raw_proba(
         self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """Window ends of ``split`` and the members' mean prior-corrected P(up), before the temperature."""
+        self.check_inputs(data)
         ends = np.asarray(data.window_ends(split, self.lookback, labelled=labelled), dtype=np.int64)
         return ends, self.raw_proba_at(data.features, ends, device)
 

@@ -13,10 +13,15 @@ the feature warm-up plus a window (the features would be undefined), and bars wh
 bar closed longer ago than ``max_staleness`` (the bot's feed stopped; a prediction for a
 market that has moved on is worse than none). "Stale" is measured from the latest bar's
 close (its open time + 1 minute) to ``now`` (UTC wall clock unless given).
+
+A model with context coins (``crpbot.data.cross_asset``) also needs each context coin's latest
+bars, ending at the same minute as the target's and gap-free over the same span; anything else
+is refused (one line), since a context feature from another minute would be a different input.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from crpbot.data.bars import Bars, normalize_coin, validate_bars
+from crpbot.data.cross_asset import Context, spec_from_record
 from crpbot.data.features import HISTORY_BARS, WARMUP_BARS, compute_features, feature_manifest
 from crpbot.data.scaler import Scaler
 from crpbot.errors import CrpbotError
@@ -60,7 +66,8 @@ class LiveModel:
     def __init__(self, predictor: Predictor, *, version: str) -> None:
         manifest = feature_manifest()
         trained = predictor.config_json.get("feature_names")
-        if trained != manifest["names"]:
+        self.context = spec_from_record(predictor.config_json.get("context"))
+        if trained != manifest["names"] + list(self.context.column_names()):
             found = "records no feature names" if trained is None else "was trained on other features"
             raise CrpbotError(
                 f"model {predictor.path} {found}: its inputs are not the features this crpbot "
@@ -118,11 +125,13 @@ class LiveModel:
         last: int = 1,
         now: pd.Timestamp | None = None,
         max_staleness: pd.Timedelta | None = DEFAULT_MAX_STALENESS,
+        context: Mapping[str, Bars | pd.DataFrame] | None = None,
     ) -> list[LivePrediction]:
         """P(up) for each of the last ``last`` bars, oldest first.
 
         ``bars``: validated ``Bars`` or a raw table (``timestamp``/``date`` and OHLCV columns,
-        validated here). ``max_staleness=None`` skips the staleness check.
+        validated here). ``max_staleness=None`` skips the staleness check. ``context``: the
+        latest bars of each of the model's context coins (coin -> bars), required by such a model.
         """
         if last < 1:
             raise CrpbotError(f"--last must be >= 1, got {last}")
@@ -144,7 +153,10 @@ class LiveModel:
                 f"{f' + {last - 1} more' if last > 1 else ''})"
             )
         recent = bars.tail(min(run, self.bars_needed(last)))
-        features = compute_features(recent).to_numpy(dtype=np.float64)[WARMUP_BARS:]
+        features = compute_features(recent).to_numpy(dtype=np.float64)
+        if self.context or context:
+            features = np.hstack([features, self._context_columns(recent, context or {})])
+        features = features[WARMUP_BARS:]
         if not np.isfinite(features).all():
             raise CrpbotError("features of the latest bars are not all finite; check the bars")
         scaled = self.scaler.transform(features)
@@ -155,6 +167,34 @@ class LiveModel:
             LivePrediction(self.coin, stamp, float(prob), self.horizon, self.version)
             for stamp, prob in zip(stamps, probs, strict=True)
         ]
+
+    def _context_columns(self, recent: Bars, context: Mapping[str, Bars | pd.DataFrame]) -> np.ndarray:
+        """The context coins' features on ``recent``'s minutes, from their bars over the same span."""
+        given = {normalize_coin(coin): bars for coin, bars in context.items()}
+        needed = ", ".join(self.context.coins) or "none"
+        if set(given) != set(self.context.coins):
+            raise CrpbotError(
+                f"the model uses context coins {needed}; got context bars of {', '.join(given) or 'none'}"
+            )
+        latest = recent.frame["timestamp"].iloc[-1]
+        aligned = {}
+        for coin in self.context.coins:
+            bars = given[coin]
+            if isinstance(bars, pd.DataFrame):
+                bars = validate_bars(bars, name=f"{coin} bars")
+            own_latest = bars.frame["timestamp"].iloc[-1]
+            if own_latest != latest:
+                raise CrpbotError(
+                    f"context coin {coin}: latest bar {own_latest} is not {self.coin}'s latest {latest}; "
+                    "pass bars up to the same minute"
+                )
+            if _last_run_length(bars.segment_ids) < len(recent):
+                raise CrpbotError(
+                    f"context coin {coin}: its bars have a gap within the last {len(recent):,} minutes "
+                    f"that the prediction reads"
+                )
+            aligned[coin] = bars.tail(len(recent))
+        return Context(spec=self.context, bars=aligned).columns(recent)
 
     @staticmethod
     def _check_fresh(latest: pd.Timestamp, now: pd.Timestamp | None, limit: pd.Timedelta | None) -> None:

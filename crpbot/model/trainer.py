@@ -29,6 +29,7 @@ def train(
     coin: str | None,
     *,
     input_path: str | Path | None = None,
+    context_inputs: dict[str, str | Path] | None = None,
     data_dir: str | Path | None = None,
     num_workers: int = 1,
     use_gpu: bool = False,
@@ -41,6 +42,8 @@ def train(
 ) -> Path:
     """Train ``coin`` with ``num_workers`` DDP workers and write the best model; returns the artifact dir.
 
+    ``context_inputs`` (coin -> file): bars of the config's ``context_coins`` when not the files
+    beside ``input_path`` (see ``crpbot.data.cross_asset``).
     A config with ``coins`` trains one global model on those coins instead (``coin`` None; each
     coin's bars from ``data_dir/<COIN>-USD_1m.parquet``, default the bundled samples); the
     coins' arrays are built once and shared through the object store like one coin's.
@@ -93,7 +96,11 @@ def train(
     # Validate the output and the input before starting Ray: a bad path fails in a second, not
     # after a cluster start and hours of training.
     check_output_location(out_dir)
-    data = prepare_coins(config, inputs) if config.coins else load_prepared(coin, input_path, config)
+    data = (
+        prepare_coins(config, inputs)
+        if config.coins
+        else load_prepared(coin, input_path, config, context_inputs)
+    )
 
     init_ray(address)
     if use_gpu:

@@ -80,6 +80,7 @@ def run_walkforward(
     before Ray starts.
     """
     from crpbot.data.bars import default_input, load_bars, normalize_coin
+    from crpbot.data.cross_asset import ContextSpec, load_context
     from crpbot.data.dataset import usable_timestamps
     from crpbot.data.folds import plan_folds
     from crpbot.registry.artifact import check_output_location
@@ -103,6 +104,9 @@ def run_walkforward(
     check_output_location(out_dir)
     bars = load_bars(input_path)
     bars.coin = coin
+    # a context model's context bars (beside the input): checked here, before Ray; the folds are
+    # planned on the target's own rows, so a contender with context is cut at the same times
+    context = load_context(coin, ContextSpec.from_config(config), input_path)
     folds = plan_folds(usable_timestamps(bars), spec, lookback=config.lookback, horizon=config.horizon)
     plan = {
         "coin": coin,
@@ -151,6 +155,7 @@ def run_walkforward(
             "entry_delay_bars": entry_delay_bars,
             "n_boot": n_boot,
             "device": "cuda" if use_gpu else "cpu",
+            "context": ray.put(context) if context is not None else None,
         }
         for fold in todo:  # leftovers of a killed run: never half-read, always rebuilt
             shutil.rmtree(_fold_dir(out_dir, fold), ignore_errors=True)
@@ -206,6 +211,7 @@ def _run_all(
 
 def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any]) -> dict[str, Any]:
     """One fold as a Ray task: prepare, fit, calibrate on val, evaluate on test, write result.json last."""
+    import ray
     import torch
 
     from crpbot.data.dataset import prepare_for_config
@@ -220,7 +226,8 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
     directory = Path(fold_dir)
     config = TrainConfig.from_dict(shared["config"])
     started = time.perf_counter()
-    data = prepare_for_config(bars, config, split_times=fold.split_times)
+    context = ray.get(shared["context"]) if shared.get("context") is not None else None
+    data = prepare_for_config(bars, config, split_times=fold.split_times, context=context)
     prepared = time.perf_counter()
     result = fit(config, data, device=shared["device"], log=lambda line: print(f"[fold {fold.index}] {line}"))
     trained = time.perf_counter()

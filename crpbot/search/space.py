@@ -14,6 +14,7 @@ typo costs a one-line error instead of a cluster's worth of failed trials::
       lr: {loguniform: [1.0e-4, 3.0e-3]}
       dropout: {uniform: [0.1, 0.5]}
       hidden_size: {int: [32, 256]}   # inclusive bounds
+      context_coins: {choice: [[], [BTC]]}  # with or without BTC's features (crpbot.data.cross_asset)
 
 Every value a distribution can produce is checked against ``TrainConfig``, so a
 trial never fails on a config the space itself made up.
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from crpbot.config import TrainConfig, config_keys, load_config, load_yaml
+from crpbot.data.cross_asset import ContextSpec
 from crpbot.errors import CrpbotError
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
@@ -45,8 +47,9 @@ BUDGET_KEYS = (
     "max_concurrent",
     "gpus_per_trial",
 )
-# The budget owns max_epochs; notes are provenance, not a hyperparameter.
-NOT_SEARCHABLE = ("max_epochs", "notes")
+# The budget owns max_epochs; notes are provenance, not a hyperparameter; the context features
+# fix the data's columns, which every trial shares (context_coins selects among them).
+NOT_SEARCHABLE = ("max_epochs", "notes", "context_features")
 
 
 @dataclass(frozen=True)
@@ -120,9 +123,16 @@ class SearchSpace:
 
     def data_config(self) -> TrainConfig:
         """The config to prepare the shared data with: the largest lookback sets the purge,
-        so the windows of every trial respect it."""
+        so the windows of every trial respect it; every context coin the space names is
+        aligned, so every trial sees the same rows and validation windows (each keeps its own
+        columns, ``crpbot.data.cross_asset.select_context``)."""
         lookbacks = [dim.largest() for dim in self.dimensions if dim.key == "lookback"]
-        return self.base.replace(lookback=max([self.base.lookback, *lookbacks]))
+        coins = list(ContextSpec.from_config(self.base).coins)
+        for dim in self.dimensions:
+            if dim.key == "context_coins":
+                for value in dim.values:
+                    coins += [coin for coin in ContextSpec.from_names(value).coins if coin not in coins]
+        return self.base.replace(lookback=max([self.base.lookback, *lookbacks]), context_coins=coins)
 
     def with_budget(self, *, num_samples: int | None = None, max_epochs: int | None = None) -> SearchSpace:
         """The same space with command-line budget overrides (grace period capped at max epochs)."""
@@ -179,7 +189,10 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
     if key not in config_keys():
         raise CrpbotError(f"{where}: space.{key}: not a training config key")
     if key in NOT_SEARCHABLE:
-        raise CrpbotError(f"{where}: space.{key}: cannot be searched (max_epochs is set by budget)")
+        raise CrpbotError(
+            f"{where}: space.{key}: cannot be searched (max_epochs is set by budget; "
+            "context_features fixes the data's columns)"
+        )
     if not isinstance(spec, dict) or len(spec) != 1:
         raise CrpbotError(f"{where}: space.{key}: expected one distribution, e.g. {{choice: [a, b]}}")
     ((kind, args),) = spec.items()
@@ -203,6 +216,8 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
     for value in args:  # every choice, both bounds: a value the trial could get must be a valid config
         try:
             base.replace(**{key: value})
+            if key == "context_coins":
+                ContextSpec.from_names(value)  # known coins (the config checks only the form)
         except CrpbotError as exc:
             raise CrpbotError(f"{where}: space.{key}: {exc}") from exc
     return Dimension(key=key, kind=kind, values=tuple(args))

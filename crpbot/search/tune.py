@@ -6,8 +6,9 @@ concurrent trials on two CPUs, deadlocked (field notes). Searches parallelise ac
 as many at once as the cluster has CPUs (GPUs).
 
 The prepared data is built once, with the largest lookback of the space so every trial's
-windows respect the purge between splits, and put into the object store once; a trial with
-another lookback only asks it for other window ends.
+windows respect the purge between splits (and every context coin the space names), and put
+into the object store once; a trial with another lookback only asks it for other window ends,
+one with fewer context coins takes a copy of its columns.
 
 Optuna and ASHA both see ``best_val_loss`` (the lowest val loss so far, not the last one): ASHA
 compares trials on the same curve the search ranks them by, and the value Optuna records for
@@ -362,11 +363,13 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool, c
 
 def _trial_data(data: Any, config: TrainConfig, coin: str) -> Any:
     """What a trial trains on: the search's data, or for a global-vs-per-coin search the global
-    data scored on ``coin`` or ``coin``'s part of it (views of the shared arrays, no copy)."""
+    data scored on ``coin`` or ``coin``'s part of it (views of the shared arrays, no copy); for a
+    search over context coins, the shared rows with this trial's columns."""
+    from crpbot.data.cross_asset import ContextSpec, select_context
     from crpbot.data.multicoin import MultiCoinData
 
     if not isinstance(data, MultiCoinData):
-        return data
+        return select_context(data, ContextSpec.from_config(config))
     return data.scored_on(coin) if config.coins else data.part(coin)
 
 
