@@ -35,10 +35,11 @@ import numpy as np
 import pandas as pd
 
 from crpbot.config import TrainConfig
-from crpbot.data.folds import DAY_BARS, Fold, FoldSpec
+from crpbot.data.folds import Fold, FoldSpec
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
 from crpbot.evaluation.gate import GateThresholds
+from crpbot.pipeline.walkforward_summary import fold_metrics, folds_table, summarize, summary_lines
 from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
 
 RESULT_FILE = "result.json"
@@ -164,9 +165,9 @@ def run_walkforward(
     rows = [records[fold.index] for fold in folds]
     table = folds_table(rows)
     costs = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "entry_delay_bars": entry_delay_bars}
-    summary = _summary(plan, rows, out_dir, config.horizon, thresholds, costs, n_boot)
-    _write_outputs(out_dir, table, summary)
-    for line in _summary_lines(summary):
+    summary = summarize(plan, rows, out_dir, config.horizon, thresholds, costs, n_boot)
+    write_outputs(out_dir, table, summary)
+    for line in summary_lines(summary):
         log(line)
     log(f"Walk-forward written to {out_dir}")
     return WalkForwardResult(out_dir=out_dir, folds=table, summary=summary, trained=[f.index for f in todo])
@@ -198,7 +199,12 @@ def _run_all(
         except ray.exceptions.RayError as exc:
             cause = getattr(exc, "cause", None) or exc
             reason = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
-            records[fold.index] = {**_periods(fold), "fold": fold.index, "status": "failed", "error": reason}
+            records[fold.index] = {
+                **fold_periods(fold),
+                "fold": fold.index,
+                "status": "failed",
+                "error": reason,
+            }
             log(f"fold {fold.index} failed: {reason}")
             continue
         record = records[fold.index]
@@ -256,7 +262,7 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
     )
     evaluated = time.perf_counter()
     record = {
-        **_periods(fold),
+        **fold_periods(fold),
         "fold": fold.index,
         "status": "ok",
         "error": None,
@@ -266,174 +272,13 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
         "seconds_save": saved - trained,
         "seconds_evaluate": evaluated - saved,
         "seconds_total": evaluated - started,
-        **_fold_metrics(evaluation.metrics),
+        **fold_metrics(evaluation.metrics),
     }
     _write_json(directory / RESULT_FILE, {"split_times": fold_dict["split_times"], "record": record})
     return record
 
 
-def _fold_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The folds.csv columns of one evaluation's metrics.json."""
-    baselines = metrics["baselines"]
-    best, best_accuracy, chosen_on = _best_baseline(metrics)
-    edge = metrics.get("edge_over_best_baseline") or {}
-    backtest = metrics["backtest"]
-    return {
-        "n": metrics["n"],
-        "accuracy": metrics["accuracy"],
-        "accuracy_ci_low": metrics["accuracy_ci"][0],
-        "accuracy_ci_high": metrics["accuracy_ci"][1],
-        "ece": metrics["ece"],
-        "ece_equal_mass": metrics.get("ece_equal_mass"),
-        "auc": metrics["auc"],
-        **{f"baseline_{name}": value for name, value in baselines.items()},
-        "best_baseline": best,
-        "best_baseline_chosen_on": chosen_on,
-        "best_baseline_accuracy": best_accuracy,
-        "edge": edge.get("edge"),
-        "edge_ci_low": edge.get("ci_low"),
-        "edge_ci_high": edge.get("ci_high"),
-        "trades": backtest["trades"],
-        "net_pnl": backtest["total_pnl"],
-        "gate_passed": bool(metrics["gate"]["passed"]),
-        "gate_passed_recipe": bool(metrics["gate"]["recipe_reading"]["passed"]),
-        "gate_reasons": "; ".join(metrics["gate"].get("reasons") or []),
-    }
-
-
-def _best_baseline(metrics: dict[str, Any]) -> tuple[str | None, float | None, str]:
-    """The best baseline as evaluation chose it on validation; else the strongest on test, said so."""
-    baselines = {name: value for name, value in metrics["baselines"].items() if value is not None}
-    edge = metrics.get("edge_over_best_baseline")
-    if edge and edge.get("baseline") in baselines:
-        return edge["baseline"], baselines[edge["baseline"]], "val"
-    if not baselines:
-        return None, None, "none"
-    name = max(baselines, key=lambda key: baselines[key])
-    return name, baselines[name], "test (hindsight: for reference only)"
-
-
-def folds_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per fold, in fold order; failed folds keep their periods and their error."""
-    return pd.DataFrame(records).sort_values("fold").reset_index(drop=True)
-
-
-def _summary(
-    plan: dict[str, Any],
-    records: list[dict[str, Any]],
-    out_dir: Path,
-    horizon: int,
-    thresholds: GateThresholds,
-    costs: dict[str, Any],
-    n_boot: int,
-) -> dict[str, Any]:
-    """Pooled accuracy (block-bootstrap CI) and edge (paired CI) over every finished fold's test rows."""
-    from crpbot.evaluation.metrics import block_bootstrap_ci, default_block_length, predicted_up
-
-    def share(passed: int) -> float | None:
-        return passed / len(ok) if ok else None
-
-    ok = [r for r in records if r["status"] == "ok"]
-    passing = sum(bool(r["gate_passed"]) for r in ok)
-    passing_recipe = sum(bool(r["gate_passed_recipe"]) for r in ok)
-    summary: dict[str, Any] = {
-        "coin": plan["coin"],
-        "input_path": plan["input_path"],
-        "window": plan["spec"]["window"],
-        "days": {key: plan["spec"][f"{key}_days"] for key in ("train", "val", "test")},
-        "day_definition": f"{DAY_BARS} one-minute bars of data present (gaps are skipped, not counted)",
-        "train_config": plan["train_config"],
-        "folds_planned": len(records),
-        "folds_finished": len(ok),
-        "folds_failed": [{"fold": r["fold"], "error": r["error"]} for r in records if r["status"] != "ok"],
-        "gate": {
-            "min_accuracy": thresholds.min_accuracy,
-            "max_calibration_error": thresholds.max_calibration_error,
-            "reading": thresholds.reading,
-            "folds_passing": passing,
-            "share_passing": share(passing),
-            "recipe_reading": {
-                "reading": thresholds.recipe().reading,
-                "folds_passing": passing_recipe,
-                "share_passing": share(passing_recipe),
-            },
-        },
-        "backtest": {
-            **costs,
-            "trades": sum(int(r["trades"]) for r in ok),
-            "net_pnl": float(sum(r["net_pnl"] for r in ok)),
-        },
-    }
-    if not ok:
-        summary["pooled"] = None
-        return summary
-    frames = [
-        pd.read_parquet(out_dir / "folds" / str(r["fold"]) / "evaluation" / "predictions.parquet") for r in ok
-    ]
-    pooled = pd.concat(frames, ignore_index=True)
-    labels = pooled["label"].to_numpy()
-    correct = (predicted_up(pooled["prob_up"].to_numpy()) == (labels == 1)).astype(np.float64)
-    block = default_block_length(len(correct), horizon)
-    low, high = block_bootstrap_ci(correct, block_length=block, n_boot=n_boot)
-    summary["pooled"] = {
-        "n": len(correct),
-        "test_period": [ok[0]["test_start"], ok[-1]["test_end"]],
-        "accuracy": float(correct.mean()),
-        "accuracy_ci": [low, high],
-        "accuracy_ci_method": f"95% circular block bootstrap over the pooled test rows, block {block} rows, "
-        f"{n_boot} resamples",
-    }
-    summary["pooled_edge"] = _pooled_edge(pooled, horizon, n_boot)
-    return summary
-
-
-def _pooled_edge(pooled: pd.DataFrame, horizon: int, n_boot: int) -> dict[str, Any]:
-    """Model accuracy minus each fold's val-chosen best baseline's, on the same rows, with a paired CI."""
-    from crpbot.evaluation.metrics import edge_over_baseline
-
-    if "baseline_up" not in pooled.columns:  # an evaluation without a validation split to choose on
-        return {
-            "edge": None,
-            "note": "the folds' predictions have no validation-chosen baseline (baseline_up)",
-        }
-    edge = edge_over_baseline(
-        pooled["label"].to_numpy(),
-        pooled["prob_up"].to_numpy(),
-        pooled["baseline_up"].to_numpy(),
-        horizon=horizon,
-        n_boot=n_boot,
-    )
-    return {"baseline": "each fold's best baseline, chosen on that fold's validation split", **edge}
-
-
-def _summary_lines(summary: dict[str, Any]) -> list[str]:
-    pooled, gate = summary["pooled"], summary["gate"]
-    lines = [f"{summary['folds_finished']} of {summary['folds_planned']} folds finished"]
-    lines += [f"fold {f['fold']} failed: {f['error']}" for f in summary["folds_failed"]]
-    if pooled is not None:
-        low, high = pooled["accuracy_ci"]
-        lines.append(
-            f"Pooled test accuracy {pooled['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}, n={pooled['n']:,})"
-        )
-        edge = summary["pooled_edge"]
-        if edge["edge"] is not None:
-            lines.append(
-                f"Pooled edge over the best baseline {edge['edge']:+.4f} "
-                f"(95% CI {edge['ci_low']:+.4f} to {edge['ci_high']:+.4f})"
-            )
-        recipe = gate["recipe_reading"]
-        lines.append(
-            f"Gate ({gate['reading']}) passed in {gate['folds_passing']} of {summary['folds_finished']} "
-            f"folds; the recipe's reading ({recipe['reading']}) in {recipe['folds_passing']}"
-        )
-        lines.append(
-            f"Backtest over all folds: {summary['backtest']['trades']:,} trades, "
-            f"net PnL {summary['backtest']['net_pnl']:+.4f}"
-        )
-    return lines
-
-
-def _write_outputs(out_dir: Path, table: pd.DataFrame, summary: dict[str, Any]) -> None:
+def write_outputs(out_dir: Path, table: pd.DataFrame, summary: dict[str, Any]) -> None:
     """folds.csv, summary.json, walkforward.png and report.md, each written whole then renamed."""
     from crpbot.pipeline.walkforward_report import plot_walkforward, report_markdown
 
@@ -484,7 +329,7 @@ def _fold_from_dict(values: dict) -> Fold:
     )
 
 
-def _periods(fold: Fold) -> dict[str, str]:
+def fold_periods(fold: Fold) -> dict[str, str]:
     return {
         f"{name}_{edge}": _iso(times[i])
         for name, times in fold.split_times.items()

@@ -35,14 +35,8 @@ from crpbot.data.folds import FoldSpec
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
 from crpbot.evaluation.gate import GateThresholds
-from crpbot.pipeline.walkforward import (
-    WalkForwardResult,
-    _fold_metrics,
-    _periods,
-    _summary,
-    _write_outputs,
-    folds_table,
-)
+from crpbot.pipeline.walkforward import WalkForwardResult, fold_periods, write_outputs
+from crpbot.pipeline.walkforward_summary import fold_metrics, folds_table, summarize
 
 
 def run_global_walkforward(
@@ -116,13 +110,13 @@ def run_global_walkforward(
             )
             records[coin].append(
                 {
-                    **_periods(fold),
+                    **fold_periods(fold),
                     "fold": fold.index,
                     "status": "ok",
                     "error": None,
                     "best_epoch": result.best_epoch,
                     "seconds_train": trained - started,
-                    **_fold_metrics(evaluation.metrics),
+                    **fold_metrics(evaluation.metrics),
                 }
             )
             log(f"fold {fold.index} {coin}: test accuracy {evaluation.metrics['accuracy']:.4f}")
@@ -139,9 +133,9 @@ def run_global_walkforward(
             "spec": dataclasses.asdict(spec),
         }
         table = folds_table(rows)
-        summary = _summary(plan, rows, out_dir / coin, config.horizon, thresholds, costs, n_boot)
+        summary = summarize(plan, rows, out_dir / coin, config.horizon, thresholds, costs, n_boot)
         summary["global_model_of"] = list(inputs)
-        _write_outputs(out_dir / coin, table, summary)
+        write_outputs(out_dir / coin, table, summary)
         results[coin] = WalkForwardResult(
             out_dir=out_dir / coin, folds=table, summary=summary, trained=[fold.index for fold in folds]
         )
