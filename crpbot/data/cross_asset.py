@@ -6,7 +6,7 @@ gaps), so its feature at minute t uses its bars <= t only, and they are placed o
 row of the same minute by exact timestamp: never shifted, never filled. A target row whose
 minute a context coin lacks (or where that coin is still warming up) gets NaN context features
 and is dropped like any row with an undefined feature, which starts a new segment
-(``dataset._usable_rows``). So a row exists only where every coin has its bar, no window or
+(``dataset.usable_rows``). So a row exists only where every coin has its bar, no window or
 label spans a gap in any coin, and the scaler and the purge work on the joined rows as before.
 
 Where a context coin's bars come from, first match wins: an explicit path

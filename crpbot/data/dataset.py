@@ -103,10 +103,10 @@ def prepare_data(
             f"invalid split fractions train={train_fraction}, val={val_fraction}: "
             "each in (0, 1) and their sum < 1"
         )
-    rows = _usable_rows(bars, horizon, context)
+    rows = usable_rows(bars, horizon, context)
     purge = lookback + horizon
     if split_times is None:
-        bounds = _fraction_bounds(len(rows["labels"]), purge, train_fraction, val_fraction)
+        bounds = fraction_bounds(len(rows["labels"]), purge, train_fraction, val_fraction)
     else:
         bounds = _bounds_from_times(rows["timestamps"], split_times, purge)
     train_start, train_end = bounds["train"]
@@ -136,7 +136,7 @@ def prepare_inference(
     """The whole input as a "test" split, scaled with a saved scaler (for ``evaluate --input``)."""
     if horizon < 1:
         raise CrpbotError(f"horizon must be >= 1, got {horizon}")
-    rows = _usable_rows(bars, horizon, context)
+    rows = usable_rows(bars, horizon, context)
     return _assemble(bars, rows, {"test": (0, len(rows["labels"]))}, horizon, 0, scaler, context)
 
 
@@ -188,7 +188,7 @@ def no_defined_rows_error(bars: Bars) -> CrpbotError:
     )
 
 
-def _usable_rows(bars: Bars, horizon: int, context: Context | None = None) -> dict[str, np.ndarray]:
+def usable_rows(bars: Bars, horizon: int, context: Context | None = None) -> dict[str, np.ndarray]:
     """Rows with every feature defined, their labels and forward returns, and segments.
 
     With ``context``, the context coins' columns count as features: a row where any coin lacks
@@ -228,7 +228,7 @@ def _usable_rows(bars: Bars, horizon: int, context: Context | None = None) -> di
     }
 
 
-def _fraction_bounds(
+def fraction_bounds(
     n_rows: int, purge: int, train_fraction: float, val_fraction: float
 ) -> dict[str, tuple[int, int]]:
     """Chronological row ranges with ``purge`` unused rows between consecutive splits."""
@@ -304,4 +304,4 @@ def usable_timestamps(bars: Bars) -> np.ndarray:
     Walk-forward folds are planned on these rows so their split times map back to exactly the
     row ranges (and purges) planned.
     """
-    return _usable_rows(bars, horizon=1)["timestamps"]
+    return usable_rows(bars, horizon=1)["timestamps"]

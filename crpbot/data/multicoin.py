@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from crpbot.data.bars import Bars, default_input, load_bars, normalize_coin
-from crpbot.data.dataset import PreparedData, _fraction_bounds, _usable_rows, prepare_for_config
+from crpbot.data.dataset import PreparedData, fraction_bounds, prepare_for_config, usable_rows
 from crpbot.data.scaler import Scaler
 from crpbot.errors import CrpbotError
 
@@ -165,7 +165,7 @@ def shared_split_times(
             raise CrpbotError(f"the global model's coins do not overlap in time (up to {coin}): {spans}")
     assert common is not None
     try:
-        bounds = _fraction_bounds(len(common), purge, train_fraction, val_fraction)
+        bounds = fraction_bounds(len(common), purge, train_fraction, val_fraction)
     except CrpbotError as exc:
         raise CrpbotError(f"the coins' common period is too short: {exc}") from exc
     return {split: (int(common[start]), int(common[end - 1])) for split, (start, end) in bounds.items()}
@@ -186,7 +186,7 @@ def prepare_coins(
     purge = config.lookback + config.horizon
     stamps = {}
     for coin in coins:
-        stamps[coin] = _usable_rows(_load(inputs[coin], coin), config.horizon)["timestamps"]
+        stamps[coin] = usable_rows(_load(inputs[coin], coin), config.horizon)["timestamps"]
     cuts = (
         split_times
         if split_times is not None
