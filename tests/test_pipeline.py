@@ -88,6 +88,14 @@ def test_a_passing_batch_is_promoted_and_pushed(ray_session, s3_endpoint, tmp_pa
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="crpbot-models")
     lax = GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1)
+    # Chains of earlier tests in this Ray session share the name and may still be listed as
+    # running for a moment (the State API lags): only a chain this run started may be killed.
+    earlier = {task.task_id for task in list_tasks(filters=[("name", "=", "chain-BTC-USD")], limit=10_000)}
+
+    def this_runs_btc_chain() -> list:
+        listed = list_tasks(filters=[("name", "=", "chain-BTC-USD"), ("state", "=", "RUNNING")], limit=10_000)
+        return [task for task in listed if task.task_id not in earlier]
+
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(
             run_pipeline,
@@ -101,7 +109,7 @@ def test_a_passing_batch_is_promoted_and_pushed(ray_session, s3_endpoint, tmp_pa
             thresholds=lax,
         )
         deadline = time.monotonic() + 120
-        while not (chains := list_tasks(filters=[("name", "=", "chain-BTC-USD"), ("state", "=", "RUNNING")])):
+        while not (chains := this_runs_btc_chain()):
             assert time.monotonic() < deadline and not running.done(), "BTC's chain never ran"
             time.sleep(0.5)
         os.kill(chains[0].worker_pid, signal.SIGKILL)
