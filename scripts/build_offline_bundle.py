@@ -84,6 +84,7 @@ PROBE_MODULES = [
     "crpbot.model.trainer",
     "crpbot.model.ensemble",
     "crpbot.search.tune",
+    "crpbot.pipeline.chain",
     "crpbot.pipeline.run",
     "crpbot.registry.transfer",
     "crpbot.doctor",

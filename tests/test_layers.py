@@ -39,7 +39,7 @@ def test_an_upward_import_breaks_the_contract(tmp_path) -> None:
     """Plant ``data -> pipeline`` in a copy of the package: the lint must fail and name the import."""
     shutil.copytree(REPO / "crpbot", tmp_path / "crpbot", ignore=shutil.ignore_patterns("__pycache__"))
     bars = tmp_path / "crpbot" / "data" / "bars.py"
-    bars.write_text(bars.read_text() + "\nfrom crpbot.pipeline.run import BUDGETS  # noqa: E402,F401\n")
+    bars.write_text(bars.read_text() + "\nfrom crpbot.pipeline.run import run_pipeline  # noqa: E402,F401\n")
     result = _lint_imports(tmp_path)
     assert result.returncode != 0
     assert "BROKEN" in result.stdout and "crpbot.data.bars -> crpbot.pipeline.run" in result.stdout

@@ -209,8 +209,8 @@ def test_retrain_end_to_end(ray_session, s3_endpoint, models, sample_path, tmp_p
 
     from crpbot.config import save_config
     from crpbot.evaluation.gate import GateThresholds
+    from crpbot.pipeline.chain import PipelineBudget
     from crpbot.pipeline.retrain import run_retrain
-    from crpbot.pipeline.run import PipelineBudget
 
     root = tmp_path / "models"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="retrain")

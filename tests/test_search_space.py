@@ -48,7 +48,7 @@ def test_fallback_space_covers_the_recipe_grid():
 @pytest.mark.parametrize("budget", ["smoke", "full", "gpu"])
 def test_every_pipeline_budget_names_files_that_load(budget):
     from crpbot.config import CONFIG_DIR, load_config
-    from crpbot.pipeline.run import BUDGETS
+    from crpbot.pipeline.chain import BUDGETS
 
     plan = BUDGETS[budget]
     space = load_search_space(CONFIG_DIR / plan.search_space)

@@ -18,7 +18,7 @@ from crpbot.cli.options import add_address, add_gate_and_costs, backtest_costs, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from crpbot.pipeline.run import BUDGETS
+    from crpbot.pipeline.chain import BUDGETS
 
     parser.add_argument("--coins", default="BTC,ETH,SOL", help="comma-separated coins (default BTC,ETH,SOL)")
     parser.add_argument(

@@ -17,8 +17,8 @@ from crpbot.cli.options import add_address, add_gate_and_costs, backtest_costs, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from crpbot.pipeline.chain import BUDGETS
     from crpbot.pipeline.retrain import DEFAULT_N_BOOT
-    from crpbot.pipeline.run import BUDGETS
 
     parser.add_argument("--coins", default="BTC,ETH,SOL", help="comma-separated coins (default BTC,ETH,SOL)")
     parser.add_argument(

@@ -6,9 +6,9 @@ from crpbot import lazy_exports
 __getattr__, __all__ = lazy_exports(
     __name__,
     {
-        "BUDGETS": "run",
+        "BUDGETS": "chain",
         "run_pipeline": "run",
-        "run_coin_chain": "run",
+        "run_coin_chain": "chain",
         "run_retrain": "retrain",
         "PipelineResult": "run_report",
         "summary_table": "run_report",

@@ -1,6 +1,6 @@
 """Retraining on fresh bars: a challenger per coin, judged against the coin's current champion.
 
-Per coin, in parallel (the pipeline's own chains, :func:`crpbot.pipeline.run.run_coin_chain`):
+Per coin, in parallel (the pipeline's own chains, :func:`crpbot.pipeline.chain.run_coin_chain`):
 the challenger is trained on the new data by the pipeline's path (recipe -> validation check ->
 search -> seed ensemble) and scored once on its test split, the newest part of the data, which
 it neither trained nor validated on. Then :func:`judge_challenger` decides:
@@ -22,8 +22,6 @@ challenger that is as good keeps the live model trained on the most recent bars.
 from __future__ import annotations
 
 import json
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,18 +32,17 @@ from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
 from crpbot.evaluation.compare import CI_LEVEL, Comparison, compare_on_shared_period
 from crpbot.evaluation.gate import GateDecision, GateThresholds
+from crpbot.pipeline.chain import PipelineBudget, check_workers_and_costs, resolve_budget
 from crpbot.pipeline.run import (
-    PipelineBudget,
-    check_workers_and_costs,
+    checked_coins,
     input_for,
+    launch_chains,
+    new_run_dir,
     outcome_gate,
     removed_if_empty,
-    resolve_budget,
-    run_chains_in_parallel,
 )
 from crpbot.pipeline.run_report import CoinOutcome, utc_now
-from crpbot.ray_runtime import init_ray, require_gpus
-from crpbot.registry.storage import join, validate_storage
+from crpbot.registry.storage import validate_storage
 
 DEFAULT_N_BOOT = 1000
 # test metrics of a challenger kept in its history record (the rest is in the run's evaluation)
@@ -174,18 +171,14 @@ def run_retrain(
     run directory exists and Ray starts. With ``bucket``, each coin's registry (versions, pointer,
     history) is pushed after its decision.
     """
-    from crpbot.data.bars import default_input, normalize_coin
+    from crpbot.data.bars import default_input
     from crpbot.data.dataset import load_prepared
     from crpbot.registry.artifact import verify_artifact
     from crpbot.registry.local import current_path, current_version
 
     plan = resolve_budget(budget)
     thresholds = thresholds if thresholds is not None else GateThresholds()
-    if not coins:
-        raise CrpbotError("no coins given: expected e.g. BTC,ETH,SOL")
-    coins = [normalize_coin(coin) for coin in coins]
-    if len(set(coins)) != len(coins):
-        raise CrpbotError(f"a coin is listed twice: {', '.join(coins)}")
+    coins = checked_coins(coins)
     if n_boot < 1:
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
@@ -197,39 +190,25 @@ def run_retrain(
     for coin in coins:
         if current_version(coin, root=registry_root) is not None:
             verify_artifact(current_path(coin, root=registry_root))  # a damaged champion fails now
-    run_dir = (
-        Path(run_dir) if run_dir is not None else Path("runs") / f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    if run_dir.exists():
-        raise CrpbotError(f"run directory already exists: {run_dir}")
-    run_dir.mkdir(parents=True)
+    run_dir = new_run_dir(run_dir, "retrain")
     storage = storage if storage is not None else run_dir.resolve()
     with removed_if_empty(run_dir):
-        init_ray(address)
-        if use_gpu:
-            require_gpus(workers)
         started_at = utc_now()
         log(f"Retrain budget={budget} coins={','.join(coins)} run_dir={run_dir} (challengers in parallel)")
-        outcomes = run_chains_in_parallel(
+        outcomes = launch_chains(
             coins,
-            {
-                coin: {
-                    "input_path": inputs[coin].resolve(),
-                    "coin_dir": (run_dir / coin).resolve(),
-                    "budget": plan,
-                    "storage": join(storage, coin),
-                    "address": address,
-                    "use_gpu": use_gpu,
-                    "workers": workers,
-                    "thresholds": thresholds,
-                    "fee_bps": fee_bps,
-                    "slippage_bps": slippage_bps,
-                    "entry_delay_bars": entry_delay_bars,
-                    "progress": sys.stdout.isatty(),
-                }
-                for coin in coins
-            },
-            log,
+            inputs,
+            run_dir,
+            plan,
+            storage=storage,
+            address=address,
+            use_gpu=use_gpu,
+            workers=workers,
+            thresholds=thresholds,
+            fee_bps=fee_bps,
+            slippage_bps=slippage_bps,
+            entry_delay_bars=entry_delay_bars,
+            log=log,
         )
         decisions = [
             _judge_outcome(outcome, thresholds, registry_root, n_boot, bucket, prefix, endpoint_url, log)

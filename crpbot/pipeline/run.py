@@ -1,16 +1,8 @@
-"""The end-to-end recipe: train, check, search, ensemble, evaluate once, gate, promote.
+"""The end-to-end recipe for several coins: every coin's chain in parallel, the gate, promotion.
 
-Per coin (:func:`run_coin_chain`):
-1. train the recipe config with Ray Train;
-2. check it against the gate's thresholds on the **validation** split;
-3. if it falls short, run the fallback search (Ray Tune + Optuna) and train a seed
-   ensemble of the best config, temperature-calibrated on validation;
-4. score the chosen model **once** on the test split and apply the gate.
-The batch is promoted when at least ``quorum`` coins pass; only passing coins are promoted.
-
-Why validation decides step 3: the recipe's "retrain when the model fails the gate" would read
-the test split twice and keep the retry that looked better there, a selection on test. Here
-the test split is read once per coin, after every choice has been made.
+Per coin, :func:`crpbot.pipeline.chain.run_coin_chain` (recipe -> validation check -> search ->
+ensemble -> one test evaluation). The batch is promoted when at least ``quorum`` coins pass;
+only passing coins are promoted.
 
 Coins run in parallel (:func:`run_pipeline`): each coin's chain is one Ray task that claims
 no CPU or GPU itself and is pinned to the driver's node (it reads the inputs and writes the
@@ -24,13 +16,11 @@ dies (out of memory, say) is reported as failed while the others finish.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +28,7 @@ from crpbot.config import CONFIG_DIR, load_config
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
 from crpbot.evaluation.gate import GateDecision, GateThresholds, batch_decision, metrics_decision
+from crpbot.pipeline.chain import PipelineBudget, check_workers_and_costs, resolve_budget, run_coin_chain
 from crpbot.pipeline.run_report import (
     CoinOutcome,
     PipelineResult,
@@ -52,29 +43,6 @@ from crpbot.registry.storage import join, validate_storage
 # Environment variables a coin's chain needs from the driver: S3 (endpoint, region, credentials
 # when not from an instance profile) and crpbot's own settings.
 FORWARDED_ENV = ("AWS_", "CRPBOT_")
-
-
-@dataclass(frozen=True)
-class PipelineBudget:
-    """How much compute one pipeline run may spend per coin."""
-
-    train_config: str
-    search_space: str
-    seeds: int
-    # with --gpu: the share of a GPU each ensemble member claims (search trials: the space's
-    # budget.gpus_per_trial)
-    gpu_share: float = 1.0
-
-
-BUDGETS: dict[str, PipelineBudget] = {
-    # seconds per coin on 2 CPUs: for `make demo` and the tests, not for trading
-    "smoke": PipelineBudget(train_config="smoke.yaml", search_space="smoke_search.yaml", seeds=2),
-    # the recipe: 3-layer BiLSTM, full fallback space, 5 seeds (GPU cluster)
-    "full": PipelineBudget(train_config="default.yaml", search_space="fallback_search.yaml", seeds=5),
-    # the recipe at batch 512 (lr x4), the fallback space at batches 256-1024 with 4 trials per GPU,
-    # 5 seeds at 4 per GPU: what makes a GPU pay (benchmarks/RESULTS.md)
-    "gpu": PipelineBudget(train_config="gpu.yaml", search_space="gpu_search.yaml", seeds=5, gpu_share=0.25),
-}
 
 
 def run_pipeline(
@@ -105,59 +73,40 @@ def run_pipeline(
     fails is reported with its reason and counts as failing the gate; the others' results stand.
     ``fee_bps``, ``slippage_bps`` and ``entry_delay_bars`` are the test backtest's fills.
     """
-    from crpbot.data.bars import default_input, normalize_coin
+    from crpbot.data.bars import default_input
     from crpbot.data.dataset import load_prepared
 
     # Every check that can fail runs before the run directory exists and Ray starts: a mistake
     # costs seconds, not a trained BTC model, and leaves nothing behind that blocks the rerun.
     plan = resolve_budget(budget)
     thresholds = thresholds if thresholds is not None else GateThresholds()
-    if not coins:
-        raise CrpbotError("no coins given: expected e.g. BTC,ETH,SOL")
-    coins = [normalize_coin(coin) for coin in coins]
-    if len(set(coins)) != len(coins):
-        raise CrpbotError(f"a coin is listed twice: {', '.join(coins)}")
+    coins = checked_coins(coins)
     check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
     inputs = {coin: input_for(coin, input_dir, default_input) for coin in coins}
     config = load_config(CONFIG_DIR / plan.train_config)
     for coin, path in inputs.items():
         load_prepared(coin, path, config)  # ~0.1 s each: a corrupt SOL file fails before BTC trains
-    run_dir = (
-        Path(run_dir) if run_dir is not None else Path("runs") / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    if run_dir.exists():
-        raise CrpbotError(f"run directory already exists: {run_dir}")
-    run_dir.mkdir(parents=True)
+    run_dir = new_run_dir(run_dir, "pipeline")
     storage = storage if storage is not None else run_dir.resolve()
     with removed_if_empty(run_dir):
-        init_ray(address)
-        if use_gpu:
-            require_gpus(workers)  # one line now, not a failure per coin (or a wait) later
         started_at = utc_now()
         log(f"Pipeline budget={budget} coins={','.join(coins)} run_dir={run_dir} (coins in parallel)")
-        outcomes = run_chains_in_parallel(
+        outcomes = launch_chains(
             coins,
-            {
-                coin: {
-                    "input_path": inputs[coin].resolve(),
-                    "coin_dir": (run_dir / coin).resolve(),
-                    "budget": plan,
-                    "storage": join(storage, coin),
-                    "address": address,
-                    "use_gpu": use_gpu,
-                    "workers": workers,
-                    "thresholds": thresholds,
-                    "fee_bps": fee_bps,
-                    "slippage_bps": slippage_bps,
-                    "entry_delay_bars": entry_delay_bars,
-                    "progress": sys.stdout.isatty(),  # the chains write to a log; this may be a terminal
-                }
-                for coin in coins
-            },
-            log,
+            inputs,
+            run_dir,
+            plan,
+            storage=storage,
+            address=address,
+            use_gpu=use_gpu,
+            workers=workers,
+            thresholds=thresholds,
+            fee_bps=fee_bps,
+            slippage_bps=slippage_bps,
+            entry_delay_bars=entry_delay_bars,
+            log=log,
         )
-
         decisions = {o.coin: outcome_gate(o, thresholds) for o in outcomes}
         batch = batch_decision(decisions, thresholds).to_dict()
         if batch["promoted"]:
@@ -172,149 +121,70 @@ def run_pipeline(
         return result
 
 
-def run_coin_chain(
-    coin: str,
-    input_path: str | Path,
-    coin_dir: str | Path,
-    *,
-    budget: str | PipelineBudget = "smoke",
-    storage: str | Path | None = None,
-    address: str | None = None,
-    use_gpu: bool = False,
-    workers: int = 1,
-    thresholds: GateThresholds | None = None,
-    fee_bps: float = 10.0,
-    slippage_bps: float = 0.0,
-    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
-    score_on_test: bool = True,
-    progress: bool = False,
-    log: Callable[[str], None] = print,
-) -> CoinOutcome:
-    """One coin's chain: recipe -> validation check -> (search -> seed ensemble) -> one test evaluation.
-
-    Writes under ``coin_dir`` (``recipe_model/``, ``search_results/``, ``ensemble/``,
-    ``evaluation/``); Ray run state goes to ``storage`` (default ``coin_dir/ray``). Raises
-    :class:`CrpbotError` (or Ray's error) when a step fails: the caller decides whether that stops
-    anything else. ``score_on_test=False`` stops after the validation check of the chosen model and
-    leaves the test split unread, for a caller that scores it elsewhere (a challenger).
-    ``progress``: the recipe's training shows samples/s and an ETA within long epochs.
-    """
+def checked_coins(coins: list[str]) -> list[str]:
+    """The coins normalised (BTC -> BTC-USD); none, or one listed twice, is a one-line error."""
     from crpbot.data.bars import normalize_coin
-    from crpbot.evaluation.evaluate import evaluate_model
-    from crpbot.model.ensemble import train_ensemble
-    from crpbot.model.trainer import train
-    from crpbot.search.space import load_search_space
-    from crpbot.search.tune import run_search
 
-    plan = resolve_budget(budget)
-    thresholds = thresholds if thresholds is not None else GateThresholds()
-    check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
-    coin, coin_dir = normalize_coin(coin), Path(coin_dir)
-    storage = storage if storage is not None else (coin_dir / "ray").resolve()
-    validate_storage(storage)
-    config = load_config(CONFIG_DIR / plan.train_config)
+    if not coins:
+        raise CrpbotError("no coins given: expected e.g. BTC,ETH,SOL")
+    coins = [normalize_coin(coin) for coin in coins]
+    if len(set(coins)) != len(coins):
+        raise CrpbotError(f"a coin is listed twice: {', '.join(coins)}")
+    return coins
 
-    log(f"training the recipe ({plan.train_config})")
-    recipe_dir = train(
-        config,
-        coin,
-        input_path=input_path,
-        num_workers=workers,
-        use_gpu=use_gpu,
-        address=address,
-        out_dir=coin_dir / "recipe_model",
-        storage_path=join(storage, "train"),
-        run_name=f"{coin}-recipe",
-        progress=progress,
+
+def new_run_dir(run_dir: str | Path | None, kind: str) -> Path:
+    """Create the run directory (default ``runs/<kind>-<time>``); an existing one is refused, never reused."""
+    run_dir = (
+        Path(run_dir) if run_dir is not None else Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    recipe_val = validation_check(recipe_dir, thresholds)
-    outcome = CoinOutcome(
-        coin=coin,
-        recipe_model=str(recipe_dir),
-        recipe_validation=recipe_val,
-        final_model=str(recipe_dir),
-        final_validation=recipe_val,
-    )
-    log(
-        f"recipe on validation: accuracy {recipe_val['accuracy']:.4f}, "
-        f"ECE {recipe_val['ece']:.4f} -> {'meets' if recipe_val['passed'] else 'misses'} "
-        "the gate's thresholds"
-    )
-
-    if not recipe_val["passed"]:
-        log(f"fallback search ({plan.search_space})")
-        space = load_search_space(CONFIG_DIR / plan.search_space)
-        search = run_search(
-            space,
-            coin,
-            input_path=input_path,
-            storage=join(storage, "search"),
-            name=f"{coin}-search",
-            address=address,
-            use_gpu=use_gpu,
-            output_dir=coin_dir / "search_results",
-            progress=False,
-            log=log,
-        )
-        # The search's epoch budget is for ranking configs; the ensemble members train as long as
-        # the recipe allows (early stopping on validation decides).
-        best = search.best_config.replace(
-            max_epochs=config.max_epochs, patience=config.patience, max_train_windows=config.max_train_windows
-        )
-        log(f"seed ensemble of the best config ({plan.seeds} seeds)")
-        ensemble_dir = train_ensemble(
-            best,
-            coin,
-            seeds=plan.seeds,
-            input_path=input_path,
-            out_dir=coin_dir / "ensemble",
-            address=address,
-            use_gpu=use_gpu,
-            gpu_share=plan.gpu_share,
-            log=log,
-        )
-        outcome.stage = "ensemble"
-        outcome.search_best_yaml = str(search.best_yaml)
-        outcome.final_model = str(ensemble_dir)
-        outcome.final_validation = validation_check(ensemble_dir, thresholds)
-
-    if score_on_test:
-        log(f"scoring the {outcome.stage} model once on the test split")
-        evaluation = evaluate_model(
-            outcome.final_model,
-            out_dir=coin_dir / "evaluation",
-            thresholds=thresholds,
-            fee_bps=fee_bps,
-            slippage_bps=slippage_bps,
-            entry_delay_bars=entry_delay_bars,
-            log=log,
-        )
-        outcome.evaluation_dir = str(evaluation.out_dir)
-        outcome.metrics = evaluation.metrics
-    return outcome
+    if run_dir.exists():
+        raise CrpbotError(f"run directory already exists: {run_dir}")
+    run_dir.mkdir(parents=True)
+    return run_dir
 
 
-def resolve_budget(budget: str | PipelineBudget) -> PipelineBudget:
-    """A budget by its name in :data:`BUDGETS`, or as given; shared with ``crpbot retrain``."""
-    if isinstance(budget, PipelineBudget):
-        return budget
-    if budget not in BUDGETS:
-        raise CrpbotError(f"unknown budget {budget!r}: expected one of {', '.join(BUDGETS)}")
-    return BUDGETS[budget]
+def launch_chains(
+    coins: list[str],
+    inputs: dict[str, Path],
+    run_dir: Path,
+    plan: PipelineBudget,
+    *,
+    storage: str | Path,
+    address: str | None,
+    use_gpu: bool,
+    workers: int,
+    thresholds: GateThresholds,
+    fee_bps: float,
+    slippage_bps: float,
+    entry_delay_bars: int,
+    log: Callable[[str], None],
+) -> list[CoinOutcome]:
+    """Start Ray and run every coin's chain in parallel under ``run_dir/<coin>`` (pipeline and retrain)."""
+    init_ray(address)
+    if use_gpu:
+        require_gpus(workers)  # one line now, not a failure per coin (or a wait) later
+    kwargs = {
+        coin: {
+            "input_path": inputs[coin].resolve(),
+            "coin_dir": (run_dir / coin).resolve(),
+            "budget": plan,
+            "storage": join(storage, coin),
+            "address": address,
+            "use_gpu": use_gpu,
+            "workers": workers,
+            "thresholds": thresholds,
+            "fee_bps": fee_bps,
+            "slippage_bps": slippage_bps,
+            "entry_delay_bars": entry_delay_bars,
+            "progress": sys.stdout.isatty(),  # the chains write to a log; this may be a terminal
+        }
+        for coin in coins
+    }
+    return _run_chains_in_parallel(coins, kwargs, log)
 
 
-def check_workers_and_costs(workers: int, fee_bps: float, slippage_bps: float, entry_delay_bars: int) -> None:
-    """Refuse bad worker counts and backtest costs before Ray starts (pipeline and retrain)."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise CrpbotError(f"invalid number of workers {workers!r}: must be >= 1")
-    for name, bps in (("fee", fee_bps), ("slippage", slippage_bps)):
-        if not (math.isfinite(bps) and bps >= 0):
-            raise CrpbotError(f"invalid {name} {bps} bps: must be a finite number >= 0")
-    if isinstance(entry_delay_bars, bool) or not isinstance(entry_delay_bars, int) or entry_delay_bars < 0:
-        raise CrpbotError(f"invalid entry delay {entry_delay_bars!r} bars: must be an integer >= 0")
-
-
-def run_chains_in_parallel(
+def _run_chains_in_parallel(
     coins: list[str], chain_kwargs: dict[str, dict[str, Any]], log: Callable[[str], None]
 ) -> list[CoinOutcome]:
     """Submit every coin's chain at once; collect each as it finishes, failures included."""
@@ -387,28 +257,6 @@ def input_for(coin: str, input_dir: str | Path | None, default_input: Callable[[
     from crpbot.data.bars import find_input
 
     return find_input(input_dir, coin)
-
-
-def validation_check(model_dir: str | Path, thresholds: GateThresholds) -> dict[str, Any]:
-    """The gate, read as configured, applied to the validation split (the only split a decision may read)."""
-    from crpbot.evaluation.evaluate import stored_split_data
-    from crpbot.evaluation.metrics import classification_metrics
-    from crpbot.model.predictor import load_predictor
-
-    predictor = load_predictor(model_dir)
-    data = stored_split_data(predictor)
-    validation = predictor.predictions(data, "val")
-    scores = classification_metrics(validation.labels, validation.probs, horizon=data.horizon)
-    decision = metrics_decision(scores, thresholds)
-    return {
-        "n": len(validation),
-        "accuracy": scores["accuracy"],
-        "accuracy_ci": scores["accuracy_ci"],
-        "ece": scores["ece"],
-        "ece_equal_mass": scores["ece_equal_mass"],
-        "passed": decision.passed,
-        "reasons": decision.reasons,
-    }
 
 
 def _promote(
