@@ -6,12 +6,13 @@ No Ray: the loop is called directly (the Ray path is covered by test_ensemble).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
+from tiny import TINY_GRU
 
-from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.evaluate import evaluate_model, stored_split_data
 from crpbot.evaluation.gate import GateThresholds, gate_record
@@ -20,22 +21,7 @@ from crpbot.evaluation.report import summary_lines
 from crpbot.model.predictions import Predictions
 from crpbot.model.predictor import load_predictor
 
-TINY = TrainConfig(
-    cell="gru",
-    hidden_size=8,
-    num_layers=1,
-    bidirectional=False,
-    head_hidden=8,
-    dropout=0.0,
-    lookback=20,
-    horizon=15,
-    max_train_windows=512,
-    batch_size=128,
-    max_epochs=2,
-    patience=2,
-    t0=1,
-    seed=0,
-)
+TINY = replace(TINY_GRU, max_epochs=2, patience=2)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tiny import TINY_GRU
 
 from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
@@ -24,22 +25,6 @@ from crpbot.registry.artifact import load_weights, read_artifact_json, read_mani
 from crpbot.registry.history import read_history
 from crpbot.registry.local import current_version, promote
 
-TINY = TrainConfig(
-    cell="gru",
-    hidden_size=8,
-    num_layers=1,
-    bidirectional=False,
-    head_hidden=8,
-    dropout=0.0,
-    lookback=20,
-    horizon=15,
-    max_train_windows=512,
-    batch_size=128,
-    max_epochs=1,
-    patience=1,
-    t0=1,
-    seed=0,
-)
 PASS = GateDecision(passed=True)
 FAIL = GateDecision(passed=False, reasons=["accuracy 0.5100 < min_accuracy 0.6800"])
 
@@ -87,10 +72,12 @@ def models(tmp_path_factory, sample_path) -> dict[str, Path]:
     bars.iloc[: int(len(bars) * 0.6)].to_parquet(old_dir / "BTC-USD_1m.parquet", index=False)
     full = sample_path("BTC")
     found = {
-        "old": _fit(TINY, old_dir / "BTC-USD_1m.parquet", base / "old_model"),  # the champion of last week
-        "new": _fit(TINY, full, base / "new_model"),  # this week's challenger
+        "old": _fit(
+            TINY_GRU, old_dir / "BTC-USD_1m.parquet", base / "old_model"
+        ),  # the champion of last week
+        "new": _fit(TINY_GRU, full, base / "new_model"),  # this week's challenger
         # validated up to ~95% of the sample: into the challenger's test period (85% onwards)
-        "late": _fit(TINY.replace(train_fraction=0.8, val_fraction=0.15), full, base / "late_model"),
+        "late": _fit(TINY_GRU.replace(train_fraction=0.8, val_fraction=0.15), full, base / "late_model"),
     }
     found["bad_old"] = _bad_copy(found["old"], base / "bad_old")
     found["bad_new"] = _bad_copy(found["new"], base / "bad_new")
@@ -111,7 +98,7 @@ def test_shared_period_is_unseen_by_both_and_trimmed_or_refused(models) -> None:
     assert "dropped" in trimmed.note
     first_shared = pd.Timestamp(trimmed.period[0].rstrip("Z"), tz="UTC")
     # the champion's 20-bar window of the first shared row starts after its validation period
-    assert first_shared - pd.Timedelta(minutes=TINY.lookback - 1) > pd.Timestamp(late_val_end, tz="UTC")
+    assert first_shared - pd.Timedelta(minutes=TINY_GRU.lookback - 1) > pd.Timestamp(late_val_end, tz="UTC")
     assert trimmed.challenger["log_loss"] != fair.challenger["log_loss"], "scored on fewer rows"
 
     # a champion trained on data newer than the challenger's test period: nothing left to compare
@@ -215,7 +202,7 @@ def test_retrain_end_to_end(ray_session, s3_endpoint, models, sample_path, tmp_p
     root = tmp_path / "models"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="retrain")
     promote(models["old"], "BTC", root=root, version="champion")
-    save_config(TINY, tmp_path / "tiny.yaml")  # an absolute path: the budget reads it, not tune_configs/
+    save_config(TINY_GRU, tmp_path / "tiny.yaml")  # an absolute path: the budget reads it, not tune_configs/
     budget = PipelineBudget(
         train_config=str(tmp_path / "tiny.yaml"), search_space="smoke_search.yaml", seeds=2
     )

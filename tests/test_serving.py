@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
+from tiny import TINY_GRU
 
 from crpbot.cli import main
-from crpbot.config import TrainConfig
 from crpbot.data.bars import load_bars
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.evaluate import evaluate_model
@@ -20,24 +21,7 @@ from crpbot.model.serving import LiveModel
 # Short train/val fractions put the test split on both sides of the sample's real gap, so
 # evaluate scores rows of two segments: right after a gap (the live slice is the whole short
 # segment) and deep inside one (the live slice is cut to HISTORY_BARS + lookback bars).
-TINY = TrainConfig(
-    cell="gru",
-    hidden_size=8,
-    num_layers=1,
-    bidirectional=False,
-    head_hidden=8,
-    dropout=0.0,
-    lookback=20,
-    horizon=15,
-    train_fraction=0.2,
-    val_fraction=0.1,
-    max_train_windows=512,
-    batch_size=128,
-    max_epochs=1,
-    patience=1,
-    t0=1,
-    seed=0,
-)
+TINY = replace(TINY_GRU, train_fraction=0.2, val_fraction=0.1)
 MINUTE = pd.Timedelta(minutes=1)
 
 
