@@ -293,3 +293,56 @@ def test_search_over_context_coins_runs_both_choices_on_shared_rows(ray_session,
     table = result.table
     assert sorted(table["context_coins"]) == ["BTC", "none"] and (table["status"] != "error").all()
     assert load_config(result.best_yaml).context_coins in ([], ["BTC"])
+
+
+def test_a_global_model_with_btc_context_learns_the_lead_and_checks_its_inputs(tmp_path) -> None:
+    """ETH's and SOL's next returns copy BTC's return of this minute: one global model of ETH and
+    SOL with BTC's context calls both, the plain global model neither. The minute BTC lacks is
+    dropped from both coins; the artifact records the context, each coin's evaluation rebuilds it,
+    and data without BTC's columns is refused. BTC cannot be a coin and a context coin at once."""
+    from crpbot.data.multicoin import coin_inputs, prepare_coins
+
+    rng = np.random.default_rng(5)
+    n, missing = 6000, 3000
+    btc = rng.normal(0, 1e-3, n)
+    directory = tmp_path / "bars"
+    _write(directory, "BTC", _bars(btc, drop=(missing,)))
+    for coin in ("ETH", "SOL"):
+        _write(directory, coin, _bars(np.r_[0.0, btc[:-1]] + rng.normal(0, 5e-4, n)))
+    plain = TINY.replace(coins=["ETH", "SOL"], max_epochs=3, patience=3)
+    config = plain.replace(context_coins=["BTC"], context_features=["log_ret_1", "log_ret_5"])
+    inputs = coin_inputs(config.coins, directory)
+    accuracy, prepared = {}, {}
+    for name, recipe in (("plain", plain), ("context", config)):
+        data = prepared[name] = prepare_coins(recipe, inputs)
+        result = fit(recipe, data, log=lambda _: None)
+        model = build_model(recipe, data.features.shape[1])
+        model.load_state_dict(result.best_state)
+        ends, probs = predict_proba(model, data, "test", recipe.lookback)  # both coins' test windows
+        accuracy[name] = float(np.mean((probs >= 0.5) == (data.labels[ends] == 1)))
+    assert accuracy["context"] > 0.7 and accuracy["plain"] < 0.57, accuracy
+
+    data = prepared["context"]
+    assert data.feature_names[-2:] == ("BTC-USD:log_ret_1", "BTC-USD:log_ret_5")
+    gap = START + pd.Timedelta(minutes=missing)
+    for coin in data.coins:  # strict alignment: BTC's missing minute is no row of either coin
+        assert gap.value not in data.part(coin).timestamps
+        assert gap.value in prepared["plain"].part(coin).timestamps
+    artifact = save_model_artifact(
+        tmp_path / "model",
+        model_state=result.best_state,
+        config=config,
+        data=data,
+        history=result.history,
+        best_epoch=result.best_epoch,
+        input_path=None,
+    )
+    record = json.loads((artifact / "config.json").read_text())["context"]
+    assert record["coins"] == ["BTC-USD"] and set(record["inputs"]) == {"BTC-USD"}
+    for coin in ("ETH", "SOL"):
+        scored = evaluate_model(artifact, coin=coin, out_dir=tmp_path / coin, n_boot=20, log=lambda _: None)
+        assert scored.metrics["accuracy"] > 0.7, (coin, scored.metrics["accuracy"])
+    with pytest.raises(CrpbotError, match="needs context bars of BTC-USD, its input has none"):
+        load_predictor(artifact, "SOL").predictions(prepared["plain"].part("SOL"), "test")
+    with pytest.raises(CrpbotError, match="BTC is also one of the global model's coins"):
+        TrainConfig(coins=["BTC", "ETH"], context_coins=["BTC"])
