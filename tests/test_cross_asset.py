@@ -266,6 +266,18 @@ def test_context_search_space_validates_and_labels_its_choices(tmp_path) -> None
         )
         with pytest.raises(CrpbotError, match=message):
             load_search_space(path)
+    path = tmp_path / "global.yaml"  # global and context in one search: refused, not half-built
+    path.write_text(
+        yaml.safe_dump(
+            {
+                **raw,
+                "base": str(REPO / "tune_configs" / "smoke.yaml"),
+                "space": {**raw["space"], "coins": {"choice": [[], ["ETH", "SOL"]]}},
+            }
+        )
+    )
+    with pytest.raises(CrpbotError, match="global models with context coins is not supported"):
+        load_search_space(path)
 
 
 @pytest.mark.ray
