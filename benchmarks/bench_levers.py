@@ -17,7 +17,9 @@ Reads finished walk-forwards and adds what they lack, on the same folds:
 Per coin and contender: pooled test accuracy with its block-bootstrap CI, the edge over each
 fold's best baseline chosen on that fold's validation split (the per-coin evaluation's
 ``baseline_up``, no context: one yardstick for every contender) with its paired CI, and the
-paired difference to the per-coin model on the same rows. Nothing is chosen on test.
+paired difference to the per-coin model on the same rows; then each lever alone (the same
+contender with and without it, :data:`LEVERS`) as a paired difference. Nothing is chosen on
+test. Global runs already in ``--out`` are reused (not retrained).
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ import numpy as np
 import pandas as pd
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv"
+# (with, without): pairs that differ by one lever, compared on the same rows
+LEVERS = (
+    ("per-coin + BTC context", "per-coin"),
+    ("global (ETH, SOL) + BTC context", "global (ETH, SOL)"),
+    ("GBDT + BTC context", "GBDT"),
+    ("global (ETH, SOL)", "per-coin"),
+    ("global (BTC, ETH, SOL)", "global (ETH, SOL)"),
+)
 
 
 def pooled_predictions(run_dir: Path) -> pd.DataFrame:
@@ -176,6 +186,13 @@ def main() -> None:
                 f"| {edge:+.4f} [{e_low:+.4f}, {e_high:+.4f}] | {versus} |",
                 flush=True,
             )
+        for with_btc, without in LEVERS:  # each lever alone: the same contender with and without it
+            if with_btc in right and without in right:
+                low, high = paired_block_bootstrap_ci(
+                    right[with_btc], right[without], horizon=horizon, n_boot=args.n_boot
+                )
+                diff = right[with_btc].mean() - right[without].mean()
+                print(f"{coin}: {with_btc} minus {without}: {diff:+.4f} [{low:+.4f}, {high:+.4f}]")
         print(f"({coin}: baselines fitted and scored in {time.perf_counter() - started:.0f} s)", flush=True)
 
 
