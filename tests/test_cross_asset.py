@@ -308,8 +308,8 @@ def test_search_over_context_coins_runs_both_choices_on_shared_rows(ray_session,
 def test_a_global_model_with_btc_context_learns_the_lead_and_checks_its_inputs(tmp_path) -> None:
     """ETH's and SOL's next returns copy BTC's return of this minute: one global model of ETH and
     SOL with BTC's context calls both, the plain global model neither. The minute BTC lacks is
-    dropped from both coins; the artifact records the context, each coin's evaluation rebuilds it,
-    and data without BTC's columns is refused."""
+    dropped from both coins; the artifact records the context, a coin's evaluation rebuilds it, live
+    serving needs BTC's bars, and data without BTC's columns is refused."""
     from crpbot.data.multicoin import coin_inputs, prepare_coins
 
     rng = np.random.default_rng(5)
@@ -354,3 +354,13 @@ def test_a_global_model_with_btc_context_learns_the_lead_and_checks_its_inputs(t
     assert scored.metrics["accuracy"] > 0.7, scored.metrics["accuracy"]
     with pytest.raises(CrpbotError, match="needs context bars of BTC-USD, its input has none"):
         load_predictor(artifact, "SOL").predictions(prepared["plain"].part("SOL"), "test")
+    # served live for SOL with BTC's latest bars: evaluation's P(up); without them, refused
+    sol_bars, btc_bars = (
+        pd.read_parquet(directory / f"{coin}-USD_1m.parquet").iloc[:-1] for coin in ("SOL", "BTC")
+    )
+    live = LiveModel.load(artifact, coin="SOL")
+    evaluated = pd.read_parquet(scored.out_dir / "predictions.parquet").set_index("timestamp")
+    for prediction in live.predict(sol_bars, context={"BTC": btc_bars}, last=2, max_staleness=None):
+        assert prediction.prob_up == pytest.approx(evaluated.loc[prediction.timestamp, "prob_up"], abs=1e-5)
+    with pytest.raises(CrpbotError, match="uses context coins BTC-USD; got context bars of none"):
+        live.predict(sol_bars, max_staleness=None)
