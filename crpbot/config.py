@@ -123,15 +123,14 @@ class TrainConfig:
         need(len(self.coins) != 1, "coins", "a global model needs at least two coins (empty: one coin)")
         short = [coin.strip().upper().removesuffix("-USD") for coin in self.coins]
         need(len(set(short)) == len(short), "coins", "names a coin twice")
-        need(
-            not (self.coins and self.context_coins),
-            "context_coins",
-            "a global model (coins) with context coins is not built yet: use one or the other",
-        )
         # the coin and feature names themselves are checked by the data stage, which knows them
         coins = [str(coin).strip().upper().removesuffix("-USD") for coin in self.context_coins]
         need(all(coins), "context_coins", "coin names must be non-empty")
         need(len(set(coins)) == len(coins), "context_coins", "a coin is listed twice")
+        # a global model's coin is never its own context (its features are already the first
+        # columns of its windows): context coins are other coins, e.g. coins [ETH, SOL] + [BTC]
+        both = sorted(set(coins) & set(short))
+        need(not both, "context_coins", f"{', '.join(both)} is also one of the global model's coins")
         if isinstance(self.context_features, str):
             need(self.context_features == "all", "context_features", "expected 'all' or a list of names")
         else:

@@ -147,9 +147,7 @@ def test_bad_context_inputs_are_one_line_errors_before_ray(tmp_path, capsys) -> 
     assert "context coins: none" in train([], "--context-input", f"BTC={eth}")
     with pytest.raises(CrpbotError, match="given twice"):
         parse_context_inputs(["BTC=a.parquet", "btc-usd=b.parquet"])
-    with pytest.raises(
-        CrpbotError, match="context_coins.*global model .coins. with context coins is not built"
-    ):
+    with pytest.raises(CrpbotError, match="context_coins.*BTC is also one of the global model's coins"):
         TINY.replace(coins=["BTC", "ETH", "SOL"], context_coins=["BTC"])
     # the walk-forward checks a contender's context before Ray too
     with pytest.raises(CrpbotError, match="context coin SOL-USD: bars missing"):
@@ -266,6 +264,18 @@ def test_context_search_space_validates_and_labels_its_choices(tmp_path) -> None
         )
         with pytest.raises(CrpbotError, match=message):
             load_search_space(path)
+    path = tmp_path / "global.yaml"  # global and context in one search: refused, not half-built
+    path.write_text(
+        yaml.safe_dump(
+            {
+                **raw,
+                "base": str(REPO / "tune_configs" / "smoke.yaml"),
+                "space": {**raw["space"], "coins": {"choice": [[], ["ETH", "SOL"]]}},
+            }
+        )
+    )
+    with pytest.raises(CrpbotError, match="global models with context coins is not supported"):
+        load_search_space(path)
 
 
 @pytest.mark.ray
@@ -293,3 +303,64 @@ def test_search_over_context_coins_runs_both_choices_on_shared_rows(ray_session,
     table = result.table
     assert sorted(table["context_coins"]) == ["BTC", "none"] and (table["status"] != "error").all()
     assert load_config(result.best_yaml).context_coins in ([], ["BTC"])
+
+
+def test_a_global_model_with_btc_context_learns_the_lead_and_checks_its_inputs(tmp_path) -> None:
+    """ETH's and SOL's next returns copy BTC's return of this minute: one global model of ETH and
+    SOL with BTC's context calls both, the plain global model neither. The minute BTC lacks is
+    dropped from both coins; the artifact records the context, a coin's evaluation rebuilds it, live
+    serving needs BTC's bars, and data without BTC's columns is refused."""
+    from crpbot.data.multicoin import coin_inputs, prepare_coins
+
+    rng = np.random.default_rng(5)
+    n, missing = 6000, 3000
+    btc = rng.normal(0, 1e-3, n)
+    directory = tmp_path / "bars"
+    _write(directory, "BTC", _bars(btc, drop=(missing,)))
+    for coin in ("ETH", "SOL"):
+        _write(directory, coin, _bars(np.r_[0.0, btc[:-1]] + rng.normal(0, 5e-4, n)))
+    plain = TINY.replace(coins=["ETH", "SOL"], max_epochs=3, patience=3)
+    config = plain.replace(context_coins=["BTC"], context_features=["log_ret_1", "log_ret_5"])
+    inputs = coin_inputs(config.coins, directory)
+    accuracy, prepared = {}, {}
+    for name, recipe in (("plain", plain), ("context", config)):
+        data = prepared[name] = prepare_coins(recipe, inputs)
+        result = fit(recipe, data, log=lambda _: None)
+        model = build_model(recipe, data.features.shape[1])
+        model.load_state_dict(result.best_state)
+        ends, probs = predict_proba(model, data, "test", recipe.lookback)  # both coins' test windows
+        accuracy[name] = float(np.mean((probs >= 0.5) == (data.labels[ends] == 1)))
+    assert accuracy["context"] > 0.7 and accuracy["plain"] < 0.57, accuracy
+
+    data = prepared["context"]
+    assert data.feature_names[-2:] == ("BTC-USD:log_ret_1", "BTC-USD:log_ret_5")
+    gap = START + pd.Timedelta(minutes=missing)
+    for coin in data.coins:  # strict alignment: BTC's missing minute is no row of either coin
+        assert gap.value not in data.part(coin).timestamps
+        assert gap.value in prepared["plain"].part(coin).timestamps
+    artifact = save_model_artifact(
+        tmp_path / "model",
+        model_state=result.best_state,
+        config=config,
+        data=data,
+        history=result.history,
+        best_epoch=result.best_epoch,
+        input_path=None,
+    )
+    record = json.loads((artifact / "config.json").read_text())["context"]
+    assert record["coins"] == ["BTC-USD"] and set(record["inputs"]) == {"BTC-USD"}
+    # SOL's evaluation (the second coin) rebuilds its rows with BTC's recorded file and checks them
+    scored = evaluate_model(artifact, coin="SOL", out_dir=tmp_path / "sol", n_boot=20, log=lambda _: None)
+    assert scored.metrics["accuracy"] > 0.7, scored.metrics["accuracy"]
+    with pytest.raises(CrpbotError, match="needs context bars of BTC-USD, its input has none"):
+        load_predictor(artifact, "SOL").predictions(prepared["plain"].part("SOL"), "test")
+    # served live for SOL with BTC's latest bars: evaluation's P(up); without them, refused
+    sol_bars, btc_bars = (
+        pd.read_parquet(directory / f"{coin}-USD_1m.parquet").iloc[:-1] for coin in ("SOL", "BTC")
+    )
+    live = LiveModel.load(artifact, coin="SOL")
+    evaluated = pd.read_parquet(scored.out_dir / "predictions.parquet").set_index("timestamp")
+    for prediction in live.predict(sol_bars, context={"BTC": btc_bars}, last=2, max_staleness=None):
+        assert prediction.prob_up == pytest.approx(evaluated.loc[prediction.timestamp, "prob_up"], abs=1e-5)
+    with pytest.raises(CrpbotError, match="uses context coins BTC-USD; got context bars of none"):
+        live.predict(sol_bars, max_staleness=None)

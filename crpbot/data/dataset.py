@@ -298,10 +298,10 @@ def _assemble(
     )
 
 
-def usable_timestamps(bars: Bars) -> np.ndarray:
+def usable_timestamps(bars: Bars, context: Context | None = None) -> np.ndarray:
     """Timestamps (int64 ns) of the rows ``prepare_data`` keeps: the rows split times index.
 
     Walk-forward folds are planned on these rows so their split times map back to exactly the
-    row ranges (and purges) planned.
+    row ranges (and purges) planned; with ``context``, only minutes every context coin has too.
     """
-    return usable_rows(bars, horizon=1)["timestamps"]
+    return usable_rows(bars, horizon=1, context=context)["timestamps"]

@@ -17,20 +17,27 @@ The coins' arrays are concatenated once into contiguous arrays (the same layout 
 plus ``coin_ids``), so the object store holds them once and every worker and trial maps them
 read-only; ``window_ends`` offsets each coin's valid window ends into the shared index, and
 segments are numbered per coin so no window crosses from one coin into the next.
+
+**Context coins** (``context_coins``, :mod:`crpbot.data.cross_asset`) join every coin's rows the
+same way they join a one-coin model's: each context coin's features on the row of the same
+minute, strictly, so a row exists only where the coin and every context coin have the bar. The
+context coins are other coins than the model's (the config refuses an overlap): a global model
+of ETH and SOL with BTC's context, not BTC's rows with BTC as their own context.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from crpbot.data.bars import Bars, default_input, load_bars, normalize_coin
+from crpbot.data.cross_asset import Context, ContextSpec, load_context
 from crpbot.data.dataset import PreparedData, fraction_bounds, prepare_for_config, usable_rows
 from crpbot.data.scaler import Scaler
 from crpbot.errors import CrpbotError
@@ -65,6 +72,8 @@ class MultiCoinData:
     feature_names: tuple[str, ...]
     # coins whose val/test windows are served (None: all); train windows always come from all
     scored_coins: tuple[int, ...] | None = None
+    # context coin -> {"path", "fingerprint"} of its bars, shared by every coin (empty without)
+    context: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -98,6 +107,7 @@ class MultiCoinData:
             scaler=self.scalers[index],
             feature_names=self.feature_names,
             fingerprint=self.fingerprints[index],
+            context=self.context,
         )
 
     def coin_index(self, coin: str) -> int:
@@ -172,7 +182,11 @@ def shared_split_times(
 
 
 def prepare_coins(
-    config: TrainConfig, inputs: dict[str, Path], *, split_times: dict | None = None
+    config: TrainConfig,
+    inputs: dict[str, Path],
+    *,
+    split_times: dict | None = None,
+    context_inputs: Mapping[str, str | Path] | None = None,
 ) -> MultiCoinData:
     """The global model's training set: shared cut times, per-coin train-only scalers, one copy.
 
@@ -180,13 +194,15 @@ def prepare_coins(
     set (not every coin's float64 features at once): the first finds each coin's usable
     timestamps, the second prepares each coin at the shared cut times and writes it into the
     preallocated shared arrays. ``split_times`` (a walk-forward fold's, or an artifact's) fixes
-    the cut times instead of the config's fractions of the common period.
+    the cut times instead of the config's fractions of the common period. The config's context
+    coins are loaded once (:func:`load_coins_context`) and joined onto every coin's rows.
     """
     coins = [normalize_coin(coin) for coin in inputs]
     purge = config.lookback + config.horizon
+    context = load_coins_context(config, inputs, context_inputs)
     stamps = {}
     for coin in coins:
-        stamps[coin] = usable_rows(_load(inputs[coin], coin), config.horizon)["timestamps"]
+        stamps[coin] = usable_rows(_load(inputs[coin], coin), config.horizon, context)["timestamps"]
     cuts = (
         split_times
         if split_times is not None
@@ -203,7 +219,7 @@ def prepare_coins(
     for index, coin in enumerate(coins):
         start, end = int(offsets[index]), int(offsets[index + 1])
         try:
-            part = prepare_for_config(_load(inputs[coin], coin), config, split_times=cuts)
+            part = prepare_for_config(_load(inputs[coin], coin), config, split_times=cuts, context=context)
         except CrpbotError as exc:
             raise CrpbotError(f"{coin}: {exc}") from exc
         if n_features is None:
@@ -236,8 +252,26 @@ def prepare_coins(
         fingerprints=tuple(fingerprints),
         input_paths=tuple(str(inputs[coin]) for coin in coins),
         feature_names=feature_names,
+        context=context.sources() if context is not None else {},
         **arrays,
     )
+
+
+def load_coins_context(
+    config: TrainConfig, inputs: Mapping[str, Path], context_inputs: Mapping[str, str | Path] | None = None
+) -> Context | None:
+    """The context coins' bars for every coin of a global model (None without context coins).
+
+    Loaded once, found as for a one-coin model (``context_inputs``, else beside the first coin's
+    file: the coins' files share one data directory); none may be one of the model's coins.
+    """
+    spec = ContextSpec.from_config(config)
+    if not spec:
+        return None
+    coins = [normalize_coin(coin) for coin in inputs]
+    for coin in coins:
+        spec.check_target(coin)
+    return load_context(coins[0], spec, inputs[coins[0]], context_inputs)
 
 
 def _load(path: Path, coin: str) -> Bars:

@@ -97,7 +97,7 @@ def train(
     # after a cluster start and hours of training.
     check_output_location(out_dir)
     data = (
-        prepare_coins(config, inputs)
+        prepare_coins(config, inputs, context_inputs=context_inputs)
         if config.coins
         else load_prepared(coin, input_path, config, context_inputs)
     )

@@ -56,7 +56,7 @@ def run_global_walkforward(
     from crpbot.data.bars import load_bars
     from crpbot.data.dataset import usable_timestamps
     from crpbot.data.folds import plan_folds
-    from crpbot.data.multicoin import coin_inputs, prepare_coins
+    from crpbot.data.multicoin import coin_inputs, load_coins_context, prepare_coins
     from crpbot.evaluation.evaluate import evaluate_model
     from crpbot.model.fit import fit
     from crpbot.model.inference import save_model_artifact
@@ -70,9 +70,12 @@ def run_global_walkforward(
         raise CrpbotError(f"output directory already exists: {out_dir}")
     check_output_location(out_dir)
     inputs = coin_inputs(config.coins, data_dir)
+    context = load_coins_context(config, inputs)  # folds on the minutes every context coin has too
     common = None
-    for path in inputs.values():
-        stamps = usable_timestamps(load_bars(path))
+    for coin, path in inputs.items():
+        bars = load_bars(path)
+        bars.coin = coin
+        stamps = usable_timestamps(bars, context)
         common = stamps if common is None else np.intersect1d(common, stamps, assume_unique=True)
     folds = plan_folds(common, spec, lookback=config.lookback, horizon=config.horizon)
     log(

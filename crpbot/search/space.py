@@ -169,6 +169,13 @@ def load_search_space(path: str | Path) -> SearchSpace:
         raise CrpbotError(
             f"{where}: space.coins: every global choice must list the same coins, in the same order"
         )
+    names_context = bool(base.context_coins) or any(
+        any(dim.values) for dim in dimensions if dim.key == "context_coins"
+    )
+    if (global_sets or base.coins) and names_context:
+        # a trial keeps its context columns by slicing one coin's data (select_context), not built
+        # for the global data; a global model with context coins trains by `crpbot train`
+        raise CrpbotError(f"{where}: a search over global models with context coins is not supported")
     budget = _parse_budget(raw.get("budget"), where)
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
