@@ -2,7 +2,7 @@
 
 Usage: flock /tmp/crpbot-ray.lock nice .venv/bin/python benchmarks/bench_gap.py \\
            [--coins ETH] [--variants baseline longer skip hidden64 lr1e-3] \\
-           [--input-dir /work/shared/data/ohlcv] [--folds 4] [--max-parallel 2] [--out DIR]
+           [--input-dir /work/shared/data/ohlcv] [--folds 4] [--max-parallel 2] [--seed 0] [--out DIR]
 
 Every variant is ``run_walkforward`` on the same folds as bench_edge.py (4 rolling folds of
 train/val/test 30/7/7 days, planned on the coin's own rows, so every variant has the same cut
@@ -22,7 +22,9 @@ the edge over the 15-minute reversal rule on the same rows with a paired block-b
 rule's per-row predictions from ``reversal_predictions`` on each fold's prepared data), how often
 the model calls the same direction as the rule and calls up, and per fold the best epoch (on val
 loss) of the epochs run, from the fold artifact's history.json. Nothing is chosen on test: every
-variant is reported.
+variant is reported. ``--rule-only`` prints, per fold, the reversal rule's accuracy and the up
+rate of the labels on each split (no training): whether the rule held in the data each fold's
+model was trained and stopped on.
 """
 
 from __future__ import annotations
@@ -64,6 +66,31 @@ def reversal_rule(coin: str, path: Path, config, spec) -> pd.Series:
     return pd.concat(parts)
 
 
+def rule_by_split(coin: str, path: Path, config, spec) -> None:
+    """Per fold: the reversal rule's accuracy and the up rate of the labels on train, val and test.
+
+    A model can only learn the rule from a fold's train split, and is stopped on its val split;
+    where the rule is a coin flip there, the recurrent model has nothing of it to learn.
+    """
+    from crpbot.data.bars import load_bars, normalize_coin
+    from crpbot.data.dataset import prepare_for_config, usable_timestamps
+    from crpbot.data.folds import plan_folds
+    from crpbot.evaluation.baselines import reversal_predictions
+
+    bars = load_bars(path)
+    bars.coin = normalize_coin(coin)
+    print("coin  fold  reversal acc train / val / test   up rate train / val / test")
+    for fold in plan_folds(usable_timestamps(bars), spec, lookback=config.lookback, horizon=config.horizon):
+        data = prepare_for_config(bars, config, split_times=fold.split_times)
+        accs, ups = [], []
+        for split in ("train", "val", "test"):
+            rows = data.window_ends(split, config.lookback)
+            up = data.labels[rows] == 1
+            accs.append(f"{np.mean(reversal_predictions(data, rows) == up):.4f}")
+            ups.append(f"{np.mean(up):.3f}")
+        print(f"{coin:<5} {fold.index:<5} {' / '.join(accs)}       {' / '.join(ups)}", flush=True)
+
+
 def pooled_predictions(run_dir: Path, folds: pd.DataFrame) -> pd.DataFrame:
     frames = [
         pd.read_parquet(run_dir / "folds" / str(fold) / "evaluation" / "predictions.parquet")
@@ -89,7 +116,11 @@ def main() -> None:
     parser.add_argument("--input-dir", type=Path, default=Path("/work/shared/data/ohlcv"))
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--max-parallel", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="the training seed of every variant")
     parser.add_argument("--out", type=Path, help="where the runs are written (default: a temp dir)")
+    parser.add_argument(
+        "--rule-only", action="store_true", help="only the reversal rule per fold and split (no training)"
+    )
     args = parser.parse_args()
 
     from crpbot.config import CONFIG_DIR, load_config
@@ -97,14 +128,20 @@ def main() -> None:
     from crpbot.evaluation.metrics import edge_over_baseline, predicted_up
     from crpbot.pipeline.walkforward import run_walkforward
 
-    base = load_config(CONFIG_DIR / "smoke.yaml").replace(max_epochs=5, patience=5, max_train_windows=8192)
+    base = load_config(CONFIG_DIR / "smoke.yaml").replace(
+        max_epochs=5, patience=5, max_train_windows=8192, seed=args.seed
+    )
     spec = FoldSpec(train_days=30, val_days=7, test_days=7, folds=args.folds)
+    if args.rule_only:
+        for coin in args.coins:
+            rule_by_split(coin, args.input_dir / f"{coin}-USD_1m.parquet", base, spec)
+        return
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-gap-"))
     print(
         f"machine: {platform.node()}, {platform.processor() or platform.machine()}; baseline: smoke.yaml "
-        f"(1-layer BiLSTM, hidden 16, lookback {base.lookback}, lr {base.lr:g}), 5 epochs of 8192 "
-        f"windows, patience 5; {args.folds} rolling folds of 30/7/7 days, {args.max_parallel} at a "
-        f"time; data {args.input_dir}; out {out}",
+        f"(1-layer BiLSTM, hidden 16, lookback {base.lookback}, lr {base.lr:g}, seed {base.seed}), "
+        f"5 epochs of 8192 windows, patience 5; {args.folds} rolling folds of 30/7/7 days, "
+        f"{args.max_parallel} at a time; data {args.input_dir}; out {out}",
         flush=True,
     )
     print(
