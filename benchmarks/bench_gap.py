@@ -21,7 +21,9 @@ Per variant: the pooled test accuracy with its block-bootstrap CI (the walk-forw
 the edge over the 15-minute reversal rule on the same rows with a paired block-bootstrap CI (the
 rule's per-row predictions from ``reversal_predictions`` on each fold's prepared data), how often
 the model calls the same direction as the rule and calls up, and per fold the best epoch (on val
-loss) of the epochs run, from the fold artifact's history.json. Nothing is chosen on test: every
+loss) of the epochs run, from the fold artifact's history.json, and the paired difference to
+the baseline variant on the same rows. A rerun with the same ``--out`` reuses finished folds
+(``run_walkforward`` resumes) and only recomputes the table. Nothing is chosen on test: every
 variant is reported. ``--rule-only`` prints, per fold, the reversal rule's accuracy and the up
 rate of the labels on each split (no training): whether the rule held in the data each fold's
 model was trained and stopped on.
@@ -125,7 +127,7 @@ def main() -> None:
 
     from crpbot.config import CONFIG_DIR, load_config
     from crpbot.data.folds import FoldSpec
-    from crpbot.evaluation.metrics import edge_over_baseline, predicted_up
+    from crpbot.evaluation.metrics import edge_over_baseline, paired_block_bootstrap_ci, predicted_up
     from crpbot.pipeline.walkforward import run_walkforward
 
     base = load_config(CONFIG_DIR / "smoke.yaml").replace(
@@ -146,11 +148,11 @@ def main() -> None:
     )
     print(
         "coin  variant    n        accuracy [95% CI]          edge vs reversal [95% CI]    "
-        "agree  up    best/run epochs per fold   seconds"
+        "agree  up    best/run epochs per fold   seconds minus baseline [95% CI]"
     )
     for coin in args.coins:
         path = args.input_dir / f"{coin}-USD_1m.parquet"
-        reversal = None
+        reversal, baseline_right = None, None
         for name in args.variants:
             config = base.replace(**VARIANTS[name])
             started = time.perf_counter()
@@ -174,13 +176,22 @@ def main() -> None:
             labels, probs = pooled["label"].to_numpy(), pooled["prob_up"].to_numpy()
             edge = edge_over_baseline(labels, probs, rule_up, horizon=config.horizon)
             model_up = predicted_up(probs)
+            right = pd.Series((model_up == (labels == 1)).astype(np.float64), index=pooled.index)
+            if name == "baseline":
+                baseline_right = right
+            versus = "—"
+            if name != "baseline" and baseline_right is not None:
+                both = right.index.intersection(baseline_right.index)
+                a, b = right.loc[both].to_numpy(), baseline_right.loc[both].to_numpy()
+                low, high = paired_block_bootstrap_ci(a, b, horizon=config.horizon)
+                versus = f"{a.mean() - b.mean():+.4f} [{low:+.4f}, {high:+.4f}]"
             acc = result.summary["pooled"]
             print(
                 f"{coin:<5} {name:<10} {acc['n']:<8,} {acc['accuracy']:.4f} "
                 f"[{acc['accuracy_ci'][0]:.4f}, {acc['accuracy_ci'][1]:.4f}]   "
                 f"{edge['edge']:+.4f} [{edge['ci_low']:+.4f}, {edge['ci_high']:+.4f}]   "
                 f"{np.mean(model_up == rule_up):.3f}  {np.mean(model_up):.3f} "
-                f"{' '.join(epochs_run(run_dir, result.folds)):<26} {seconds:.0f}",
+                f"{' '.join(epochs_run(run_dir, result.folds)):<26} {seconds:<7.0f} {versus}",
                 flush=True,
             )
         rule_right = reversal.loc[pooled.index].to_numpy() == (pooled["label"].to_numpy() == 1)
