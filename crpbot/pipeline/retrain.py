@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from crpbot.config import CONFIG_DIR, load_config
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
 from crpbot.evaluation.compare import CI_LEVEL, Comparison, compare_on_shared_period
@@ -35,7 +34,7 @@ from crpbot.evaluation.gate import GateDecision, GateThresholds
 from crpbot.pipeline.chain import PipelineBudget, check_workers_and_costs, resolve_budget
 from crpbot.pipeline.run import (
     checked_coins,
-    input_for,
+    checked_inputs,
     launch_chains,
     new_run_dir,
     outcome_gate,
@@ -171,8 +170,6 @@ def run_retrain(
     run directory exists and Ray starts. With ``bucket``, each coin's registry (versions, pointer,
     history) is pushed after its decision.
     """
-    from crpbot.data.bars import default_input
-    from crpbot.data.dataset import load_prepared
     from crpbot.registry.artifact import verify_artifact
     from crpbot.registry.local import current_path, current_version
 
@@ -183,10 +180,7 @@ def run_retrain(
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
-    inputs = {coin: input_for(coin, input_dir, default_input) for coin in coins}
-    config = load_config(CONFIG_DIR / plan.train_config)
-    for coin, path in inputs.items():
-        load_prepared(coin, path, config)
+    inputs = checked_inputs(coins, input_dir, plan)
     for coin in coins:
         if current_version(coin, root=registry_root) is not None:
             verify_artifact(current_path(coin, root=registry_root))  # a damaged champion fails now

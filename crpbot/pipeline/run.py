@@ -73,8 +73,6 @@ def run_pipeline(
     fails is reported with its reason and counts as failing the gate; the others' results stand.
     ``fee_bps``, ``slippage_bps`` and ``entry_delay_bars`` are the test backtest's fills.
     """
-    from crpbot.data.bars import default_input
-    from crpbot.data.dataset import load_prepared
 
     # Every check that can fail runs before the run directory exists and Ray starts: a mistake
     # costs seconds, not a trained BTC model, and leaves nothing behind that blocks the rerun.
@@ -83,10 +81,7 @@ def run_pipeline(
     coins = checked_coins(coins)
     check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
-    inputs = {coin: input_for(coin, input_dir, default_input) for coin in coins}
-    config = load_config(CONFIG_DIR / plan.train_config)
-    for coin, path in inputs.items():
-        load_prepared(coin, path, config)  # ~0.1 s each: a corrupt SOL file fails before BTC trains
+    inputs = checked_inputs(coins, input_dir, plan)
     run_dir = new_run_dir(run_dir, "pipeline")
     storage = storage if storage is not None else run_dir.resolve()
     with removed_if_empty(run_dir):
@@ -131,6 +126,19 @@ def checked_coins(coins: list[str]) -> list[str]:
     if len(set(coins)) != len(coins):
         raise CrpbotError(f"a coin is listed twice: {', '.join(coins)}")
     return coins
+
+
+def checked_inputs(coins: list[str], input_dir: str | Path | None, plan: PipelineBudget) -> dict[str, Path]:
+    """Each coin's bars, read and prepared once now (~0.1 s each), so a corrupt SOL file fails before
+    BTC trains (pipeline and retrain)."""
+    from crpbot.data.bars import default_input
+    from crpbot.data.dataset import load_prepared
+
+    inputs = {coin: _input_for(coin, input_dir, default_input) for coin in coins}
+    config = load_config(CONFIG_DIR / plan.train_config)
+    for coin, path in inputs.items():
+        load_prepared(coin, path, config)
+    return inputs
 
 
 def new_run_dir(run_dir: str | Path | None, kind: str) -> Path:
@@ -250,7 +258,7 @@ def removed_if_empty(run_dir: Path) -> Iterator[None]:
         raise
 
 
-def input_for(coin: str, input_dir: str | Path | None, default_input: Callable[[str], Path]) -> Path:
+def _input_for(coin: str, input_dir: str | Path | None, default_input: Callable[[str], Path]) -> Path:
     """The coin's bars: the bundled sample, or its file in ``input_dir`` (freqtrade names too)."""
     if input_dir is None:
         return default_input(coin)
