@@ -187,6 +187,19 @@ def block_bootstrap_ci(
     return float(low), float(high)
 
 
+def mean_ci(
+    values: np.ndarray, *, horizon: int, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """CI of the mean of rows whose dependence reaches ``horizon`` rows (overlapping labels).
+
+    The one entry point for every interval the product reports on a mean of per-row values
+    (accuracy, differences to a baseline, losses, net return per trade): the method lives here.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    block = default_block_length(len(values), horizon)
+    return block_bootstrap_ci(values, block_length=block, n_boot=n_boot, level=level, seed=seed)
+
+
 def paired_block_bootstrap_ci(
     a: np.ndarray,
     b: np.ndarray,
