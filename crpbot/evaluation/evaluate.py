@@ -2,7 +2,7 @@
 
 Order matters and is the point of this module: the validation split is predicted first
 (the selective threshold and the trading threshold are chosen there), the logistic and GBDT
-baselines are fitted on train (the GBDT early-stopped on validation), the best baseline is
+baselines are fitted on train (the GBDT early-stopped on train's tail), the best baseline is
 chosen on validation, and only then is the model's test split predicted -- once -- and scored,
 with its edge over that baseline. Nothing computed from test feeds back into any choice.
 
@@ -162,7 +162,7 @@ def evaluate_model(
         )
 
     # 2. the baselines on the windows the model will be scored on; the logistic and GBDT ones are
-    # fitted on train here (GBDT early-stopped on val), and the best one chosen on val, before the
+    # fitted on train here (GBDT early-stopped on train's tail), and the best one chosen on val, before the
     # model predicts test (fit_logistic refuses the test split)
     scored_rows = test_data.window_ends("test", predictor.lookback)
     if len(scored_rows) == 0:
