@@ -164,14 +164,16 @@ def evaluate_model(
     # 2. the baselines on the windows the model will be scored on; the logistic and GBDT ones are
     # fitted on train here (GBDT early-stopped on train's tail), and the best one chosen on val, before the
     # model predicts test (fit_logistic refuses the test split)
-    scored_rows = test_data.window_ends("test", predictor.lookback)
+    # The test rows are read once (ties included), here; the scored ones are the labelled ones.
+    traded_rows = test_data.window_ends("test", predictor.lookback, labelled=False)
+    scored_rows = traded_rows[~np.isnan(test_data.labels[traded_rows])]
     if len(scored_rows) == 0:
         raise CrpbotError("the test split holds no complete window to score")
     baselines = score_baselines(test_data, scored_rows, lookback=predictor.lookback, train_data=original)
 
     # 3. the test split, predicted once. Accuracy and calibration score the labelled windows;
     # the backtest trades every window, ties included (a zero move still pays the round trip).
-    traded = predictor.predictions(test_data, "test", labelled=False)
+    traded = predictor.predictions_at(test_data, "test", traded_rows)
     tie = np.isnan(traded.labels)
     test = traded.where(~tie)
     if not np.array_equal(test.timestamps, test_data.timestamps[scored_rows]):
