@@ -25,6 +25,7 @@ from crpbot.evaluation.gate import (
     GateThresholds,
 )
 from crpbot.pipeline.run import _chain_task, run_pipeline
+from crpbot.ray_runtime import ClusterSettings
 from crpbot.registry.local import current_version, list_versions
 
 pytestmark = pytest.mark.ray
@@ -87,7 +88,7 @@ def test_a_passing_batch_is_promoted_and_pushed(ray_session, s3_endpoint, tmp_pa
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="crpbot-models")
-    lax = GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1)
+    lax = GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1, net_pnl="report")
     # Chains of earlier tests in this Ray session share the name and may still be listed as
     # running for a moment (the State API lags): only a chain this run started may be killed.
     earlier = {task.task_id for task in list_tasks(filters=[("name", "=", "chain-BTC-USD")], limit=10_000)}
@@ -180,7 +181,9 @@ def test_a_run_that_fails_before_writing_leaves_no_run_dir(tmp_path, monkeypatch
     monkeypatch.setattr("crpbot.pipeline.run.init_ray", no_cluster)
     run_dir = tmp_path / "run"
     with pytest.raises(CrpbotError, match="could not connect"):
-        run_pipeline(["BTC"], address="127.0.0.1:1", run_dir=run_dir, log=lambda _: None)
+        run_pipeline(
+            ["BTC"], cluster=ClusterSettings(address="127.0.0.1:1"), run_dir=run_dir, log=lambda _: None
+        )
     assert not run_dir.exists()
 
 
