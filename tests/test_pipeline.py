@@ -58,10 +58,14 @@ def test_demo_pipeline_refuses_with_reasons(ray_session, tmp_path, capsys) -> No
         assert "gbdt" in metrics["baselines"] and edge["chosen_on"] == "val" and edge["n"] == metrics["n"]
         assert edge["ci_low"] <= edge["edge"] <= edge["ci_high"]
         assert metrics["backtest"]["entry_delay_bars"] == 1
+        net, net_gate = metrics["net_return_per_trade"], metrics["gate"]["net_pnl"]
+        assert net["trades"] == metrics["backtest"]["trades"] and net_gate["mode"] == "require"
+        assert (net_gate["reason"] in metrics["gate"]["reasons"]) is not net_gate["passed"]
         assert Path(coin["evaluation_dir"], "report.md").is_file()
     assert summary["batch"]["promoted"] is False
     assert list_versions(registry) == []
     assert "NOT PROMOTED" in out and "test acc [95% CI]" in out and "edge [95% CI]" in out
+    assert "net bps/trade [95% CI]" in out
     assert (run_dir / "report.md").read_text().startswith("# crpbot pipeline run (smoke budget)")
 
     # The coins ran side by side: every pair of chains overlapped in time.

@@ -134,7 +134,8 @@ def _recipe_line(gate: dict[str, Any]) -> list[str]:
 
 
 def _gate_section(gate: dict[str, Any]) -> list[str]:
-    """The configured decision and the recipe's reading of the same limits, side by side."""
+    """The configured decision and the recipe's reading of the same limits, side by side, then the
+    net-return check as configured (gating or reported)."""
     limits = f"accuracy >= {gate['min_accuracy']}, ECE <= {gate['max_calibration_error']}"
     readings = [
         ("configured (the decision)", gate.get("gate_on", "point"), gate.get("ece_kind", "equal-width"), gate)
@@ -159,6 +160,15 @@ def _gate_section(gate: dict[str, Any]) -> list[str]:
     ]
     if len(readings) == 2 and readings[1][3]["passed"] and not gate["passed"]:
         out += ["", "**The recipe's gate would have passed; the configured strict gate did not.**"]
+    net = gate.get("net_pnl")
+    if net is not None:
+        role = "gates the decision" if net["mode"] == "require" else "reported only, not gated"
+        verdict = "**PASS**" if net["passed"] else f"**FAIL** — {net['reason']}"
+        out += [
+            "",
+            f"Net return per trade (`--net-pnl {net['mode']}`: {role}): the 95% CI lower bound of the "
+            f"backtest's net return per trade must be above 0, and no trades fail it: {verdict}",
+        ]
     return out
 
 
