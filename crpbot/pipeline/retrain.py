@@ -155,7 +155,6 @@ def _judge(
     promote_unjudged: bool,
     log: Callable[[str], None],
 ) -> RetrainDecision:
-    from crpbot.registry.history import record_event
     from crpbot.registry.local import coin_dir, promote
 
     comparison = None
@@ -172,36 +171,29 @@ def _judge(
             )
         log(f"{coin}: challenger vs champion {champion}: {comparison.note}")
     promoted, reason = decide(gate, comparison, promote_unjudged=promote_unjudged)
-    unjudged = comparison is not None and not comparison.fair
     version = promote(challenger_dir, coin, root=registry_root).version if promoted else None
-    decision = "promoted" if promoted else "kept champion" if champion else "not promoted"
-    record_event(
-        registry_root,
-        coin,
-        "retrain",
-        decision=decision,
-        reason=reason,
-        champion=champion,
-        challenger=None if challenger_dir is None else str(challenger_dir),
-        challenger_version=version,
-        unjudged=unjudged,
-        promote_unjudged=promote_unjudged,
-        gate=gate.to_dict(),
-        challenger_test={key: test_metrics.get(key) for key in _RECORDED_METRICS} if test_metrics else None,
-        comparison=None if comparison is None else comparison.to_dict(),
-    )
-    log(f"{coin}: {decision}{f' {version}' if version else ''}: {reason}")
-    return RetrainDecision(
+    decision = RetrainDecision(
         coin=coin,
         champion=champion,
         challenger=None if challenger_dir is None else str(challenger_dir),
         promoted=promoted,
-        decision=decision,
+        decision=_decision_word(promoted, champion),
         reason=reason,
         challenger_version=version,
         comparison=None if comparison is None else comparison.to_dict(),
-        unjudged=unjudged,
+        unjudged=comparison is not None and not comparison.fair,
     )
+    _record(
+        registry_root,
+        decision,
+        gate,
+        unjudged=decision.unjudged,
+        promote_unjudged=promote_unjudged,
+        challenger_test={key: test_metrics.get(key) for key in _RECORDED_METRICS} if test_metrics else None,
+        comparison=decision.comparison,
+    )
+    log(f"{coin}: {decision.decision}{f' {version}' if version else ''}: {reason}")
+    return decision
 
 
 def _failed_judgement(
@@ -215,7 +207,6 @@ def _failed_judgement(
 ) -> RetrainDecision:
     """The outcome of a coin whose judging raised: what ``current`` names now, and the error, in
     the history when it can still be written (a damaged history cannot) and in retrain.json."""
-    from crpbot.registry.history import record_event
     from crpbot.registry.local import current_version
 
     error = one_line(exc) if isinstance(exc, CrpbotError) else f"{type(exc).__name__}: {one_line(exc)}"
@@ -224,34 +215,43 @@ def _failed_judgement(
     except Exception:  # an unreadable pointer: nothing was promoted by this run
         now = champion
     promoted = now != champion  # the error came after the promotion (its record, say)
-    decision = "promoted" if promoted else "kept champion" if champion else "not promoted"
-    reason = f"judging failed: {error}" + ("" if promoted else "; the champion stays")
-    challenger = None if challenger_dir is None else str(challenger_dir)
-    try:
-        record_event(
-            registry_root,
-            coin,
-            "retrain",
-            decision=decision,
-            reason=reason,
-            champion=champion,
-            challenger=challenger,
-            challenger_version=now if promoted else None,
-            error=error,
-            gate=gate.to_dict(),
-        )
-    except Exception as record_exc:
-        log(f"{coin}: the failure could not be recorded in the history: {one_line(record_exc)}")
-    log(f"{coin}: {decision}: {reason}")
-    return RetrainDecision(
+    decision = RetrainDecision(
         coin=coin,
         champion=champion,
-        challenger=challenger,
+        challenger=None if challenger_dir is None else str(challenger_dir),
         promoted=promoted,
-        decision=decision,
-        reason=reason,
+        decision=_decision_word(promoted, champion),
+        reason=f"judging failed: {error}" + ("" if promoted else "; the champion stays"),
         challenger_version=now if promoted else None,
         error=error,
+    )
+    try:
+        _record(registry_root, decision, gate, error=error)
+    except Exception as record_exc:
+        log(f"{coin}: the failure could not be recorded in the history: {one_line(record_exc)}")
+    log(f"{coin}: {decision.decision}: {decision.reason}")
+    return decision
+
+
+def _decision_word(promoted: bool, champion: str | None) -> str:
+    return "promoted" if promoted else "kept champion" if champion else "not promoted"
+
+
+def _record(registry_root: str | Path, decision: RetrainDecision, gate: GateDecision, **facts: Any) -> None:
+    """Append the decision to the coin's history, with the gate's verdict and ``facts``."""
+    from crpbot.registry.history import record_event
+
+    record_event(
+        registry_root,
+        decision.coin,
+        "retrain",
+        decision=decision.decision,
+        reason=decision.reason,
+        champion=decision.champion,
+        challenger=decision.challenger,
+        challenger_version=decision.challenger_version,
+        gate=gate.to_dict(),
+        **facts,
     )
 
 
@@ -385,7 +385,7 @@ def judge_outcomes(
             decisions.append(decision)
             write(finished_at=None, interrupted=None)
     except BaseException as exc:
-        write(finished_at=None, interrupted=one_line(exc) or type(exc).__name__)
+        write(finished_at=None, interrupted=one_line(exc))
         raise
     write(finished_at=utc_now(), interrupted=None)
     return decisions
@@ -411,9 +411,9 @@ def _pushed(
     from crpbot.registry.local import coin_dir, version_names
     from crpbot.registry.transfer import push
 
-    if not version_names(coin_dir(registry_root, decision.coin)):
-        return decision
     try:
+        if not version_names(coin_dir(registry_root, decision.coin)):
+            return decision
         for pushed in push(
             registry_root, bucket, coin=decision.coin, prefix=prefix, endpoint_url=endpoint_url
         ):
