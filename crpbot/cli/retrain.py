@@ -3,9 +3,11 @@
 Usage: crpbot retrain --input-dir DIR [--coins BTC,ETH,SOL] [--budget smoke|full|gpu] [--address ADDR]
        [--gpu] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
        [--bucket B [--prefix P] [--endpoint-url URL]] [--n-boot N] [--net-pnl require|report]
+       [--promote-unjudged]
 
 Exit status 0 whatever the decisions (a kept champion is a result); non-zero only for errors.
-Every decision is in the coin's history: crpbot registry history COIN.
+Every decision is in the coin's history: crpbot registry history COIN. A challenger that cannot
+be compared with its champion keeps the champion unless --promote-unjudged is given.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from crpbot.cli.options import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from crpbot.pipeline.chain import BUDGETS
-    from crpbot.pipeline.retrain import DEFAULT_N_BOOT
+    from crpbot.pipeline.retrain import DEFAULT_N_BOOT, PROMOTE_UNJUDGED_FLAG
 
     parser.add_argument("--coins", default="BTC,ETH,SOL", help="comma-separated coins (default BTC,ETH,SOL)")
     parser.add_argument(
@@ -55,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_N_BOOT,
         help=f"bootstrap resamples of the champion/challenger log-loss CI (default {DEFAULT_N_BOOT})",
     )
+    parser.add_argument(
+        PROMOTE_UNJUDGED_FLAG,
+        dest="promote_unjudged",
+        action="store_true",
+        help="promote a challenger that passes the gate even when it cannot be compared with the champion "
+        "(no shared unseen rows, another horizon or features, older input, a failed comparison); "
+        "default: the champion stays",
+    )
     add_gate_and_costs(parser, quorum=False)
 
 
@@ -76,5 +86,6 @@ def run(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         endpoint_url=args.endpoint_url,
         n_boot=args.n_boot,
+        promote_unjudged=args.promote_unjudged,
     )
     return 0
