@@ -54,6 +54,10 @@ def _bad_copy(artifact: Path, out: Path) -> Path:
     """The same weights with the prior correction shifted by +3 logits: P(up) ~ 0.05 on every row."""
     config = read_artifact_json(artifact, "config.json")
     config["logit_offset"] += 3.0
+    return _copy_with_config(artifact, out, config)
+
+
+def _copy_with_config(artifact: Path, out: Path, config: dict) -> Path:
     names = ("scaler.json", "features.json", "history.json")
     return write_artifact(
         out,
@@ -85,14 +89,14 @@ def models(tmp_path_factory, sample_path) -> dict[str, Path]:
 
 
 def test_shared_period_is_unseen_by_both_and_trimmed_or_refused(models) -> None:
-    fair = compare_on_shared_period(models["old"], models["new"], n_boot=200)
+    fair = compare_on_shared_period(models["old"], models["new"])
     assert fair.fair and fair.n == fair.challenger_test_rows > 1000, "an older champion saw none of it"
     assert 0.3 < fair.champion["accuracy"] < 0.7 and 0.3 < fair.challenger["accuracy"] < 0.7
     low, high = fair.ci
     assert low <= fair.log_loss_difference <= high
     assert fair.log_loss_difference == pytest.approx(fair.challenger["log_loss"] - fair.champion["log_loss"])
 
-    trimmed = compare_on_shared_period(models["late"], models["new"], n_boot=200)
+    trimmed = compare_on_shared_period(models["late"], models["new"])
     late_val_end = read_artifact_json(models["late"], "config.json")["split_times"]["val"][1]
     assert trimmed.fair and 0 < trimmed.n < trimmed.challenger_test_rows
     assert "dropped" in trimmed.note
@@ -102,10 +106,22 @@ def test_shared_period_is_unseen_by_both_and_trimmed_or_refused(models) -> None:
     assert trimmed.challenger["log_loss"] != fair.challenger["log_loss"], "scored on fewer rows"
 
     # a champion trained on data newer than the challenger's test period: nothing left to compare
-    refused = compare_on_shared_period(models["new"], models["old"], n_boot=200)
+    refused = compare_on_shared_period(models["new"], models["old"])
     assert not refused.fair and refused.n == 0 and refused.note.startswith("no fair comparison")
     assert decide(PASS, refused)[0] and "gate alone decides" in decide(PASS, refused)[1]
     assert not decide(FAIL, refused)[0]
+
+
+def test_too_few_shared_rows_is_an_error_not_a_decision(models, tmp_path: Path) -> None:
+    """A champion validated up to 40 minutes before the challenger's test period ends leaves a few
+    shared rows: no interval is honest on them, so the comparison refuses instead of deciding."""
+    config = read_artifact_json(models["late"], "config.json")
+    test_end = read_artifact_json(models["new"], "config.json")["split_times"]["test"][1]
+    config["split_times"]["val"][1] = test_end - 40 * 60 * 10**9
+    recent = _copy_with_config(models["late"], tmp_path / "recent", config)
+    refusal = r"^not enough shared unseen rows .* need >= 150 \(10 × horizon 15\)$"
+    with pytest.raises(CrpbotError, match=refusal):
+        compare_on_shared_period(recent, models["new"])
 
 
 def test_each_decision_is_taken_as_stated_and_recorded(models, tmp_path: Path) -> None:
@@ -113,16 +129,14 @@ def test_each_decision_is_taken_as_stated_and_recorded(models, tmp_path: Path) -
     logged: list[str] = []
 
     # no champion: the gate alone decides
-    refused = judge_challenger(
-        "BTC", models["bad_old"], FAIL, registry_root=root, n_boot=200, log=logged.append
-    )
+    refused = judge_challenger("BTC", models["bad_old"], FAIL, registry_root=root, log=logged.append)
     assert refused.decision == "not promoted" and current_version("BTC", root=root) is None
-    first = judge_challenger("BTC", models["old"], PASS, registry_root=root, n_boot=200, log=logged.append)
+    first = judge_challenger("BTC", models["old"], PASS, registry_root=root, log=logged.append)
     assert first.promoted and first.comparison is None and "no champion" in first.reason
     champion = first.challenger_version
 
     # a champion better on the shared period keeps its place, though the challenger passes the gate
-    kept = judge_challenger("BTC", models["bad_new"], PASS, registry_root=root, n_boot=200, log=logged.append)
+    kept = judge_challenger("BTC", models["bad_new"], PASS, registry_root=root, log=logged.append)
     assert kept.decision == "kept champion" and not kept.promoted
     assert kept.comparison["ci"][0] > 0 and "worse than the champion beyond noise" in kept.reason
     assert current_version("BTC", root=root) == champion
@@ -130,13 +144,11 @@ def test_each_decision_is_taken_as_stated_and_recorded(models, tmp_path: Path) -
     # a better challenger replaces a bad champion
     bad_root = tmp_path / "bad"
     promote(models["bad_old"], "BTC", root=bad_root, version="bad")
-    better = judge_challenger(
-        "BTC", models["new"], PASS, registry_root=bad_root, n_boot=200, log=logged.append
-    )
+    better = judge_challenger("BTC", models["new"], PASS, registry_root=bad_root, log=logged.append)
     assert better.promoted and better.comparison["ci"][1] < 0
     assert current_version("BTC", root=bad_root) == better.challenger_version != "bad"
     # ... but never one that fails the gate
-    judge_challenger("BTC", models["bad_new"], FAIL, registry_root=bad_root, n_boot=200, log=logged.append)
+    judge_challenger("BTC", models["bad_new"], FAIL, registry_root=bad_root, log=logged.append)
 
     # a champion that no longer verifies is not silently replaced: kept, with the reason recorded
     damaged_root = tmp_path / "damaged"
@@ -181,10 +193,6 @@ def test_bad_retrain_arguments_fail_before_ray(tmp_path: Path, sample_path, caps
     assert main(["retrain", "--coins", "BTC,BTC", "--input-dir", str(sample_path().parent)]) == 2
     assert "listed twice" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
-    with pytest.raises(CrpbotError, match="n_boot"):
-        from crpbot.pipeline.retrain import run_retrain
-
-        run_retrain(["BTC"], input_dir=sample_path().parent, n_boot=0)
 
 
 @pytest.mark.ray
@@ -216,7 +224,6 @@ def test_retrain_end_to_end(ray_session, s3_endpoint, models, sample_path, tmp_p
         bucket="retrain",
         endpoint_url=s3_endpoint,
         thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1),
-        n_boot=200,
         log=logged.append,
     )
     summary = json.loads((tmp_path / "run" / "retrain.json").read_text())

@@ -2,7 +2,7 @@
 
 Usage: crpbot retrain --input-dir DIR [--coins BTC,ETH,SOL] [--budget smoke|full|gpu] [--address ADDR]
        [--gpu] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
-       [--bucket B [--prefix P] [--endpoint-url URL]] [--n-boot N]
+       [--bucket B [--prefix P] [--endpoint-url URL]]
 
 Exit status 0 whatever the decisions (a kept champion is a result); non-zero only for errors.
 Every decision is in the coin's history: crpbot registry history COIN.
@@ -18,7 +18,6 @@ from crpbot.cli.options import add_address, add_gate_and_costs, backtest_costs, 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from crpbot.pipeline.chain import BUDGETS
-    from crpbot.pipeline.retrain import DEFAULT_N_BOOT
 
     parser.add_argument("--coins", default="BTC,ETH,SOL", help="comma-separated coins (default BTC,ETH,SOL)")
     parser.add_argument(
@@ -43,12 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", help="push each coin's registry and history to this S3 bucket")
     parser.add_argument("--prefix", default="crpbot", help="key prefix in the bucket (default crpbot)")
     parser.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto); default: AWS, or AWS_ENDPOINT_URL")
-    parser.add_argument(
-        "--n-boot",
-        type=int,
-        default=DEFAULT_N_BOOT,
-        help=f"bootstrap resamples of the champion/challenger log-loss CI (default {DEFAULT_N_BOOT})",
-    )
     add_gate_and_costs(parser, quorum=False)
 
 
@@ -70,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
         use_gpu=args.gpu,
         workers=args.workers,
         thresholds=gate_thresholds(args),
-        n_boot=args.n_boot,
         **backtest_costs(args),
     )
     return 0

@@ -89,7 +89,6 @@ def evaluate_model(
     slippage_bps: float = 0.0,
     entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
     trade_threshold: float | None = None,
-    n_boot: int = 1000,
     overwrite: bool = False,
     prepared: Any | None = None,
     log: Callable[[str], None] = print,
@@ -116,8 +115,6 @@ def evaluate_model(
         )
     if isinstance(entry_delay_bars, bool) or not isinstance(entry_delay_bars, int) or entry_delay_bars < 0:
         raise CrpbotError(f"invalid entry delay {entry_delay_bars!r} bars: must be an integer >= 0")
-    if n_boot < 1:
-        raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     model_dir = Path(model_dir)
     predictor = load_predictor(model_dir, coin)
     coin = predictor.coin
@@ -193,10 +190,10 @@ def evaluate_model(
         # flat outcomes (close[t+h] == close[t]) are neither up nor down: excluded from accuracy
         "test_ties": int(tie.sum()),
     }
-    metrics.update(classification_metrics(test.labels, test.probs, horizon=test_data.horizon, n_boot=n_boot))
+    metrics.update(classification_metrics(test.labels, test.probs, horizon=test_data.horizon))
     metrics["ece_definition"] = ECE_DEFINITION
     metrics["baselines"] = baselines.accuracies
-    metrics["edge_over_best_baseline"] = _edge(test, baselines, test_data.horizon, n_boot)
+    metrics["edge_over_best_baseline"] = _edge(test, baselines, test_data.horizon)
     metrics["coverage_curve"] = coverage_curve(test.labels, test.probs)
     trades = run_backtest(
         traded.timestamps,
@@ -241,7 +238,7 @@ def evaluate_model(
     return EvaluationResult(out_dir=out_dir, metrics=metrics)
 
 
-def _edge(test: Predictions, baselines: BaselineScores, horizon: int, n_boot: int) -> dict[str, Any]:
+def _edge(test: Predictions, baselines: BaselineScores, horizon: int) -> dict[str, Any]:
     """metrics.json's ``edge_over_best_baseline``: model accuracy minus the validation-chosen
     baseline's on the same test rows, with the paired CI; null numbers when there is no validation."""
     edge: dict[str, Any] = {
@@ -256,10 +253,7 @@ def _edge(test: Predictions, baselines: BaselineScores, horizon: int, n_boot: in
     if baselines.best_up is None:
         edge["note"] = "no validation split to choose the best baseline on"
         return edge
-    edge.update(
-        edge_over_baseline(test.labels, test.probs, baselines.best_up, horizon=horizon, n_boot=n_boot)
-    )
-    edge["ci_method"] = "95% paired circular block bootstrap (the same resampled rows for model and baseline)"
+    edge.update(edge_over_baseline(test.labels, test.probs, baselines.best_up, horizon=horizon))
     return edge
 
 

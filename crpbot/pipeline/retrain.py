@@ -8,7 +8,7 @@ it neither trained nor validated on. Then :func:`judge_challenger` decides:
 1. the challenger must pass the gate, as in the pipeline;
 2. with a champion, both are scored on the same rows of the challenger's test period that the
    champion has not trained or validated on either (:mod:`crpbot.evaluation.compare`), and the
-   challenger replaces it unless it is worse beyond noise: the 95% paired block-bootstrap CI of
+   challenger replaces it unless it is worse beyond noise: the 95% paired CI (HAC t-interval) of
    the log-loss difference (challenger - champion) lies entirely above 0;
 3. without a champion, or when no such rows exist, the gate alone decides.
 
@@ -43,7 +43,6 @@ from crpbot.pipeline.run import (
 from crpbot.pipeline.run_report import CoinOutcome, utc_now
 from crpbot.registry.storage import validate_storage
 
-DEFAULT_N_BOOT = 1000
 # test metrics of a challenger kept in its history record (the rest is in the run's evaluation)
 _RECORDED_METRICS = ("n", "test_period", "accuracy", "accuracy_ci", "ece", "log_loss", "brier")
 
@@ -91,7 +90,6 @@ def judge_challenger(
     *,
     registry_root: str | Path = "models",
     test_metrics: dict[str, Any] | None = None,
-    n_boot: int = DEFAULT_N_BOOT,
     log: Callable[[str], None] = print,
 ) -> RetrainDecision:
     """Compare with the coin's current champion, decide, promote if so, and record the decision.
@@ -108,9 +106,7 @@ def judge_challenger(
     failure = None
     if champion is not None and challenger_dir is not None:
         try:
-            comparison = compare_on_shared_period(
-                coin_dir(registry_root, coin) / champion, challenger_dir, n_boot=n_boot
-            )
+            comparison = compare_on_shared_period(coin_dir(registry_root, coin) / champion, challenger_dir)
             log(f"{coin}: challenger vs champion {champion}: {comparison.note}")
         except CrpbotError as exc:  # the champion stays; the other coins' decisions go on
             failure = f"the champion/challenger comparison failed: {exc}"
@@ -161,7 +157,6 @@ def run_retrain(
     fee_bps: float = 10.0,
     slippage_bps: float = 0.0,
     entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
-    n_boot: int = DEFAULT_N_BOOT,
     log: Callable[[str], None] = print,
 ) -> list[RetrainDecision]:
     """Train every coin's challenger in parallel, then judge each against its champion and record it.
@@ -176,8 +171,6 @@ def run_retrain(
     plan = resolve_budget(budget)
     thresholds = thresholds if thresholds is not None else GateThresholds()
     coins = checked_coins(coins)
-    if n_boot < 1:
-        raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
     inputs = checked_inputs(coins, input_dir, plan)
@@ -205,7 +198,7 @@ def run_retrain(
             log=log,
         )
         decisions = [
-            _judge_outcome(outcome, thresholds, registry_root, n_boot, bucket, prefix, endpoint_url, log)
+            _judge_outcome(outcome, thresholds, registry_root, bucket, prefix, endpoint_url, log)
             for outcome in outcomes
         ]
         summary = {
@@ -227,7 +220,6 @@ def _judge_outcome(
     outcome: CoinOutcome,
     thresholds: GateThresholds,
     registry_root: str | Path,
-    n_boot: int,
     bucket: str | None,
     prefix: str,
     endpoint_url: str | None,
@@ -242,7 +234,6 @@ def _judge_outcome(
         outcome_gate(outcome, thresholds),
         registry_root=registry_root,
         test_metrics=outcome.metrics or None,
-        n_boot=n_boot,
         log=log,
     )
     if bucket and version_names(coin_dir(registry_root, outcome.coin)):

@@ -71,7 +71,6 @@ def run_walkforward(
     slippage_bps: float = 0.0,
     entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
     max_parallel: int | None = None,
-    n_boot: int = 1000,
     log: Callable[[str], None] = print,
 ) -> WalkForwardResult:
     """Train and score every fold of ``spec`` on ``coin`` in parallel on Ray; outputs go to ``out_dir``.
@@ -121,7 +120,6 @@ def run_walkforward(
             "fee_bps": fee_bps,
             "slippage_bps": slippage_bps,
             "entry_delay_bars": entry_delay_bars,
-            "n_boot": n_boot,
         },
         "folds": [fold.to_dict() for fold in folds],
     }
@@ -154,7 +152,6 @@ def run_walkforward(
             "fee_bps": fee_bps,
             "slippage_bps": slippage_bps,
             "entry_delay_bars": entry_delay_bars,
-            "n_boot": n_boot,
             "device": "cuda" if use_gpu else "cpu",
             "context": ray.put(context) if context is not None else None,
         }
@@ -165,7 +162,7 @@ def run_walkforward(
     rows = [records[fold.index] for fold in folds]
     table = folds_table(rows)
     costs = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "entry_delay_bars": entry_delay_bars}
-    summary = summarize(plan, rows, out_dir, config.horizon, thresholds, costs, n_boot)
+    summary = summarize(plan, rows, out_dir, config.horizon, thresholds, costs)
     write_outputs(out_dir, table, summary)
     for line in summary_lines(summary):
         log(line)
@@ -256,7 +253,6 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
         fee_bps=shared["fee_bps"],
         slippage_bps=shared["slippage_bps"],
         entry_delay_bars=shared["entry_delay_bars"],
-        n_boot=shared["n_boot"],
         prepared=data,  # the fold's own data: no second load and preparation of the file
         log=lambda _: None,
     )

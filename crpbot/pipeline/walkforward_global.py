@@ -49,7 +49,6 @@ def run_global_walkforward(
     fee_bps: float = 10.0,
     slippage_bps: float = 0.0,
     entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
-    n_boot: int = 1000,
     log: Callable[[str], None] = print,
 ) -> dict[str, WalkForwardResult]:
     """Train a global model (``config.coins``) fold by fold and score each coin; one result per coin."""
@@ -107,7 +106,6 @@ def run_global_walkforward(
                 fee_bps=fee_bps,
                 slippage_bps=slippage_bps,
                 entry_delay_bars=entry_delay_bars,
-                n_boot=n_boot,
                 prepared=data.part(coin),
                 log=lambda _: None,
             )
@@ -136,7 +134,7 @@ def run_global_walkforward(
             "spec": dataclasses.asdict(spec),
         }
         table = folds_table(rows)
-        summary = summarize(plan, rows, out_dir / coin, config.horizon, thresholds, costs, n_boot)
+        summary = summarize(plan, rows, out_dir / coin, config.horizon, thresholds, costs)
         summary["global_model_of"] = list(inputs)
         write_outputs(out_dir / coin, table, summary)
         results[coin] = WalkForwardResult(

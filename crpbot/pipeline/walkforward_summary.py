@@ -71,10 +71,9 @@ def summarize(
     horizon: int,
     thresholds: GateThresholds,
     costs: dict[str, Any],
-    n_boot: int,
 ) -> dict[str, Any]:
-    """Pooled accuracy (block-bootstrap CI) and edge (paired CI) over every finished fold's test rows."""
-    from crpbot.evaluation.metrics import block_bootstrap_ci, default_block_length, predicted_up
+    """Pooled accuracy and edge over every finished fold's test rows, with ``metrics.mean_interval`` CIs."""
+    from crpbot.evaluation.metrics import mean_interval, predicted_up
 
     def share(passed: int) -> float | None:
         return passed / len(ok) if ok else None
@@ -119,21 +118,19 @@ def summarize(
     pooled = pd.concat(frames, ignore_index=True)
     labels = pooled["label"].to_numpy()
     correct = (predicted_up(pooled["prob_up"].to_numpy()) == (labels == 1)).astype(np.float64)
-    block = default_block_length(len(correct), horizon)
-    low, high = block_bootstrap_ci(correct, block_length=block, n_boot=n_boot)
+    interval = mean_interval(correct, horizon=horizon)
     summary["pooled"] = {
         "n": len(correct),
         "test_period": [ok[0]["test_start"], ok[-1]["test_end"]],
         "accuracy": float(correct.mean()),
-        "accuracy_ci": [low, high],
-        "accuracy_ci_method": f"95% circular block bootstrap over the pooled test rows, block {block} rows, "
-        f"{n_boot} resamples",
+        "accuracy_ci": [interval.low, interval.high],
+        "accuracy_ci_method": f"over the pooled test rows: {interval.method}",
     }
-    summary["pooled_edge"] = _pooled_edge(pooled, horizon, n_boot)
+    summary["pooled_edge"] = _pooled_edge(pooled, horizon)
     return summary
 
 
-def _pooled_edge(pooled: pd.DataFrame, horizon: int, n_boot: int) -> dict[str, Any]:
+def _pooled_edge(pooled: pd.DataFrame, horizon: int) -> dict[str, Any]:
     """Model accuracy minus each fold's val-chosen best baseline's, on the same rows, with a paired CI."""
     from crpbot.evaluation.metrics import edge_over_baseline
 
@@ -147,7 +144,6 @@ def _pooled_edge(pooled: pd.DataFrame, horizon: int, n_boot: int) -> dict[str, A
         pooled["prob_up"].to_numpy(),
         pooled["baseline_up"].to_numpy(),
         horizon=horizon,
-        n_boot=n_boot,
     )
     return {"baseline": "each fold's best baseline, chosen on that fold's validation split", **edge}
 
