@@ -219,7 +219,8 @@ def mean_interval(values: np.ndarray, *, horizon: int, level: float = 0.95) -> M
         raise CrpbotError("a CI of a mean needs finite values")
     mean = float(values.mean())
     centred = values - mean
-    autocov = np.array([centred[: n - k] @ centred[k:] for k in range(lags + 1)]) / n
+    # einsum, not @: BLAS threads make a 1-d dot product ~50x slower on a busy host
+    autocov = np.array([np.einsum("i,i->", centred[: n - k], centred[k:]) for k in range(lags + 1)]) / n
     variance = autocov[0] + 2 * autocov[1:].sum()
     kernel = f"Hansen-Hodrick HAC variance, lags 0-{lags}" if lags else "independent rows"
     if variance <= 0:
