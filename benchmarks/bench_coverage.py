@@ -1,7 +1,7 @@
 """Do the product's "95%" intervals cover the truth 95% of the time on overlapping labels?
 
 Usage: nice .venv/bin/python benchmarks/bench_coverage.py [--reps 1300] [--sizes 4000 20000]
-           [--horizons 5 15 60] [--seed 0]
+           [--horizons 5 15 60] [--series "random walk" "GARCH(1,1)"] [--seed 0]
 
 Simulated one-minute log prices, driftless, with known truths: a random walk with i.i.d. normal
 increments, and a GARCH(1,1) walk (alpha 0.08, beta 0.90: volatility clustering like minute
@@ -46,6 +46,7 @@ BAR_SD = 1e-3  # 10 bps per minute, about BTC's
 FEE_BPS = 10.0
 CHUNK = 100  # walks generated at once (memory: CHUNK x n floats per array)
 METHODS = ("HAC t", "HH normal", "old")
+SERIES = ["random walk", "GARCH(1,1)"]
 
 
 def garch_increments(rng: np.random.Generator, reps: int, length: int) -> np.ndarray:
@@ -64,7 +65,7 @@ def walks(kind: str, rng: np.random.Generator, reps: int, n: int, horizon: int) 
     """Per walk (a row): the per-row values of the three label-based quantities, and the forward
     returns and reversal signal the backtest trades."""
     length = n + 2 * horizon
-    if kind == "random walk":
+    if kind == SERIES[0]:
         steps = rng.standard_normal((reps, length))
     else:
         steps = garch_increments(rng, reps, length)
@@ -147,6 +148,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=1300, help="walks per case (coverage SE 0.6 points)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4000, 20000], help="rows per walk")
     parser.add_argument("--horizons", type=int, nargs="+", default=[5, 15, 60])
+    parser.add_argument("--series", nargs="+", default=SERIES, choices=SERIES)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -160,7 +162,7 @@ def main() -> None:
     print("|---|---:|---:|---|" + "---:|" * (2 * len(METHODS)))
     worst = 0.0
     started = time.perf_counter()
-    for kind in ("random walk", "GARCH(1,1)"):
+    for kind in args.series:
         for n in args.sizes:
             for horizon in args.horizons:
                 for row in measure(kind, n, horizon, args.reps, rng):
