@@ -139,9 +139,7 @@ def test_each_decision_is_taken_as_stated_and_recorded(models, tmp_path: Path) -
     logged: list[str] = []
 
     # no champion: the gate alone decides
-    refused = judge_challenger(
-        "BTC", models["bad_old"], FAIL, registry_root=root, log=logged.append
-    )
+    refused = judge_challenger("BTC", models["bad_old"], FAIL, registry_root=root, log=logged.append)
     assert refused.decision == "not promoted" and current_version("BTC", root=root) is None
     first = judge_challenger("BTC", models["old"], PASS, registry_root=root, log=logged.append)
     assert first.promoted and first.comparison is None and "no champion" in first.reason
@@ -156,9 +154,7 @@ def test_each_decision_is_taken_as_stated_and_recorded(models, tmp_path: Path) -
     # a better challenger replaces a bad champion
     bad_root = tmp_path / "bad"
     promote(models["bad_old"], "BTC", root=bad_root, version="bad")
-    better = judge_challenger(
-        "BTC", models["new"], PASS, registry_root=bad_root, log=logged.append
-    )
+    better = judge_challenger("BTC", models["new"], PASS, registry_root=bad_root, log=logged.append)
     assert better.promoted and better.comparison["ci"][1] < 0
     assert current_version("BTC", root=bad_root) == better.challenger_version != "bad"
     # ... but never one that fails the gate

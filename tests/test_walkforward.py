@@ -186,9 +186,7 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
     out = tmp_path / "wf"
 
     def run():
-        return run_walkforward(
-            TINY, "BTC", spec, input_path=path, out_dir=out, log=lambda _: None
-        )
+        return run_walkforward(TINY, "BTC", spec, input_path=path, out_dir=out, log=lambda _: None)
 
     first = run()
     table = first.folds
