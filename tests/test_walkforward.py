@@ -186,9 +186,7 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
     out = tmp_path / "wf"
 
     def run():
-        return run_walkforward(
-            TINY, "BTC", spec, input_path=path, out_dir=out, n_boot=200, log=lambda _: None
-        )
+        return run_walkforward(TINY, "BTC", spec, input_path=path, out_dir=out, log=lambda _: None)
 
     first = run()
     table = first.folds
@@ -257,10 +255,9 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
             FoldSpec(train_days=1.5, val_days=0.5, test_days=0.5, folds=4),
             input_path=path,
             out_dir=out,
-            n_boot=200,
         )
     with pytest.raises(CrpbotError, match="holds a walk-forward with other evaluation"):
-        run_walkforward(TINY, "BTC", spec, input_path=path, out_dir=out, n_boot=200, costs=Costs(fee_bps=5.0))
+        run_walkforward(TINY, "BTC", spec, input_path=path, out_dir=out, costs=Costs(fee_bps=5.0))
 
 
 def test_a_context_walk_forward_plans_on_the_minutes_every_coin_has(ray_session, tmp_path) -> None:
@@ -287,7 +284,7 @@ def test_a_context_walk_forward_plans_on_the_minutes_every_coin_has(ray_session,
         prepare_for_config(eth, config, split_times=target_only[0].split_times, context=context)
 
     result = run_walkforward(
-        config, "ETH", spec, input_path=eth_path, out_dir=tmp_path / "wf", n_boot=20, log=lambda _: None
+        config, "ETH", spec, input_path=eth_path, out_dir=tmp_path / "wf", log=lambda _: None
     )
     assert list(result.folds["status"]) == ["ok", "ok"], result.folds["error"].tolist()
     planned = json.loads((tmp_path / "wf" / "plan.json").read_text())["folds"]
