@@ -84,9 +84,11 @@ def run_walkforward(
     from crpbot.data.cross_asset import ContextSpec, load_context
     from crpbot.data.dataset import usable_timestamps
     from crpbot.data.folds import plan_folds
+    from crpbot.model.family import check_device
     from crpbot.registry.artifact import check_output_location
 
     thresholds = thresholds if thresholds is not None else GateThresholds()
+    check_device(config, use_gpu)
     coin = normalize_coin(coin)
     if not (isinstance(gpu_share, (int, float)) and 0 < gpu_share <= 1):
         raise CrpbotError(f"invalid GPU share {gpu_share!r}: must be in (0, 1]")
@@ -223,7 +225,7 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
     from crpbot.data.dataset import prepare_for_config
     from crpbot.evaluation.evaluate import evaluate_model
     from crpbot.model.ensemble import build_ensemble
-    from crpbot.model.fit import fit
+    from crpbot.model.family import fit_model
     from crpbot.model.inference import save_model_artifact
 
     quiet_worker_logs()
@@ -235,7 +237,9 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
     context = ray.get(shared["context"]) if shared.get("context") is not None else None
     data = prepare_for_config(bars, config, split_times=fold.split_times, context=context)
     prepared = time.perf_counter()
-    result = fit(config, data, device=shared["device"], log=lambda line: print(f"[fold {fold.index}] {line}"))
+    result = fit_model(
+        config, data, device=shared["device"], log=lambda line: print(f"[fold {fold.index}] {line}")
+    )
     trained = time.perf_counter()
     member = save_model_artifact(
         directory / "member",
