@@ -22,10 +22,19 @@ TINY_GBDT = TrainConfig(
 
 
 @pytest.fixture(scope="module")
-def btc(sample_path):
-    from crpbot.data.dataset import load_prepared
+def trained(train_tiny_artifact):
+    """The tiny GBDT's artifact on BTC's sample, and the data it was fitted on."""
+    return train_tiny_artifact(TINY_GBDT, "BTC")
 
-    return load_prepared("BTC", sample_path("BTC"), TINY_GBDT)
+
+@pytest.fixture(scope="module")
+def artifact(trained):
+    return trained[0]
+
+
+@pytest.fixture(scope="module")
+def btc(trained):
+    return trained[1]
 
 
 @pytest.fixture(scope="module")
@@ -33,21 +42,6 @@ def fitted(btc):
     from crpbot.model.family import fit_model
 
     return fit_model(TINY_GBDT, btc, log=lambda _: None)
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory, btc, fitted, sample_path):
-    from crpbot.model.inference import save_model_artifact
-
-    return save_model_artifact(
-        tmp_path_factory.mktemp("gbdt") / "model",
-        model_state=fitted.best_state,
-        config=TINY_GBDT,
-        data=btc,
-        history=fitted.history,
-        best_epoch=fitted.best_epoch,
-        input_path=sample_path("BTC"),
-    )
 
 
 def test_fit_is_deterministic_and_a_seed_changes_the_trees(btc, fitted):
