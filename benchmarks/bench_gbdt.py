@@ -62,7 +62,7 @@ def main() -> None:
         f"({rounds} rounds, best {result.best_epoch}; {fitted / rounds:.3f} s per round incl. curves)"
     )
     peak = status_mib("VmHWM")
-    print(f"fit's peak RSS    {peak:,.0f} MiB ({peak - before:+,.0f} MiB over the {before:,.0f} MiB held before it)")
+    print(f"fit's peak RSS    {peak:,.0f} MiB ({peak - before:+,.0f} MiB over {before:,.0f} MiB held before)")
 
 
 if __name__ == "__main__":

@@ -118,6 +118,7 @@ def fit_gbdt(config: TrainConfig, data: Any, *, log: Callable[[str], None] = pri
     rounds = len(curves["train"]["binary_logloss"])
     best = booster.best_iteration or rounds
     val_loss, val_acc = validation_curve(booster, *sets["validation"], rounds, config.num_threads)
+    per_round = (time.perf_counter() - started) / rounds
     history = [
         {
             "epoch": i + 1,
@@ -125,7 +126,7 @@ def fit_gbdt(config: TrainConfig, data: Any, *, log: Callable[[str], None] = pri
             "stop_loss": float(curves["stop"]["binary_logloss"][i]),
             "val_loss": val_loss[i],
             "val_acc": val_acc[i],
-            "epoch_seconds": (time.perf_counter() - started) / rounds,
+            "epoch_seconds": per_round,
         }
         for i in range(rounds)
     ]
