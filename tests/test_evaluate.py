@@ -31,7 +31,7 @@ def tiny_model(train_tiny_artifact):
 
 def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     lines: list[str] = []
-    result = evaluate_model(tiny_model, out_dir=tmp_path / "eval", n_boot=200, log=lines.append)
+    result = evaluate_model(tiny_model, out_dir=tmp_path / "eval", log=lines.append)
     out = result.out_dir
     for name in (
         "predictions.parquet",
@@ -41,6 +41,7 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
         "equity_curve.png",
         "accuracy_vs_coverage.png",
         "training_curves.png",
+        "trades.parquet",
     ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
@@ -55,6 +56,7 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
         "baselines",
         "coverage_curve",
         "backtest",
+        "net_return_per_trade",
         "gate",
     ):
         assert key in metrics, key
@@ -91,6 +93,18 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
         "accuracy CI lower"
     )
     assert (metrics["gate"]["gate_on"], metrics["gate"]["ece_kind"]) == ("ci-lower", "max")
+    # the net return per trade at the validation-chosen tau: the trades' mean, its CI, and the gate's reading
+    net, bt = metrics["net_return_per_trade"], metrics["backtest"]
+    trades = pd.read_parquet(out / "trades.parquet")
+    assert list(trades.columns) == ["entry_time", "side", "net_return"] and len(trades) == bt["trades"]
+    assert net["trades"] == bt["trades"] > 0 and net["threshold"] == bt["threshold"]
+    assert net["mean"] == pytest.approx(trades["net_return"].mean()) == pytest.approx(bt["avg_pnl"])
+    assert net["ci"][0] <= net["mean"] <= net["ci"][1]
+    assert net["threshold_source"] == bt["threshold_source"] and net["cost_bps_per_side"] == 10.0
+    net_gate = metrics["gate"]["net_pnl"]
+    assert net_gate["mode"] == "require" and net_gate["passed"] is (net["ci"][0] > 0)
+    assert (net_gate["reason"] in metrics["gate"]["reasons"]) is not net_gate["passed"]
+    assert any(line.startswith("Net Return per Trade: ") and " bps [95% CI " in line for line in lines)
     assert metrics["gate"]["recipe_reading"]["passed"] is False
     assert result.passed is False
 
@@ -152,14 +166,13 @@ def test_lenient_gate_passes_and_existing_output_is_kept(tiny_model, tmp_path):
     result = evaluate_model(
         tiny_model,
         out_dir=tmp_path / "eval",
-        n_boot=50,
         log=lambda _: None,
-        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0),
+        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, net_pnl="report"),
     )
     assert result.passed and result.metrics["gate"]["reasons"] == []
     before = (result.out_dir / "metrics.json").read_text()
     with pytest.raises(CrpbotError, match="already exists"):
-        evaluate_model(tiny_model, out_dir=tmp_path / "eval", n_boot=50, log=lambda _: None)
+        evaluate_model(tiny_model, out_dir=tmp_path / "eval", log=lambda _: None)
     assert (result.out_dir / "metrics.json").read_text() == before
 
 
@@ -175,9 +188,7 @@ def test_input_after_training_period_is_scored_whole(tiny_model, tmp_path, sampl
     path = tmp_path / "BTC-USD_later.parquet"
     later.to_parquet(path)
     # the last 3000 bars lie in the stored test split; only the windows after val count
-    result = evaluate_model(
-        tiny_model, input_path=path, out_dir=tmp_path / "e", n_boot=50, log=lambda _: None
-    )
+    result = evaluate_model(tiny_model, input_path=path, out_dir=tmp_path / "e", log=lambda _: None)
     assert result.metrics["test_source"].startswith("all of")
     assert result.metrics["baselines"]["logistic"] is not None  # fitted on the stored train split
 
@@ -194,7 +205,7 @@ def test_cli_exits_zero_on_a_failed_gate_and_two_on_errors(tiny_model, tmp_path,
     assert "Status: FAIL (accuracy" in capsys.readouterr().out
     bad_fee = ["--fee-bps", "-5", "--out", str(tmp_path / "f")]
     assert main(["evaluate", "--model", str(tiny_model), *bad_fee]) == 2
-    assert "backtest costs must be finite and >= 0" in capsys.readouterr().err
+    assert "invalid fee -5.0 bps: must be a finite number >= 0" in capsys.readouterr().err
     assert not (tmp_path / "f").exists()
 
 
@@ -236,6 +247,7 @@ def _metrics_for_summary(**backtest) -> dict:
             "max_drawdown": 0.6,
             **backtest,
         },
+        "net_return_per_trade": {"mean": 0.0012, "ci": [0.0002, 0.0021], "trades": 400},
         "gate": {"passed": False, "reasons": ["accuracy 0.5200 < min_accuracy 0.6800"], "selective": {}},
     }
 
@@ -314,7 +326,7 @@ def test_non_finite_costs_are_refused_before_anything_is_loaded(tmp_path, capsys
     assert (
         main(["evaluate", "--model", str(tmp_path / "none"), cost, value, "--out", str(tmp_path / "e")]) == 2
     )
-    assert "backtest costs must be finite and >= 0 bps" in capsys.readouterr().err
+    assert "bps: must be a finite number >= 0" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
 
 
@@ -323,7 +335,7 @@ def test_output_under_a_file_is_refused_before_scoring(tiny_model, tmp_path):
     afile.write_text("x")
     lines: list[str] = []
     with pytest.raises(CrpbotError, match=f"cannot write {afile}/ev: {afile} is not a directory"):
-        evaluate_model(tiny_model, out_dir=afile / "ev", n_boot=10, log=lines.append)
+        evaluate_model(tiny_model, out_dir=afile / "ev", log=lines.append)
     assert lines == [], "refused before any data was loaded or scored"
 
 
@@ -346,7 +358,7 @@ def test_baselines_are_fitted_before_the_model_predicts_test(tiny_model, tmp_pat
 
     monkeypatch.setattr(Predictor, "predictions", record_predictions)
     monkeypatch.setattr(evaluate, "score_baselines", record_baselines)
-    evaluate_model(tiny_model, out_dir=tmp_path / "e", n_boot=10, log=lambda _: None)
+    evaluate_model(tiny_model, out_dir=tmp_path / "e", log=lambda _: None)
     assert calls == ["predict val", "baselines", "predict test"]
 
 
@@ -370,7 +382,21 @@ def test_moved_input_names_the_missing_file_and_the_differing_fallback(tiny_mode
         data_fingerprint="0" * 64,
     )
     with pytest.raises(CrpbotError) as caught:
-        evaluate_model(copy, out_dir=tmp_path / "e", n_boot=10, log=lambda _: None)
+        evaluate_model(copy, out_dir=tmp_path / "e", log=lambda _: None)
     message = str(caught.value)
     assert f"the model's input {moved} is missing here" in message
     assert "bundled fallback" in message and "fingerprint differs" in message
+
+
+def test_too_few_test_rows_for_an_interval_is_one_line_and_no_output(
+    tiny_model, tmp_path, sample_path, capsys
+):
+    from crpbot.cli import main
+
+    path = tmp_path / "BTC-USD_last.parquet"
+    pd.read_parquet(sample_path("BTC")).iloc[-250:].to_parquet(path)  # 120 warm-up bars, ~100 windows
+    out = tmp_path / "e"
+    assert main(["evaluate", "--model", str(tiny_model), "--input", str(path), "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "not enough rows for an honest interval" in error and "need >= 150 (10 × horizon 15)" in error
+    assert len(error.splitlines()) == 1 and not out.exists()

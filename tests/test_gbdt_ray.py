@@ -94,7 +94,6 @@ def test_gbdt_walkforward_runs_two_folds_in_parallel_tasks(ray_session, tmp_path
         spec,
         input_path=sample_path("BTC"),
         out_dir=tmp_path / "wf",
-        n_boot=100,
         log=lambda _: None,
     )
     table = result.folds

@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
+from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.compare import CI_LEVEL, Comparison, compare_on_shared_period
 from crpbot.evaluation.gate import GateDecision, GateThresholds
-from crpbot.pipeline.chain import PipelineBudget, check_workers_and_costs, resolve_budget
+from crpbot.pipeline.chain import PipelineBudget, resolve_budget
 from crpbot.pipeline.run import (
     checked_coins,
     checked_inputs,
@@ -51,10 +51,10 @@ from crpbot.pipeline.run import (
     removed_if_empty,
 )
 from crpbot.pipeline.run_report import CoinOutcome, one_line, utc_now
+from crpbot.ray_runtime import ClusterSettings
 from crpbot.registry.artifact import write_json_atomic
 from crpbot.registry.storage import validate_storage
 
-DEFAULT_N_BOOT = 1000
 PROMOTE_UNJUDGED_FLAG = "--promote-unjudged"
 RETRAIN_FILE = "retrain.json"
 # test metrics of a challenger kept in its history record (the rest is in the run's evaluation)
@@ -120,7 +120,6 @@ def judge_challenger(
     *,
     registry_root: str | Path = "models",
     test_metrics: dict[str, Any] | None = None,
-    n_boot: int = DEFAULT_N_BOOT,
     promote_unjudged: bool = False,
     log: Callable[[str], None] = print,
 ) -> RetrainDecision:
@@ -138,7 +137,7 @@ def judge_challenger(
     try:
         champion = current_version(coin, root=registry_root)
         return _judge(
-            coin, champion, challenger_dir, gate, registry_root, test_metrics, n_boot, promote_unjudged, log
+            coin, champion, challenger_dir, gate, registry_root, test_metrics, promote_unjudged, log
         )
     except Exception as exc:  # any failure is this coin's outcome; the run goes on
         return _failed_judgement(coin, champion, challenger_dir, gate, registry_root, exc, log)
@@ -151,7 +150,6 @@ def _judge(
     gate: GateDecision,
     registry_root: str | Path,
     test_metrics: dict[str, Any] | None,
-    n_boot: int,
     promote_unjudged: bool,
     log: Callable[[str], None],
 ) -> RetrainDecision:
@@ -160,9 +158,7 @@ def _judge(
     comparison = None
     if champion is not None and challenger_dir is not None:
         try:
-            comparison = compare_on_shared_period(
-                coin_dir(registry_root, coin) / champion, challenger_dir, n_boot=n_boot
-            )
+            comparison = compare_on_shared_period(coin_dir(registry_root, coin) / champion, challenger_dir)
         except CrpbotError as exc:  # no judgement possible: unjudged, like a comparison without rows
             comparison = Comparison(
                 fair=False,
@@ -260,20 +256,15 @@ def run_retrain(
     *,
     input_dir: str | Path,
     budget: str | PipelineBudget = "smoke",
-    address: str | None = None,
+    cluster: ClusterSettings | None = None,
+    thresholds: GateThresholds | None = None,
+    costs: Costs | None = None,
     run_dir: str | Path | None = None,
     registry_root: str | Path = "models",
     storage: str | Path | None = None,
     bucket: str | None = None,
     prefix: str = "crpbot",
     endpoint_url: str | None = None,
-    use_gpu: bool = False,
-    workers: int = 1,
-    thresholds: GateThresholds | None = None,
-    fee_bps: float = 10.0,
-    slippage_bps: float = 0.0,
-    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
-    n_boot: int = DEFAULT_N_BOOT,
     promote_unjudged: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[RetrainDecision]:
@@ -288,11 +279,10 @@ def run_retrain(
     from crpbot.registry.local import current_path, current_version
 
     plan = resolve_budget(budget)
+    cluster = cluster if cluster is not None else ClusterSettings()
     thresholds = thresholds if thresholds is not None else GateThresholds()
+    costs = costs if costs is not None else Costs()
     coins = checked_coins(coins)
-    if n_boot < 1:
-        raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
-    check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
     inputs = checked_inputs(coins, input_dir, plan)
     for coin in coins:
@@ -309,13 +299,9 @@ def run_retrain(
             run_dir,
             plan,
             storage=storage,
-            address=address,
-            use_gpu=use_gpu,
-            workers=workers,
+            cluster=cluster,
             thresholds=thresholds,
-            fee_bps=fee_bps,
-            slippage_bps=slippage_bps,
-            entry_delay_bars=entry_delay_bars,
+            costs=costs,
             log=log,
         )
         summary = {
@@ -331,7 +317,6 @@ def run_retrain(
             run_dir / RETRAIN_FILE,
             summary,
             registry_root=registry_root,
-            n_boot=n_boot,
             promote_unjudged=promote_unjudged,
             bucket=bucket,
             prefix=prefix,
@@ -351,7 +336,6 @@ def judge_outcomes(
     summary: dict[str, Any],
     *,
     registry_root: str | Path,
-    n_boot: int = DEFAULT_N_BOOT,
     promote_unjudged: bool = False,
     bucket: str | None = None,
     prefix: str = "crpbot",
@@ -376,7 +360,6 @@ def judge_outcomes(
                 _gate(gate_of, outcome),
                 registry_root=registry_root,
                 test_metrics=outcome.metrics or None,
-                n_boot=n_boot,
                 promote_unjudged=promote_unjudged,
                 log=log,
             )
