@@ -28,19 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from crpbot.data.tabular import BASELINE_LAGS, tabular_rows
 from crpbot.model.predictions import guard_selection
 
 # Enough rows to fit a dozen weights well; more only costs time.
 MAX_LOGISTIC_TRAIN_ROWS = 100_000
-# (feature, lag in bars): past returns the GBDT sees beside the last bar's features; the 5- and
-# 15-bar returns are lagged by their own length so no two of them cover the same bars.
-LAGGED_RETURNS: tuple[tuple[str, int], ...] = (
-    ("log_ret_1", 1),
-    ("log_ret_1", 2),
-    ("log_ret_1", 3),
-    ("log_ret_5", 5),
-    ("log_ret_15", 15),
-)
 # Shallow, strongly regularised trees: the signal is a point or two above chance, and early
 # stopping on the tail of train stops the boosting long before max_iter.
 GBDT_PARAMS: dict[str, Any] = {
@@ -107,21 +99,8 @@ def fit_logistic(data: Any, split: str, lookback: int, seed: int = 0) -> Any:
 
 
 def tabular_features(data: Any, rows: np.ndarray) -> np.ndarray:
-    """Row t's features plus :data:`LAGGED_RETURNS` read at t - lag (bars <= t only).
-
-    A lag that reaches into another gap-free segment is NaN (the GBDT treats it as missing).
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    columns = [np.asarray(data.features[rows], dtype=np.float64)]
-    names = list(data.feature_names)
-    for name, lag in LAGGED_RETURNS:
-        back = rows - lag
-        ok = back >= 0
-        ok[ok] = data.segment_ids[back[ok]] == data.segment_ids[rows[ok]]
-        lagged = np.full(len(rows), np.nan)
-        lagged[ok] = data.features[back[ok], names.index(name)]
-        columns.append(lagged[:, None])
-    return np.hstack(columns)
+    """Row t's features plus :data:`BASELINE_LAGS` read at t - lag (bars <= t only; NaN across a gap)."""
+    return tabular_rows(data.features, rows, data.feature_names, data.segment_ids, BASELINE_LAGS)
 
 
 def early_stopping_split(rows: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:

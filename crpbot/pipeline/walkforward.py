@@ -78,11 +78,13 @@ def run_walkforward(
     from crpbot.data.bars import default_input, load_bars, normalize_coin
     from crpbot.data.cross_asset import ContextSpec, load_context
     from crpbot.data.folds import plan_folds
+    from crpbot.model.family import check_device
     from crpbot.registry.artifact import check_output_location
 
     cluster = cluster if cluster is not None else ClusterSettings()
     thresholds = thresholds if thresholds is not None else GateThresholds()
     costs = costs if costs is not None else Costs()
+    check_device(config, cluster.gpu)
     coin = normalize_coin(coin)
     if max_parallel is not None and max_parallel < 1:
         raise CrpbotError(f"invalid max_parallel {max_parallel}: must be >= 1")
@@ -223,7 +225,7 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
     from crpbot.data.dataset import prepare_for_config
     from crpbot.evaluation.evaluate import evaluate_model
     from crpbot.model.ensemble import build_ensemble
-    from crpbot.model.fit import fit
+    from crpbot.model.family import fit_model
     from crpbot.model.inference import save_model_artifact
 
     quiet_worker_logs()
@@ -235,7 +237,9 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
     context = ray.get(shared["context"]) if shared.get("context") is not None else None
     data = prepare_for_config(bars, config, split_times=fold.split_times, context=context)
     prepared = time.perf_counter()
-    result = fit(config, data, device=shared["device"], log=lambda line: print(f"[fold {fold.index}] {line}"))
+    result = fit_model(
+        config, data, device=shared["device"], log=lambda line: print(f"[fold {fold.index}] {line}")
+    )
     trained = time.perf_counter()
     member = save_model_artifact(
         directory / "member",

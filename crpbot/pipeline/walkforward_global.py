@@ -52,7 +52,7 @@ def run_global_walkforward(
     from crpbot.data.folds import plan_folds
     from crpbot.data.multicoin import coin_inputs, load_coins_context, prepare_coins
     from crpbot.evaluation.evaluate import evaluate_model
-    from crpbot.model.fit import fit
+    from crpbot.model.family import fit_model
     from crpbot.model.inference import save_model_artifact
     from crpbot.registry.artifact import check_output_location
 
@@ -82,7 +82,7 @@ def run_global_walkforward(
     for fold in folds:
         started = time.perf_counter()
         data = prepare_coins(config, inputs, split_times=fold.split_times)
-        result = fit(config, data, log=lambda line, k=fold.index: log(f"[fold {k}] {line}"))
+        result = fit_model(config, data, log=lambda line, k=fold.index: log(f"[fold {k}] {line}"))
         trained = time.perf_counter()
         artifact = save_model_artifact(
             out_dir / "folds" / str(fold.index) / "model",
