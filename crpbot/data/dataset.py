@@ -14,9 +14,10 @@ only and travels with the artifact, so evaluation reuses it instead of refitting
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -188,11 +189,45 @@ def load_prepared(
     The config's ``context_coins`` are loaded too: from ``context_inputs`` (coin -> file), else
     beside ``input_path`` (see ``crpbot.data.cross_asset``).
     """
+    bars, context = _load_coin(coin, input_path, config, context_inputs)
+    return prepare_for_config(bars, config, context=context)
+
+
+def load_label_variants(
+    coin: str, input_path: str | Path | None, config: TrainConfig, variants: list[dict[str, Any]]
+) -> dict[tuple, PreparedData]:
+    """One coin's data labelled once per variant (config keys that change the labels: the horizon,
+    a target's parameters), keyed by the variant's values in order.
+
+    Every variant has the same rows, splits and scaler: the splits are cut once with ``config``'s
+    purge, which must be the largest of them (``SearchSpace.data_config``), and the features array
+    is one array shared by all, not a copy per variant.
+    """
+    bars, context = _load_coin(coin, input_path, config, None)
+    shared = prepare_for_config(bars, config, context=context)
+    out = {}
+    for values in variants:
+        labelled = prepare_for_config(
+            bars,
+            config.replace(**values),
+            scaler=shared.scaler,
+            split_times=shared.split_times(),
+            context=context,
+        )
+        out[tuple(values.values())] = dataclasses.replace(labelled, features=shared.features)
+    return out
+
+
+def _load_coin(
+    coin: str,
+    input_path: str | Path | None,
+    config: TrainConfig,
+    context_inputs: dict[str, str | Path] | None,
+) -> tuple[Bars, Context | None]:
     coin = normalize_coin(coin)
     bars = load_bars(input_path if input_path is not None else default_input(coin))
     bars.coin = coin
-    context = load_context(coin, ContextSpec.from_config(config), input_path, context_inputs)
-    return prepare_for_config(bars, config, context=context)
+    return bars, load_context(coin, ContextSpec.from_config(config), input_path, context_inputs)
 
 
 def prepare_for_config(

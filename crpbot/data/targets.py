@@ -152,7 +152,8 @@ def compute_labels(
     h = target.horizon
     forward = forward_returns(close, segment_ids, h)
     later = np.full(len(close), np.nan)
-    later[: len(close) - h] = close[h:]
+    if len(close) > h:
+        later[:-h] = close[h:]
     defined = np.isfinite(forward)
     if target.name in ("direction", "net_direction"):
         labels = np.full(len(close), np.nan)

@@ -147,9 +147,10 @@ def evaluate_model(
             original = None
 
     # 1. every choice on validation only
+    target = predictor.target
     validation = predictor.predictions(original, "val") if original is not None else None
     tau, tau_source = trade_threshold, "given"
-    if tau is None:
+    if tau is None and target.directional:
         chosen = (
             choose_selective_threshold(validation, thresholds.min_accuracy)
             if validation is not None
@@ -170,15 +171,21 @@ def evaluate_model(
     baselines = score_baselines(test_data, scored_rows, lookback=predictor.lookback, train_data=original)
 
     # 3. the test split, predicted once. Accuracy and calibration score the labelled windows;
-    # the backtest trades every window, ties included (a zero move still pays the round trip).
+    # the backtest trades every window, ties and other unlabelled rows included (a zero or small
+    # move still pays the round trip).
     traded = predictor.predictions(test_data, "test", labelled=False)
     tie = np.isnan(traded.labels)
     test = traded.where(~tie)
     if not np.array_equal(test.timestamps, test_data.timestamps[scored_rows]):
         raise CrpbotError("the scored test windows differ from the baselines' rows; cannot pair them")
+    unscored = (
+        f"whose {test_data.horizon}-minute move is exactly 0"
+        if target.name == "direction"
+        else f"without a {target.name} label"
+    )
     log(
-        f"Scoring {len(test):,} test windows of {coin} ({test_source}; "
-        f"{int(tie.sum()):,} more whose {test_data.horizon}-minute move is exactly 0 are traded, not scored)"
+        f"Scoring {len(test):,} test windows of {coin} ({test_source}; {int(tie.sum()):,} more "
+        f"{unscored} are {'traded, ' if target.directional else ''}not scored)"
     )
 
     metrics: dict[str, Any] = {
@@ -189,8 +196,11 @@ def evaluate_model(
         "temperature": predictor.temperature,
         "test_source": test_source,
         "horizon_minutes": test_data.horizon,
+        "target": target.to_dict(),
+        "question": target.question(),
         "test_period": [_iso(test.timestamps[0]), _iso(test.timestamps[-1])],
-        # flat outcomes (close[t+h] == close[t]) are neither up nor down: excluded from accuracy
+        # flat outcomes (close[t+h] == close[t]) are neither up nor down, and other targets leave
+        # some rows undefined (crpbot.data.targets): excluded from accuracy
         "test_ties": int(tie.sum()),
     }
     metrics.update(classification_metrics(test.labels, test.probs, horizon=test_data.horizon, n_boot=n_boot))
@@ -198,17 +208,22 @@ def evaluate_model(
     metrics["baselines"] = baselines.accuracies
     metrics["edge_over_best_baseline"] = _edge(test, baselines, test_data.horizon, n_boot)
     metrics["coverage_curve"] = coverage_curve(test.labels, test.probs)
-    trades = run_backtest(
-        traded.timestamps,
-        traded.probs,
-        traded.forward_returns,
-        threshold=tau,
-        horizon=test_data.horizon,
-        fee_bps=fee_bps,
-        slippage_bps=slippage_bps,
-        entry_delay_bars=entry_delay_bars,
+    # a target that is not directional has nothing to trade: no backtest (report.NO_BACKTEST)
+    trades = (
+        run_backtest(
+            traded.timestamps,
+            traded.probs,
+            traded.forward_returns,
+            threshold=tau,
+            horizon=test_data.horizon,
+            fee_bps=fee_bps,
+            slippage_bps=slippage_bps,
+            entry_delay_bars=entry_delay_bars,
+        )
+        if target.directional
+        else None
     )
-    metrics["backtest"] = {**trades.summary, "threshold_source": tau_source}
+    metrics["backtest"] = {**trades.summary, "threshold_source": tau_source} if trades is not None else None
     metrics["gate"] = {
         **gate_record(metrics, thresholds),
         "selective": (
@@ -354,7 +369,11 @@ def _input_data(
     spec = spec_from_record(predictor.config_json.get("context"))
     context = load_context(predictor.coin, spec, input_path, context_inputs)
     data = prepare_inference(
-        bars, scaler=Scaler.from_dict(predictor.scaler), horizon=config.horizon, context=context
+        bars,
+        scaler=Scaler.from_dict(predictor.scaler),
+        horizon=config.horizon,
+        context=context,
+        target=predictor.target,
     )
     ends = data.window_ends("test", config.lookback)
     if len(ends) == 0:
@@ -397,7 +416,7 @@ def _fill_output_dir(
     metrics: dict[str, Any],
     test: Predictions,
     baseline_up: np.ndarray | None,
-    trades: BacktestResult,
+    trades: BacktestResult | None,
     history: list[dict[str, Any]],
 ) -> None:
     """predictions.parquet (with ``baseline_up``: the best baseline's direction per row, when one

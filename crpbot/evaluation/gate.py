@@ -159,7 +159,17 @@ def gate_record(metrics: dict[str, Any], thresholds: GateThresholds) -> dict[str
         "gate_on": thresholds.gate_on,
         "ece_kind": thresholds.ece,
         "recipe_reading": {"gate_on": "point", "ece_kind": "equal-width", **recipe.to_dict()},
+        "not_applicable": not_applicable(metrics),
     }
+
+
+def not_applicable(metrics: dict[str, Any]) -> dict[str, str]:
+    """Criteria that do not apply to these metrics, each with why: a target that is not directional
+    (``volatility``) has no backtest, so no net-return criterion can be read (it neither passes nor
+    fails)."""
+    if "backtest" in metrics and metrics["backtest"] is None:
+        return {"net_pnl": "not applicable: the target is not directional, so nothing is traded"}
+    return {}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from crpbot.config import TrainConfig
+from crpbot.data.targets import Target, target_of
 from crpbot.errors import CrpbotError
 from crpbot.model.predictions import Predictions
 
@@ -64,6 +65,14 @@ class Predictor:
     @property
     def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.config_json["train_config"], source="config.json")
+
+    @property
+    def target(self) -> Target:
+        """What P(label = 1) means: the recorded target (defaults as trained), else the config's."""
+        recorded = self.config_json.get("target")
+        if recorded:
+            return target_of(recorded, self.train_config.horizon)
+        return Target.from_config(self.train_config)
 
     @property
     def lookback(self) -> int:

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crpbot.evaluation.report import NO_BACKTEST
+
 TABLE_COLUMNS = {
     "fold": "fold",
     "test_start": "test from",
@@ -53,8 +55,8 @@ def markdown_table(table: pd.DataFrame) -> str:
                 str(row["best_baseline"]),
                 _num(row["best_baseline_accuracy"]),
                 _num(row.get("edge"), "+.4f"),
-                f"{int(row['trades']):,}",
-                f"{row['net_pnl']:+.4f}",
+                f"{int(row['trades']):,}" if pd.notna(row["trades"]) else "n/a",
+                _num(row["net_pnl"], "+.4f"),
                 "PASS" if row["gate_passed"] else "FAIL",
                 "PASS" if row["gate_passed_recipe"] else "FAIL",
             ]
@@ -74,8 +76,12 @@ def report_markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
         f"{summary['folds_finished']} finished",
         "- each fold: its own train-only scaler, early stopping and temperature on its own val, "
         "scored once on its own test period; test periods tile the evaluated span",
-        f"- backtest: fee {backtest['fee_bps']:g} bps + slippage {backtest['slippage_bps']:g} bps per side, "
-        f"entry {backtest['entry_delay_bars']} bar(s) after the signal",
+        (
+            f"- backtest: fee {backtest['fee_bps']:g} bps + slippage {backtest['slippage_bps']:g} bps "
+            f"per side, entry {backtest['entry_delay_bars']} bar(s) after the signal"
+            if backtest is not None
+            else f"- backtest: {NO_BACKTEST}"
+        ),
         f"- gate per fold: accuracy >= {gate['min_accuracy']}, ECE <= {gate['max_calibration_error']}, read "
         f"as {gate['reading']}; the recipe's reading ({gate['recipe_reading']['reading']}) beside it",
         "",
@@ -99,7 +105,11 @@ def report_markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
         lines += [
             f"- gate passed in {gate['folds_passing']} of {summary['folds_finished']} folds "
             f"(the recipe's reading: {gate['recipe_reading']['folds_passing']})",
-            f"- backtest: {backtest['trades']:,} trades, net PnL {backtest['net_pnl']:+.4f}",
+            *(
+                [f"- backtest: {backtest['trades']:,} trades, net PnL {backtest['net_pnl']:+.4f}"]
+                if backtest
+                else []
+            ),
             "",
         ]
     for failed in summary["folds_failed"]:

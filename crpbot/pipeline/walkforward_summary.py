@@ -39,8 +39,9 @@ def fold_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         "edge": edge.get("edge"),
         "edge_ci_low": edge.get("ci_low"),
         "edge_ci_high": edge.get("ci_high"),
-        "trades": backtest["trades"],
-        "net_pnl": backtest["total_pnl"],
+        # a target that is not directional has no backtest (crpbot.evaluation.report.NO_BACKTEST)
+        "trades": backtest["trades"] if backtest is not None else None,
+        "net_pnl": backtest["total_pnl"] if backtest is not None else None,
         "gate_passed": bool(metrics["gate"]["passed"]),
         "gate_passed_recipe": bool(metrics["gate"]["recipe_reading"]["passed"]),
         "gate_reasons": "; ".join(metrics["gate"].get("reasons") or []),
@@ -104,11 +105,15 @@ def summarize(
                 "share_passing": share(passing_recipe),
             },
         },
-        "backtest": {
-            **costs,
-            "trades": sum(int(r["trades"]) for r in ok),
-            "net_pnl": float(sum(r["net_pnl"] for r in ok)),
-        },
+        "backtest": (
+            {
+                **costs,
+                "trades": sum(int(r["trades"]) for r in ok),
+                "net_pnl": float(sum(r["net_pnl"] for r in ok)),
+            }
+            if all(pd.notna(r["trades"]) for r in ok)
+            else None
+        ),
     }
     if not ok:
         summary["pooled"] = None
@@ -172,8 +177,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"Gate ({gate['reading']}) passed in {gate['folds_passing']} of {summary['folds_finished']} "
             f"folds; the recipe's reading ({recipe['reading']}) in {recipe['folds_passing']}"
         )
-        lines.append(
-            f"Backtest over all folds: {summary['backtest']['trades']:,} trades, "
-            f"net PnL {summary['backtest']['net_pnl']:+.4f}"
-        )
+        if summary["backtest"] is not None:
+            lines.append(
+                f"Backtest over all folds: {summary['backtest']['trades']:,} trades, "
+                f"net PnL {summary['backtest']['net_pnl']:+.4f}"
+            )
     return lines
