@@ -226,7 +226,7 @@ def test_retrain_end_to_end(ray_session, s3_endpoint, models, sample_path, tmp_p
         registry_root=root,
         bucket="retrain",
         endpoint_url=s3_endpoint,
-        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1),
+        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1, net_pnl="report"),
         n_boot=200,
         log=logged.append,
     )

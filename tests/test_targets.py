@@ -196,3 +196,10 @@ def test_bad_target_keys_are_one_line_errors_naming_the_key(changes, key):
     with pytest.raises(CrpbotError, match=f"invalid config value {key}=") as error:
         TrainConfig(**changes)
     assert "\n" not in str(error.value)
+
+
+def test_the_default_min_move_is_the_backtests_default_round_trip():
+    from crpbot.data.targets import DEFAULT_MIN_MOVE_BPS
+    from crpbot.evaluation.backtest import DEFAULT_FEE_BPS, DEFAULT_SLIPPAGE_BPS
+
+    assert DEFAULT_MIN_MOVE_BPS == 2 * (DEFAULT_FEE_BPS + DEFAULT_SLIPPAGE_BPS)

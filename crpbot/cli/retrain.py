@@ -2,7 +2,8 @@
 
 Usage: crpbot retrain --input-dir DIR [--coins BTC,ETH,SOL] [--budget smoke|full|gpu] [--address ADDR]
        [--gpu] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
-       [--bucket B [--prefix P] [--endpoint-url URL]] [--n-boot N] [--promote-unjudged]
+       [--bucket B [--prefix P] [--endpoint-url URL]] [--n-boot N] [--net-pnl require|report]
+       [--promote-unjudged]
 
 Exit status 0 whatever the decisions (a kept champion is a result); non-zero only for errors.
 Every decision is in the coin's history: crpbot registry history COIN. A challenger that cannot
@@ -14,7 +15,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_gate_and_costs, backtest_costs, gate_thresholds
+from crpbot.cli.options import (
+    add_address,
+    add_gate_and_costs,
+    backtest_costs,
+    cluster_settings,
+    gate_thresholds,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,18 +76,16 @@ def run(args: argparse.Namespace) -> int:
         coins,
         input_dir=args.input_dir,
         budget=args.budget,
-        address=args.address,
+        cluster=cluster_settings(args),
+        thresholds=gate_thresholds(args),
+        costs=backtest_costs(args),
         run_dir=args.run_dir,
         registry_root=args.registry,
         storage=args.storage,
         bucket=args.bucket,
         prefix=args.prefix,
         endpoint_url=args.endpoint_url,
-        use_gpu=args.gpu,
-        workers=args.workers,
-        thresholds=gate_thresholds(args),
         n_boot=args.n_boot,
         promote_unjudged=args.promote_unjudged,
-        **backtest_costs(args),
     )
     return 0

@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
+from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.compare import CI_LEVEL, Comparison, compare_on_shared_period
 from crpbot.evaluation.gate import GateDecision, GateThresholds
-from crpbot.pipeline.chain import PipelineBudget, check_workers_and_costs, resolve_budget
+from crpbot.pipeline.chain import PipelineBudget, resolve_budget
 from crpbot.pipeline.run import (
     checked_coins,
     checked_inputs,
@@ -51,6 +51,7 @@ from crpbot.pipeline.run import (
     removed_if_empty,
 )
 from crpbot.pipeline.run_report import CoinOutcome, one_line, utc_now
+from crpbot.ray_runtime import ClusterSettings
 from crpbot.registry.artifact import write_json_atomic
 from crpbot.registry.storage import validate_storage
 
@@ -260,19 +261,15 @@ def run_retrain(
     *,
     input_dir: str | Path,
     budget: str | PipelineBudget = "smoke",
-    address: str | None = None,
+    cluster: ClusterSettings | None = None,
+    thresholds: GateThresholds | None = None,
+    costs: Costs | None = None,
     run_dir: str | Path | None = None,
     registry_root: str | Path = "models",
     storage: str | Path | None = None,
     bucket: str | None = None,
     prefix: str = "crpbot",
     endpoint_url: str | None = None,
-    use_gpu: bool = False,
-    workers: int = 1,
-    thresholds: GateThresholds | None = None,
-    fee_bps: float = 10.0,
-    slippage_bps: float = 0.0,
-    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
     n_boot: int = DEFAULT_N_BOOT,
     promote_unjudged: bool = False,
     log: Callable[[str], None] = print,
@@ -288,11 +285,12 @@ def run_retrain(
     from crpbot.registry.local import current_path, current_version
 
     plan = resolve_budget(budget)
+    cluster = cluster if cluster is not None else ClusterSettings()
     thresholds = thresholds if thresholds is not None else GateThresholds()
+    costs = costs if costs is not None else Costs()
     coins = checked_coins(coins)
     if n_boot < 1:
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
-    check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
     inputs = checked_inputs(coins, input_dir, plan)
     for coin in coins:
@@ -309,13 +307,9 @@ def run_retrain(
             run_dir,
             plan,
             storage=storage,
-            address=address,
-            use_gpu=use_gpu,
-            workers=workers,
+            cluster=cluster,
             thresholds=thresholds,
-            fee_bps=fee_bps,
-            slippage_bps=slippage_bps,
-            entry_delay_bars=entry_delay_bars,
+            costs=costs,
             log=log,
         )
         summary = {

@@ -26,9 +26,9 @@ from typing import Any
 
 from crpbot.config import CONFIG_DIR, load_config
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
+from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.gate import GateDecision, GateThresholds, batch_decision, metrics_decision
-from crpbot.pipeline.chain import PipelineBudget, check_workers_and_costs, resolve_budget, run_coin_chain
+from crpbot.pipeline.chain import PipelineBudget, resolve_budget, run_coin_chain
 from crpbot.pipeline.run_report import (
     CoinOutcome,
     PipelineResult,
@@ -37,7 +37,7 @@ from crpbot.pipeline.run_report import (
     utc_now,
     write_run_report,
 )
-from crpbot.ray_runtime import init_ray, require_gpus
+from crpbot.ray_runtime import ClusterSettings, init_ray, require_gpus
 from crpbot.registry.storage import join, validate_storage
 
 # Environment variables a coin's chain needs from the driver: S3 (endpoint, region, credentials
@@ -49,7 +49,9 @@ def run_pipeline(
     coins: list[str],
     *,
     budget: str = "smoke",
-    address: str | None = None,
+    cluster: ClusterSettings | None = None,
+    thresholds: GateThresholds | None = None,
+    costs: Costs | None = None,
     input_dir: str | Path | None = None,
     run_dir: str | Path | None = None,
     registry_root: str | Path = "models",
@@ -57,12 +59,6 @@ def run_pipeline(
     bucket: str | None = None,
     prefix: str = "crpbot",
     endpoint_url: str | None = None,
-    use_gpu: bool = False,
-    workers: int = 1,
-    thresholds: GateThresholds | None = None,
-    fee_bps: float = 10.0,
-    slippage_bps: float = 0.0,
-    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
     log: Callable[[str], None] = print,
 ) -> PipelineResult:
     """Run every coin's chain in parallel, gate the batch, promote it if enough coins pass.
@@ -71,15 +67,17 @@ def run_pipeline(
     ``s3://bucket/prefix``; default: inside ``run_dir``). On a multi-node cluster it must be
     shared storage, since workers write checkpoints that the driver reads. A coin whose chain
     fails is reported with its reason and counts as failing the gate; the others' results stand.
-    ``fee_bps``, ``slippage_bps`` and ``entry_delay_bars`` are the test backtest's fills.
+    ``cluster``: where and on what the chains run; ``costs``: the test backtest's fills; each
+    defaults when None (a local Ray, the strict gate, 10 bps per side).
     """
 
     # Every check that can fail runs before the run directory exists and Ray starts: a mistake
     # costs seconds, not a trained BTC model, and leaves nothing behind that blocks the rerun.
     plan = resolve_budget(budget)
+    cluster = cluster if cluster is not None else ClusterSettings()
     thresholds = thresholds if thresholds is not None else GateThresholds()
+    costs = costs if costs is not None else Costs()
     coins = checked_coins(coins)
-    check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
     inputs = checked_inputs(coins, input_dir, plan)
     run_dir = new_run_dir(run_dir, "pipeline")
@@ -93,13 +91,9 @@ def run_pipeline(
             run_dir,
             plan,
             storage=storage,
-            address=address,
-            use_gpu=use_gpu,
-            workers=workers,
+            cluster=cluster,
             thresholds=thresholds,
-            fee_bps=fee_bps,
-            slippage_bps=slippage_bps,
-            entry_delay_bars=entry_delay_bars,
+            costs=costs,
             log=log,
         )
         decisions = {o.coin: outcome_gate(o, thresholds) for o in outcomes}
@@ -159,32 +153,24 @@ def launch_chains(
     plan: PipelineBudget,
     *,
     storage: str | Path,
-    address: str | None,
-    use_gpu: bool,
-    workers: int,
+    cluster: ClusterSettings,
     thresholds: GateThresholds,
-    fee_bps: float,
-    slippage_bps: float,
-    entry_delay_bars: int,
+    costs: Costs,
     log: Callable[[str], None],
 ) -> list[CoinOutcome]:
     """Start Ray and run every coin's chain in parallel under ``run_dir/<coin>`` (pipeline and retrain)."""
-    init_ray(address)
-    if use_gpu:
-        require_gpus(workers)  # one line now, not a failure per coin (or a wait) later
+    init_ray(cluster.address)
+    if cluster.gpu:
+        require_gpus(cluster.workers)  # one line now, not a failure per coin (or a wait) later
     kwargs = {
         coin: {
             "input_path": inputs[coin].resolve(),
             "coin_dir": (run_dir / coin).resolve(),
             "budget": plan,
             "storage": join(storage, coin),
-            "address": address,
-            "use_gpu": use_gpu,
-            "workers": workers,
+            "cluster": cluster,
             "thresholds": thresholds,
-            "fee_bps": fee_bps,
-            "slippage_bps": slippage_bps,
-            "entry_delay_bars": entry_delay_bars,
+            "costs": costs,
             "progress": sys.stdout.isatty(),  # the chains write to a log; this may be a terminal
         }
         for coin in coins

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crpbot.evaluation.report import NO_BACKTEST
+from crpbot.evaluation.report import NO_BACKTEST, net_return_text
 
 TABLE_COLUMNS = {
     "fold": "fold",
@@ -106,7 +106,11 @@ def report_markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
             f"- gate passed in {gate['folds_passing']} of {summary['folds_finished']} folds "
             f"(the recipe's reading: {gate['recipe_reading']['folds_passing']})",
             *(
-                [f"- backtest: {backtest['trades']:,} trades, net PnL {backtest['net_pnl']:+.4f}"]
+                [
+                    f"- backtest: {backtest['trades']:,} trades, net PnL {backtest['net_pnl']:+.4f}; "
+                    "net return per trade over every fold's trades "
+                    f"{net_return_text(summary.get('pooled_net_return_per_trade'))}"
+                ]
                 if backtest
                 else []
             ),
