@@ -208,3 +208,28 @@ def test_a_search_over_horizons_trains_each_trial_on_its_own_labels(ray_session,
     table = result.table
     assert sorted(table["horizon"]) == [5, 60] and (table["status"] != "error").all()
     assert result.best_config.horizon in (5, 60)
+
+
+def test_volatility_walkforward_scores_folds_without_a_backtest(ray_session, tmp_path, sample_path):
+    from crpbot.data.folds import FoldSpec
+    from crpbot.pipeline.walkforward import run_walkforward
+
+    config = TINY_GRU.replace(target="volatility", vol_window=120, max_train_windows=256)
+    spec = FoldSpec(train_days=4, val_days=1, test_days=1, folds=2)
+    result = run_walkforward(
+        config,
+        "BTC",
+        spec,
+        input_path=sample_path("BTC"),
+        out_dir=tmp_path / "wf",
+        n_boot=50,
+        log=lambda _: None,
+    )
+    table = result.folds
+    assert list(table["status"]) == ["ok", "ok"] and table["trades"].isna().all()
+    assert {"baseline_majority", "baseline_persistence"} <= set(table.columns)
+    assert "baseline_reversal" not in table.columns
+    summary = result.summary
+    assert summary["backtest"] is None and summary["pooled_net_return_per_trade"] is None
+    assert summary["pooled"]["n"] == table["n"].sum()
+    assert "not directional" in (tmp_path / "wf" / "report.md").read_text()

@@ -8,7 +8,7 @@ its own inputs: its own scaler and its own context coins' bars (a context champi
 challenger without context, or the reverse, is compared on the rows where both have a window),
 and the difference is judged by a paired block bootstrap of per-row log loss: the two models
 are right and wrong on largely the same stretches, so pairing resolves a difference that two
-separate intervals would hide, and blocks keep the overlap of 15-minute labels honest.
+separate intervals would hide, and blocks keep the overlap of h-minute labels honest.
 """
 
 from __future__ import annotations

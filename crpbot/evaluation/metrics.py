@@ -157,7 +157,7 @@ def block_bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile CI of the mean by the circular moving-block bootstrap.
 
-    Consecutive windows share most of their bars and their 15-minute labels overlap, so rows
+    Consecutive windows share most of their bars and their h-minute labels overlap, so rows
     are not independent; resampling blocks longer than that dependence keeps the interval honest
     where an i.i.d. bootstrap would be too narrow.
     """

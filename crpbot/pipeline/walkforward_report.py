@@ -158,8 +158,10 @@ def plot_walkforward(table: pd.DataFrame, path: str | Path) -> None:
     top.set_ylabel("test accuracy")
     top.legend(loc="best", fontsize=8)
     top.set_title("Walk-forward: each fold trained on its own past, scored on its own test period")
-    cumulative = np.cumsum(ok["net_pnl"].to_numpy(dtype=float))
-    bottom.plot(folds, cumulative, "o-")
+    if ok["net_pnl"].notna().all():
+        bottom.plot(folds, np.cumsum(ok["net_pnl"].to_numpy(dtype=float)), "o-")
+    else:  # a target that is not directional
+        bottom.text(0.5, 0.5, NO_BACKTEST, ha="center", va="center", transform=bottom.transAxes, fontsize=8)
     bottom.axhline(0.0, color="grey", linewidth=1)
     bottom.set_ylabel("cumulative net PnL")
     bottom.set_xlabel("fold")
