@@ -63,7 +63,7 @@ def test_triple_barrier_at_60_minutes_trains_evaluates_serves_and_is_not_compare
         "barrier_k": 1.5,
         "sigma_window": 60,
     }
-    result = evaluate_model(model, out_dir=tmp_path / "eval", n_boot=100, log=lambda _: None)
+    result = evaluate_model(model, out_dir=tmp_path / "eval", log=lambda _: None)
     metrics = result.metrics
     assert metrics["horizon_minutes"] == 60 and metrics["target"]["name"] == "triple_barrier"
     assert metrics["backtest"]["trades"] > 0 and metrics["gate"]["not_applicable"] == {}
@@ -84,7 +84,7 @@ def test_triple_barrier_at_60_minutes_trains_evaluates_serves_and_is_not_compare
 
     # a 15-minute direction champion and this challenger answer different questions
     champion, _ = train_tiny_artifact(TINY_GRU, "BTC")
-    refused = compare_on_shared_period(champion, model, n_boot=50)
+    refused = compare_on_shared_period(champion, model)
     assert not refused.fair and refused.note == (
         "no fair comparison: the champion predicts direction, 15 minutes, the challenger "
         "triple_barrier (barrier_k 1.5, sigma_window 60), 60 minutes"
@@ -222,7 +222,6 @@ def test_volatility_walkforward_scores_folds_without_a_backtest(ray_session, tmp
         spec,
         input_path=sample_path("BTC"),
         out_dir=tmp_path / "wf",
-        n_boot=50,
         log=lambda _: None,
     )
     table = result.folds
