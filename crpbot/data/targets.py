@@ -99,10 +99,8 @@ class Target:
         return QUESTIONS[self.name].format(h=self.horizon, **self.params())
 
 
-def target_of(record: dict[str, Any] | None, horizon: int) -> Target:
-    """The target an artifact recorded; artifacts from before targets existed predict direction."""
-    if not record:
-        return Target(horizon=horizon)
+def target_from_record(record: dict[str, Any]) -> Target:
+    """The target an artifact's config.json records (``Target.to_dict``)."""
     if record.get("name") not in TARGETS:
         raise CrpbotError(f"unknown target {record.get('name')!r} in the artifact")
     return Target(**record)

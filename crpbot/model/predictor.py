@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from crpbot.config import TrainConfig
-from crpbot.data.targets import Target, target_of
+from crpbot.data.targets import Target, target_from_record
 from crpbot.errors import CrpbotError
 from crpbot.model.predictions import Predictions
 
@@ -68,11 +68,10 @@ class Predictor:
 
     @property
     def target(self) -> Target:
-        """What P(label = 1) means: the recorded target (defaults as trained), else the config's."""
+        """What P(label = 1) means: the recorded target (defaults as trained), else the config's
+        (an artifact from before targets existed: direction)."""
         recorded = self.config_json.get("target")
-        if recorded:
-            return target_of(recorded, self.train_config.horizon)
-        return Target.from_config(self.train_config)
+        return target_from_record(recorded) if recorded else Target.from_config(self.train_config)
 
     @property
     def lookback(self) -> int:
