@@ -77,7 +77,6 @@ def run_walkforward(
     """
     from crpbot.data.bars import default_input, load_bars, normalize_coin
     from crpbot.data.cross_asset import ContextSpec, load_context
-    from crpbot.data.dataset import usable_timestamps
     from crpbot.data.folds import plan_folds
     from crpbot.registry.artifact import check_output_location
 
@@ -96,10 +95,14 @@ def run_walkforward(
     check_output_location(out_dir)
     bars = load_bars(input_path)
     bars.coin = coin
-    # a context model's context bars (beside the input): checked here, before Ray; the folds are
-    # planned on the target's own rows, so a contender with context is cut at the same times
+    # a context model's context bars (beside the input): checked here, before Ray. The folds are
+    # planned on the minutes the target and every context coin share, the rows a fold prepares, so
+    # each planned purge is a purge of those rows (where the coins have the same minutes, these
+    # are the folds of the target alone, and a contender without context is cut at the same times)
     context = load_context(coin, ContextSpec.from_config(config), input_path)
-    folds = plan_folds(usable_timestamps(bars), spec, lookback=config.lookback, horizon=config.horizon)
+    folds = plan_folds(
+        shared_timestamps([bars], context), spec, lookback=config.lookback, horizon=config.horizon
+    )
     plan = {
         "coin": coin,
         "input_path": str(input_path),
@@ -155,6 +158,19 @@ def run_walkforward(
         log(line)
     log(f"Walk-forward written to {out_dir}")
     return WalkForwardResult(out_dir=out_dir, folds=table, summary=summary, trained=[f.index for f in todo])
+
+
+def shared_timestamps(coins_bars: list[Any], context: Any | None = None) -> np.ndarray:
+    """The minutes (int64 ns) every coin of ``coins_bars`` and every context coin has a usable row
+    at: what a walk-forward plans its folds on, so a fold's split times map back to the row ranges
+    (and purges) planned for each coin it prepares."""
+    from crpbot.data.dataset import usable_timestamps
+
+    common = None
+    for bars in coins_bars:
+        stamps = usable_timestamps(bars, context)
+        common = stamps if common is None else np.intersect1d(common, stamps, assume_unique=True)
+    return common
 
 
 def _run_all(
