@@ -23,6 +23,14 @@ CELLS = ("lstm", "gru")
 MODELS = ("rnn", "gbdt")
 OPTIMIZERS = ("adam", "adamw", "radam")
 MAX_SEED = 2**32 - 1
+# The targets (crpbot.data.targets) and the keys each one owns; a key is null on every other target.
+TARGET_KEYS: dict[str, tuple[str, ...]] = {
+    "direction": (),
+    "triple_barrier": ("barrier_k", "sigma_window"),
+    "net_direction": ("min_move_bps",),
+    "volatility": ("vol_window",),
+}
+TARGETS = tuple(TARGET_KEYS)
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,14 @@ class TrainConfig:
     horizon: int = 15
     train_fraction: float = 0.70
     val_fraction: float = 0.15
+    # --- target (crpbot.data.targets): what row t's label says about the next `horizon` minutes.
+    # Each target-specific key belongs to one target and stays null on the others (null on its
+    # own target: its default, shown in crpbot.data.targets)
+    target: str = "direction"
+    barrier_k: float | None = None  # triple_barrier: barriers at ± barrier_k * σ * sqrt(horizon)
+    sigma_window: int | None = None  # triple_barrier: 1-minute returns in σ
+    min_move_bps: float | None = None  # net_direction: smallest |move| labelled
+    vol_window: int | None = None  # volatility: trailing rows in the median move
     # cap on training windows drawn per epoch (None: all); smoke runs use it
     max_train_windows: int | None = None
     # optimisation
@@ -116,6 +132,7 @@ class TrainConfig:
                 raise CrpbotError(f"invalid config value {key}={getattr(self, key)!r}: {what}")
 
         need(self.cell in CELLS, "cell", f"expected one of {', '.join(CELLS)}")
+        self._check_target(need)
         need(self.optimizer in OPTIMIZERS, "optimizer", f"expected one of {', '.join(OPTIMIZERS)}")
         for key in (
             "hidden_size",
@@ -180,6 +197,20 @@ class TrainConfig:
                 "context_features",
                 "a feature is listed twice",
             )
+
+    def _check_target(self, need: Any) -> None:
+        need(self.target in TARGETS, "target", f"expected one of {', '.join(TARGETS)}")
+        for owner, keys in TARGET_KEYS.items():
+            for key in keys:
+                need(
+                    owner == self.target or getattr(self, key) is None,
+                    key,
+                    f"only the {owner} target uses it (target is {self.target}); remove it",
+                )
+        need(self.barrier_k is None or self.barrier_k > 0, "barrier_k", "must be > 0")
+        need(self.sigma_window is None or self.sigma_window >= 2, "sigma_window", "must be >= 2")
+        need(self.min_move_bps is None or self.min_move_bps >= 0, "min_move_bps", "must be >= 0")
+        need(self.vol_window is None or self.vol_window >= 1, "vol_window", "must be >= 1")
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some keys changed (validated like a fresh config)."""
@@ -263,6 +294,13 @@ def _check_types(config: TrainConfig) -> None:
             if ok:
                 value = float(value)
                 # YAML's .inf/.nan are floats; every range check below would pass some of them
+                if not math.isfinite(value):
+                    raise CrpbotError(f"invalid config value {f.name}={value!r}: must be a finite number")
+                object.__setattr__(config, f.name, value)
+        elif expected == "float | None":
+            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+            if ok and value is not None:
+                value = float(value)
                 if not math.isfinite(value):
                     raise CrpbotError(f"invalid config value {f.name}={value!r}: must be a finite number")
                 object.__setattr__(config, f.name, value)

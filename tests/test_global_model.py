@@ -17,6 +17,7 @@ from crpbot.config import CONFIG_DIR, TrainConfig, load_config
 from crpbot.data.dataset import SPLITS
 from crpbot.data.multicoin import MultiCoinData, coin_inputs, prepare_coins
 from crpbot.data.scaler import Scaler
+from crpbot.data.targets import Target
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.evaluate import evaluate_model
 from crpbot.model.fit import fit
@@ -146,6 +147,7 @@ def _planted_sign_flip(n_per_coin: int = 800, seed: int = 0) -> MultiCoinData:
         fingerprints=("planted-btc", "planted-eth"),
         input_paths=("", ""),
         feature_names=("x0", "x1"),
+        target=Target(horizon=1),
     )
 
 

@@ -25,6 +25,11 @@ def test_a_pre_move_ensemble_loads_and_predicts_the_same() -> None:
     verify_artifact(path)
     predictor = load_predictor(path)
     assert len(predictor.models) == 2 and predictor.temperature == expected["temperature"]
+    # from before targets existed: no recorded target, so its config's (today's direction label)
+    assert "target" not in predictor.config_json and predictor.target.to_dict() == {
+        "name": "direction",
+        "horizon": 15,
+    }
     data = stored_split_data(predictor)
     ends, probs = predictor.predict_proba(data, "val")
     _, raw = predictor.raw_proba(data, "val")

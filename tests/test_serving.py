@@ -94,7 +94,8 @@ def test_cli_json_is_one_parseable_object_for_the_latest_bars(tiny_model, bars, 
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     record = json.loads(out)
-    assert set(record) == {"coin", "version", "model", "horizon_minutes", "predictions"}
+    assert set(record) == {"coin", "version", "model", "horizon_minutes", "target", "predictions"}
+    assert record["target"] == {"name": "direction", "horizon": 15}
     assert (record["coin"], record["version"], record["horizon_minutes"]) == ("BTC-USD", tiny_model.name, 15)
     stamps = [p["timestamp"] for p in record["predictions"]]
     assert stamps == [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in bars.frame["timestamp"].iloc[-3:]]

@@ -13,6 +13,7 @@ import torch
 from crpbot.config import TrainConfig
 from crpbot.data.dataset import PreparedData, load_prepared
 from crpbot.data.scaler import Scaler
+from crpbot.data.targets import Target
 from crpbot.data.windows import gather_windows
 from crpbot.errors import CrpbotError
 from crpbot.model.fit import epoch_shard, fit, positive_weight
@@ -182,6 +183,7 @@ def _imbalanced_data(up_rate: float = 0.7, n: int = 6000, seed: int = 0) -> Prep
         scaler=Scaler(mean_=np.zeros(4), scale_=np.ones(4)),
         feature_names=("a", "b", "c", "d"),
         fingerprint="0" * 64,
+        target=Target(horizon=1),
     )
 
 

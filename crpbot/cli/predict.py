@@ -18,7 +18,8 @@ from pathlib import Path
 from crpbot.cli.options import add_coin, add_context_input
 
 EPILOG = (
-    "--json prints one object: {coin, version, model, horizon_minutes, predictions: "
+    "--json prints one object: {coin, version, model, horizon_minutes, target ({name, horizon, "
+    "its parameters}: what prob_up is the probability of, label 1), predictions: "
     "[{timestamp (bar open, UTC ISO 8601), prob_up}, ...]} (oldest first)."
 )
 
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
                     "version": model.version,
                     "model": str(model.predictor.path),
                     "horizon_minutes": model.horizon,
+                    "target": model.target.to_dict(),
                     "predictions": [
                         {key: p.to_dict()[key] for key in ("timestamp", "prob_up")} for p in predictions
                     ],
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         for p in predictions:
             print(
-                f"{p.coin} {p.to_dict()['timestamp']}  P(up in {p.horizon_minutes} min) = {p.prob_up:.4f}  "
+                f"{p.coin} {p.to_dict()['timestamp']}  {model.target.question()} = {p.prob_up:.4f}  "
                 f"model {p.version}"
             )
     return 0

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="promote_unjudged",
         action="store_true",
         help="promote a challenger that passes the gate even when it cannot be compared with the champion "
-        "(no shared unseen rows, another horizon or features, older input, a failed comparison); "
+        "(no shared unseen rows, another target, horizon or features, older input, a failed comparison); "
         "default: the champion stays",
     )
     add_gate_and_costs(parser, quorum=False)

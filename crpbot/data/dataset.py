@@ -1,8 +1,9 @@
 """Labels, purged chronological splits and the prepared arrays: the data contract of training.
 
-The label of row t is 1 if close[t+h] > close[t], 0 if below; ties are left unlabelled
-(NaN) because a flat outcome is neither direction, so they are never trained, validated,
-tested or scored. Their forward return stays 0.0.
+The label of row t is the config's target (``crpbot.data.targets``); by default 1 if
+close[t+h] > close[t], 0 if below, and ties are left unlabelled (NaN) because a flat outcome
+is neither direction. Unlabelled rows are never trained, validated, tested or scored; their
+forward return stays finite (a tie's is 0.0), so a backtest still trades them.
 
 Two leaks are closed here. Splits are chronological with a purge of at least
 ``lookback + horizon`` rows between them, and a window end is only served when its
@@ -13,9 +14,10 @@ only and travels with the artifact, so evaluation reuses it instead of refitting
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +25,7 @@ from crpbot.data.bars import Bars, default_input, load_bars, normalize_coin, tim
 from crpbot.data.cross_asset import Context, ContextSpec, load_context
 from crpbot.data.features import FEATURE_NAMES, WARMUP_BARS, compute_features
 from crpbot.data.scaler import Scaler
+from crpbot.data.targets import Target, compute_labels
 from crpbot.errors import CrpbotError
 
 if TYPE_CHECKING:
@@ -47,6 +50,7 @@ class PreparedData:
     scaler: Scaler
     feature_names: tuple[str, ...]
     fingerprint: str
+    target: Target
     # context coin -> {"path", "fingerprint"} of its bars (crpbot.data.cross_asset); empty without
     context: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -56,9 +60,10 @@ class PreparedData:
     def window_ends(self, split: str, lookback: int, *, labelled: bool = True) -> np.ndarray:
         """Rows t whose window [t-lookback+1, t] and label row t+h lie in ``split`` and one segment.
 
-        Rows without a label (t+h past the segment end, or a tie) are not served, unless
-        ``labelled`` is False: then ties are served too (a trading rule would trade them, and
-        pay the round trip for a zero move), which is what a backtest needs.
+        Rows without a label (t+h past the segment end, a tie, or undefined for the target) are
+        not served, unless ``labelled`` is False: then every row with a forward return is served
+        (a trading rule would trade it, and pay the round trip for a zero or small move), which
+        is what a backtest needs.
 
         Every read of a split's rows (fitting, scoring, choosing) goes through here, so counting
         the calls counts the reads: ``tests/test_pipeline.py`` checks a coin's chain reads test once.
@@ -101,10 +106,12 @@ def prepare_data(
     scaler: Scaler | None = None,
     split_times: dict | None = None,
     context: Context | None = None,
+    target: Target | None = None,
 ) -> PreparedData:
     """Features, labels, purged chronological splits and a train-only scaler for training.
 
     ``context``: other coins' features joined on by timestamp (rows any coin lacks are dropped).
+    ``target``: what the labels say (default: ``direction`` at ``horizon``; its horizon must match).
     """
     if lookback < 1 or horizon < 1:
         raise CrpbotError(f"lookback and horizon must be >= 1, got {lookback} and {horizon}")
@@ -113,7 +120,9 @@ def prepare_data(
             f"invalid split fractions train={train_fraction}, val={val_fraction}: "
             "each in (0, 1) and their sum < 1"
         )
-    rows = usable_rows(bars, horizon, context)
+    target = _check_target(target, horizon)
+    rows = usable_rows(bars, target, context)
+    _check_horizon_fits(rows["segment_ids"], lookback, horizon)
     purge = lookback + horizon
     if split_times is None:
         bounds = fraction_bounds(len(rows["labels"]), purge, train_fraction, val_fraction)
@@ -122,16 +131,21 @@ def prepare_data(
     train_start, train_end = bounds["train"]
     if scaler is None:
         scaler = Scaler.fit(rows["features"][train_start:train_end])
-    data = _assemble(bars, rows, bounds, horizon, purge, scaler, context)
+    data = _assemble(bars, rows, bounds, target, purge, scaler, context)
     for split in SPLITS:
         if data.window_count(split, lookback) == 0:
             start, end = bounds[split]
             ties = data.window_count(split, lookback, labelled=False)
-            if ties:  # windows exist, but no outcome has a direction: more of the same data won't help
+            if ties and target.name == "direction":  # no outcome has a direction: more won't help
                 raise CrpbotError(
                     f"the {split} split ({end - start} rows) has {ties:,} gap-free windows but every "
                     f"outcome is a tie (close {horizon} bars later equals close now), so none has a "
                     "label; are the prices constant?"
+                )
+            if ties:
+                raise CrpbotError(
+                    f"the {split} split ({end - start} rows) has {ties:,} gap-free windows but the "
+                    f"target {target.describe()} labels none of them; use more data or other target keys"
                 )
             raise CrpbotError(
                 f"the {split} split ({end - start} rows) holds no gap-free window of "
@@ -141,13 +155,37 @@ def prepare_data(
 
 
 def prepare_inference(
-    bars: Bars, *, scaler: Scaler, horizon: int, context: Context | None = None
+    bars: Bars,
+    *,
+    scaler: Scaler,
+    horizon: int,
+    context: Context | None = None,
+    target: Target | None = None,
 ) -> PreparedData:
     """The whole input as a "test" split, scaled with a saved scaler (for ``evaluate --input``)."""
     if horizon < 1:
         raise CrpbotError(f"horizon must be >= 1, got {horizon}")
-    rows = usable_rows(bars, horizon, context)
-    return _assemble(bars, rows, {"test": (0, len(rows["labels"]))}, horizon, 0, scaler, context)
+    target = _check_target(target, horizon)
+    rows = usable_rows(bars, target, context)
+    return _assemble(bars, rows, {"test": (0, len(rows["labels"]))}, target, 0, scaler, context)
+
+
+def _check_target(target: Target | None, horizon: int) -> Target:
+    if target is None:
+        return Target(horizon=horizon)
+    if target.horizon != horizon:
+        raise CrpbotError(f"the target's horizon {target.horizon} differs from the horizon {horizon}")
+    return target
+
+
+def _check_horizon_fits(segment_ids: np.ndarray, lookback: int, horizon: int) -> None:
+    """A horizon no gap-free run can hold is a config error, named as such (not "too little data")."""
+    longest = int(np.bincount(segment_ids).max())
+    if lookback + horizon > longest:
+        raise CrpbotError(
+            f"invalid config value horizon={horizon}: lookback {lookback} + horizon {horizon} bars "
+            f"exceed the longest gap-free run of this data ({longest:,} usable rows)"
+        )
 
 
 def load_prepared(
@@ -161,11 +199,45 @@ def load_prepared(
     The config's ``context_coins`` are loaded too: from ``context_inputs`` (coin -> file), else
     beside ``input_path`` (see ``crpbot.data.cross_asset``).
     """
+    bars, context = _load_coin(coin, input_path, config, context_inputs)
+    return prepare_for_config(bars, config, context=context)
+
+
+def load_label_variants(
+    coin: str, input_path: str | Path | None, config: TrainConfig, variants: list[dict[str, Any]]
+) -> dict[tuple, PreparedData]:
+    """One coin's data labelled once per variant (config keys that change the labels: the horizon,
+    a target's parameters), keyed by the variant's values in order.
+
+    Every variant has the same rows, splits and scaler: the splits are cut once with ``config``'s
+    purge, which must be the largest of them (``SearchSpace.data_config``), and the features array
+    is one array shared by all, not a copy per variant.
+    """
+    bars, context = _load_coin(coin, input_path, config, None)
+    shared = prepare_for_config(bars, config, context=context)
+    out = {}
+    for values in variants:
+        labelled = prepare_for_config(
+            bars,
+            config.replace(**values),
+            scaler=shared.scaler,
+            split_times=shared.split_times(),
+            context=context,
+        )
+        out[tuple(values.values())] = dataclasses.replace(labelled, features=shared.features)
+    return out
+
+
+def _load_coin(
+    coin: str,
+    input_path: str | Path | None,
+    config: TrainConfig,
+    context_inputs: dict[str, str | Path] | None,
+) -> tuple[Bars, Context | None]:
     coin = normalize_coin(coin)
     bars = load_bars(input_path if input_path is not None else default_input(coin))
     bars.coin = coin
-    context = load_context(coin, ContextSpec.from_config(config), input_path, context_inputs)
-    return prepare_for_config(bars, config, context=context)
+    return bars, load_context(coin, ContextSpec.from_config(config), input_path, context_inputs)
 
 
 def prepare_for_config(
@@ -176,7 +248,7 @@ def prepare_for_config(
     split_times: dict | None = None,
     context: Context | None = None,
 ) -> PreparedData:
-    """``prepare_data`` with a training config's lookback, horizon and split fractions."""
+    """``prepare_data`` with a training config's lookback, target, horizon and split fractions."""
     return prepare_data(
         bars,
         lookback=config.lookback,
@@ -186,6 +258,7 @@ def prepare_for_config(
         scaler=scaler,
         split_times=split_times,
         context=context,
+        target=Target.from_config(config),
     )
 
 
@@ -198,15 +271,15 @@ def no_defined_rows_error(bars: Bars) -> CrpbotError:
     )
 
 
-def usable_rows(bars: Bars, horizon: int, context: Context | None = None) -> dict[str, np.ndarray]:
+def usable_rows(bars: Bars, target: Target, context: Context | None = None) -> dict[str, np.ndarray]:
     """Rows with every feature defined, their labels and forward returns, and segments.
 
     With ``context``, the context coins' columns count as features: a row where any coin lacks
     its bar is NaN there, so it is dropped and the next row starts a new segment.
 
-    label = 1 if close[t+h] > close[t], 0 if below; ties are left unlabelled (NaN) because a
-    flat outcome is neither direction. Labels and returns are NaN where t+h is past the end of
-    the row's segment; a tie's forward return is 0.0 (finite: it makes zero PnL).
+    Labels are ``target``'s (``crpbot.data.targets``), computed once here on the kept rows and
+    their segments. Labels and returns are NaN where t+h is past the end of the row's segment;
+    elsewhere the forward return is finite (a tie's is 0.0: it makes zero PnL).
     """
     features = compute_features(bars).to_numpy(dtype=np.float64)
     if context is not None:
@@ -218,17 +291,8 @@ def usable_rows(bars: Bars, horizon: int, context: Context | None = None) -> dic
     # a new segment after every gap and after every dropped row, so segments stay contiguous
     breaks = np.r_[True, (np.diff(rows) != 1) | (np.diff(bars.segment_ids[rows]) != 0)]
     segment_ids = (np.cumsum(breaks) - 1).astype(np.int32)
-    close = bars.frame["close"].to_numpy()[rows]
-    labels = np.full(len(rows), np.nan, dtype=np.float32)
-    forward_returns = np.full(len(rows), np.nan, dtype=np.float64)
-    inside = (
-        np.flatnonzero(segment_ids[:-horizon] == segment_ids[horizon:])
-        if len(rows) > horizon
-        else np.empty(0, dtype=np.int64)
-    )
-    forward_returns[inside] = close[inside + horizon] / close[inside] - 1
-    later, now = close[inside + horizon], close[inside]
-    labels[inside] = np.where(later > now, 1.0, np.where(later < now, 0.0, np.nan)).astype(np.float32)
+    prices = {name: bars.frame[name].to_numpy()[rows] for name in ("close", "high", "low")}
+    labels, forward_returns = compute_labels(target, prices, segment_ids)
     return {
         "timestamps": timestamps_ns(bars.frame["timestamp"])[rows],
         "features": features[keep],
@@ -286,7 +350,7 @@ def _assemble(
     bars: Bars,
     rows: dict[str, np.ndarray],
     bounds: dict[str, tuple[int, int]],
-    horizon: int,
+    target: Target,
     purge: int,
     scaler: Scaler,
     context: Context | None = None,
@@ -299,11 +363,12 @@ def _assemble(
         forward_returns=rows["forward_returns"],
         segment_ids=rows["segment_ids"],
         split_bounds=bounds,
-        horizon=horizon,
+        horizon=target.horizon,
         purge=purge,
         scaler=scaler,
         feature_names=FEATURE_NAMES + (context.spec.column_names() if context is not None else ()),
         fingerprint=bars.fingerprint,
+        target=target,
         context=context.sources() if context is not None else {},
     )
 
@@ -314,4 +379,4 @@ def usable_timestamps(bars: Bars, context: Context | None = None) -> np.ndarray:
     Walk-forward folds are planned on these rows so their split times map back to exactly the
     row ranges (and purges) planned; with ``context``, only minutes every context coin has too.
     """
-    return usable_rows(bars, horizon=1, context=context)["timestamps"]
+    return usable_rows(bars, Target(horizon=1), context)["timestamps"]

@@ -40,6 +40,7 @@ from crpbot.data.bars import Bars, default_input, load_bars, normalize_coin
 from crpbot.data.cross_asset import Context, ContextSpec, load_context
 from crpbot.data.dataset import PreparedData, fraction_bounds, prepare_for_config, usable_rows
 from crpbot.data.scaler import Scaler
+from crpbot.data.targets import Target
 from crpbot.errors import CrpbotError
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class MultiCoinData:
     fingerprints: tuple[str, ...]
     input_paths: tuple[str, ...]
     feature_names: tuple[str, ...]
+    target: Target
     # coins whose val/test windows are served (None: all); train windows always come from all
     scored_coins: tuple[int, ...] | None = None
     # context coin -> {"path", "fingerprint"} of its bars, shared by every coin (empty without)
@@ -107,6 +109,7 @@ class MultiCoinData:
             scaler=self.scalers[index],
             feature_names=self.feature_names,
             fingerprint=self.fingerprints[index],
+            target=self.target,
             context=self.context,
         )
 
@@ -202,7 +205,9 @@ def prepare_coins(
     context = load_coins_context(config, inputs, context_inputs)
     stamps = {}
     for coin in coins:
-        stamps[coin] = usable_rows(_load(inputs[coin], coin), config.horizon, context)["timestamps"]
+        stamps[coin] = usable_rows(_load(inputs[coin], coin), Target.from_config(config), context)[
+            "timestamps"
+        ]
     cuts = (
         split_times
         if split_times is not None
@@ -252,6 +257,7 @@ def prepare_coins(
         fingerprints=tuple(fingerprints),
         input_paths=tuple(str(inputs[coin]) for coin in coins),
         feature_names=feature_names,
+        target=Target.from_config(config),
         context=context.sources() if context is not None else {},
         **arrays,
     )

@@ -15,6 +15,12 @@ simple rule here is *reversal* (momentum is below 50%), and a model has to beat 
   validation labels: the best baseline is chosen on validation, and a baseline tuned there
   would be favoured in that choice.
 
+Those are the directional targets' baselines. The ``volatility`` target (``crpbot.data.targets``)
+asks whether the next move is large, not which way it goes, so its baselines are ``majority``
+and ``persistence``: large when the last horizon's |move| exceeded its trailing median (the
+same median the label uses, at t, from bars <= t). Volatility clusters, so persistence is the
+rule a model must at least match.
+
 The *best* baseline, the one the model's edge is measured against, is chosen on validation
 (:func:`best_on_validation`), never on the rows being scored. ``majority`` is the best constant
 on whichever rows it is scored on, on test as on validation: a constant fixed on validation
@@ -29,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from crpbot.data.tabular import BASELINE_LAGS, tabular_rows
+from crpbot.data.targets import past_moves, trailing_median_abs_move
 from crpbot.model.predictions import guard_selection
 
 # Enough rows to fit a dozen weights well; more only costs time.
@@ -54,13 +61,7 @@ def past_returns(data: Any, rows: np.ndarray) -> np.ndarray:
 
     It is the forward return stored on row t-h, so no price level is needed.
     """
-    rows = np.asarray(rows, dtype=np.int64)
-    back = rows - data.horizon
-    ok = back >= 0
-    ok[ok] = data.segment_ids[back[ok]] == data.segment_ids[rows[ok]]
-    out = np.full(len(rows), np.nan)
-    out[ok] = data.forward_returns[back[ok]]
-    return out
+    return past_moves(data.forward_returns, data.segment_ids, data.horizon)[np.asarray(rows, dtype=np.int64)]
 
 
 def majority_predictions(labels: np.ndarray) -> np.ndarray:
@@ -78,6 +79,15 @@ def momentum_predictions(data: Any, rows: np.ndarray) -> np.ndarray:
 def reversal_predictions(data: Any, rows: np.ndarray) -> np.ndarray:
     returns = past_returns(data, rows)
     return np.nan_to_num(returns, nan=0.0) < 0
+
+
+def persistence_predictions(data: Any, rows: np.ndarray) -> np.ndarray:
+    """True (large) when the last horizon's |move| exceeds the trailing median the ``volatility``
+    label compares with; an undefined move or median predicts small."""
+    past = past_moves(data.forward_returns, data.segment_ids, data.horizon)
+    median = trailing_median_abs_move(past, data.target.vol_window)
+    rows = np.asarray(rows, dtype=np.int64)
+    return np.nan_to_num(np.abs(past[rows]), nan=0.0) > np.nan_to_num(median[rows], nan=np.inf)
 
 
 def fit_logistic(data: Any, split: str, lookback: int, seed: int = 0) -> Any:
@@ -158,8 +168,9 @@ class FittedBaselines:
 
 
 def fit_baselines(train_data: Any | None, lookback: int, seed: int = 0) -> FittedBaselines:
-    """Fit the learned baselines on ``train_data``'s train split (GBDT: early stopping on its tail)."""
-    if train_data is None:
+    """Fit the learned baselines on ``train_data``'s train split (GBDT: early stopping on its tail);
+    none for a target that is not directional (its baselines are rules)."""
+    if train_data is None or not train_data.target.directional:
         return FittedBaselines(lookback, None, None)
     return FittedBaselines(
         lookback=lookback,
@@ -178,6 +189,11 @@ def baseline_predictions(
     from threadpoolctl import threadpool_limits
 
     rows = np.asarray(rows, dtype=np.int64)
+    if not data.target.directional:
+        return {
+            "majority": majority_predictions(data.labels[rows]),
+            "persistence": persistence_predictions(data, rows),
+        }
     predicted: dict[str, np.ndarray | None] = {
         "majority": majority_predictions(data.labels[rows]),
         "momentum": momentum_predictions(data, rows),
@@ -201,7 +217,8 @@ def accuracies(predicted: dict[str, np.ndarray | None], truth: np.ndarray) -> di
 def best_on_validation(fitted: FittedBaselines, train_data: Any | None) -> tuple[str | None, dict]:
     """The baseline with the highest accuracy on ``train_data``'s validation windows, and all of them.
 
-    A tie goes to the simpler rule (order: majority, momentum, reversal, logistic, gbdt);
+    A tie goes to the simpler rule (order: majority, momentum, reversal, logistic, gbdt; or
+    majority, persistence);
     (None, {}) without a validation split.
     """
     if train_data is None:

@@ -73,12 +73,12 @@ def compare_on_shared_period(champion_dir: str | Path, challenger_dir: str | Pat
     data = stored_split_data(challenger)
     test = challenger.predictions(data, "test")
     total = len(test)
-    if champion.train_config.horizon != horizon:
+    if champion.target != challenger.target:  # another horizon, target or target parameter
         return Comparison(
             fair=False,
             note=(
-                f"no fair comparison: the champion predicts {champion.train_config.horizon} minutes "
-                f"ahead, the challenger {horizon}"
+                f"no fair comparison: the champion predicts {champion.target.describe()}, "
+                f"the challenger {challenger.target.describe()}"
             ),
             challenger_test_rows=total,
         )
@@ -187,7 +187,11 @@ def _champion_predictions(
         raise CrpbotError(f"{path} changed while the champion and the challenger were being compared")
     context = load_context(challenger.coin, spec_from_record(champion.config_json.get("context")), path)
     own = prepare_inference(
-        bars, scaler=Scaler.from_dict(champion.scaler), horizon=data.horizon, context=context
+        bars,
+        scaler=Scaler.from_dict(champion.scaler),
+        horizon=data.horizon,
+        context=context,
+        target=champion.target,
     )
     start = int(np.searchsorted(own.timestamps, first_ns - (champion.lookback - 1) * MINUTE_NS))
     own = dataclasses.replace(own, split_bounds={"test": (start, len(own))})

@@ -144,9 +144,10 @@ def evaluate_model(
             original = None
 
     # 1. every choice on validation only
+    target = predictor.target
     validation = predictor.predictions(original, "val") if original is not None else None
     tau, tau_source = trade_threshold, "given"
-    if tau is None:
+    if tau is None and target.directional:
         chosen = (
             choose_selective_threshold(validation, thresholds.min_accuracy)
             if validation is not None
@@ -169,13 +170,19 @@ def evaluate_model(
     baselines = score_baselines(test_data, scored_rows, lookback=predictor.lookback, train_data=original)
 
     # 3. the test split, predicted once. Accuracy and calibration score the labelled windows;
-    # the backtest trades every window, ties included (a zero move still pays the round trip).
+    # the backtest trades every window, ties and other unlabelled rows included (a zero or small
+    # move still pays the round trip).
     traded = predictor.predictions_at(test_data, "test", traded_rows)
     tie = np.isnan(traded.labels)
     test = traded.where(~tie)  # exactly the baselines' rows: both are the labelled traded_rows
+    unscored = (
+        f"whose {test_data.horizon}-minute move is exactly 0"
+        if target.name == "direction"
+        else f"without a {target.name} label"
+    )
     log(
-        f"Scoring {len(test):,} test windows of {coin} ({test_source}; "
-        f"{int(tie.sum()):,} more whose {test_data.horizon}-minute move is exactly 0 are traded, not scored)"
+        f"Scoring {len(test):,} test windows of {coin} ({test_source}; {int(tie.sum()):,} more "
+        f"{unscored} are {'traded, ' if target.directional else ''}not scored)"
     )
 
     metrics: dict[str, Any] = {
@@ -186,8 +193,11 @@ def evaluate_model(
         "temperature": predictor.temperature,
         "test_source": test_source,
         "horizon_minutes": test_data.horizon,
+        "target": target.to_dict(),
+        "question": target.question(),
         "test_period": [_iso(test.timestamps[0]), _iso(test.timestamps[-1])],
-        # flat outcomes (close[t+h] == close[t]) are neither up nor down: excluded from accuracy
+        # flat outcomes (close[t+h] == close[t]) are neither up nor down, and other targets leave
+        # some rows undefined (crpbot.data.targets): excluded from accuracy
         "test_ties": int(tie.sum()),
     }
     metrics.update(classification_metrics(test.labels, test.probs, horizon=test_data.horizon))
@@ -195,21 +205,31 @@ def evaluate_model(
     metrics["baselines"] = baselines.accuracies
     metrics["edge_over_best_baseline"] = _edge(test, baselines, test_data.horizon)
     metrics["coverage_curve"] = coverage_curve(test.labels, test.probs)
-    trades = run_backtest(
-        traded.timestamps,
-        traded.probs,
-        traded.forward_returns,
-        threshold=tau,
-        horizon=test_data.horizon,
-        costs=costs,
+    # a target that is not directional has nothing to trade: no backtest, no net return per
+    # trade (report.NO_BACKTEST; the gate records that criterion as not applicable)
+    trades = (
+        run_backtest(
+            traded.timestamps,
+            traded.probs,
+            traded.forward_returns,
+            threshold=tau,
+            horizon=test_data.horizon,
+            costs=costs,
+        )
+        if target.directional
+        else None
     )
-    metrics["backtest"] = {**trades.summary, "threshold_source": tau_source}
-    metrics["net_return_per_trade"] = {
-        **net_return_per_trade(trades.pnl),
-        "threshold": tau,
-        "threshold_source": tau_source,
-        "cost_bps_per_side": costs.per_side_bps,
-    }
+    metrics["backtest"] = {**trades.summary, "threshold_source": tau_source} if trades is not None else None
+    metrics["net_return_per_trade"] = (
+        {
+            **net_return_per_trade(trades.pnl),
+            "threshold": tau,
+            "threshold_source": tau_source,
+            "cost_bps_per_side": costs.per_side_bps,
+        }
+        if trades is not None
+        else None
+    )
     metrics["gate"] = {
         **gate_record(metrics, thresholds),
         "selective": (
@@ -353,7 +373,11 @@ def _input_data(
     spec = spec_from_record(predictor.config_json.get("context"))
     context = load_context(predictor.coin, spec, input_path, context_inputs)
     data = prepare_inference(
-        bars, scaler=Scaler.from_dict(predictor.scaler), horizon=config.horizon, context=context
+        bars,
+        scaler=Scaler.from_dict(predictor.scaler),
+        horizon=config.horizon,
+        context=context,
+        target=predictor.target,
     )
     ends = data.window_ends("test", config.lookback)
     if len(ends) == 0:
@@ -396,7 +420,7 @@ def _fill_output_dir(
     metrics: dict[str, Any],
     test: Predictions,
     baseline_up: np.ndarray | None,
-    trades: BacktestResult,
+    trades: BacktestResult | None,
     history: list[dict[str, Any]],
 ) -> None:
     """predictions.parquet (with ``baseline_up``: the best baseline's direction per row, when one
@@ -413,13 +437,14 @@ def _fill_output_dir(
         columns["baseline_up"] = baseline_up.astype(np.int8)
     frame = pd.DataFrame(columns)
     frame.to_parquet(directory / "predictions.parquet", index=False)
-    pd.DataFrame(
-        {
-            "entry_time": pd.to_datetime(trades.entry_times, unit="ns", utc=True),
-            "side": trades.sides.astype(np.int8),
-            "net_return": trades.pnl.astype(np.float64),
-        }
-    ).to_parquet(directory / TRADES_FILE, index=False)
+    if trades is not None:  # none for a target that is not directional
+        pd.DataFrame(
+            {
+                "entry_time": pd.to_datetime(trades.entry_times, unit="ns", utc=True),
+                "side": trades.sides.astype(np.int8),
+                "net_return": trades.pnl.astype(np.float64),
+            }
+        ).to_parquet(directory / TRADES_FILE, index=False)
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     write_report(directory, metrics, test, trades, history)
 

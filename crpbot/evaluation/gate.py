@@ -174,8 +174,11 @@ def net_return_failure(net_return: dict[str, Any]) -> str | None:
 
 def metrics_decision(metrics: dict[str, Any], thresholds: GateThresholds) -> GateDecision:
     """:func:`coin_decision` on a metrics dict (metrics.json's keys: accuracy, accuracy_ci, ece,
-    ece_equal_mass, net_return_per_trade)."""
+    ece_equal_mass, net_return_per_trade). A criterion that does not apply to the metrics' target
+    (:func:`not_applicable`) neither passes nor fails: the net return is then not gated."""
     ci = metrics.get("accuracy_ci")
+    if "net_pnl" in not_applicable(metrics):
+        thresholds = replace(thresholds, net_pnl="report")
     return coin_decision(
         metrics["accuracy"],
         metrics["ece"],
@@ -193,6 +196,12 @@ def gate_record(metrics: dict[str, Any], thresholds: GateThresholds) -> dict[str
     recipe = metrics_decision(metrics, thresholds.recipe())
     net_return = metrics.get("net_return_per_trade")
     failure = net_return_failure(net_return) if net_return is not None else "not measured"
+    skipped = not_applicable(metrics)
+    net_pnl = (
+        {"mode": thresholds.net_pnl, "passed": failure is None, "reason": failure}
+        if "net_pnl" not in skipped
+        else {"mode": "not applicable", "passed": None, "reason": skipped["net_pnl"]}
+    )
     return {
         **decision.to_dict(),
         "min_accuracy": thresholds.min_accuracy,
@@ -200,9 +209,19 @@ def gate_record(metrics: dict[str, Any], thresholds: GateThresholds) -> dict[str
         "gate_on": thresholds.gate_on,
         "ece_kind": thresholds.ece,
         # the net-return check as read, whether it gates (require) or is shown only (report)
-        "net_pnl": {"mode": thresholds.net_pnl, "passed": failure is None, "reason": failure},
+        "net_pnl": net_pnl,
         "recipe_reading": {"gate_on": "point", "ece_kind": "equal-width", **recipe.to_dict()},
+        "not_applicable": skipped,
     }
+
+
+def not_applicable(metrics: dict[str, Any]) -> dict[str, str]:
+    """Criteria that do not apply to these metrics, each with why: a target that is not directional
+    (``volatility``) has no backtest, so no net-return criterion can be read (it neither passes nor
+    fails)."""
+    if "backtest" in metrics and metrics["backtest"] is None:
+        return {"net_pnl": "not applicable: the target is not directional, so nothing is traded"}
+    return {}
 
 
 @dataclass(frozen=True)

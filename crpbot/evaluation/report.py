@@ -13,6 +13,8 @@ import numpy as np
 
 from crpbot.evaluation.metrics import reliability_bins
 
+# metrics["backtest"] of a target that predicts no direction (``crpbot.data.targets``)
+NO_BACKTEST = "not applicable: the target is not directional, so no prediction is a trade"
 PLOTS = {
     "reliability": "reliability.png",
     "equity": "equity_curve.png",
@@ -74,20 +76,28 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     best_name, best_value = best_baseline(metrics)
     bt = metrics["backtest"]
     gate = metrics["gate"]
+    trading = (
+        [
+            f"Win Rate: {_num(bt['win_rate'])} after costs ({_num(bt.get('gross_win_rate'))} before costs; "
+            f"round trip {_num(bt.get('breakeven_move_bps'), 'g')} bps; {bt['trades']} trades at tau "
+            f"{bt['threshold']:.2f}, {bt['cost_bps_per_side']:g} bps per side)",
+            f"Net Return per Trade: {net_return_text(metrics.get('net_return_per_trade'))} "
+            f"(after costs, at tau {bt['threshold']:.2f})",
+            f"Total PnL: {bt['total_pnl']:.4f}",
+            f"Sharpe: {_num(bt['sharpe'], '.2f')}",
+            f"Max Drawdown: {bt['max_drawdown']:.4f}",
+        ]
+        if bt is not None
+        else [f"Backtest: {NO_BACKTEST}"]
+    )
     lines = [
+        *_target_line(metrics),
         f"Test Accuracy: {metrics['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}, n={metrics['n']:,}; "
         f"best baseline {best_name} {_num(best_value)})",
         f"Edge over best baseline (chosen on val; 95% paired CI): {edge_text(metrics)}",
         f"Calibration Error: {metrics['ece']:.4f} (equal-mass bins {_num(metrics.get('ece_equal_mass'))}; "
         f"mean P(up) - up rate {_num(metrics.get('calibration_in_the_large'), '+.4f')})",
-        f"Win Rate: {_num(bt['win_rate'])} after costs ({_num(bt.get('gross_win_rate'))} before costs; "
-        f"round trip {_num(bt.get('breakeven_move_bps'), 'g')} bps; {bt['trades']} trades at tau "
-        f"{bt['threshold']:.2f}, {bt['cost_bps_per_side']:g} bps per side)",
-        f"Net Return per Trade: {net_return_text(metrics.get('net_return_per_trade'))} "
-        f"(after costs, at tau {bt['threshold']:.2f})",
-        f"Total PnL: {bt['total_pnl']:.4f}",
-        f"Sharpe: {_num(bt['sharpe'], '.2f')}",
-        f"Max Drawdown: {bt['max_drawdown']:.4f}",
+        *trading,
         "Status: PASS" if gate["passed"] else f"Status: FAIL ({'; '.join(gate['reasons'])})",
         *_recipe_line(gate),
     ]
@@ -101,6 +111,17 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"Selective reading (information only): {selective.get('note', 'no threshold')}")
     return lines
+
+
+def _target_line(metrics: dict[str, Any]) -> list[str]:
+    """The target, when it is not the default direction (whose metrics, old ones included, need none)."""
+    target = metrics.get("target") or {"name": "direction"}
+    if target["name"] == "direction":
+        return []
+    params = ", ".join(f"{key} {value:g}" for key, value in target.items() if key not in ("name", "horizon"))
+    return [
+        f"Target: {target['name']} ({params}), {target['horizon']} minutes; label 1 = {metrics['question']}"
+    ]
 
 
 def fills_text(bt: dict[str, Any]) -> str:
@@ -161,7 +182,9 @@ def _gate_section(gate: dict[str, Any]) -> list[str]:
     if len(readings) == 2 and readings[1][3]["passed"] and not gate["passed"]:
         out += ["", "**The recipe's gate would have passed; the configured strict gate did not.**"]
     net = gate.get("net_pnl")
-    if net is not None:
+    if net is not None and net["mode"] == "not applicable":
+        out += ["", f"Net return per trade: {net['reason']}"]
+    elif net is not None:
         role = "gates the decision" if net["mode"] == "require" else "reported only, not gated"
         verdict = "**PASS**" if net["passed"] else f"**FAIL** — {net['reason']}"
         out += [
@@ -182,7 +205,7 @@ def write_report(
     directory = Path(directory)
     written = [
         _plot_reliability(directory / PLOTS["reliability"], test),
-        _plot_equity(directory / PLOTS["equity"], trades),
+        *([_plot_equity(directory / PLOTS["equity"], trades)] if trades is not None else []),
         _plot_coverage(directory / PLOTS["coverage"], metrics),
         _plot_training(directory / PLOTS["training"], history),
     ]
@@ -201,7 +224,7 @@ def _markdown(metrics: dict[str, Any]) -> str:
         f"- model: `{metrics['model']}`; temperature {metrics['temperature']:.3f}",
         f"- scored: {metrics['test_source']}, {metrics['test_period'][0]} .. {metrics['test_period'][1]}, "
         f"{metrics['n']:,} windows (up rate {metrics['up_rate']:.3f})",
-        f"- backtest fills: {fills_text(bt)}",
+        f"- backtest fills: {fills_text(bt) if bt is not None else NO_BACKTEST}",
         "",
         "## Summary",
         "",
@@ -228,10 +251,32 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "",
         *_baselines_table(metrics),
         "",
+        *_backtest_section(metrics),
+        "## Gate",
+        "",
+        *_gate_section(gate),
+        "",
+        "Selective reading (information only, never the decision): "
+        + _selective_text(gate.get("selective") or {}),
+        "",
+        "## Plots",
+        "",
+        *[f"![{name}]({file})" for name, file in PLOTS.items() if name != "equity" or bt is not None],
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _backtest_section(metrics: dict[str, Any]) -> list[str]:
+    bt = metrics["backtest"]
+    if bt is None:
+        return ["## Backtest", "", NO_BACKTEST, ""]
+    h = metrics.get("horizon_minutes", "h")
+    return [
         "## Backtest",
         "",
         f"Long when P(up) >= {bt['threshold']:.2f}, short when P(up) <= {1 - bt['threshold']:.2f} "
-        f"({bt['threshold_source']}); {fills_text(bt)}; hold {metrics.get('horizon_minutes', 'h')} bars, "
+        f"({bt['threshold_source']}); {fills_text(bt)}; hold {h} bars, "
         "no overlap.",
         "",
         "| trades | longs | shorts | win rate (after costs) | win rate (before costs) | round trip (bps) "
@@ -251,25 +296,13 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "entry bar in the scored rows (the split's last bars, a gap) is not traded. `--slippage-bps` adds "
         "an allowance for the fill price per side (included in the bps per side above).",
         "- The win rate after costs counts trades whose net PnL is > 0; a move must exceed the round trip "
-        "to win, and most 15-minute moves are smaller, so it sits far below the directional accuracy. "
+        f"to win, and most {h}-minute moves are smaller, so it sits far below the directional accuracy. "
         "The win rate before costs is the share of trades whose direction was right "
         "(side × forward return > 0; a flat move is not a win).",
         "- Max drawdown is measured on the closed-trade equity curve (cumulative net PnL after each "
         "trade), not on prices marked inside a trade, so intra-trade dips are not in it.",
         "",
-        "## Gate",
-        "",
-        *_gate_section(gate),
-        "",
-        "Selective reading (information only, never the decision): "
-        + _selective_text(gate.get("selective") or {}),
-        "",
-        "## Plots",
-        "",
-        *[f"![{name}]({file})" for name, file in PLOTS.items()],
-        "",
     ]
-    return "\n".join(out)
 
 
 def _baselines_table(metrics: dict[str, Any]) -> list[str]:

@@ -101,6 +101,7 @@ def build_ensemble(
             for key in ("coin", "train_config", "input_size", "feature_names", "split_times", "input_path")
         },
         **({"context": first["context"]} if "context" in first else {}),
+        **({"target": first["target"]} if "target" in first else {}),
         "kind": "ensemble",
         "members": names,
         "seeds": seeds,

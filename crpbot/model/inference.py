@@ -127,6 +127,8 @@ def save_model_artifact(
         "kind": "model",
         "coin": data.coin,
         "train_config": config.to_dict(),
+        # the target with its defaults filled in: what the labels meant when this model was trained
+        "target": data.target.to_dict(),
         "input_size": int(data.features.shape[1]),
         "feature_names": list(data.feature_names),
         "split_times": {

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from crpbot.config import TrainConfig
+from crpbot.data.targets import Target, target_from_record
 from crpbot.errors import CrpbotError
 from crpbot.model.predictions import Predictions
 
@@ -64,6 +65,13 @@ class Predictor:
     @property
     def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.config_json["train_config"], source="config.json")
+
+    @property
+    def target(self) -> Target:
+        """What P(label = 1) means: the recorded target (defaults as trained), else the config's
+        (an artifact from before targets existed: direction)."""
+        recorded = self.config_json.get("target")
+        return target_from_record(recorded) if recorded else Target.from_config(self.train_config)
 
     @property
     def lookback(self) -> int:

@@ -44,7 +44,8 @@ BAR = pd.Timedelta(minutes=1)
 
 @dataclass(frozen=True)
 class LivePrediction:
-    """P(close[t + horizon] > close[t]) at bar t (its open time, UTC), from one model version."""
+    """P(label = 1) at bar t (its open time, UTC), from one model version: for the default target
+    P(close[t + horizon] > close[t]); ``LiveModel.target`` says what it is for others."""
 
     coin: str
     timestamp: pd.Timestamp
@@ -80,6 +81,7 @@ class LiveModel:
         self.coin = predictor.coin
         self.lookback = predictor.lookback
         self.horizon = predictor.train_config.horizon
+        self.target = predictor.target  # what prob_up is the probability of (crpbot.data.targets)
         self.scaler = Scaler.from_dict(predictor.scaler)
 
     @classmethod

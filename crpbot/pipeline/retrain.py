@@ -11,7 +11,7 @@ it neither trained nor validated on. Then :func:`judge_challenger` decides:
    challenger replaces it unless it is worse beyond noise: the 95% paired block-bootstrap CI of
    the log-loss difference (challenger - champion) lies entirely above 0;
 3. without a champion, the gate alone decides. A challenger that cannot be judged against the
-   champion (no shared unseen rows, another horizon or features, a retrain input older than the
+   champion (no shared unseen rows, another target, horizon or features, a retrain input older than the
    champion's data, or a comparison that fails) keeps the champion, unless the user passed
    ``promote_unjudged`` (``--promote-unjudged``): then the gate alone decides, and the record
    says the challenger was promoted unjudged, by that flag.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crpbot.evaluation.gate import GateThresholds
-from crpbot.evaluation.report import best_baseline, fills_text, net_return_cell, net_return_text
+from crpbot.evaluation.report import NO_BACKTEST, best_baseline, fills_text, net_return_cell, net_return_text
 
 
 def utc_now() -> str:
@@ -114,7 +114,7 @@ def summary_table(result: PipelineResult) -> list[str]:
             if edge.get("edge") is not None
             else "n/a"
         )
-        bt = m["backtest"]
+        bt = m["backtest"] or {}  # none for a target that is not directional
         wins = f"{_fmt(bt.get('win_rate'), '.3f')}/{_fmt(bt.get('gross_win_rate'), '.3f')}"
         verdict = "PASS" if m["gate"]["passed"] else "FAIL"
         recipe = m["gate"].get("recipe_reading")
@@ -125,7 +125,7 @@ def summary_table(result: PipelineResult) -> list[str]:
         lines.append(
             f"{o.coin:<8} {o.stage:<9} {m['accuracy']:.4f} [{lo:.3f}, {hi:.3f}]{'':<4} "
             f"{name + ' ' + _fmt(value):<20} {edge_cell:<26} {m['ece']:>6.4f} {_fmt(m.get('auc')):>6} "
-            f"{bt['trades']:>6} {net_return_cell(m.get('net_return_per_trade')):<22} {wins:>13} "
+            f"{bt.get('trades', 'n/a')!s:>6} {net_return_cell(m.get('net_return_per_trade')):<22} {wins:>13} "
             f"{_fmt(bt.get('sharpe'), '.2f'):>7}  {verdict}"
         )
     batch = result.batch
@@ -225,7 +225,7 @@ def write_run_report(result: PipelineResult, budget: str, thresholds: GateThresh
         reasons = "; ".join(gate["reasons"]) or "all checks passed"
         lines += [
             f"- test evaluation: `{o.evaluation_dir}` (report.md, metrics.json, plots)",
-            f"- backtest fills: {fills_text(o.metrics['backtest'])}",
+            f"- backtest fills: {fills_text(bt) if (bt := o.metrics['backtest']) else NO_BACKTEST}",
             f"- net return per trade (after costs): {net_return_text(o.metrics.get('net_return_per_trade'))}",
             f"- gate: {'PASS' if gate['passed'] else 'FAIL'} ({reasons})",
             f"- promoted: {o.promoted_version or 'no'}",

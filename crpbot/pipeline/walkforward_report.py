@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crpbot.evaluation.report import net_return_text
+from crpbot.evaluation.report import NO_BACKTEST, net_return_text
 
 TABLE_COLUMNS = {
     "fold": "fold",
@@ -55,8 +55,8 @@ def markdown_table(table: pd.DataFrame) -> str:
                 str(row["best_baseline"]),
                 _num(row["best_baseline_accuracy"]),
                 _num(row.get("edge"), "+.4f"),
-                f"{int(row['trades']):,}",
-                f"{row['net_pnl']:+.4f}",
+                f"{int(row['trades']):,}" if pd.notna(row["trades"]) else "n/a",
+                _num(row["net_pnl"], "+.4f"),
                 "PASS" if row["gate_passed"] else "FAIL",
                 "PASS" if row["gate_passed_recipe"] else "FAIL",
             ]
@@ -75,8 +75,12 @@ def report_markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
         f"val {days['val']:g}, test {days['test']:g} days; a day is {summary['day_definition']}); "
         f"{summary['folds_finished']} finished",
         f"- each fold: {fold_procedure(summary)}",
-        f"- backtest: fee {backtest['fee_bps']:g} bps + slippage {backtest['slippage_bps']:g} bps per side, "
-        f"entry {backtest['entry_delay_bars']} bar(s) after the signal",
+        (
+            f"- backtest: fee {backtest['fee_bps']:g} bps + slippage {backtest['slippage_bps']:g} bps "
+            f"per side, entry {backtest['entry_delay_bars']} bar(s) after the signal"
+            if backtest is not None
+            else f"- backtest: {NO_BACKTEST}"
+        ),
         f"- gate per fold: accuracy >= {gate['min_accuracy']}, ECE <= {gate['max_calibration_error']}, read "
         f"as {gate['reading']}; the recipe's reading ({gate['recipe_reading']['reading']}) beside it",
         "",
@@ -100,8 +104,15 @@ def report_markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
         lines += [
             f"- gate passed in {gate['folds_passing']} of {summary['folds_finished']} folds "
             f"(the recipe's reading: {gate['recipe_reading']['folds_passing']})",
-            f"- backtest: {backtest['trades']:,} trades, net PnL {backtest['net_pnl']:+.4f}; net return per "
-            f"trade over every fold's trades {net_return_text(summary.get('pooled_net_return_per_trade'))}",
+            *(
+                [
+                    f"- backtest: {backtest['trades']:,} trades, net PnL {backtest['net_pnl']:+.4f}; "
+                    "net return per trade over every fold's trades "
+                    f"{net_return_text(summary.get('pooled_net_return_per_trade'))}"
+                ]
+                if backtest
+                else []
+            ),
             "",
         ]
     for failed in summary["folds_failed"]:
@@ -162,8 +173,10 @@ def plot_walkforward(table: pd.DataFrame, path: str | Path) -> None:
     top.set_ylabel("test accuracy")
     top.legend(loc="best", fontsize=8)
     top.set_title("Walk-forward: each fold trained on its own past, scored on its own test period")
-    cumulative = np.cumsum(ok["net_pnl"].to_numpy(dtype=float))
-    bottom.plot(folds, cumulative, "o-")
+    if ok["net_pnl"].notna().all():
+        bottom.plot(folds, np.cumsum(ok["net_pnl"].to_numpy(dtype=float)), "o-")
+    else:  # a target that is not directional
+        bottom.text(0.5, 0.5, NO_BACKTEST, ha="center", va="center", transform=bottom.transAxes, fontsize=8)
     bottom.axhline(0.0, color="grey", linewidth=1)
     bottom.set_ylabel("cumulative net PnL")
     bottom.set_xlabel("fold")

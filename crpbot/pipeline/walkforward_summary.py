@@ -28,8 +28,8 @@ def fold_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     best, best_accuracy, chosen_on = _best_baseline(metrics)
     edge = metrics.get("edge_over_best_baseline") or {}
     backtest = metrics["backtest"]
-    net = metrics["net_return_per_trade"]
-    ci = net["ci"] or [None, None]
+    net = metrics["net_return_per_trade"]  # None, like the backtest, for a target with no direction
+    ci = (net["ci"] if net is not None else None) or [None, None]
     return {
         "n": metrics["n"],
         "accuracy": metrics["accuracy"],
@@ -45,9 +45,10 @@ def fold_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         "edge": edge.get("edge"),
         "edge_ci_low": edge.get("ci_low"),
         "edge_ci_high": edge.get("ci_high"),
-        "trades": backtest["trades"],
-        "net_pnl": backtest["total_pnl"],
-        "net_per_trade": net["mean"],
+        # a target that is not directional has no backtest (crpbot.evaluation.report.NO_BACKTEST)
+        "trades": backtest["trades"] if backtest is not None else None,
+        "net_pnl": backtest["total_pnl"] if backtest is not None else None,
+        "net_per_trade": net["mean"] if net is not None else None,
         "net_per_trade_ci_low": ci[0],
         "net_per_trade_ci_high": ci[1],
         "gate_passed": bool(metrics["gate"]["passed"]),
@@ -114,11 +115,15 @@ def summarize(
                 "share_passing": share(passing_recipe),
             },
         },
-        "backtest": {
-            **asdict(costs),
-            "trades": sum(int(r["trades"]) for r in ok),
-            "net_pnl": float(sum(r["net_pnl"] for r in ok)),
-        },
+        "backtest": (
+            {
+                **asdict(costs),
+                "trades": sum(int(r["trades"]) for r in ok),
+                "net_pnl": float(sum(r["net_pnl"] for r in ok)),
+            }
+            if all(pd.notna(r["trades"]) for r in ok)
+            else None
+        ),
     }
     if not ok:
         summary["pooled"] = None
@@ -138,7 +143,9 @@ def summarize(
         "accuracy_ci_method": f"over the pooled test rows: {interval.method}",
     }
     summary["pooled_edge"] = _pooled_edge(pooled, horizon)
-    summary["pooled_net_return_per_trade"] = _pooled_net_return(out_dir, ok)
+    summary["pooled_net_return_per_trade"] = (
+        _pooled_net_return(out_dir, ok) if summary["backtest"] is not None else None
+    )
     return summary
 
 
@@ -191,9 +198,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"Gate ({gate['reading']}) passed in {gate['folds_passing']} of {summary['folds_finished']} "
             f"folds; the recipe's reading ({recipe['reading']}) in {recipe['folds_passing']}"
         )
-        lines.append(
-            f"Backtest over all folds: {summary['backtest']['trades']:,} trades, "
-            f"net PnL {summary['backtest']['net_pnl']:+.4f}, "
-            f"net return per trade {net_return_text(summary['pooled_net_return_per_trade'])}"
-        )
+        if summary["backtest"] is not None:
+            lines.append(
+                f"Backtest over all folds: {summary['backtest']['trades']:,} trades, "
+                f"net PnL {summary['backtest']['net_pnl']:+.4f}, "
+                f"net return per trade {net_return_text(summary['pooled_net_return_per_trade'])}"
+            )
     return lines

@@ -19,6 +19,14 @@ typo costs a one-line error instead of a cluster's worth of failed trials::
 Every value a distribution can produce is checked against ``TrainConfig``, so a
 trial never fails on a config the space itself made up.
 
+Horizons and target parameters: ``horizon: {choice: [5, 15, 60]}`` (or a choice of the base
+target's own keys, e.g. ``barrier_k``) change the labels and, for the horizon, the purge. Each
+choice's labels are prepared once before Ray, on the same rows, splits (cut with the largest
+lookback + horizon) and scaler (:func:`label_keys`); a trial trains on its own. They must be
+choices, and the target itself is not searched: validation losses of different questions do not
+rank models, and a search is ranked by them (a horizon search compares per-horizon rows of its
+table, not one winner).
+
 Global vs per-coin: ``coins: {choice: [[], [BTC, ETH, SOL]]}`` lets the search try one model
 of the searched coin against one global model of the listed coins (which must include the
 searched coin); both are ranked on the searched coin's validation windows. List values reach
@@ -30,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +58,11 @@ BUDGET_KEYS = (
 )
 # The budget owns max_epochs; notes are provenance, not a hyperparameter; the context features
 # fix the data's columns, which every trial shares (context_coins selects among them); the model
-# family is the base config's (a trial of the other family would refuse its keys).
-NOT_SEARCHABLE = ("max_epochs", "notes", "context_features", "model")
+# family is the base config's (a trial of the other family would refuse its keys); models of
+# different targets answer different questions, so no validation loss ranks them.
+NOT_SEARCHABLE = ("max_epochs", "notes", "context_features", "model", "target")
+# Keys that change the labels (crpbot.data.targets): each choice is prepared once, before Ray.
+LABEL_KEYS = ("horizon", "barrier_k", "sigma_window", "min_move_bps", "vol_window")
 
 
 @dataclass(frozen=True)
@@ -126,18 +138,36 @@ class SearchSpace:
         ]
         return next((coins for coins in lists if coins), [])
 
+    def label_keys(self) -> list[str]:
+        """The searched keys that change the labels (:data:`LABEL_KEYS`), in space order."""
+        return [dim.key for dim in self.dimensions if dim.key in LABEL_KEYS]
+
+    def label_variants(self) -> list[dict[str, Any]]:
+        """Every combination of the label keys' choices: one set of labels each ([] without any)."""
+        dims = [dim for dim in self.dimensions if dim.key in LABEL_KEYS]
+        if not dims:
+            return []
+        return [
+            dict(zip(self.label_keys(), values, strict=True)) for values in product(*(d.values for d in dims))
+        ]
+
     def data_config(self) -> TrainConfig:
-        """The config to prepare the shared data with: the largest lookback sets the purge,
-        so the windows of every trial respect it; every context coin the space names is
+        """The config to prepare the shared data with: the largest lookback and horizon set the
+        purge, so the windows of every trial respect it; every context coin the space names is
         aligned, so every trial sees the same rows and validation windows (each keeps its own
         columns, ``crpbot.data.cross_asset.select_context``)."""
+        horizons = [dim.largest() for dim in self.dimensions if dim.key == "horizon"]
         lookbacks = [dim.largest() for dim in self.dimensions if dim.key == "lookback"]
         coins = list(ContextSpec.from_config(self.base).coins)
         for dim in self.dimensions:
             if dim.key == "context_coins":
                 for value in dim.values:
                     coins += [coin for coin in ContextSpec.from_names(value).coins if coin not in coins]
-        return self.base.replace(lookback=max([self.base.lookback, *lookbacks]), context_coins=coins)
+        return self.base.replace(
+            lookback=max([self.base.lookback, *lookbacks]),
+            horizon=max([self.base.horizon, *horizons]),
+            context_coins=coins,
+        )
 
     def with_budget(self, *, num_samples: int | None = None, max_epochs: int | None = None) -> SearchSpace:
         """The same space with command-line budget overrides (grace period capped at max epochs)."""
@@ -181,6 +211,9 @@ def load_search_space(path: str | Path) -> SearchSpace:
         # a trial keeps its context columns by slicing one coin's data (select_context), not built
         # for the global data; a global model with context coins trains by `crpbot train`
         raise CrpbotError(f"{where}: a search over global models with context coins is not supported")
+    labels = [dim.key for dim in dimensions if dim.key in LABEL_KEYS]
+    if labels and (global_sets or base.coins):
+        raise CrpbotError(f"{where}: space.{labels[0]}: a search over global models cannot vary the labels")
     budget = _parse_budget(raw.get("budget"), where)
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -203,7 +236,9 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
     if key in NOT_SEARCHABLE:
         raise CrpbotError(
             f"{where}: space.{key}: cannot be searched (max_epochs is set by budget; "
-            "context_features fixes the data's columns; model is the base config's family)"
+            "context_features fixes the data's columns; model is the base config's family; models of "
+            "different targets answer different questions, so no validation loss ranks them: search one "
+            "target per space)"
         )
     if not isinstance(spec, dict) or len(spec) != 1:
         raise CrpbotError(f"{where}: space.{key}: expected one distribution, e.g. {{choice: [a, b]}}")
@@ -219,6 +254,11 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
     if field_type == "list[str]" and (kind != "choice" or not all(isinstance(v, list) for v in args)):
         raise CrpbotError(
             f"{where}: space.{key}: expected {{choice: [[], [BTC, ETH, SOL]]}} (lists of coins)"
+        )
+    if key in LABEL_KEYS and kind != "choice":
+        raise CrpbotError(
+            f"{where}: space.{key}: changes the labels, so it must be a choice (each choice's labels "
+            "are prepared once, before Ray)"
         )
     if kind == "choice":
         if len({repr(v) for v in args}) != len(args):

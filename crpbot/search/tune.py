@@ -89,7 +89,7 @@ def run_search(
     """
     from ray import tune
 
-    from crpbot.data.dataset import load_prepared
+    from crpbot.data.dataset import load_label_variants, load_prepared
     from crpbot.data.multicoin import coin_inputs, prepare_coins
     from crpbot.model.family import check_device
     from crpbot.registry.storage import is_remote, ray_storage, validate_storage
@@ -125,6 +125,8 @@ def run_search(
                 "with --data-dir for their bars (not --input)"
             )
         data = prepare_coins(space.data_config(), inputs)
+    elif space.label_variants():  # e.g. a horizon search: one set of labels per choice
+        data = load_label_variants(coin, input_path, space.data_config(), space.label_variants())
     else:
         data = load_prepared(coin, input_path, space.data_config())
     init_ray(address)
@@ -328,7 +330,7 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool, c
     torch.set_num_threads(1)
     config = space.trial_config(params)
     if config.model == "gbdt":
-        _gbdt_trial(config, _trial_data(data, config, coin), entered)
+        _gbdt_trial(config, _trial_data(data, config, coin, space), entered)
         return
     checkpoint = tune.get_checkpoint()
     resume_state = None
@@ -359,7 +361,7 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool, c
 
     fit(
         config,
-        _trial_data(data, config, coin),
+        _trial_data(data, config, coin, space),
         device="cuda" if use_gpu else "cpu",
         reporter=report,
         resume=resume_state,
@@ -397,12 +399,16 @@ def _gbdt_trial(config: TrainConfig, data: Any, entered: float) -> None:
     )
 
 
-def _trial_data(data: Any, config: TrainConfig, coin: str) -> Any:
+def _trial_data(data: Any, config: TrainConfig, coin: str, space: SearchSpace) -> Any:
     """What a trial trains on: the search's data, or for a global-vs-per-coin search the global
     data scored on ``coin`` or ``coin``'s part of it (views of the shared arrays, no copy); for a
-    search over context coins, the shared rows with this trial's columns."""
+    search over context coins, the shared rows with this trial's columns; for a search over the
+    labels (a horizon search), the labels of this trial's choice."""
     from crpbot.data.cross_asset import ContextSpec, select_context
     from crpbot.data.multicoin import MultiCoinData
+
+    if isinstance(data, dict):
+        data = data[tuple(getattr(config, key) for key in space.label_keys())]
 
     if not isinstance(data, MultiCoinData):
         return select_context(data, ContextSpec.from_config(config))
