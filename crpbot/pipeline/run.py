@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crpbot.config import CONFIG_DIR, load_config
 from crpbot.errors import CrpbotError
@@ -39,6 +39,9 @@ from crpbot.pipeline.run_report import (
 )
 from crpbot.ray_runtime import init_ray, require_gpus
 from crpbot.registry.storage import join, validate_storage
+
+if TYPE_CHECKING:
+    from crpbot.model.scoring import ScoringClaim
 
 # Environment variables a coin's chain needs from the driver: S3 (endpoint, region, credentials
 # when not from an instance profile) and crpbot's own settings.
@@ -169,6 +172,8 @@ def launch_chains(
     log: Callable[[str], None],
 ) -> list[CoinOutcome]:
     """Start Ray and run every coin's chain in parallel under ``run_dir/<coin>`` (pipeline and retrain)."""
+    from crpbot.model.scoring import chain_claim
+
     init_ray(address)
     if use_gpu:
         require_gpus(workers)  # one line now, not a failure per coin (or a wait) later
@@ -189,11 +194,17 @@ def launch_chains(
         }
         for coin in coins
     }
-    return _run_chains_in_parallel(coins, kwargs, log)
+    # the chains claim nothing themselves: their validation checks, temperature fits and test
+    # evaluations claim this each (crpbot.model.scoring)
+    claim = chain_claim(len(coins), plan.gpu_share if use_gpu else None)
+    return _run_chains_in_parallel(coins, kwargs, claim, log)
 
 
 def _run_chains_in_parallel(
-    coins: list[str], chain_kwargs: dict[str, dict[str, Any]], log: Callable[[str], None]
+    coins: list[str],
+    chain_kwargs: dict[str, dict[str, Any]],
+    claim: ScoringClaim,
+    log: Callable[[str], None],
 ) -> list[CoinOutcome]:
     """Submit every coin's chain at once; collect each as it finishes, failures included."""
     import ray
@@ -206,7 +217,9 @@ def _run_chains_in_parallel(
     task = ray.remote(num_cpus=0, max_retries=0, runtime_env={"env_vars": forwarded})(_chain_task)
     submitted_at = utc_now()
     pending = {
-        task.options(name=f"chain-{coin}", scheduling_strategy=here).remote(coin, chain_kwargs[coin]): coin
+        task.options(name=f"chain-{coin}", scheduling_strategy=here).remote(
+            coin, chain_kwargs[coin], claim
+        ): coin
         for coin in coins
     }
     finished: dict[str, CoinOutcome] = {}
@@ -223,8 +236,10 @@ def _run_chains_in_parallel(
     return [finished[coin] for coin in coins]
 
 
-def _chain_task(coin: str, kwargs: dict[str, Any]) -> CoinOutcome:
+def _chain_task(coin: str, kwargs: dict[str, Any], claim: ScoringClaim) -> CoinOutcome:
     """One coin's chain in its own Ray worker; a failure becomes a reported outcome, not an exception."""
+    from crpbot.model.scoring import scoring_claim
+
     started_at = utc_now()
 
     def say(message: str) -> None:
@@ -232,7 +247,8 @@ def _chain_task(coin: str, kwargs: dict[str, Any]) -> CoinOutcome:
             print(f"[{coin}] {line}", flush=True)
 
     try:
-        outcome = run_coin_chain(coin, log=say, **kwargs)
+        with scoring_claim(claim):
+            outcome = run_coin_chain(coin, log=say, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any failure of this coin is reported, the others go on
         say(f"failed: {one_line(exc)}")
         return CoinOutcome.failure(coin, one_line(exc), started_at=started_at, finished_at=utc_now())
