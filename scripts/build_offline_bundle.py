@@ -124,8 +124,9 @@ def assumed_closure(python: str, scratch: Path) -> set[str]:
     """Every distribution the assumed image packages pull in (resolved from metadata, no download).
 
     torch's CUDA libraries (nvidia-*, cuda-*, triton) are left out of the resolution: the image
-    has them with its torch, nothing in the bundle needs them, and the index may not hold the exact
-    builds a torch release pins (PyPI lacked torch 2.13.0's cuDNN pin for Python 3.12).
+    has them with its torch, nothing in the bundle needs them, and the exact builds a torch release
+    pins may have no wheel for the platform tags resolved here (torch 2.13.0's cuDNN for Python
+    3.12 is manylinux_2_27 only).
     """
     (torch_item,) = dry_run_install(python, scratch, ASSUMED["torch"], "--no-deps")
     torch_deps = [
