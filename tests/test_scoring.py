@@ -74,6 +74,7 @@ def test_a_claimed_scoring_task_runs_on_the_claimed_cpus_and_agrees_with_local_s
 
 @pytest.mark.ray
 def test_chains_claim_an_equal_part_of_a_node_or_their_gpu_share(ray_session):
-    assert chain_claim(1, None) == ScoringClaim(cpus=2)  # the fixture's instance has 2 CPUs
-    assert chain_claim(3, None) == ScoringClaim(cpus=1)
+    cpus = int(ray_session.cluster_resources()["CPU"])  # one node
+    assert chain_claim(1, None) == ScoringClaim(cpus=cpus)
+    assert chain_claim(cpus + 1, None) == ScoringClaim(cpus=1)
     assert chain_claim(3, 0.25) == ScoringClaim(cpus=1, gpus=0.25)
