@@ -7,7 +7,8 @@ Without a CUDA device it prints one line saying so and exits 0 (nothing is measu
 for (c) and (d), sized to this machine's CPUs: run it under the shared lock on a shared host.
 Each part runs under its own ``try``: a failure is recorded with its reason and the next part
 runs; with ``--out`` the JSON is rewritten as each part finishes, so a run cut off by a timeout
-keeps every finished number. Parts:
+keeps every finished number, and parts run by separate calls with one ``--out`` add up in one
+JSON (``scripts/gpu_run.sh`` runs them as separate steps; (f) reads (d)'s packing there). Parts:
   (a) the limit: the recipe network (BiLSTM 3 x 128, head 64, 60 x 39 windows) forward + backward
       + Adam step alone -- torch.nn.LSTM/cuDNN, no crpbot code -- at batch 32, 512, 1024;
   (b) ``fit``'s training samples/s at the same batches on ``--input`` (``--full-input`` when
@@ -108,9 +109,9 @@ def recipe(name: str = "default.yaml", **changes):
     return load_config(CONFIG_DIR / name).replace(**changes)
 
 
-def part_a() -> dict[int, float]:
+def part_a() -> dict[str, float]:
     bf16 = recipe().bf16
-    rates = {b: cuda_rate(raw_step(b, bf16), b) for b in BATCHES}
+    rates = {str(b): cuda_rate(raw_step(b, bf16), b) for b in BATCHES}
     print(f"\n(a) forward + backward + Adam alone (torch.nn.LSTM, cuDNN, no crpbot code; bf16 {bf16})")
     print("| batch | samples/s |\n|---:|---:|")
     for b, r in rates.items():
@@ -118,7 +119,7 @@ def part_a() -> dict[int, float]:
     return rates
 
 
-def part_b(raw: dict[int, float] | None, input_path: str | None) -> dict[int, dict]:
+def part_b(raw: dict[str, float] | None, input_path: str | None) -> dict[str, dict]:
     from crpbot.data.dataset import load_prepared
     from crpbot.model.fit import fit
 
@@ -130,8 +131,8 @@ def part_b(raw: dict[int, float] | None, input_path: str | None) -> dict[int, di
         data = load_prepared("BTC", input_path, config)
         windows = min(100 * b, len(data.window_ends("train", config.lookback)))
         rate = fit(config, data, device="cuda", log=lambda _: None).history[-1]["samples_per_second"]
-        share = rate / raw[b] if raw else None
-        out[b] = {"samples_per_second": rate, "steps_per_epoch": -(-windows // b), "share_of_a": share}
+        share = rate / raw[str(b)] if raw else None
+        out[str(b)] = {"samples_per_second": rate, "steps_per_epoch": -(-windows // b), "share_of_a": share}
         print(f"| {b} | {-(-windows // b)} | {rate:,.0f} | {'n/a' if share is None else f'{share:.0%}'} |")
     return out
 
@@ -402,7 +403,9 @@ def main() -> None:
     parser.add_argument("--input", help="bars for (b)-(d) (default: the bundled BTC sample)")
     parser.add_argument("--full-input", help="the full BTC bars for (f), and (b) when given")
     parser.add_argument("--parts", nargs="+", default=list("abcdfe"), choices=list("abcdef"))
-    parser.add_argument("--out", type=Path, help="also write bench_gpu.json here, after each part")
+    parser.add_argument(
+        "--out", type=Path, help="write bench_gpu.json here after each part (adding to one found there)"
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("bench_gpu.py: skipped: no CUDA device (torch sees none); nothing was measured")
@@ -417,6 +420,9 @@ def main() -> None:
     )
     torch.backends.cudnn.benchmark = True
     results: dict[str, Any] = {"device": device, "crpbot": str(Path(crpbot.__file__).parent)}
+    earlier = args.out / "bench_gpu.json" if args.out else None
+    if earlier is not None and earlier.is_file():  # parts run by an earlier call (f reads d's packing)
+        results = {**json.loads(earlier.read_text()), **results}
 
     def measured(part: str) -> Any:
         """A finished part's numbers, or None when it did not run or failed."""
