@@ -42,7 +42,7 @@ if [ "${1:-}" = "--prepare" ]; then  # here, before the run: fill .gpu_carry
   set -e
   mkdir -p "$carry/wheels"
   cp "$repo/dist/$bundle_name" "$repo/dist/$bundle_name.sha256" "$carry/"
-  cp "$repo/../shared/data/ohlcv/BTC-USD_1m.parquet" "$carry/"
+  cp "${SHARED:-$repo/../shared}/data/ohlcv/BTC-USD_1m.parquet" "$carry/"  # SHARED: another shared/
   "${PYTHON:-python3}" -m pip download --quiet --only-binary=:all: --python-version 3.12 \
     --platform manylinux_2_28_x86_64 -d "$carry/wheels" pytest==9.2.0 pytest-timeout==2.4.0
   du -sh "$carry"

@@ -9,7 +9,9 @@ no CPU or GPU itself and is pinned to the driver's node (it reads the inputs and
 run directory there). The training run, search trials and ensemble members it launches claim
 the real CPUs and GPUs, so three coins on a cluster with three free slots run at once, and on
 fewer they queue for them. No process holds a CPU or GPU while it waits for another one, so
-coins cannot deadlock on each other's reservations. A process per coin rather than a driver
+coins cannot deadlock on each other's reservations. Holding nothing, a chain runs on one thread:
+its predictions (validation checks, temperature fit, test evaluation) run in Ray tasks claiming
+an equal part of a node's CPUs, or a GPU share with ``--gpu`` (``crpbot.model.scoring``). A process per coin rather than a driver
 thread: Tune keeps process-wide state (verbosity, Optuna's logger), and a coin whose process
 dies (out of memory, say) is reported as failed while the others finish.
 """
