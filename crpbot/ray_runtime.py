@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 from crpbot.errors import CrpbotError
 
@@ -29,6 +30,29 @@ _ENV_DEFAULTS = {
 # user's environment wins.
 for _key, _value in _ENV_DEFAULTS.items():
     os.environ.setdefault(_key, _value)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Where a command's Ray work runs and what each piece claims, built once by the CLI.
+
+    ``address``: the cluster to join (None: a local instance, :func:`init_ray`); ``gpu``: one GPU
+    (or ``gpu_share`` of one) per worker, trial, ensemble member or fold; ``workers``: Ray Train
+    workers of a pipeline/retrain recipe run; ``gpu_share``: with ``gpu``, the share of a GPU per
+    walk-forward fold (the pipeline's ensemble members take their budget's share).
+    """
+
+    address: str | None = None
+    gpu: bool = False
+    workers: int = 1
+    gpu_share: float = 1.0
+
+    def __post_init__(self) -> None:
+        workers, share = self.workers, self.gpu_share
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise CrpbotError(f"invalid number of workers {workers!r}: must be >= 1")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+            raise CrpbotError(f"invalid GPU share {share!r}: must be in (0, 1]")
 
 
 def init_ray(

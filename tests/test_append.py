@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from crpbot.cli import main
-from crpbot.data.append import append_bars, write_bars
+from crpbot.data.append import AddedRun, append_bars, write_bars
 from crpbot.data.bars import load_bars
 from crpbot.errors import CrpbotError
 
@@ -123,3 +123,64 @@ def test_a_second_append_while_one_writes_is_refused(tmp_path, real_rows):
     assert append_bars("BTC", new, dataset).added == 100
     with pytest.raises(CrpbotError, match="nowhere is not a directory"):
         append_bars("BTC", new, tmp_path / "nowhere" / "BTC-USD_1m.parquet")
+
+
+def test_a_bar_still_forming_is_dropped_and_the_next_download_appends_it_finished(tmp_path, real_rows):
+    """The two-download sequence: mid-minute, the last bar is partial; a minute later it is final."""
+    dataset = save(real_rows.iloc[:1000], tmp_path / "BTC-USD_1m.parquet")
+    opened = real_rows["timestamp"].iloc[1099]  # the bar still forming at the first download
+    partial = real_rows.iloc[900:1100].copy()
+    partial.loc[1099, ["high", "low", "close"]] = partial.loc[1099, "open"]
+    partial.loc[1099, "volume"] /= 3
+    first = _parquet(partial, tmp_path / "download-1.parquet")
+    finished = _parquet(real_rows.iloc[1000:1101], tmp_path / "download-2.parquet")
+
+    taken = append_bars("BTC", first, dataset, now=opened + pd.Timedelta(seconds=25))
+    assert (taken.added, taken.duplicates, taken.forming) == (99, 100, [opened])
+    assert taken.after_end.bars == 99 and not taken.filled_gaps
+    assert load_bars(dataset).frame["timestamp"].iloc[-1] == real_rows["timestamp"].iloc[1098]
+    assert any(
+        line.startswith("dropped 1 bar(s) still forming") and opened.strftime("%H:%M") in line
+        for line in taken.lines()
+    )
+
+    # a minute later: bar 1099 has closed (bar 1100 closes exactly now: closed too)
+    now = real_rows["timestamp"].iloc[1100] + pd.Timedelta(minutes=1)
+    complete = append_bars("BTC", finished, dataset, now=now)
+    assert (complete.added, complete.duplicates, complete.forming) == (2, 99, [])
+    expected = load_bars(_parquet(real_rows.iloc[:1101], tmp_path / "expected.parquet"))
+    assert load_bars(dataset).fingerprint == complete.fingerprint == expected.fingerprint
+
+    # what the drop prevents: a partial bar once written makes its finished download a conflict
+    stored = save(real_rows.iloc[:1000], tmp_path / "stored-BTC-USD_1m.parquet")
+    append_bars("BTC", first, stored, now=now)
+    with pytest.raises(CrpbotError, match="1 bar.*conflict"):
+        append_bars("BTC", finished, stored, now=now)
+    with pytest.raises(CrpbotError, match="every bar is still forming"):
+        append_bars(
+            "BTC", _parquet(partial.iloc[-1:], tmp_path / "one.parquet"), tmp_path / "new.parquet", now=opened
+        )
+
+
+def test_bars_that_fill_old_gaps_are_reported_per_gap_apart_from_the_appended_ones(tmp_path, real_rows):
+    holes = real_rows.drop(index=[*range(100, 112), *range(500, 510)])
+    dataset = save(holes.iloc[: 1000 - 22], tmp_path / "BTC-USD_1m.parquet")
+    new = _parquet(
+        pd.concat([real_rows.iloc[90:120], real_rows.iloc[505:507], real_rows.iloc[995:1050]]),
+        tmp_path / "new.parquet",
+    )
+    result = append_bars("BTC", new, dataset)
+    ts = real_rows["timestamp"]
+    assert result.added == 12 + 2 + 50 and result.new_gaps == [], "what is left of a gap is not new"
+    assert result.filled_gaps == [
+        AddedRun(12, ts.iloc[100], ts.iloc[111], still_missing=0),
+        AddedRun(2, ts.iloc[505], ts.iloc[506], still_missing=8),
+    ]
+    assert result.after_end == AddedRun(50, ts.iloc[1000], ts.iloc[1049]) and result.before_start is None
+    lines = result.lines()
+    assert (
+        "filled 2 gap(s) of the old file: 12 bars 2023-03-17 01:40 -> 2023-03-17 01:51 (gap closed), "
+        "2 bars 2023-03-17 08:25 -> 2023-03-17 08:26 (8 bars still missing there)"
+    ) in lines
+    assert "appended after the end: 50 bars 2023-03-17 16:40 -> 2023-03-17 17:29" in lines
+    assert [gap[2] for gap in load_bars(dataset).report.gaps] == [5, 3]

@@ -41,6 +41,7 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
         "equity_curve.png",
         "accuracy_vs_coverage.png",
         "training_curves.png",
+        "trades.parquet",
     ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
@@ -55,6 +56,7 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
         "baselines",
         "coverage_curve",
         "backtest",
+        "net_return_per_trade",
         "gate",
     ):
         assert key in metrics, key
@@ -91,6 +93,18 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
         "accuracy CI lower"
     )
     assert (metrics["gate"]["gate_on"], metrics["gate"]["ece_kind"]) == ("ci-lower", "max")
+    # the net return per trade at the validation-chosen tau: the trades' mean, its CI, and the gate's reading
+    net, bt = metrics["net_return_per_trade"], metrics["backtest"]
+    trades = pd.read_parquet(out / "trades.parquet")
+    assert list(trades.columns) == ["entry_time", "side", "net_return"] and len(trades) == bt["trades"]
+    assert net["trades"] == bt["trades"] > 0 and net["threshold"] == bt["threshold"]
+    assert net["mean"] == pytest.approx(trades["net_return"].mean()) == pytest.approx(bt["avg_pnl"])
+    assert net["ci"][0] <= net["mean"] <= net["ci"][1]
+    assert net["threshold_source"] == bt["threshold_source"] and net["cost_bps_per_side"] == 10.0
+    net_gate = metrics["gate"]["net_pnl"]
+    assert net_gate["mode"] == "require" and net_gate["passed"] is (net["ci"][0] > 0)
+    assert (net_gate["reason"] in metrics["gate"]["reasons"]) is not net_gate["passed"]
+    assert any(line.startswith("Net Return per Trade: ") and " bps [95% CI " in line for line in lines)
     assert metrics["gate"]["recipe_reading"]["passed"] is False
     assert result.passed is False
 
@@ -154,7 +168,7 @@ def test_lenient_gate_passes_and_existing_output_is_kept(tiny_model, tmp_path):
         out_dir=tmp_path / "eval",
         n_boot=50,
         log=lambda _: None,
-        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0),
+        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, net_pnl="report"),
     )
     assert result.passed and result.metrics["gate"]["reasons"] == []
     before = (result.out_dir / "metrics.json").read_text()
@@ -194,7 +208,7 @@ def test_cli_exits_zero_on_a_failed_gate_and_two_on_errors(tiny_model, tmp_path,
     assert "Status: FAIL (accuracy" in capsys.readouterr().out
     bad_fee = ["--fee-bps", "-5", "--out", str(tmp_path / "f")]
     assert main(["evaluate", "--model", str(tiny_model), *bad_fee]) == 2
-    assert "backtest costs must be finite and >= 0" in capsys.readouterr().err
+    assert "invalid fee -5.0 bps: must be a finite number >= 0" in capsys.readouterr().err
     assert not (tmp_path / "f").exists()
 
 
@@ -236,6 +250,7 @@ def _metrics_for_summary(**backtest) -> dict:
             "max_drawdown": 0.6,
             **backtest,
         },
+        "net_return_per_trade": {"mean": 0.0012, "ci": [0.0002, 0.0021], "trades": 400},
         "gate": {"passed": False, "reasons": ["accuracy 0.5200 < min_accuracy 0.6800"], "selective": {}},
     }
 
@@ -314,7 +329,7 @@ def test_non_finite_costs_are_refused_before_anything_is_loaded(tmp_path, capsys
     assert (
         main(["evaluate", "--model", str(tmp_path / "none"), cost, value, "--out", str(tmp_path / "e")]) == 2
     )
-    assert "backtest costs must be finite and >= 0 bps" in capsys.readouterr().err
+    assert "bps: must be a finite number >= 0" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
 
 

@@ -1,5 +1,5 @@
-"""Gate decision table, the strict reading (CI lower bound, max ECE) beside the recipe's, quorum,
-and the selective reading chosen on validation only."""
+"""Gate decision table, the strict reading (CI lower bound, max ECE, net return per trade) beside the
+recipe's, quorum, and the selective reading chosen on validation only."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from crpbot.evaluation.gate import (
 )
 from crpbot.model.predictions import Predictions, TestSplitAccessError
 
-RECIPE = GateThresholds(gate_on="point", ece="equal-width")  # the recipe's reading, exactly
+RECIPE = GateThresholds(gate_on="point", ece="equal-width", net_pnl="report")  # the recipe's reading
+PAYS = {"mean": 0.001, "ci": [0.0004, 0.0016], "trades": 500}  # a net return per trade above 0
 
 
 @pytest.mark.parametrize(
@@ -103,16 +104,64 @@ def test_invalid_thresholds_raise():
         GateThresholds(ece="median")
     with pytest.raises(CrpbotError, match="needs that bound"):
         coin_decision(0.7, 0.01, GateThresholds(), ece_equal_mass=0.01)
+    with pytest.raises(CrpbotError, match="invalid net_pnl 'maybe': expected one of require, report"):
+        GateThresholds(net_pnl="maybe")
+    with pytest.raises(CrpbotError, match="needs that return"):
+        coin_decision(0.7, 0.01, GateThresholds(gate_on="point"), ece_equal_mass=0.01)
+
+
+@pytest.mark.parametrize(
+    ("net_return", "passed", "reason"),
+    [
+        (PAYS, True, None),
+        (
+            {"mean": 0.0004, "ci": [-0.0001, 0.0009], "trades": 300},
+            False,
+            "net return per trade CI lower bound -1.00 bps <= 0 (mean +4.00 bps, 95% CI [-1.00, +9.00], "
+            "300 trades)",
+        ),
+        (
+            {"mean": None, "ci": None, "trades": 0, "note": "no trades"},
+            False,
+            "net return per trade: no trades (nothing shows the signal pays its costs)",
+        ),
+        (
+            {"mean": 0.01, "ci": None, "trades": 3, "note": "not enough trades for a CI (3): too few"},
+            False,
+            "net return per trade: not enough trades for a CI (3): too few",
+        ),
+    ],
+)
+def test_the_net_return_criterion_gates_only_when_required(net_return, passed, reason):
+    """Accuracy and calibration pass throughout: the net return per trade alone decides under
+    ``require``; under ``report`` it is recorded beside a passing decision."""
+    metrics = {
+        "accuracy": 0.72,
+        "accuracy_ci": [0.70, 0.74],
+        "ece": 0.01,
+        "ece_equal_mass": 0.02,
+        "net_return_per_trade": net_return,
+    }
+    required = gate_record(metrics, GateThresholds())
+    assert required["passed"] is passed
+    assert required["reasons"] == ([] if passed else [reason])
+    assert required["net_pnl"] == {"mode": "require", "passed": passed, "reason": reason}
+    reported = gate_record(metrics, GateThresholds(net_pnl="report"))
+    assert reported["passed"] is True and reported["reasons"] == []
+    assert reported["net_pnl"] == {"mode": "report", "passed": passed, "reason": reason}
+    # the recipe's gate has no net-return check
+    assert required["recipe_reading"]["passed"] is True
 
 
 def test_a_point_estimate_that_passes_by_luck_fails_the_strict_gate():
     """0.70 on a short test split with CI [0.66, 0.74]: the recipe's gate passes, the default
     (CI lower bound) does not; with a lower bound of 0.69 both pass."""
     lucky = {"accuracy": 0.70, "accuracy_ci": [0.66, 0.74], "ece": 0.03, "ece_equal_mass": 0.04}
+    lucky["net_return_per_trade"] = PAYS
     strict = GateThresholds()
     assert (strict.gate_on, strict.ece) == ("ci-lower", "max")
     assert coin_decision(0.70, 0.03, RECIPE).passed
-    decision = coin_decision(0.70, 0.03, strict, accuracy_ci_low=0.66, ece_equal_mass=0.04)
+    decision = coin_decision(0.70, 0.03, strict, accuracy_ci_low=0.66, ece_equal_mass=0.04, net_return=PAYS)
     assert not decision.passed
     assert decision.reasons == [
         "accuracy CI lower bound 0.6600 < min_accuracy 0.6800 (point estimate 0.7000)"
@@ -140,12 +189,13 @@ def test_a_point_estimate_that_passes_by_luck_fails_the_strict_gate():
 def test_the_gate_reads_the_configured_ece(kind, passed, compared):
     """Confidences crowded into one equal-width bin: 0.02 there, 0.08 over equal-mass bins."""
     thresholds = GateThresholds(gate_on="point", ece=kind)
-    decision = coin_decision(0.70, 0.02, thresholds, ece_equal_mass=0.08)
+    decision = coin_decision(0.70, 0.02, thresholds, ece_equal_mass=0.08, net_return=PAYS)
     assert decision.passed is passed
     if not passed:
         (reason,) = decision.reasons
         assert reason.startswith("calibration error 0.0800") and compared in reason
-    assert not coin_decision(0.70, 0.08, GateThresholds(gate_on="point"), ece_equal_mass=0.02).passed
+    point = GateThresholds(gate_on="point")
+    assert not coin_decision(0.70, 0.08, point, ece_equal_mass=0.02, net_return=PAYS).passed
 
 
 def _predictions(split: str, seed: int, n: int = 4000) -> Predictions:
@@ -189,3 +239,18 @@ def test_gate_reading_options_on_evaluate_and_pipeline(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["evaluate", "--model", "m", "--gate-on", "mean"])
     assert exited.value.code == 2 and "--gate-on: invalid choice: 'mean'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command", ["evaluate --model m", "pipeline", "retrain --input-dir d", "walkforward --coin BTC"]
+)
+def test_net_pnl_option_on_every_gating_command(command, capsys):
+    from crpbot.cli import build_parser, main
+    from crpbot.cli.options import gate_thresholds
+
+    parser = build_parser()
+    assert gate_thresholds(parser.parse_args(command.split())).net_pnl == "require"
+    assert gate_thresholds(parser.parse_args([*command.split(), "--net-pnl", "report"])).net_pnl == "report"
+    with pytest.raises(SystemExit) as exited:
+        main([*command.split(), "--net-pnl", "ignore"])
+    assert exited.value.code == 2 and "--net-pnl: invalid choice: 'ignore'" in capsys.readouterr().err

@@ -221,14 +221,15 @@ def test_pipeline_gpu_runs_three_coins_side_by_side(request, tmp_path):
 
     from crpbot.evaluation.gate import GateThresholds
     from crpbot.pipeline.run import run_pipeline
+    from crpbot.ray_runtime import ClusterSettings
 
     result = run_pipeline(
         ["BTC", "ETH", "SOL"],
         budget="smoke",
-        use_gpu=True,
+        cluster=ClusterSettings(gpu=True),
         run_dir=tmp_path / "run",
         registry_root=tmp_path / "models",
-        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1),
+        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1, net_pnl="report"),
         log=lambda _: None,
     )
     assert [o.failed for o in result.outcomes] == [False] * 3 and result.promoted

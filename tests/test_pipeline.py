@@ -26,6 +26,7 @@ from crpbot.evaluation.gate import (
 )
 from crpbot.model.scoring import ScoringClaim
 from crpbot.pipeline.run import _chain_task, run_pipeline
+from crpbot.ray_runtime import ClusterSettings
 from crpbot.registry.local import current_version, list_versions
 
 pytestmark = pytest.mark.ray
@@ -58,10 +59,14 @@ def test_demo_pipeline_refuses_with_reasons(ray_session, tmp_path, capsys) -> No
         assert "gbdt" in metrics["baselines"] and edge["chosen_on"] == "val" and edge["n"] == metrics["n"]
         assert edge["ci_low"] <= edge["edge"] <= edge["ci_high"]
         assert metrics["backtest"]["entry_delay_bars"] == 1
+        net, net_gate = metrics["net_return_per_trade"], metrics["gate"]["net_pnl"]
+        assert net["trades"] == metrics["backtest"]["trades"] and net_gate["mode"] == "require"
+        assert (net_gate["reason"] in metrics["gate"]["reasons"]) is not net_gate["passed"]
         assert Path(coin["evaluation_dir"], "report.md").is_file()
     assert summary["batch"]["promoted"] is False
     assert list_versions(registry) == []
     assert "NOT PROMOTED" in out and "test acc [95% CI]" in out and "edge [95% CI]" in out
+    assert "net bps/trade [95% CI]" in out
     assert (run_dir / "report.md").read_text().startswith("# crpbot pipeline run (smoke budget)")
 
     # The coins ran side by side: every pair of chains overlapped in time.
@@ -88,7 +93,7 @@ def test_a_passing_batch_is_promoted_and_pushed(ray_session, s3_endpoint, tmp_pa
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="crpbot-models")
-    lax = GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1)
+    lax = GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1, net_pnl="report")
     # Chains of earlier tests in this Ray session share the name and may still be listed as
     # running for a moment (the State API lags): only a chain this run started may be killed.
     earlier = {task.task_id for task in list_tasks(filters=[("name", "=", "chain-BTC-USD")], limit=10_000)}
@@ -181,7 +186,9 @@ def test_a_run_that_fails_before_writing_leaves_no_run_dir(tmp_path, monkeypatch
     monkeypatch.setattr("crpbot.pipeline.run.init_ray", no_cluster)
     run_dir = tmp_path / "run"
     with pytest.raises(CrpbotError, match="could not connect"):
-        run_pipeline(["BTC"], address="127.0.0.1:1", run_dir=run_dir, log=lambda _: None)
+        run_pipeline(
+            ["BTC"], cluster=ClusterSettings(address="127.0.0.1:1"), run_dir=run_dir, log=lambda _: None
+        )
     assert not run_dir.exists()
 
 

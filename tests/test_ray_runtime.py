@@ -25,11 +25,11 @@ def test_two_training_workers_on_one_gpu_are_refused_with_the_way_out() -> None:
 def test_gpu_without_gpus_fails_within_seconds_in_the_driver_and_in_a_task(ray_session, tmp_path) -> None:
     """In a Ray worker too: a pipeline's per-coin chain runs in one, and once waited 15 minutes there."""
     from crpbot.pipeline.run import run_pipeline
-    from crpbot.ray_runtime import cluster_can_autoscale, require_gpus
+    from crpbot.ray_runtime import ClusterSettings, cluster_can_autoscale, require_gpus
 
     assert not cluster_can_autoscale()
     with pytest.raises(CrpbotError, match=r"offers 0 GPU\(s\) to Ray and has no autoscaler"):
-        run_pipeline(["BTC"], use_gpu=True, run_dir=tmp_path / "run", log=lambda _: None)
+        run_pipeline(["BTC"], cluster=ClusterSettings(gpu=True), run_dir=tmp_path / "run", log=lambda _: None)
     assert not (tmp_path / "run").exists()
 
     @ray_session.remote(num_cpus=0)

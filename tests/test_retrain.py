@@ -50,6 +50,11 @@ def _fit(config: TrainConfig, input_path: Path, out: Path) -> Path:
     )
 
 
+def read_input(artifact: Path) -> Path:
+    """The bars file an artifact was trained on."""
+    return Path(read_artifact_json(artifact, "config.json")["input_path"])
+
+
 def _bad_copy(artifact: Path, out: Path) -> Path:
     """The same weights with the prior correction shifted by +3 logits: P(up) ~ 0.05 on every row."""
     config = read_artifact_json(artifact, "config.json")
@@ -101,11 +106,16 @@ def test_shared_period_is_unseen_by_both_and_trimmed_or_refused(models) -> None:
     assert first_shared - pd.Timedelta(minutes=TINY_GRU.lookback - 1) > pd.Timestamp(late_val_end, tz="UTC")
     assert trimmed.challenger["log_loss"] != fair.challenger["log_loss"], "scored on fewer rows"
 
-    # a champion trained on data newer than the challenger's test period: nothing left to compare
+    # a champion trained on data newer than the challenger's test period: nothing left to compare,
+    # so the champion stays, unless the user's flag lets the gate alone decide
     refused = compare_on_shared_period(models["new"], models["old"], n_boot=200)
     assert not refused.fair and refused.n == 0 and refused.note.startswith("no fair comparison")
-    assert decide(PASS, refused)[0] and "gate alone decides" in decide(PASS, refused)[1]
-    assert not decide(FAIL, refused)[0]
+    assert "retrain input" in refused.note and "not newer" in refused.note
+    kept, why = decide(PASS, refused)
+    assert not kept and why.startswith(refused.note) and "unjudged, so the champion stays" in why
+    promoted, why = decide(PASS, refused, promote_unjudged=True)
+    assert promoted and "promoted unjudged, by the user's --promote-unjudged" in why
+    assert not decide(FAIL, refused, promote_unjudged=True)[0]
 
 
 def test_each_decision_is_taken_as_stated_and_recorded(models, tmp_path: Path) -> None:
@@ -145,6 +155,7 @@ def test_each_decision_is_taken_as_stated_and_recorded(models, tmp_path: Path) -
     damaged.write_text(damaged.read_text() + " ")
     kept_damaged = judge_challenger("BTC", models["new"], PASS, registry_root=damaged_root, log=logged.append)
     assert kept_damaged.decision == "kept champion" and "comparison failed" in kept_damaged.reason
+    assert kept_damaged.unjudged and "the champion stays" in kept_damaged.reason
     assert read_history("BTC", root=damaged_root)[-1]["reason"] == kept_damaged.reason
 
     records = read_history("BTC", root=root)
@@ -215,7 +226,7 @@ def test_retrain_end_to_end(ray_session, s3_endpoint, models, sample_path, tmp_p
         registry_root=root,
         bucket="retrain",
         endpoint_url=s3_endpoint,
-        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1),
+        thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1, net_pnl="report"),
         n_boot=200,
         log=logged.append,
     )
@@ -223,6 +234,7 @@ def test_retrain_end_to_end(ray_session, s3_endpoint, models, sample_path, tmp_p
     (outcome,) = summary["outcomes"]
     assert outcome["stage"] == "recipe" and outcome["metrics"]["gate"]["passed"]
     assert summary["decisions"][0]["decision"] == decision.decision
+    assert summary["finished_at"] and summary["interrupted"] is None and summary["promote_unjudged"] is False
     assert decision.champion == "champion" and decision.comparison["fair"]
     assert decision.comparison["n"] == decision.comparison["challenger_test_rows"]
     assert decision.decision in ("promoted", "kept champion") and any(
@@ -235,3 +247,101 @@ def test_retrain_end_to_end(ray_session, s3_endpoint, models, sample_path, tmp_p
         Bucket="retrain", Key="crpbot/BTC-USD/history.jsonl"
     )
     assert remote["Body"].read() == (root / "promoted" / "BTC-USD" / "history.jsonl").read_bytes()
+
+
+def test_an_unjudged_challenger_keeps_the_champion_unless_the_user_flag_promotes_it(models, tmp_path) -> None:
+    """Challenger trained on older bars than the champion's: unjudgeable. Kept and recorded; with
+    ``promote_unjudged`` promoted, and the history says it was by the user's flag."""
+    root = tmp_path / "models"
+    promote(models["new"], "BTC", root=root, version="champion")
+    kept = judge_challenger("BTC", models["old"], PASS, registry_root=root, n_boot=50, log=lambda _: None)
+    assert (kept.decision, kept.unjudged, kept.promoted) == ("kept champion", True, False)
+    assert current_version("BTC", root=root) == "champion"
+    record = read_history("BTC", root=root)[-1]
+    assert record["unjudged"] and not record["promote_unjudged"] and record["reason"] == kept.reason
+    assert "not newer than the champion's" in record["reason"] and not record["comparison"]["fair"]
+
+    forced = judge_challenger(
+        "BTC", models["old"], PASS, registry_root=root, n_boot=50, promote_unjudged=True, log=lambda _: None
+    )
+    assert (
+        forced.promoted and forced.unjudged and current_version("BTC", root=root) == forced.challenger_version
+    )
+    record = read_history("BTC", root=root)[-1]
+    assert record["decision"] == "promoted" and record["unjudged"] and record["promote_unjudged"]
+    assert "promoted unjudged, by the user's --promote-unjudged" in record["reason"]
+
+
+def test_a_context_champion_is_scored_on_its_own_context_bars(models, tmp_path_factory, sample_path) -> None:
+    """A champion with ETH context against a challenger without (and one with): both fair, the
+    champion scored identically on the same rows; its context bars missing beside the retrain
+    input make it unjudgeable, and the champion stays."""
+    base = tmp_path_factory.mktemp("context")
+    with_eth = TINY_GRU.replace(context_coins=["ETH"])
+    old_dir = base / "old"
+    old_dir.mkdir()
+    (old_dir / "BTC-USD_1m.parquet").write_bytes(read_input(models["old"]).read_bytes())
+    (old_dir / "ETH-USD_1m.parquet").write_bytes(sample_path("ETH").read_bytes())
+    champion = _fit(with_eth, old_dir / "BTC-USD_1m.parquet", base / "ctx_old")
+    context_challenger = _fit(with_eth, sample_path("BTC"), base / "ctx_new")
+
+    plain = compare_on_shared_period(champion, models["new"], n_boot=50)
+    both = compare_on_shared_period(champion, context_challenger, n_boot=50)
+    assert plain.fair and both.fair and plain.n > 1000
+    assert plain.n == both.n and plain.period == both.period, "the same rows: ETH has no gap there"
+    assert plain.champion == both.champion, (
+        "the champion is scored on its own inputs whatever the challenger's"
+    )
+    assert plain.challenger != both.challenger
+
+    # the plain challenger's input lies where no ETH bars are: the champion cannot be scored
+    root = tmp_path_factory.mktemp("context_registry")
+    promote(champion, "BTC", root=root, version="eth-context")
+    kept = judge_challenger("BTC", models["old"], PASS, registry_root=root, n_boot=50, log=lambda _: None)
+    assert kept.decision == "kept champion" and kept.unjudged
+    assert (
+        "context coin ETH-USD: bars missing" in kept.reason
+        and current_version("BTC", root=root) == "eth-context"
+    )
+
+
+def test_a_failure_judging_one_coin_is_its_outcome_and_retrain_json_keeps_every_decision(
+    models, tmp_path
+) -> None:
+    """ETH's history is damaged, so its decision cannot be recorded: that failure is ETH's outcome,
+    BTC is judged after it as usual, and retrain.json holds both."""
+    from crpbot.pipeline.retrain import judge_outcomes
+    from crpbot.pipeline.run_report import CoinOutcome
+
+    root = tmp_path / "models"
+    promote(models["old"], "BTC", root=root, version="champion")
+    damaged = root / "promoted" / "ETH-USD" / "history.jsonl"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_text('{"time": "2026-01-01T00:00:00+00:00", "event": "promote"')  # cut off
+    outcomes = [
+        CoinOutcome(coin="ETH-USD", error="no bars"),
+        CoinOutcome(coin="BTC-USD", final_model=str(models["new"])),
+    ]
+    logged: list[str] = []
+    path = tmp_path / "retrain.json"
+    eth, btc = judge_outcomes(
+        outcomes,
+        lambda outcome: FAIL if outcome.failed else PASS,
+        path,
+        {"promote_unjudged": False},
+        registry_root=root,
+        n_boot=50,
+        log=logged.append,
+    )
+    assert eth.decision == "not promoted" and "last record is cut off" in eth.error
+    assert eth.reason.startswith("judging failed:") and any(
+        "could not be recorded" in line for line in logged
+    )
+    assert btc.error is None and btc.comparison["fair"] and btc.decision in ("promoted", "kept champion")
+    assert read_history("BTC", root=root)[-1]["decision"] == btc.decision
+    summary = json.loads(path.read_text())
+    assert summary["finished_at"] and summary["interrupted"] is None
+    assert [(d["coin"], d["decision"], d["error"]) for d in summary["decisions"]] == [
+        ("ETH-USD", "not promoted", eth.error),
+        ("BTC-USD", btc.decision, None),
+    ]

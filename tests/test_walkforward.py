@@ -13,6 +13,7 @@ import pytest
 
 from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
+from crpbot.evaluation.backtest import Costs
 
 LOOKBACK, HORIZON = 20, 5
 PURGE = LOOKBACK + HORIZON
@@ -203,6 +204,10 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
     )
     edge = summary["pooled_edge"]  # against each fold's baseline chosen on its own validation split
     assert edge["n"] == pooled["n"] and edge["ci_low"] <= edge["edge"] <= edge["ci_high"]
+    net = summary["pooled_net_return_per_trade"]  # every fold's trades, pooled
+    assert net["trades"] == table["trades"].sum() == summary["backtest"]["trades"]
+    assert net["mean"] == pytest.approx(summary["backtest"]["net_pnl"] / net["trades"])
+    assert net["ci"][0] <= net["mean"] <= net["ci"][1]
     assert set(table["best_baseline_chosen_on"]) == {"val"} and table["gate_passed_recipe"].notna().all()
     assert (out / "walkforward.png").stat().st_size > 0 and "| fold |" in (out / "report.md").read_text()
     assert pd.read_csv(out / "folds.csv")["fold"].tolist() == [0, 1, 2, 3, 4]
@@ -249,4 +254,4 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
             n_boot=200,
         )
     with pytest.raises(CrpbotError, match="holds a walk-forward with other evaluation"):
-        run_walkforward(TINY, "BTC", spec, input_path=path, out_dir=out, n_boot=200, fee_bps=5.0)
+        run_walkforward(TINY, "BTC", spec, input_path=path, out_dir=out, n_boot=200, costs=Costs(fee_bps=5.0))

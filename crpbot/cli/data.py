@@ -2,9 +2,10 @@
 
 Usage: crpbot data append --coin BTC --from NEW --to DATASET
 
-``append`` merges NEW into DATASET (created when absent): identical overlapping bars are
-dropped, a conflicting one is refused naming the first conflict, new gaps are reported, and
-the write is atomic. Prints the merged file's fingerprint.
+``append`` merges NEW into DATASET (created when absent): bars still forming (open time +
+1 minute > now, UTC) are dropped and never written, identical overlapping bars are dropped, a
+conflicting one is refused naming the first conflict, bars filling old gaps are reported per
+gap, new gaps are reported, and the write is atomic. Prints the merged file's fingerprint.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from crpbot.cli.options import add_coin
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     append = actions.add_parser(
-        "append", help="merge new bars into a dataset file (atomic; conflicts refused, gaps reported)"
+        "append", help="merge closed new bars into a dataset file (atomic; conflicts refused, gaps reported)"
     )
     add_coin(append, "the bars belong to")
     append.add_argument(

@@ -2,6 +2,7 @@
 
 Usage: crpbot evaluate --model DIR [--coin BTC] [--input FILE] [--min-accuracy 0.68]
        [--max-calibration-error 0.05] [--gate-on ci-lower|point] [--ece max|equal-width|equal-mass]
+       [--net-pnl require|report]
        [--fee-bps 10] [--slippage-bps 0] [--entry-delay-bars 1] [--trade-threshold TAU] [--out DIR]
        [--context-input COIN=FILE ...]
 
@@ -56,14 +57,14 @@ def run(args: argparse.Namespace) -> int:
     from crpbot.data.cross_asset import parse_context_inputs
     from crpbot.evaluation.evaluate import evaluate_model
 
-    thresholds = gate_thresholds(args)
+    thresholds, costs = gate_thresholds(args), backtest_costs(args)  # checked before anything loads
     evaluate_model(
         args.model,
         input_path=args.input,
         context_inputs=parse_context_inputs(args.context_input),
         out_dir=args.out,
         thresholds=thresholds,
-        **backtest_costs(args),
+        costs=costs,
         trade_threshold=args.trade_threshold,
         coin=args.coin,
     )

@@ -5,17 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
+from crpbot.evaluation.backtest import (
+    DEFAULT_ENTRY_DELAY_BARS,
+    DEFAULT_FEE_BPS,
+    DEFAULT_SLIPPAGE_BPS,
+    Costs,
+)
 from crpbot.evaluation.gate import (
     DEFAULT_ECE,
     DEFAULT_GATE_ON,
     DEFAULT_MAX_CALIBRATION_ERROR,
     DEFAULT_MIN_ACCURACY,
+    DEFAULT_NET_PNL,
     DEFAULT_QUORUM,
     ECE_KINDS,
     GATE_ON,
+    NET_PNL_MODES,
     GateThresholds,
 )
+from crpbot.ray_runtime import ClusterSettings
 
 
 def add_address(parser: argparse.ArgumentParser) -> None:
@@ -48,8 +56,19 @@ def add_coin(parser: argparse.ArgumentParser, what: str, *, required: bool = Tru
     parser.add_argument("--coin", required=required, help=f"coin {what}, e.g. BTC or BTC-USD")
 
 
+def cluster_settings(args: argparse.Namespace) -> ClusterSettings:
+    """``--address``, ``--gpu`` and, where the command has them, ``--workers`` and ``--gpu-share``
+    (the defaults when absent), checked before Ray starts."""
+    return ClusterSettings(
+        address=args.address,
+        gpu=args.gpu,
+        workers=getattr(args, "workers", 1),
+        gpu_share=getattr(args, "gpu_share", 1.0),
+    )
+
+
 def add_gate_reading(parser: argparse.ArgumentParser) -> None:
-    """How the gate reads accuracy and calibration: ``--gate-on`` and ``--ece``."""
+    """How the gate reads accuracy, calibration and net return: ``--gate-on``, ``--ece``, ``--net-pnl``."""
     parser.add_argument(
         "--gate-on",
         choices=GATE_ON,
@@ -64,6 +83,14 @@ def add_gate_reading(parser: argparse.ArgumentParser) -> None:
         help="gate: the calibration error compared with max-calibration-error: 15 equal-width bins (the "
         "recipe's), 15 equal-mass bins, or the larger of the two (default "
         f"{DEFAULT_ECE}; equal-width bins are nearly blind when confidences crowd into 0.50-0.53)",
+    )
+    parser.add_argument(
+        "--net-pnl",
+        choices=NET_PNL_MODES,
+        default=DEFAULT_NET_PNL,
+        help="gate: require the 95%% CI lower bound of the backtest's net return per trade (after fees "
+        "and slippage, at the threshold chosen on validation) to be above 0, no trades failing it "
+        f"(require), or only report it (report) (default {DEFAULT_NET_PNL})",
     )
 
 
@@ -91,10 +118,16 @@ def add_gate_and_costs(parser: argparse.ArgumentParser, *, quorum: bool) -> None
         )
     add_gate_reading(parser)
     parser.add_argument(
-        "--fee-bps", type=float, default=10.0, help="backtest fee per side in bps (default 10)"
+        "--fee-bps",
+        type=float,
+        default=DEFAULT_FEE_BPS,
+        help=f"backtest fee per side in bps (default {DEFAULT_FEE_BPS:g})",
     )
     parser.add_argument(
-        "--slippage-bps", type=float, default=0.0, help="backtest slippage per side in bps (default 0)"
+        "--slippage-bps",
+        type=float,
+        default=DEFAULT_SLIPPAGE_BPS,
+        help=f"backtest slippage per side in bps (default {DEFAULT_SLIPPAGE_BPS:g})",
     )
     parser.add_argument(
         "--entry-delay-bars",
@@ -113,13 +146,10 @@ def gate_thresholds(args: argparse.Namespace) -> GateThresholds:
         quorum=getattr(args, "quorum", DEFAULT_QUORUM),
         gate_on=args.gate_on,
         ece=args.ece,
+        net_pnl=args.net_pnl,
     )
 
 
-def backtest_costs(args: argparse.Namespace) -> dict[str, float | int]:
-    """The backtest options of :func:`add_gate_and_costs`, as keyword arguments of ``evaluate_model``."""
-    return {
-        "fee_bps": args.fee_bps,
-        "slippage_bps": args.slippage_bps,
-        "entry_delay_bars": args.entry_delay_bars,
-    }
+def backtest_costs(args: argparse.Namespace) -> Costs:
+    """The backtest's fills given by :func:`add_gate_and_costs` options."""
+    return Costs(fee_bps=args.fee_bps, slippage_bps=args.slippage_bps, entry_delay_bars=args.entry_delay_bars)

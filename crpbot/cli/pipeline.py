@@ -3,7 +3,8 @@
 Usage: crpbot pipeline [--coins BTC,ETH,SOL] [--budget smoke|full] [--address ADDR] [--gpu]
        [--input-dir DIR] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
        [--bucket B [--prefix P] [--endpoint-url URL]] [--gate-on ci-lower|point]
-       [--ece max|equal-width|equal-mass] [--fee-bps 10] [--slippage-bps 0] [--entry-delay-bars 1]
+       [--ece max|equal-width|equal-mass] [--net-pnl require|report] [--fee-bps 10] [--slippage-bps 0]
+       [--entry-delay-bars 1]
 
 Exit status 0 whether or not the batch is promoted (a refusal is a result, printed with its
 reasons); non-zero only for errors.
@@ -14,7 +15,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_gate_and_costs, backtest_costs, gate_thresholds
+from crpbot.cli.options import (
+    add_address,
+    add_gate_and_costs,
+    backtest_costs,
+    cluster_settings,
+    gate_thresholds,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,12 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from crpbot.pipeline.run import run_pipeline
 
-    thresholds = gate_thresholds(args)
     coins = [coin.strip() for coin in args.coins.split(",") if coin.strip()]
     run_pipeline(
         coins,
         budget=args.budget,
-        address=args.address,
+        cluster=cluster_settings(args),
+        thresholds=gate_thresholds(args),
+        costs=backtest_costs(args),
         input_dir=args.input_dir,
         run_dir=args.run_dir,
         registry_root=args.registry,
@@ -70,9 +78,5 @@ def run(args: argparse.Namespace) -> int:
         bucket=args.bucket,
         prefix=args.prefix,
         endpoint_url=args.endpoint_url,
-        use_gpu=args.gpu,
-        workers=args.workers,
-        thresholds=thresholds,
-        **backtest_costs(args),
     )
     return 0

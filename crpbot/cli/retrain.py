@@ -2,10 +2,12 @@
 
 Usage: crpbot retrain --input-dir DIR [--coins BTC,ETH,SOL] [--budget smoke|full|gpu] [--address ADDR]
        [--gpu] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
-       [--bucket B [--prefix P] [--endpoint-url URL]] [--n-boot N]
+       [--bucket B [--prefix P] [--endpoint-url URL]] [--n-boot N] [--net-pnl require|report]
+       [--promote-unjudged]
 
 Exit status 0 whatever the decisions (a kept champion is a result); non-zero only for errors.
-Every decision is in the coin's history: crpbot registry history COIN.
+Every decision is in the coin's history: crpbot registry history COIN. A challenger that cannot
+be compared with its champion keeps the champion unless --promote-unjudged is given.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_gate_and_costs, backtest_costs, gate_thresholds
+from crpbot.cli.options import (
+    add_address,
+    add_gate_and_costs,
+    backtest_costs,
+    cluster_settings,
+    gate_thresholds,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from crpbot.pipeline.chain import BUDGETS
-    from crpbot.pipeline.retrain import DEFAULT_N_BOOT
+    from crpbot.pipeline.retrain import DEFAULT_N_BOOT, PROMOTE_UNJUDGED_FLAG
 
     parser.add_argument("--coins", default="BTC,ETH,SOL", help="comma-separated coins (default BTC,ETH,SOL)")
     parser.add_argument(
@@ -49,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_N_BOOT,
         help=f"bootstrap resamples of the champion/challenger log-loss CI (default {DEFAULT_N_BOOT})",
     )
+    parser.add_argument(
+        PROMOTE_UNJUDGED_FLAG,
+        dest="promote_unjudged",
+        action="store_true",
+        help="promote a challenger that passes the gate even when it cannot be compared with the champion "
+        "(no shared unseen rows, another horizon or features, older input, a failed comparison); "
+        "default: the champion stays",
+    )
     add_gate_and_costs(parser, quorum=False)
 
 
@@ -60,17 +76,16 @@ def run(args: argparse.Namespace) -> int:
         coins,
         input_dir=args.input_dir,
         budget=args.budget,
-        address=args.address,
+        cluster=cluster_settings(args),
+        thresholds=gate_thresholds(args),
+        costs=backtest_costs(args),
         run_dir=args.run_dir,
         registry_root=args.registry,
         storage=args.storage,
         bucket=args.bucket,
         prefix=args.prefix,
         endpoint_url=args.endpoint_url,
-        use_gpu=args.gpu,
-        workers=args.workers,
-        thresholds=gate_thresholds(args),
         n_boot=args.n_boot,
-        **backtest_costs(args),
+        promote_unjudged=args.promote_unjudged,
     )
     return 0

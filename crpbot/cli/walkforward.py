@@ -3,7 +3,7 @@
 Usage: crpbot walkforward --coin BTC [--config FILE] [--input FILE] [--train-days 180] [--val-days 14]
        [--test-days 14] [--step-days 14] [--window rolling|expanding] [--folds N] [--address ADDR]
        [--gpu [--gpu-share F]] [--out DIR] [--min-accuracy 0.68] [--max-calibration-error 0.05]
-       [--gate-on ci-lower|point] [--ece max|equal-width|equal-mass]
+       [--gate-on ci-lower|point] [--ece max|equal-width|equal-mass] [--net-pnl require|report]
        [--fee-bps 10] [--slippage-bps 0] [--entry-delay-bars 1]
 
 A day is 1,440 one-minute bars of data present. Rerunning with the same --out skips finished folds.
@@ -20,6 +20,7 @@ from crpbot.cli.options import (
     add_gate_and_costs,
     add_input,
     backtest_costs,
+    cluster_settings,
     gate_thresholds,
 )
 from crpbot.cli.train import DEFAULT_CONFIG
@@ -90,10 +91,8 @@ def run(args: argparse.Namespace) -> int:
         spec,
         input_path=args.input,
         out_dir=args.out,
-        address=args.address,
-        use_gpu=args.gpu,
-        gpu_share=args.gpu_share,
+        cluster=cluster_settings(args),
         thresholds=gate_thresholds(args),
-        **backtest_costs(args),
+        costs=backtest_costs(args),
     )
     return 0 if not result.summary["folds_failed"] else 1

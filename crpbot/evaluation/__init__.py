@@ -12,6 +12,7 @@ __getattr__, __all__ = lazy_exports(
         "expected_calibration_error": "metrics",
         "baseline_accuracies": "baselines",
         "run_backtest": "backtest",
+        "Costs": "backtest",
         "GateThresholds": "gate",
         "coin_decision": "gate",
         "batch_decision": "gate",

@@ -19,19 +19,59 @@ right before costs (side * forward return > 0; a flat move is not a win), and
 10 bps per side most 15-minute moves are smaller than that, so ``win_rate`` is far below
 the directional accuracy. ``max_drawdown`` is measured on the closed-trade equity curve
 (cumulative net PnL after each trade), not on intra-trade marks.
+
+Sharpe and exposure are per minute *with data*: the minutes covered are the union of each row's
+``[t, t + horizon)``, i.e. per gap-free run of rows (1-minute bars) the run's rows plus the
+``horizon - 1`` minutes its last label reaches beyond them (a gap shorter than the horizon is covered
+by the label before it). A months-long gap between two
+stretches of bars is not trading time, so it neither dilutes the exposure nor the trades per year.
+The same rows with the gap closed to the tail (the second stretch starting ``horizon`` minutes after
+the first one's last row) give the same Sharpe and exposure.
+
+:func:`net_return_per_trade` is what the gate reads: the mean net return per trade with its 95% CI
+(``crpbot.evaluation.metrics.mean_ci``; trades never overlap, so each trade is its own block unit)
+and the number of trades.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from crpbot.errors import CrpbotError
+from crpbot.evaluation.metrics import mean_ci
 
 MINUTE_NS = 60 * 1_000_000_000
 MINUTES_PER_YEAR = 365.25 * 24 * 60
 DEFAULT_ENTRY_DELAY_BARS = 1
+DEFAULT_FEE_BPS = 10.0
+DEFAULT_SLIPPAGE_BPS = 0.0
+TRADES_FILE = "trades.parquet"  # an evaluation's trades: entry_time, side, net_return
+
+
+@dataclass(frozen=True)
+class Costs:
+    """How the backtest fills: fee and slippage per side (bps) and the bars between signal and entry."""
+
+    fee_bps: float = DEFAULT_FEE_BPS
+    slippage_bps: float = DEFAULT_SLIPPAGE_BPS
+    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS
+
+    def __post_init__(self) -> None:
+        for name, bps in (("fee", self.fee_bps), ("slippage", self.slippage_bps)):
+            number = isinstance(bps, (int, float)) and not isinstance(bps, bool)
+            if not (number and math.isfinite(bps) and bps >= 0):
+                raise CrpbotError(f"invalid {name} {bps} bps: must be a finite number >= 0")
+        delay = self.entry_delay_bars
+        if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
+            raise CrpbotError(f"invalid entry delay {delay!r} bars: must be an integer >= 0")
+
+    @property
+    def per_side_bps(self) -> float:
+        return float(self.fee_bps + self.slippage_bps)
 
 
 @dataclass(frozen=True)
@@ -62,9 +102,7 @@ def run_backtest(
     *,
     threshold: float,
     horizon: int,
-    fee_bps: float = 10.0,
-    slippage_bps: float = 0.0,
-    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
+    costs: Costs = Costs(),
 ) -> BacktestResult:
     """Trade the rows in time order; see the module docstring for the rules."""
     timestamps = np.asarray(timestamps, dtype=np.int64)
@@ -78,10 +116,6 @@ def run_backtest(
         raise CrpbotError(f"backtest threshold must be in [0.5, 1], got {threshold}")
     if horizon < 1:
         raise CrpbotError(f"backtest horizon must be >= 1 minute, got {horizon}")
-    if fee_bps < 0 or slippage_bps < 0:
-        raise CrpbotError(f"backtest costs must be >= 0 bps, got fee {fee_bps}, slippage {slippage_bps}")
-    if isinstance(entry_delay_bars, bool) or not isinstance(entry_delay_bars, int) or entry_delay_bars < 0:
-        raise CrpbotError(f"backtest entry delay must be an integer >= 0 bars, got {entry_delay_bars!r}")
     if np.any(np.diff(timestamps) <= 0):
         raise CrpbotError("backtest: timestamps must be strictly increasing")
     if not np.all(np.isfinite(forward_returns)):
@@ -89,10 +123,10 @@ def run_backtest(
 
     signal = np.where(probs >= threshold, 1, np.where(probs <= 1 - threshold, -1, 0))
     hold_ns = horizon * MINUTE_NS
-    cost = 2 * (fee_bps + slippage_bps) / 1e4
+    cost = 2 * costs.per_side_bps / 1e4
     signals = np.flatnonzero(signal)
     # the row holding the entry bar of each signal (one bar = one minute), or -1 when it is missing
-    entry_times = timestamps[signals] + entry_delay_bars * MINUTE_NS
+    entry_times = timestamps[signals] + costs.entry_delay_bars * MINUTE_NS
     at = np.minimum(np.searchsorted(timestamps, entry_times), len(timestamps) - 1)
     entry_rows = np.where(timestamps[at] == entry_times, at, -1)
     signal_rows: list[int] = []
@@ -113,28 +147,50 @@ def run_backtest(
     gross = sides * forward_returns[rows]
     pnl = gross - cost
 
-    span_minutes = (timestamps[-1] - timestamps[0]) / MINUTE_NS + horizon
+    minutes = covered_minutes(timestamps, horizon)
     n = len(rows)
     summary: dict[str, float | int | None] = {
         "threshold": float(threshold),
-        "entry_delay_bars": entry_delay_bars,
-        "fee_bps": float(fee_bps),
-        "slippage_bps": float(slippage_bps),
-        "cost_bps_per_side": float(fee_bps + slippage_bps),
+        "entry_delay_bars": costs.entry_delay_bars,
+        "fee_bps": float(costs.fee_bps),
+        "slippage_bps": float(costs.slippage_bps),
+        "cost_bps_per_side": costs.per_side_bps,
         "trades": n,
         "signals_without_entry_bar": unfilled,
         "longs": int(np.sum(sides == 1)),
         "shorts": int(np.sum(sides == -1)),
-        "breakeven_move_bps": float(2 * (fee_bps + slippage_bps)),
+        "breakeven_move_bps": 2 * costs.per_side_bps,
         "win_rate": float(np.mean(pnl > 0)) if n else None,
         "gross_win_rate": float(np.mean(gross > 0)) if n else None,
         "total_pnl": float(pnl.sum()),
         "avg_pnl": float(pnl.mean()) if n else None,
-        "sharpe": _annualised_sharpe(pnl, span_minutes),
+        "sharpe": _annualised_sharpe(pnl, minutes),
         "max_drawdown": max_drawdown(pnl),
-        "exposure": float(n * horizon / span_minutes),
+        "exposure": float(n * horizon / minutes),
+        "minutes_with_data": minutes,
     }
     return BacktestResult(entry_times=timestamps[rows], sides=sides, pnl=pnl, summary=summary)
+
+
+def covered_minutes(timestamps: np.ndarray, horizon: int) -> int:
+    """Minutes with data: the union of every row's ``[t, t + horizon)`` (module docstring)."""
+    steps = np.diff(np.asarray(timestamps, dtype=np.int64)) // MINUTE_NS
+    return int(np.minimum(steps, horizon).sum() + horizon)
+
+
+def net_return_per_trade(pnl: np.ndarray, *, n_boot: int = 1000) -> dict[str, Any]:
+    """The mean net return per trade, its 95% CI and the number of trades; ``ci`` is None (with a
+    ``note`` saying why) when there are no trades or too few for an interval."""
+    pnl = np.asarray(pnl, dtype=np.float64)
+    record: dict[str, Any] = {"mean": None, "ci": None, "trades": len(pnl)}
+    if len(pnl) == 0:
+        return {**record, "note": "no trades"}
+    record["mean"] = float(pnl.mean())
+    try:
+        low, high = mean_ci(pnl, horizon=1, n_boot=n_boot)
+    except CrpbotError as exc:
+        return {**record, "note": f"not enough trades for a CI ({len(pnl)}): {exc}"}
+    return {**record, "ci": [low, high], "ci_method": "95% CI of the mean over trades (metrics.mean_ci)"}
 
 
 def _annualised_sharpe(pnl: np.ndarray, span_minutes: float) -> float | None:

@@ -3,7 +3,9 @@
 The rows are the challenger's test split, minus every window that touches the champion's own
 train/validation period (so an older champion is scored on data it has not seen either; a
 champion trained on newer data than the challenger's test split leaves nothing to compare, and
-the comparison says so). Both models score the same windows (same timestamps, same labels),
+the comparison says so). Both models score the same timestamps with the same labels, each on
+its own inputs: its own scaler and its own context coins' bars (a context champion against a
+challenger without context, or the reverse, is compared on the rows where both have a window),
 and the difference is judged by a paired block bootstrap of per-row log loss: the two models
 are right and wrong on largely the same stretches, so pairing resolves a difference that two
 separate intervals would hide, and blocks keep the overlap of 15-minute labels honest.
@@ -21,6 +23,7 @@ import numpy as np
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.evaluate import MINUTE_NS, stored_split_data
 from crpbot.evaluation.metrics import accuracy, brier_score, default_block_length, paired_block_bootstrap_ci
+from crpbot.model.predictions import Predictions
 from crpbot.model.predictor import Predictor, load_predictor
 
 CI_LEVEL = 0.95
@@ -57,7 +60,13 @@ class Comparison:
 def compare_on_shared_period(
     champion_dir: str | Path, challenger_dir: str | Path, *, n_boot: int = 1000, seed: int = 0
 ) -> Comparison:
-    """Score both artifacts on the challenger's test rows that the champion has not seen either."""
+    """Score both artifacts on the challenger's test rows that the champion has not seen either.
+
+    Each model is scored on its own inputs at the same timestamps: the challenger on its stored
+    test split, the champion on the challenger's input file prepared with its own scaler and its
+    own context coins (found as ``evaluate --input`` finds them: beside that file). Rows where
+    either model lacks a complete window (a context coin's gap) are left out of both.
+    """
     challenger = load_predictor(challenger_dir)
     champion = load_predictor(champion_dir, challenger.coin)  # a global champion, opened for this coin
     horizon = challenger.train_config.horizon
@@ -73,7 +82,7 @@ def compare_on_shared_period(
             ),
             challenger_test_rows=total,
         )
-    if champion.config_json.get("feature_names") != challenger.config_json.get("feature_names"):
+    if _own_features(champion) != _own_features(challenger):
         return Comparison(
             fair=False,
             note="no fair comparison: the champion and the challenger use different features",
@@ -82,22 +91,36 @@ def compare_on_shared_period(
     seen_start, seen_end = (
         int(champion.config_json["split_times"][s][i]) for s, i in (("train", 0), ("val", 1))
     )
-    unseen = _unseen_window_ends(data, champion, seen_start, seen_end)
-    shared_ts, in_test, in_champion = np.intersect1d(
-        test.timestamps, data.timestamps[unseen], return_indices=True
+    if data.timestamps[-1] <= seen_end:
+        return Comparison(
+            fair=False,
+            note=(
+                f"no fair comparison: the retrain input (up to {_iso(data.timestamps[-1])}) is not newer "
+                f"than the champion's train/val data (up to {_iso(seen_end)}), which covers all "
+                f"{total:,} rows of the challenger's test period"
+            ),
+            challenger_test_rows=total,
+        )
+    own = _champion_predictions(champion, challenger, data, int(test.timestamps[0]))
+    unseen = np.flatnonzero(_unseen(own.timestamps, champion, seen_start, seen_end))
+    shared_ts, in_test, in_unseen = np.intersect1d(
+        test.timestamps, own.timestamps[unseen], return_indices=True
     )
     if len(shared_ts) == 0:
         return Comparison(
             fair=False,
             note=(
-                f"no fair comparison: the champion trained or validated on data up to {_iso(seen_end)}, "
-                f"which covers all {total:,} rows of the challenger's test period"
+                f"no fair comparison: no row of the challenger's {total:,} test rows has a complete "
+                f"champion window outside the champion's train/val period (which ends {_iso(seen_end)})"
             ),
             challenger_test_rows=total,
         )
+    champion_rows = unseen[in_unseen]
     labels = test.labels[in_test]
+    if not np.array_equal(own.labels[champion_rows], labels):
+        raise CrpbotError("the champion's and the challenger's labels differ on the same rows (a bug)")
     challenger_probs = test.probs[in_test]
-    champion_probs = _champion_probs(champion, challenger, data, unseen[in_champion])
+    champion_probs = own.probs[champion_rows]
     challenger_losses = row_log_losses(labels, challenger_probs)
     champion_losses = row_log_losses(labels, champion_probs)
     low, high = paired_block_bootstrap_ci(
@@ -136,37 +159,44 @@ def row_log_losses(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return -(labels * np.log(probs) + (1 - labels) * np.log1p(-probs))
 
 
-def _unseen_window_ends(data: Any, champion: Predictor, seen_start: int, seen_end: int) -> np.ndarray:
-    """Rows of the challenger's test split where the champion's whole window and label lie outside
-    its train/val period (the rule ``evaluate --input`` applies) and inside one segment."""
-    lookback = champion.lookback
-    start, end = data.split_bounds["test"]
-    span = dataclasses.replace(data, split_bounds={"test": (max(0, start - lookback + 1), end)})
-    ends = span.window_ends("test", lookback)
-    window_first = data.timestamps[ends] - (lookback - 1) * MINUTE_NS
-    window_last = data.timestamps[ends] + data.horizon * MINUTE_NS
-    return ends[(window_last < seen_start) | (window_first > seen_end)]
+def _own_features(predictor: Predictor) -> list[str]:
+    """The model's features without its context columns: each model is fed its own context bars,
+    so only these must agree for both to be scored on the same target bars."""
+    context = set(predictor.config_json.get("context", {}).get("columns", []))
+    return [name for name in predictor.config_json.get("feature_names") or () if name not in context]
 
 
-def _champion_probs(champion: Predictor, challenger: Predictor, data: Any, rows: np.ndarray) -> np.ndarray:
-    """The champion's P(up) at ``rows``: features from the same bars, scaled with its own scaler."""
+def _unseen(timestamps: np.ndarray, champion: Predictor, seen_start: int, seen_end: int) -> np.ndarray:
+    """Mask of rows whose champion window and label lie wholly outside its train/val period (the
+    rule ``evaluate --input`` applies)."""
+    window_first = timestamps - (champion.lookback - 1) * MINUTE_NS
+    window_last = timestamps + champion.train_config.horizon * MINUTE_NS
+    return (window_last < seen_start) | (window_first > seen_end)
+
+
+def _champion_predictions(
+    champion: Predictor, challenger: Predictor, data: Any, first_ns: int
+) -> Predictions:
+    """The champion's predictions on the challenger's input from ``first_ns`` (the challenger's first
+    test row) on: the same target bars, the champion's own scaler and context coins."""
     from crpbot.data.bars import default_input, load_bars
+    from crpbot.data.cross_asset import load_context, spec_from_record
     from crpbot.data.dataset import prepare_inference
     from crpbot.data.scaler import Scaler
 
     path = Path(challenger.config_json["input_path"])
-    bars = load_bars(path if path.is_file() else default_input(challenger.coin))
+    path = path if path.is_file() else default_input(challenger.coin)
+    bars = load_bars(path)
     bars.coin = challenger.coin
-    own = prepare_inference(bars, scaler=Scaler.from_dict(champion.scaler), horizon=data.horizon)
-    if bars.fingerprint != data.fingerprint or not np.array_equal(own.timestamps, data.timestamps):
+    if bars.fingerprint != data.fingerprint:
         raise CrpbotError(f"{path} changed while the champion and the challenger were being compared")
-    first, last = int(rows[0]) - champion.lookback + 1, int(rows[-1]) + data.horizon + 1
-    own = dataclasses.replace(own, split_bounds={"test": (max(0, first), min(len(own), last))})
-    ends, probs = champion.predict_proba(own, "test")
-    position = np.minimum(np.searchsorted(ends, rows), len(ends) - 1)
-    if not np.array_equal(ends[position], rows):
-        raise CrpbotError("the champion could not score every shared row (a bug in the row selection)")
-    return probs[position]
+    context = load_context(challenger.coin, spec_from_record(champion.config_json.get("context")), path)
+    own = prepare_inference(
+        bars, scaler=Scaler.from_dict(champion.scaler), horizon=data.horizon, context=context
+    )
+    start = int(np.searchsorted(own.timestamps, first_ns - (champion.lookback - 1) * MINUTE_NS))
+    own = dataclasses.replace(own, split_bounds={"test": (start, len(own))})
+    return champion.predictions(own, "test")
 
 
 def _scores(labels: np.ndarray, probs: np.ndarray, losses: np.ndarray) -> dict[str, float]:

@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS, BacktestResult, run_backtest
+from crpbot.evaluation.backtest import (
+    TRADES_FILE,
+    BacktestResult,
+    Costs,
+    net_return_per_trade,
+    run_backtest,
+)
 from crpbot.evaluation.baselines import BaselineScores, score_baselines
 from crpbot.evaluation.gate import (
     GateThresholds,
@@ -85,9 +91,7 @@ def evaluate_model(
     context_inputs: dict[str, str | Path] | None = None,
     out_dir: str | Path | None = None,
     thresholds: GateThresholds | None = None,
-    fee_bps: float = 10.0,
-    slippage_bps: float = 0.0,
-    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
+    costs: Costs | None = None,
     trade_threshold: float | None = None,
     n_boot: int = 1000,
     overwrite: bool = False,
@@ -98,8 +102,9 @@ def evaluate_model(
     """Evaluate the artifact at ``model_dir`` and write predictions, metrics, report and plots to ``out_dir``.
 
     ``trade_threshold`` is the backtest's τ; by default the selective threshold chosen on
-    validation, or 0.5 (trade every window) when none reaches ``min_accuracy`` there. A position
-    opens ``entry_delay_bars`` bars after its signal's bar (0: at the signal's own close).
+    validation, or 0.5 (trade every window) when none reaches ``min_accuracy`` there. ``costs``:
+    the backtest's fills (default :class:`Costs`: 10 bps fee per side, entry one bar after the
+    signal's); the net return per trade at τ, with its CI, is what the gate's net-PnL check reads.
     ``prepared``: the model's own ``PreparedData`` when the caller holds it already (a walk-forward
     fold), checked like a reload would be, so the file is not loaded and prepared a second time.
     ``context_inputs`` (coin -> file): a context model's context bars, when not the files it
@@ -108,14 +113,9 @@ def evaluate_model(
     a one-coin model.
     """
     thresholds = thresholds if thresholds is not None else GateThresholds()
+    costs = costs if costs is not None else Costs()
     if trade_threshold is not None and not 0.5 <= trade_threshold <= 1.0:
         raise CrpbotError(f"invalid trade threshold {trade_threshold}: must be in [0.5, 1]")
-    if not all(math.isfinite(cost) and cost >= 0 for cost in (fee_bps, slippage_bps)):
-        raise CrpbotError(
-            f"backtest costs must be finite and >= 0 bps, got fee {fee_bps}, slippage {slippage_bps}"
-        )
-    if isinstance(entry_delay_bars, bool) or not isinstance(entry_delay_bars, int) or entry_delay_bars < 0:
-        raise CrpbotError(f"invalid entry delay {entry_delay_bars!r} bars: must be an integer >= 0")
     if n_boot < 1:
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     model_dir = Path(model_dir)
@@ -204,11 +204,15 @@ def evaluate_model(
         traded.forward_returns,
         threshold=tau,
         horizon=test_data.horizon,
-        fee_bps=fee_bps,
-        slippage_bps=slippage_bps,
-        entry_delay_bars=entry_delay_bars,
+        costs=costs,
     )
     metrics["backtest"] = {**trades.summary, "threshold_source": tau_source}
+    metrics["net_return_per_trade"] = {
+        **net_return_per_trade(trades.pnl, n_boot=n_boot),
+        "threshold": tau,
+        "threshold_source": tau_source,
+        "cost_bps_per_side": costs.per_side_bps,
+    }
     metrics["gate"] = {
         **gate_record(metrics, thresholds),
         "selective": (
@@ -401,7 +405,8 @@ def _fill_output_dir(
     history: list[dict[str, Any]],
 ) -> None:
     """predictions.parquet (with ``baseline_up``: the best baseline's direction per row, when one
-    was chosen on validation), metrics.json, report.md and the plots."""
+    was chosen on validation), trades.parquet (the backtest's trades: entry time, side, net
+    return), metrics.json, report.md and the plots."""
     import pandas as pd
 
     columns = {
@@ -413,6 +418,13 @@ def _fill_output_dir(
         columns["baseline_up"] = baseline_up.astype(np.int8)
     frame = pd.DataFrame(columns)
     frame.to_parquet(directory / "predictions.parquet", index=False)
+    pd.DataFrame(
+        {
+            "entry_time": pd.to_datetime(trades.entry_times, unit="ns", utc=True),
+            "side": trades.sides.astype(np.int8),
+            "net_return": trades.pnl.astype(np.float64),
+        }
+    ).to_parquet(directory / TRADES_FILE, index=False)
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     write_report(directory, metrics, test, trades, history)
 

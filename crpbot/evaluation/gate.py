@@ -9,10 +9,15 @@ What the per-coin check compares is configurable, and the defaults are strict:
 - ``ece="max"``: the larger of the equal-width and the equal-mass ECE must stay within
   ``max_calibration_error`` (confidences packed into 0.50-0.53 put nearly every row into one of
   15 equal-width bins, which then averages miscalibration away); ``"equal-width"`` is the
-  recipe's, ``"equal-mass"`` the other alone.
+  recipe's, ``"equal-mass"`` the other alone;
+- ``net_pnl="require"``: the lower bound of the 95% CI of the net return per trade (after fees and
+  slippage on both sides, at the validation-chosen threshold; ``crpbot.evaluation.backtest``) must
+  be above 0; no trades, or too few for an interval, fail it. At 1-60 minute horizons the edge of a
+  direction model, where there is one, is usually smaller than the round trip, so an accurate model
+  can still lose money on every trade. ``"report"`` shows the same check without gating.
 
-``GateThresholds(...).recipe()`` is the same limits read the recipe's way (point, equal-width),
-which the reports show beside the configured decision.
+``GateThresholds(...).recipe()`` is the same limits read the recipe's way (point, equal-width, no
+net-return check), which the reports show beside the configured decision.
 
 The configured gate is the decision. The selective reading answers a different question
 for the user -- "on how many test windows is the model as accurate as the gate asks, if it
@@ -39,6 +44,8 @@ GATE_ON = ("point", "ci-lower")
 ECE_KINDS = ("equal-width", "equal-mass", "max")
 DEFAULT_GATE_ON = "ci-lower"
 DEFAULT_ECE = "max"
+NET_PNL_MODES = ("require", "report")
+DEFAULT_NET_PNL = "require"
 # Fewer validation rows than this above a threshold make its accuracy noise, not evidence.
 MIN_SELECTIVE_ROWS = 50
 
@@ -52,6 +59,7 @@ class GateThresholds:
     quorum: int = DEFAULT_QUORUM
     gate_on: str = DEFAULT_GATE_ON
     ece: str = DEFAULT_ECE
+    net_pnl: str = DEFAULT_NET_PNL
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_accuracy <= 1.0:
@@ -66,17 +74,21 @@ class GateThresholds:
             raise CrpbotError(f"invalid gate_on {self.gate_on!r}: expected one of {', '.join(GATE_ON)}")
         if self.ece not in ECE_KINDS:
             raise CrpbotError(f"invalid ece {self.ece!r}: expected one of {', '.join(ECE_KINDS)}")
+        if self.net_pnl not in NET_PNL_MODES:
+            raise CrpbotError(f"invalid net_pnl {self.net_pnl!r}: expected one of {', '.join(NET_PNL_MODES)}")
 
     def recipe(self) -> GateThresholds:
-        """The same limits read as the recipe reads them: point accuracy, equal-width ECE."""
-        return replace(self, gate_on="point", ece="equal-width")
+        """The same limits read as the recipe reads them: point accuracy, equal-width ECE, and no
+        net-return check (the recipe's gate has none)."""
+        return replace(self, gate_on="point", ece="equal-width", net_pnl="report")
 
     @property
     def reading(self) -> str:
         """E.g. "accuracy CI lower bound, max of equal-width and equal-mass ECE"."""
         accuracy = "point accuracy" if self.gate_on == "point" else "accuracy CI lower bound"
         ece = "max of equal-width and equal-mass ECE" if self.ece == "max" else f"{self.ece} ECE"
-        return f"{accuracy}, {ece}"
+        net = ", net return per trade CI lower bound > 0" if self.net_pnl == "require" else ""
+        return f"{accuracy}, {ece}{net}"
 
 
 @dataclass(frozen=True)
@@ -97,12 +109,15 @@ def coin_decision(
     *,
     accuracy_ci_low: float | None = None,
     ece_equal_mass: float | None = None,
+    net_return: dict[str, Any] | None = None,
 ) -> GateDecision:
     """One coin passes when its accuracy reaches min_accuracy and its ECE stays within
-    max_calibration_error, each read as ``thresholds`` says (``ece`` is the equal-width ECE).
+    max_calibration_error, each read as ``thresholds`` says (``ece`` is the equal-width ECE), and,
+    with ``net_pnl="require"``, its net return per trade is above 0 beyond noise.
 
-    ``accuracy_ci_low`` is needed for ``gate_on="ci-lower"`` and ``ece_equal_mass`` for
-    ``ece="equal-mass"`` or ``"max"``.
+    ``accuracy_ci_low`` is needed for ``gate_on="ci-lower"``, ``ece_equal_mass`` for
+    ``ece="equal-mass"`` or ``"max"``, and ``net_return`` (metrics.json's ``net_return_per_trade``)
+    for ``net_pnl="require"``.
     """
     reasons = []
     if thresholds.gate_on == "point":
@@ -131,12 +146,35 @@ def coin_decision(
             f"calibration error {value:.4f} ({label}) > max_calibration_error "
             f"{thresholds.max_calibration_error:.4f}"
         )
+    if thresholds.net_pnl == "require":
+        if net_return is None:
+            raise CrpbotError("the gate on the net return per trade needs that return and its CI")
+        failure = net_return_failure(net_return)
+        if failure is not None:
+            reasons.append(failure)
     return GateDecision(passed=not reasons, reasons=reasons)
+
+
+def net_return_failure(net_return: dict[str, Any]) -> str | None:
+    """Why the net return per trade fails the criterion (CI lower bound > 0), or None when it passes."""
+    trades = net_return["trades"]
+    if trades == 0:
+        return "net return per trade: no trades (nothing shows the signal pays its costs)"
+    if net_return["ci"] is None:
+        return f"net return per trade: {net_return.get('note', 'no CI')}"
+    low, high = net_return["ci"]
+    if low > 0:
+        return None
+    return (
+        f"net return per trade CI lower bound {low * 1e4:+.2f} bps <= 0 "
+        f"(mean {net_return['mean'] * 1e4:+.2f} bps, 95% CI [{low * 1e4:+.2f}, {high * 1e4:+.2f}], "
+        f"{trades} trades)"
+    )
 
 
 def metrics_decision(metrics: dict[str, Any], thresholds: GateThresholds) -> GateDecision:
     """:func:`coin_decision` on a metrics dict (metrics.json's keys: accuracy, accuracy_ci, ece,
-    ece_equal_mass)."""
+    ece_equal_mass, net_return_per_trade)."""
     ci = metrics.get("accuracy_ci")
     return coin_decision(
         metrics["accuracy"],
@@ -144,6 +182,7 @@ def metrics_decision(metrics: dict[str, Any], thresholds: GateThresholds) -> Gat
         thresholds,
         accuracy_ci_low=ci[0] if ci else None,
         ece_equal_mass=metrics.get("ece_equal_mass"),
+        net_return=metrics.get("net_return_per_trade"),
     )
 
 
@@ -152,12 +191,16 @@ def gate_record(metrics: dict[str, Any], thresholds: GateThresholds) -> dict[str
     reading of the same limits beside it (information: it never changes the decision)."""
     decision = metrics_decision(metrics, thresholds)
     recipe = metrics_decision(metrics, thresholds.recipe())
+    net_return = metrics.get("net_return_per_trade")
+    failure = net_return_failure(net_return) if net_return is not None else "not measured"
     return {
         **decision.to_dict(),
         "min_accuracy": thresholds.min_accuracy,
         "max_calibration_error": thresholds.max_calibration_error,
         "gate_on": thresholds.gate_on,
         "ece_kind": thresholds.ece,
+        # the net-return check as read, whether it gates (require) or is shown only (report)
+        "net_pnl": {"mode": thresholds.net_pnl, "passed": failure is None, "reason": failure},
         "recipe_reading": {"gate_on": "point", "ece_kind": "equal-width", **recipe.to_dict()},
     }
 

@@ -45,6 +45,29 @@ def edge_text(metrics: dict[str, Any]) -> str:
     return f"{edge['edge']:+.4f} [{edge['ci_low']:+.4f}, {edge['ci_high']:+.4f}] over {edge['baseline']}"
 
 
+def net_return_text(net: dict[str, Any] | None) -> str:
+    """ "-8.12 bps [95% CI -9.40, -6.85], 1,234 trades", or why there is no interval."""
+    if not net:
+        return "n/a (not measured)"
+    if net.get("mean") is None:
+        return f"n/a ({net.get('note', 'not measured')})"
+    text = f"{net['mean'] * 1e4:+.2f} bps"
+    if net.get("ci") is None:
+        return f"{text} (no CI: {net.get('note', 'not measured')}), {net['trades']:,} trades"
+    low, high = net["ci"]
+    return f"{text} [95% CI {low * 1e4:+.2f}, {high * 1e4:+.2f}], {net['trades']:,} trades"
+
+
+def net_return_cell(net: dict[str, Any] | None) -> str:
+    """The same in a table cell: "-8.1 [-9.4, -6.9]" (bps), or "n/a"."""
+    if not net or net.get("mean") is None:
+        return "n/a"
+    if net.get("ci") is None:
+        return f"{net['mean'] * 1e4:+.1f} [no CI]"
+    low, high = net["ci"]
+    return f"{net['mean'] * 1e4:+.1f} [{low * 1e4:+.1f}, {high * 1e4:+.1f}]"
+
+
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     """The recipe's summary: accuracy, calibration error, trading numbers, PASS/FAIL with reasons."""
     low, high = metrics["accuracy_ci"]
@@ -60,6 +83,8 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         f"Win Rate: {_num(bt['win_rate'])} after costs ({_num(bt.get('gross_win_rate'))} before costs; "
         f"round trip {_num(bt.get('breakeven_move_bps'), 'g')} bps; {bt['trades']} trades at tau "
         f"{bt['threshold']:.2f}, {bt['cost_bps_per_side']:g} bps per side)",
+        f"Net Return per Trade: {net_return_text(metrics.get('net_return_per_trade'))} "
+        f"(after costs, at tau {bt['threshold']:.2f})",
         f"Total PnL: {bt['total_pnl']:.4f}",
         f"Sharpe: {_num(bt['sharpe'], '.2f')}",
         f"Max Drawdown: {bt['max_drawdown']:.4f}",
@@ -109,7 +134,8 @@ def _recipe_line(gate: dict[str, Any]) -> list[str]:
 
 
 def _gate_section(gate: dict[str, Any]) -> list[str]:
-    """The configured decision and the recipe's reading of the same limits, side by side."""
+    """The configured decision and the recipe's reading of the same limits, side by side, then the
+    net-return check as configured (gating or reported)."""
     limits = f"accuracy >= {gate['min_accuracy']}, ECE <= {gate['max_calibration_error']}"
     readings = [
         ("configured (the decision)", gate.get("gate_on", "point"), gate.get("ece_kind", "equal-width"), gate)
@@ -134,6 +160,15 @@ def _gate_section(gate: dict[str, Any]) -> list[str]:
     ]
     if len(readings) == 2 and readings[1][3]["passed"] and not gate["passed"]:
         out += ["", "**The recipe's gate would have passed; the configured strict gate did not.**"]
+    net = gate.get("net_pnl")
+    if net is not None:
+        role = "gates the decision" if net["mode"] == "require" else "reported only, not gated"
+        verdict = "**PASS**" if net["passed"] else f"**FAIL** — {net['reason']}"
+        out += [
+            "",
+            f"Net return per trade (`--net-pnl {net['mode']}`: {role}): the 95% CI lower bound of the "
+            f"backtest's net return per trade must be above 0, and no trades fail it: {verdict}",
+        ]
     return out
 
 

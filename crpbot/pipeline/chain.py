@@ -15,17 +15,17 @@ parallel and gates the batch; :mod:`crpbot.pipeline.retrain` runs them as challe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from crpbot.config import CONFIG_DIR, load_config
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
+from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.gate import GateThresholds, metrics_decision
 from crpbot.pipeline.run_report import CoinOutcome
+from crpbot.ray_runtime import ClusterSettings
 from crpbot.registry.storage import join, validate_storage
 
 
@@ -59,13 +59,9 @@ def run_coin_chain(
     *,
     budget: str | PipelineBudget = "smoke",
     storage: str | Path | None = None,
-    address: str | None = None,
-    use_gpu: bool = False,
-    workers: int = 1,
+    cluster: ClusterSettings | None = None,
     thresholds: GateThresholds | None = None,
-    fee_bps: float = 10.0,
-    slippage_bps: float = 0.0,
-    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
+    costs: Costs | None = None,
     score_on_test: bool = True,
     progress: bool = False,
     log: Callable[[str], None] = print,
@@ -78,6 +74,7 @@ def run_coin_chain(
     anything else. ``score_on_test=False`` stops after the validation check of the chosen model and
     leaves the test split unread, for a caller that scores it elsewhere (a challenger).
     ``progress``: the recipe's training shows samples/s and an ETA within long epochs.
+    ``cluster``, ``thresholds``, ``costs``: defaults when None (a local Ray, the strict gate, 10 bps).
     """
     from crpbot.data.bars import normalize_coin
     from crpbot.evaluation.evaluate import evaluate_model
@@ -87,8 +84,9 @@ def run_coin_chain(
     from crpbot.search.tune import run_search
 
     plan = resolve_budget(budget)
+    cluster = cluster if cluster is not None else ClusterSettings()
     thresholds = thresholds if thresholds is not None else GateThresholds()
-    check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
+    costs = costs if costs is not None else Costs()
     coin, coin_dir = normalize_coin(coin), Path(coin_dir)
     storage = storage if storage is not None else (coin_dir / "ray").resolve()
     validate_storage(storage)
@@ -99,9 +97,9 @@ def run_coin_chain(
         config,
         coin,
         input_path=input_path,
-        num_workers=workers,
-        use_gpu=use_gpu,
-        address=address,
+        num_workers=cluster.workers,
+        use_gpu=cluster.gpu,
+        address=cluster.address,
         out_dir=coin_dir / "recipe_model",
         storage_path=join(storage, "train"),
         run_name=f"{coin}-recipe",
@@ -130,8 +128,8 @@ def run_coin_chain(
             input_path=input_path,
             storage=join(storage, "search"),
             name=f"{coin}-search",
-            address=address,
-            use_gpu=use_gpu,
+            address=cluster.address,
+            use_gpu=cluster.gpu,
             output_dir=coin_dir / "search_results",
             progress=False,
             log=log,
@@ -148,8 +146,8 @@ def run_coin_chain(
             seeds=plan.seeds,
             input_path=input_path,
             out_dir=coin_dir / "ensemble",
-            address=address,
-            use_gpu=use_gpu,
+            address=cluster.address,
+            use_gpu=cluster.gpu,
             gpu_share=plan.gpu_share,
             log=log,
         )
@@ -164,9 +162,7 @@ def run_coin_chain(
             outcome.final_model,
             out_dir=coin_dir / "evaluation",
             thresholds=thresholds,
-            fee_bps=fee_bps,
-            slippage_bps=slippage_bps,
-            entry_delay_bars=entry_delay_bars,
+            costs=costs,
             log=log,
         )
         outcome.evaluation_dir = str(evaluation.out_dir)
@@ -183,19 +179,12 @@ def resolve_budget(budget: str | PipelineBudget) -> PipelineBudget:
     return BUDGETS[budget]
 
 
-def check_workers_and_costs(workers: int, fee_bps: float, slippage_bps: float, entry_delay_bars: int) -> None:
-    """Refuse bad worker counts and backtest costs before Ray starts (pipeline and retrain)."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise CrpbotError(f"invalid number of workers {workers!r}: must be >= 1")
-    for name, bps in (("fee", fee_bps), ("slippage", slippage_bps)):
-        if not (math.isfinite(bps) and bps >= 0):
-            raise CrpbotError(f"invalid {name} {bps} bps: must be a finite number >= 0")
-    if isinstance(entry_delay_bars, bool) or not isinstance(entry_delay_bars, int) or entry_delay_bars < 0:
-        raise CrpbotError(f"invalid entry delay {entry_delay_bars!r} bars: must be an integer >= 0")
-
-
 def validation_check(model_dir: str | Path, thresholds: GateThresholds) -> dict[str, Any]:
-    """The gate, read as configured, applied to the validation split (the only split a decision may read)."""
+    """The gate, read as configured, applied to the validation split (the only split a decision may read).
+
+    Accuracy and calibration only: the net return per trade is measured at a threshold chosen on
+    validation itself, so on validation it is in-sample; the test evaluation applies that check.
+    """
     from crpbot.evaluation.evaluate import stored_split_data
     from crpbot.evaluation.metrics import classification_metrics
     from crpbot.model.predictor import load_predictor
@@ -204,7 +193,7 @@ def validation_check(model_dir: str | Path, thresholds: GateThresholds) -> dict[
     data = stored_split_data(predictor)
     validation = predictor.predictions(data, "val")
     scores = classification_metrics(validation.labels, validation.probs, horizon=data.horizon)
-    decision = metrics_decision(scores, thresholds)
+    decision = metrics_decision(scores, replace(thresholds, net_pnl="report"))
     return {
         "n": len(validation),
         "accuracy": scores["accuracy"],

@@ -10,7 +10,16 @@ it neither trained nor validated on. Then :func:`judge_challenger` decides:
    champion has not trained or validated on either (:mod:`crpbot.evaluation.compare`), and the
    challenger replaces it unless it is worse beyond noise: the 95% paired block-bootstrap CI of
    the log-loss difference (challenger - champion) lies entirely above 0;
-3. without a champion, or when no such rows exist, the gate alone decides.
+3. without a champion, the gate alone decides. A challenger that cannot be judged against the
+   champion (no shared unseen rows, another horizon or features, a retrain input older than the
+   champion's data, or a comparison that fails) keeps the champion, unless the user passed
+   ``promote_unjudged`` (``--promote-unjudged``): then the gate alone decides, and the record
+   says the challenger was promoted unjudged, by that flag.
+
+Each model is scored on its own inputs (its scaler, its context coins' bars), so a context
+champion is compared like any other. An error while judging one coin (anything raised) is that
+coin's recorded outcome, the champion kept; the other coins go on. ``retrain.json`` is rewritten
+atomically after every coin's decision, and once more when the run ends or is interrupted.
 
 Log loss, not accuracy: both models sit near 50% accuracy, where a better-calibrated P(up) is
 what a bot trades on, and log loss sees every row's probability, not just its side of 0.5.
@@ -21,17 +30,18 @@ challenger that is as good keeps the live model trained on the most recent bars.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
+from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.compare import CI_LEVEL, Comparison, compare_on_shared_period
 from crpbot.evaluation.gate import GateDecision, GateThresholds
-from crpbot.pipeline.chain import PipelineBudget, check_workers_and_costs, resolve_budget
+from crpbot.pipeline.chain import PipelineBudget, resolve_budget
 from crpbot.pipeline.run import (
     checked_coins,
     checked_inputs,
@@ -40,10 +50,14 @@ from crpbot.pipeline.run import (
     outcome_gate,
     removed_if_empty,
 )
-from crpbot.pipeline.run_report import CoinOutcome, utc_now
+from crpbot.pipeline.run_report import CoinOutcome, one_line, utc_now
+from crpbot.ray_runtime import ClusterSettings
+from crpbot.registry.artifact import write_json_atomic
 from crpbot.registry.storage import validate_storage
 
 DEFAULT_N_BOOT = 1000
+PROMOTE_UNJUDGED_FLAG = "--promote-unjudged"
+RETRAIN_FILE = "retrain.json"
 # test metrics of a challenger kept in its history record (the rest is in the run's evaluation)
 _RECORDED_METRICS = ("n", "test_period", "accuracy", "accuracy_ci", "ece", "log_loss", "brier")
 
@@ -60,16 +74,32 @@ class RetrainDecision:
     reason: str
     challenger_version: str | None = None
     comparison: dict[str, Any] | None = None
+    unjudged: bool = False  # there was a champion, but no fair comparison with it
+    error: str | None = None  # what failed while judging (champion kept) or pushing this coin
 
 
-def decide(gate: GateDecision, comparison: Comparison | None) -> tuple[bool, str]:
-    """Promote when the gate passes and the challenger is not worse than the champion beyond noise."""
+def decide(
+    gate: GateDecision, comparison: Comparison | None, *, promote_unjudged: bool = False
+) -> tuple[bool, str]:
+    """Promote when the gate passes and the challenger is not worse than the champion beyond noise.
+
+    ``comparison`` None: no champion. An unfair one (the challenger cannot be judged against the
+    champion) keeps the champion unless ``promote_unjudged``.
+    """
     if not gate.passed:
         return False, "the challenger fails the gate: " + "; ".join(gate.reasons)
     if comparison is None:
         return True, "no champion: the gate alone decides, and the challenger passes it"
     if not comparison.fair:
-        return True, f"{comparison.note}; the gate alone decides, and the challenger passes it"
+        if promote_unjudged:
+            return True, (
+                f"{comparison.note}; promoted unjudged, by the user's {PROMOTE_UNJUDGED_FLAG}: "
+                "the gate alone decided, and the challenger passes it"
+            )
+        return False, (
+            f"{comparison.note}; unjudged, so the champion stays ({PROMOTE_UNJUDGED_FLAG} lets the gate "
+            "alone decide)"
+        )
     difference, (low, high) = comparison.log_loss_difference, comparison.ci
     measured = (
         f"log loss {comparison.challenger['log_loss']:.4f} vs {comparison.champion['log_loss']:.4f}, "
@@ -92,54 +122,137 @@ def judge_challenger(
     registry_root: str | Path = "models",
     test_metrics: dict[str, Any] | None = None,
     n_boot: int = DEFAULT_N_BOOT,
+    promote_unjudged: bool = False,
     log: Callable[[str], None] = print,
 ) -> RetrainDecision:
     """Compare with the coin's current champion, decide, promote if so, and record the decision.
 
     ``challenger_dir`` None: the challenger's chain failed (``gate`` says why); recorded all the same.
+    Anything raised while judging is the decision (champion kept, the error as its reason), never
+    an exception: one coin's failure must not stop the others' decisions.
     """
     from crpbot.data.bars import normalize_coin
-    from crpbot.registry.history import record_event
-    from crpbot.registry.local import coin_dir, current_version, promote
+    from crpbot.registry.local import current_version
 
     coin = normalize_coin(coin)
-    champion = current_version(coin, root=registry_root)
+    champion = None
+    try:
+        champion = current_version(coin, root=registry_root)
+        return _judge(
+            coin, champion, challenger_dir, gate, registry_root, test_metrics, n_boot, promote_unjudged, log
+        )
+    except Exception as exc:  # any failure is this coin's outcome; the run goes on
+        return _failed_judgement(coin, champion, challenger_dir, gate, registry_root, exc, log)
+
+
+def _judge(
+    coin: str,
+    champion: str | None,
+    challenger_dir: str | Path | None,
+    gate: GateDecision,
+    registry_root: str | Path,
+    test_metrics: dict[str, Any] | None,
+    n_boot: int,
+    promote_unjudged: bool,
+    log: Callable[[str], None],
+) -> RetrainDecision:
+    from crpbot.registry.local import coin_dir, promote
+
     comparison = None
-    failure = None
     if champion is not None and challenger_dir is not None:
         try:
             comparison = compare_on_shared_period(
                 coin_dir(registry_root, coin) / champion, challenger_dir, n_boot=n_boot
             )
-            log(f"{coin}: challenger vs champion {champion}: {comparison.note}")
-        except CrpbotError as exc:  # the champion stays; the other coins' decisions go on
-            failure = f"the champion/challenger comparison failed: {exc}"
-    promoted, reason = (False, failure) if failure else decide(gate, comparison)
+        except CrpbotError as exc:  # no judgement possible: unjudged, like a comparison without rows
+            comparison = Comparison(
+                fair=False,
+                note=f"the champion/challenger comparison failed: {exc}",
+                challenger_test_rows=0,
+            )
+        log(f"{coin}: challenger vs champion {champion}: {comparison.note}")
+    promoted, reason = decide(gate, comparison, promote_unjudged=promote_unjudged)
     version = promote(challenger_dir, coin, root=registry_root).version if promoted else None
-    decision = "promoted" if promoted else "kept champion" if champion else "not promoted"
-    record_event(
-        registry_root,
-        coin,
-        "retrain",
-        decision=decision,
-        reason=reason,
-        champion=champion,
-        challenger=None if challenger_dir is None else str(challenger_dir),
-        challenger_version=version,
-        gate=gate.to_dict(),
-        challenger_test={key: test_metrics.get(key) for key in _RECORDED_METRICS} if test_metrics else None,
-        comparison=None if comparison is None else comparison.to_dict(),
-    )
-    log(f"{coin}: {decision}{f' {version}' if version else ''}: {reason}")
-    return RetrainDecision(
+    decision = RetrainDecision(
         coin=coin,
         champion=champion,
         challenger=None if challenger_dir is None else str(challenger_dir),
         promoted=promoted,
-        decision=decision,
+        decision=_decision_word(promoted, champion),
         reason=reason,
         challenger_version=version,
         comparison=None if comparison is None else comparison.to_dict(),
+        unjudged=comparison is not None and not comparison.fair,
+    )
+    _record(
+        registry_root,
+        decision,
+        gate,
+        unjudged=decision.unjudged,
+        promote_unjudged=promote_unjudged,
+        challenger_test={key: test_metrics.get(key) for key in _RECORDED_METRICS} if test_metrics else None,
+        comparison=decision.comparison,
+    )
+    log(f"{coin}: {decision.decision}{f' {version}' if version else ''}: {reason}")
+    return decision
+
+
+def _failed_judgement(
+    coin: str,
+    champion: str | None,
+    challenger_dir: str | Path | None,
+    gate: GateDecision,
+    registry_root: str | Path,
+    exc: Exception,
+    log: Callable[[str], None],
+) -> RetrainDecision:
+    """The outcome of a coin whose judging raised: what ``current`` names now, and the error, in
+    the history when it can still be written (a damaged history cannot) and in retrain.json."""
+    from crpbot.registry.local import current_version
+
+    error = one_line(exc) if isinstance(exc, CrpbotError) else f"{type(exc).__name__}: {one_line(exc)}"
+    try:
+        now = current_version(coin, root=registry_root)
+    except Exception:  # an unreadable pointer: nothing was promoted by this run
+        now = champion
+    promoted = now != champion  # the error came after the promotion (its record, say)
+    decision = RetrainDecision(
+        coin=coin,
+        champion=champion,
+        challenger=None if challenger_dir is None else str(challenger_dir),
+        promoted=promoted,
+        decision=_decision_word(promoted, champion),
+        reason=f"judging failed: {error}" + ("" if promoted else "; the champion stays"),
+        challenger_version=now if promoted else None,
+        error=error,
+    )
+    try:
+        _record(registry_root, decision, gate, error=error)
+    except Exception as record_exc:
+        log(f"{coin}: the failure could not be recorded in the history: {one_line(record_exc)}")
+    log(f"{coin}: {decision.decision}: {decision.reason}")
+    return decision
+
+
+def _decision_word(promoted: bool, champion: str | None) -> str:
+    return "promoted" if promoted else "kept champion" if champion else "not promoted"
+
+
+def _record(registry_root: str | Path, decision: RetrainDecision, gate: GateDecision, **facts: Any) -> None:
+    """Append the decision to the coin's history, with the gate's verdict and ``facts``."""
+    from crpbot.registry.history import record_event
+
+    record_event(
+        registry_root,
+        decision.coin,
+        "retrain",
+        decision=decision.decision,
+        reason=decision.reason,
+        champion=decision.champion,
+        challenger=decision.challenger,
+        challenger_version=decision.challenger_version,
+        gate=gate.to_dict(),
+        **facts,
     )
 
 
@@ -148,37 +261,36 @@ def run_retrain(
     *,
     input_dir: str | Path,
     budget: str | PipelineBudget = "smoke",
-    address: str | None = None,
+    cluster: ClusterSettings | None = None,
+    thresholds: GateThresholds | None = None,
+    costs: Costs | None = None,
     run_dir: str | Path | None = None,
     registry_root: str | Path = "models",
     storage: str | Path | None = None,
     bucket: str | None = None,
     prefix: str = "crpbot",
     endpoint_url: str | None = None,
-    use_gpu: bool = False,
-    workers: int = 1,
-    thresholds: GateThresholds | None = None,
-    fee_bps: float = 10.0,
-    slippage_bps: float = 0.0,
-    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
     n_boot: int = DEFAULT_N_BOOT,
+    promote_unjudged: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[RetrainDecision]:
     """Train every coin's challenger in parallel, then judge each against its champion and record it.
 
     Every check that can fail (coins, inputs, budget, the champions' integrity) runs before the
     run directory exists and Ray starts. With ``bucket``, each coin's registry (versions, pointer,
-    history) is pushed after its decision.
+    history) is pushed after its decision. ``promote_unjudged``: a challenger that cannot be
+    compared with its champion is promoted when it passes the gate (default: the champion stays).
     """
     from crpbot.registry.artifact import verify_artifact
     from crpbot.registry.local import current_path, current_version
 
     plan = resolve_budget(budget)
+    cluster = cluster if cluster is not None else ClusterSettings()
     thresholds = thresholds if thresholds is not None else GateThresholds()
+    costs = costs if costs is not None else Costs()
     coins = checked_coins(coins)
     if n_boot < 1:
         raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
-    check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
     inputs = checked_inputs(coins, input_dir, plan)
     for coin in coins:
@@ -195,62 +307,116 @@ def run_retrain(
             run_dir,
             plan,
             storage=storage,
-            address=address,
-            use_gpu=use_gpu,
-            workers=workers,
+            cluster=cluster,
             thresholds=thresholds,
-            fee_bps=fee_bps,
-            slippage_bps=slippage_bps,
-            entry_delay_bars=entry_delay_bars,
+            costs=costs,
             log=log,
         )
-        decisions = [
-            _judge_outcome(outcome, thresholds, registry_root, n_boot, bucket, prefix, endpoint_url, log)
-            for outcome in outcomes
-        ]
         summary = {
             "budget": budget if isinstance(budget, str) else asdict(plan),
             "started_at": started_at,
-            "finished_at": utc_now(),
             "registry": str(registry_root),
-            "decisions": [asdict(decision) for decision in decisions],
+            "promote_unjudged": promote_unjudged,
             "outcomes": [asdict(outcome) for outcome in outcomes],
         }
-        (run_dir / "retrain.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        decisions = judge_outcomes(
+            outcomes,
+            functools.partial(outcome_gate, thresholds=thresholds),
+            run_dir / RETRAIN_FILE,
+            summary,
+            registry_root=registry_root,
+            n_boot=n_boot,
+            promote_unjudged=promote_unjudged,
+            bucket=bucket,
+            prefix=prefix,
+            endpoint_url=endpoint_url,
+            log=log,
+        )
         for line in decision_table(decisions):
             log(line)
-        log(f"Decisions: {run_dir / 'retrain.json'}; history: crpbot registry history COIN")
+        log(f"Decisions: {run_dir / RETRAIN_FILE}; history: crpbot registry history COIN")
         return decisions
 
 
-def _judge_outcome(
-    outcome: CoinOutcome,
-    thresholds: GateThresholds,
+def judge_outcomes(
+    outcomes: Sequence[CoinOutcome],
+    gate_of: Callable[[CoinOutcome], GateDecision],
+    path: Path,
+    summary: dict[str, Any],
+    *,
     registry_root: str | Path,
-    n_boot: int,
-    bucket: str | None,
+    n_boot: int = DEFAULT_N_BOOT,
+    promote_unjudged: bool = False,
+    bucket: str | None = None,
+    prefix: str = "crpbot",
+    endpoint_url: str | None = None,
+    log: Callable[[str], None] = print,
+) -> list[RetrainDecision]:
+    """Judge each coin's challenger (``gate_of``: the gate's verdict on it), push its registry with
+    ``bucket``, and rewrite ``path`` (retrain.json: ``summary`` plus the decisions so far) atomically
+    after each coin and once more at the end, so an interrupted run still leaves every decision
+    it took, and ``finished_at``/``interrupted`` say whether it ended."""
+    decisions: list[RetrainDecision] = []
+
+    def write(**end: Any) -> None:
+        write_json_atomic(path, {**summary, **end, "decisions": [asdict(d) for d in decisions]})
+
+    try:
+        write(finished_at=None, interrupted=None)
+        for outcome in outcomes:
+            decision = judge_challenger(
+                outcome.coin,
+                None if outcome.failed else outcome.final_model,
+                _gate(gate_of, outcome),
+                registry_root=registry_root,
+                test_metrics=outcome.metrics or None,
+                n_boot=n_boot,
+                promote_unjudged=promote_unjudged,
+                log=log,
+            )
+            if bucket:
+                decision = _pushed(decision, registry_root, bucket, prefix, endpoint_url, log)
+            decisions.append(decision)
+            write(finished_at=None, interrupted=None)
+    except BaseException as exc:
+        write(finished_at=None, interrupted=one_line(exc))
+        raise
+    write(finished_at=utc_now(), interrupted=None)
+    return decisions
+
+
+def _gate(gate_of: Callable[[CoinOutcome], GateDecision], outcome: CoinOutcome) -> GateDecision:
+    """The gate's verdict; metrics it cannot read fail it (with the error), like a failed chain."""
+    try:
+        return gate_of(outcome)
+    except Exception as exc:
+        return GateDecision(passed=False, reasons=[f"the gate could not read the metrics: {one_line(exc)}"])
+
+
+def _pushed(
+    decision: RetrainDecision,
+    registry_root: str | Path,
+    bucket: str,
     prefix: str,
     endpoint_url: str | None,
     log: Callable[[str], None],
 ) -> RetrainDecision:
+    """Push the coin's registry after its decision; a failed push is recorded, the decision stands."""
     from crpbot.registry.local import coin_dir, version_names
     from crpbot.registry.transfer import push
 
-    decision = judge_challenger(
-        outcome.coin,
-        None if outcome.failed else outcome.final_model,
-        outcome_gate(outcome, thresholds),
-        registry_root=registry_root,
-        test_metrics=outcome.metrics or None,
-        n_boot=n_boot,
-        log=log,
-    )
-    if bucket and version_names(coin_dir(registry_root, outcome.coin)):
+    try:
+        if not version_names(coin_dir(registry_root, decision.coin)):
+            return decision
         for pushed in push(
-            registry_root, bucket, coin=outcome.coin, prefix=prefix, endpoint_url=endpoint_url
+            registry_root, bucket, coin=decision.coin, prefix=prefix, endpoint_url=endpoint_url
         ):
             if pushed.uploaded:
                 log(f"Pushed {pushed.coin} {pushed.version} -> {pushed.url}")
+    except Exception as exc:
+        error = f"push to s3://{bucket} failed: {one_line(exc)}"
+        log(f"{decision.coin}: {error}")
+        return dataclasses.replace(decision, error=error)
     return decision
 
 
@@ -266,6 +432,8 @@ def decision_table(decisions: list[RetrainDecision]) -> list[str]:
                 f"[{low:+.4f}, {high:+.4f}]"
             )
         else:
-            scores = "no shared rows" if comparison else "-"
+            scores = (
+                "unjudged (no fair comparison)" if d.unjudged else f"error: {d.error}" if d.error else "-"
+            )
         lines.append(f"{d.coin:8} {d.decision:14} {d.champion or '-':32} {scores}")
     return lines

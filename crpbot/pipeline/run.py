@@ -11,9 +11,10 @@ the real CPUs and GPUs, so three coins on a cluster with three free slots run at
 fewer they queue for them. No process holds a CPU or GPU while it waits for another one, so
 coins cannot deadlock on each other's reservations. Holding nothing, a chain runs on one thread:
 its predictions (validation checks, temperature fit, test evaluation) run in Ray tasks claiming
-an equal part of a node's CPUs, or a GPU share with ``--gpu`` (``crpbot.model.scoring``). A process per coin rather than a driver
-thread: Tune keeps process-wide state (verbosity, Optuna's logger), and a coin whose process
-dies (out of memory, say) is reported as failed while the others finish.
+an equal part of a node's CPUs, or a GPU share with ``--gpu`` (``crpbot.model.scoring``). A
+process per coin rather than a driver thread: Tune keeps process-wide state (verbosity,
+Optuna's logger), and a coin whose process dies (out of memory, say) is reported as failed
+while the others finish.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from crpbot.config import CONFIG_DIR, load_config
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
+from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.gate import GateDecision, GateThresholds, batch_decision, metrics_decision
-from crpbot.pipeline.chain import PipelineBudget, check_workers_and_costs, resolve_budget, run_coin_chain
+from crpbot.pipeline.chain import PipelineBudget, resolve_budget, run_coin_chain
 from crpbot.pipeline.run_report import (
     CoinOutcome,
     PipelineResult,
@@ -39,7 +40,7 @@ from crpbot.pipeline.run_report import (
     utc_now,
     write_run_report,
 )
-from crpbot.ray_runtime import init_ray, require_gpus
+from crpbot.ray_runtime import ClusterSettings, init_ray, require_gpus
 from crpbot.registry.storage import join, validate_storage
 
 if TYPE_CHECKING:
@@ -54,7 +55,9 @@ def run_pipeline(
     coins: list[str],
     *,
     budget: str = "smoke",
-    address: str | None = None,
+    cluster: ClusterSettings | None = None,
+    thresholds: GateThresholds | None = None,
+    costs: Costs | None = None,
     input_dir: str | Path | None = None,
     run_dir: str | Path | None = None,
     registry_root: str | Path = "models",
@@ -62,12 +65,6 @@ def run_pipeline(
     bucket: str | None = None,
     prefix: str = "crpbot",
     endpoint_url: str | None = None,
-    use_gpu: bool = False,
-    workers: int = 1,
-    thresholds: GateThresholds | None = None,
-    fee_bps: float = 10.0,
-    slippage_bps: float = 0.0,
-    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
     log: Callable[[str], None] = print,
 ) -> PipelineResult:
     """Run every coin's chain in parallel, gate the batch, promote it if enough coins pass.
@@ -76,15 +73,17 @@ def run_pipeline(
     ``s3://bucket/prefix``; default: inside ``run_dir``). On a multi-node cluster it must be
     shared storage, since workers write checkpoints that the driver reads. A coin whose chain
     fails is reported with its reason and counts as failing the gate; the others' results stand.
-    ``fee_bps``, ``slippage_bps`` and ``entry_delay_bars`` are the test backtest's fills.
+    ``cluster``: where and on what the chains run; ``costs``: the test backtest's fills; each
+    defaults when None (a local Ray, the strict gate, 10 bps per side).
     """
 
     # Every check that can fail runs before the run directory exists and Ray starts: a mistake
     # costs seconds, not a trained BTC model, and leaves nothing behind that blocks the rerun.
     plan = resolve_budget(budget)
+    cluster = cluster if cluster is not None else ClusterSettings()
     thresholds = thresholds if thresholds is not None else GateThresholds()
+    costs = costs if costs is not None else Costs()
     coins = checked_coins(coins)
-    check_workers_and_costs(workers, fee_bps, slippage_bps, entry_delay_bars)
     validate_storage(storage)
     inputs = checked_inputs(coins, input_dir, plan)
     run_dir = new_run_dir(run_dir, "pipeline")
@@ -98,13 +97,9 @@ def run_pipeline(
             run_dir,
             plan,
             storage=storage,
-            address=address,
-            use_gpu=use_gpu,
-            workers=workers,
+            cluster=cluster,
             thresholds=thresholds,
-            fee_bps=fee_bps,
-            slippage_bps=slippage_bps,
-            entry_delay_bars=entry_delay_bars,
+            costs=costs,
             log=log,
         )
         decisions = {o.coin: outcome_gate(o, thresholds) for o in outcomes}
@@ -164,41 +159,33 @@ def launch_chains(
     plan: PipelineBudget,
     *,
     storage: str | Path,
-    address: str | None,
-    use_gpu: bool,
-    workers: int,
+    cluster: ClusterSettings,
     thresholds: GateThresholds,
-    fee_bps: float,
-    slippage_bps: float,
-    entry_delay_bars: int,
+    costs: Costs,
     log: Callable[[str], None],
 ) -> list[CoinOutcome]:
     """Start Ray and run every coin's chain in parallel under ``run_dir/<coin>`` (pipeline and retrain)."""
     from crpbot.model.scoring import chain_claim
 
-    init_ray(address)
-    if use_gpu:
-        require_gpus(workers)  # one line now, not a failure per coin (or a wait) later
+    init_ray(cluster.address)
+    if cluster.gpu:
+        require_gpus(cluster.workers)  # one line now, not a failure per coin (or a wait) later
     kwargs = {
         coin: {
             "input_path": inputs[coin].resolve(),
             "coin_dir": (run_dir / coin).resolve(),
             "budget": plan,
             "storage": join(storage, coin),
-            "address": address,
-            "use_gpu": use_gpu,
-            "workers": workers,
+            "cluster": cluster,
             "thresholds": thresholds,
-            "fee_bps": fee_bps,
-            "slippage_bps": slippage_bps,
-            "entry_delay_bars": entry_delay_bars,
+            "costs": costs,
             "progress": sys.stdout.isatty(),  # the chains write to a log; this may be a terminal
         }
         for coin in coins
     }
     # the chains claim nothing themselves: their validation checks, temperature fits and test
     # evaluations claim this each (crpbot.model.scoring)
-    claim = chain_claim(len(coins), plan.gpu_share if use_gpu else None)
+    claim = chain_claim(len(coins), plan.gpu_share if cluster.gpu else None)
     return _run_chains_in_parallel(coins, kwargs, claim, log)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from crpbot.evaluation.gate import GateThresholds
-from crpbot.evaluation.report import best_baseline, fills_text
+from crpbot.evaluation.report import best_baseline, fills_text, net_return_cell, net_return_text
 
 
 def utc_now() -> str:
@@ -90,13 +90,15 @@ def summary_table(result: PipelineResult) -> list[str]:
 
     "best baseline": the baseline chosen on validation, its test accuracy; "edge [95% CI]": the
     model's accuracy minus that baseline's on the same test rows, with the paired CI.
-    "win net/gross": share of backtest trades that made money after costs / that had the right
+    "net bps/trade [95% CI]": the backtest's mean net return per trade after costs, in bps, at the
+    threshold chosen on validation, with its CI (what the gate's net-PnL check reads); "win
+    net/gross": share of backtest trades that made money after costs / that had the right
     direction before costs.
     """
     header = (
         f"{'coin':<8} {'model':<9} {'test acc [95% CI]':<24} {'best baseline':<20} "
         f"{'edge [95% CI]':<26} {'ECE':>6} "
-        f"{'AUC':>6} {'trades':>6} {'win net/gross':>13} {'PnL':>8} {'Sharpe':>7}  gate"
+        f"{'AUC':>6} {'trades':>6} {'net bps/trade [95% CI]':<22} {'win net/gross':>13} {'Sharpe':>7}  gate"
     )
     lines = [header, "-" * len(header)]
     for o in result.outcomes:
@@ -123,8 +125,7 @@ def summary_table(result: PipelineResult) -> list[str]:
         lines.append(
             f"{o.coin:<8} {o.stage:<9} {m['accuracy']:.4f} [{lo:.3f}, {hi:.3f}]{'':<4} "
             f"{name + ' ' + _fmt(value):<20} {edge_cell:<26} {m['ece']:>6.4f} {_fmt(m.get('auc')):>6} "
-            f"{bt['trades']:>6} {wins:>13} "
-            f"{_fmt(bt.get('total_pnl')):>8} "
+            f"{bt['trades']:>6} {net_return_cell(m.get('net_return_per_trade')):<22} {wins:>13} "
             f"{_fmt(bt.get('sharpe'), '.2f'):>7}  {verdict}"
         )
     batch = result.batch
@@ -134,6 +135,15 @@ def summary_table(result: PipelineResult) -> list[str]:
         f"{'PROMOTED' if batch['promoted'] else 'NOT PROMOTED'}"
     )
     return lines
+
+
+def _net_pnl_sentence(thresholds: GateThresholds) -> str:
+    if thresholds.net_pnl == "require":
+        return (
+            "the 95% CI lower bound of the net return per trade (after costs) must be above 0, "
+            "no trades failing it"
+        )
+    return "the net return per trade is reported, not gated (--net-pnl report)"
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -184,7 +194,8 @@ def write_run_report(result: PipelineResult, budget: str, thresholds: GateThresh
         "",
         f"Gate: accuracy >= {thresholds.min_accuracy}, ECE <= {thresholds.max_calibration_error} per coin, "
         f"read as {thresholds.reading} (the recipe's reading, point accuracy and equal-width ECE, is in each "
-        f"coin's evaluation report); at least {thresholds.quorum} coins must pass. The fallback "
+        f"coin's evaluation report); {_net_pnl_sentence(thresholds)}; at least {thresholds.quorum} coins "
+        "must pass. The fallback "
         "(search + seed ensemble) is triggered on the validation split; each coin's test split is "
         "scored once, at the end.",
         "",
@@ -215,6 +226,7 @@ def write_run_report(result: PipelineResult, budget: str, thresholds: GateThresh
         lines += [
             f"- test evaluation: `{o.evaluation_dir}` (report.md, metrics.json, plots)",
             f"- backtest fills: {fills_text(o.metrics['backtest'])}",
+            f"- net return per trade (after costs): {net_return_text(o.metrics.get('net_return_per_trade'))}",
             f"- gate: {'PASS' if gate['passed'] else 'FAIL'} ({reasons})",
             f"- promoted: {o.promoted_version or 'no'}",
             "",

@@ -37,10 +37,10 @@ import pandas as pd
 from crpbot.config import TrainConfig
 from crpbot.data.folds import Fold, FoldSpec
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
+from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.gate import GateThresholds
 from crpbot.pipeline.walkforward_summary import fold_metrics, folds_table, summarize, summary_lines
-from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
+from crpbot.ray_runtime import ClusterSettings, init_ray, quiet_worker_logs, require_gpus
 
 RESULT_FILE = "result.json"
 PLAN_FILE = "plan.json"
@@ -63,13 +63,9 @@ def run_walkforward(
     *,
     input_path: str | Path | None = None,
     out_dir: str | Path | None = None,
-    address: str | None = None,
-    use_gpu: bool = False,
-    gpu_share: float = 1.0,
+    cluster: ClusterSettings | None = None,
     thresholds: GateThresholds | None = None,
-    fee_bps: float = 10.0,
-    slippage_bps: float = 0.0,
-    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
+    costs: Costs | None = None,
     max_parallel: int | None = None,
     n_boot: int = 1000,
     log: Callable[[str], None] = print,
@@ -78,7 +74,7 @@ def run_walkforward(
 
     ``max_parallel`` caps the folds in flight (default: as many as the cluster runs; 1 runs them
     one after another, the benchmark's baseline). Every check that can fail on the inputs runs
-    before Ray starts.
+    before Ray starts. ``cluster``: each fold claims 1 CPU, or ``gpu_share`` of a GPU with ``gpu``.
     """
     from crpbot.data.bars import default_input, load_bars, normalize_coin
     from crpbot.data.cross_asset import ContextSpec, load_context
@@ -86,16 +82,12 @@ def run_walkforward(
     from crpbot.data.folds import plan_folds
     from crpbot.registry.artifact import check_output_location
 
+    cluster = cluster if cluster is not None else ClusterSettings()
     thresholds = thresholds if thresholds is not None else GateThresholds()
+    costs = costs if costs is not None else Costs()
     coin = normalize_coin(coin)
-    if not (isinstance(gpu_share, (int, float)) and 0 < gpu_share <= 1):
-        raise CrpbotError(f"invalid GPU share {gpu_share!r}: must be in (0, 1]")
     if max_parallel is not None and max_parallel < 1:
         raise CrpbotError(f"invalid max_parallel {max_parallel}: must be >= 1")
-    if not all(np.isfinite(cost) and cost >= 0 for cost in (fee_bps, slippage_bps)):
-        raise CrpbotError(f"backtest costs must be finite and >= 0 bps, got {fee_bps}, {slippage_bps}")
-    if isinstance(entry_delay_bars, bool) or not isinstance(entry_delay_bars, int) or entry_delay_bars < 0:
-        raise CrpbotError(f"invalid entry delay {entry_delay_bars!r} bars: must be an integer >= 0")
     input_path = Path(input_path if input_path is not None else default_input(coin)).resolve()
     out_dir = (
         Path(out_dir)
@@ -118,9 +110,7 @@ def run_walkforward(
         # finished folds were scored with these: a rerun with others would mix two evaluations
         "evaluation": {
             "thresholds": dataclasses.asdict(thresholds),
-            "fee_bps": fee_bps,
-            "slippage_bps": slippage_bps,
-            "entry_delay_bars": entry_delay_bars,
+            **dataclasses.asdict(costs),
             "n_boot": n_boot,
         },
         "folds": [fold.to_dict() for fold in folds],
@@ -138,12 +128,12 @@ def run_walkforward(
     if todo:
         import ray
 
-        init_ray(address)
-        if use_gpu:
+        init_ray(cluster.address)
+        if cluster.gpu:
             require_gpus(1)
         task = (
-            ray.remote(num_cpus=1, num_gpus=gpu_share)(_run_fold)
-            if use_gpu
+            ray.remote(num_cpus=1, num_gpus=cluster.gpu_share)(_run_fold)
+            if cluster.gpu
             else ray.remote(num_cpus=1)(_run_fold)
         )
         bars_ref = ray.put(bars)
@@ -151,11 +141,9 @@ def run_walkforward(
             "config": config.to_dict(),
             "input_path": str(input_path),
             "thresholds": thresholds,
-            "fee_bps": fee_bps,
-            "slippage_bps": slippage_bps,
-            "entry_delay_bars": entry_delay_bars,
+            "costs": costs,
             "n_boot": n_boot,
-            "device": "cuda" if use_gpu else "cpu",
+            "device": "cuda" if cluster.gpu else "cpu",
             "context": ray.put(context) if context is not None else None,
         }
         for fold in todo:  # leftovers of a killed run: never half-read, always rebuilt
@@ -164,7 +152,6 @@ def run_walkforward(
 
     rows = [records[fold.index] for fold in folds]
     table = folds_table(rows)
-    costs = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "entry_delay_bars": entry_delay_bars}
     summary = summarize(plan, rows, out_dir, config.horizon, thresholds, costs, n_boot)
     write_outputs(out_dir, table, summary)
     for line in summary_lines(summary):
@@ -253,9 +240,7 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
         model,
         out_dir=directory / "evaluation",
         thresholds=shared["thresholds"],
-        fee_bps=shared["fee_bps"],
-        slippage_bps=shared["slippage_bps"],
-        entry_delay_bars=shared["entry_delay_bars"],
+        costs=shared["costs"],
         n_boot=shared["n_boot"],
         prepared=data,  # the fold's own data: no second load and preparation of the file
         log=lambda _: None,

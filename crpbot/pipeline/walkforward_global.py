@@ -33,7 +33,7 @@ import numpy as np
 from crpbot.config import TrainConfig
 from crpbot.data.folds import FoldSpec
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.backtest import DEFAULT_ENTRY_DELAY_BARS
+from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.gate import GateThresholds
 from crpbot.pipeline.walkforward import WalkForwardResult, fold_periods, write_outputs
 from crpbot.pipeline.walkforward_summary import fold_metrics, folds_table, summarize
@@ -46,9 +46,7 @@ def run_global_walkforward(
     out_dir: str | Path,
     data_dir: str | Path | None = None,
     thresholds: GateThresholds | None = None,
-    fee_bps: float = 10.0,
-    slippage_bps: float = 0.0,
-    entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS,
+    costs: Costs | None = None,
     n_boot: int = 1000,
     log: Callable[[str], None] = print,
 ) -> dict[str, WalkForwardResult]:
@@ -65,6 +63,7 @@ def run_global_walkforward(
     if not config.coins:
         raise CrpbotError("a global walk-forward needs a config with coins (e.g. coins: [BTC, ETH, SOL])")
     thresholds = thresholds if thresholds is not None else GateThresholds()
+    costs = costs if costs is not None else Costs()
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise CrpbotError(f"output directory already exists: {out_dir}")
@@ -104,9 +103,7 @@ def run_global_walkforward(
                 coin=coin,
                 out_dir=out_dir / coin / "folds" / str(fold.index) / "evaluation",
                 thresholds=thresholds,
-                fee_bps=fee_bps,
-                slippage_bps=slippage_bps,
-                entry_delay_bars=entry_delay_bars,
+                costs=costs,
                 n_boot=n_boot,
                 prepared=data.part(coin),
                 log=lambda _: None,
@@ -125,7 +122,6 @@ def run_global_walkforward(
             log(f"fold {fold.index} {coin}: test accuracy {evaluation.metrics['accuracy']:.4f}")
         del data  # one fold's arrays at a time
 
-    costs = {"fee_bps": fee_bps, "slippage_bps": slippage_bps, "entry_delay_bars": entry_delay_bars}
     results = {}
     for coin, rows in records.items():
         plan = {

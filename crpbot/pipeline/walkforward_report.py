@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crpbot.evaluation.report import net_return_text
+
 TABLE_COLUMNS = {
     "fold": "fold",
     "test_start": "test from",
@@ -99,7 +101,8 @@ def report_markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
         lines += [
             f"- gate passed in {gate['folds_passing']} of {summary['folds_finished']} folds "
             f"(the recipe's reading: {gate['recipe_reading']['folds_passing']})",
-            f"- backtest: {backtest['trades']:,} trades, net PnL {backtest['net_pnl']:+.4f}",
+            f"- backtest: {backtest['trades']:,} trades, net PnL {backtest['net_pnl']:+.4f}; net return per "
+            f"trade over every fold's trades {net_return_text(summary.get('pooled_net_return_per_trade'))}",
             "",
         ]
     for failed in summary["folds_failed"]:

@@ -3,11 +3,13 @@
 Apart from :mod:`crpbot.pipeline.walkforward` (which trains and scores the folds on Ray) so that
 the per-coin and the global walk-forward summarise their folds the same way. Pooled numbers
 concatenate the folds' test predictions: the test periods tile the evaluated span, so each row
-counts once.
+counts once; the pooled net return per trade concatenates the folds' trades (one position at a
+time within a fold, and the folds' test periods do not overlap, so no two trades overlap).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from crpbot.data.folds import DAY_BARS
+from crpbot.evaluation.backtest import TRADES_FILE, Costs, net_return_per_trade
 from crpbot.evaluation.gate import GateThresholds
+from crpbot.evaluation.report import net_return_text
 
 
 def fold_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -24,6 +28,8 @@ def fold_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     best, best_accuracy, chosen_on = _best_baseline(metrics)
     edge = metrics.get("edge_over_best_baseline") or {}
     backtest = metrics["backtest"]
+    net = metrics["net_return_per_trade"]
+    ci = net["ci"] or [None, None]
     return {
         "n": metrics["n"],
         "accuracy": metrics["accuracy"],
@@ -41,6 +47,9 @@ def fold_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         "edge_ci_high": edge.get("ci_high"),
         "trades": backtest["trades"],
         "net_pnl": backtest["total_pnl"],
+        "net_per_trade": net["mean"],
+        "net_per_trade_ci_low": ci[0],
+        "net_per_trade_ci_high": ci[1],
         "gate_passed": bool(metrics["gate"]["passed"]),
         "gate_passed_recipe": bool(metrics["gate"]["recipe_reading"]["passed"]),
         "gate_reasons": "; ".join(metrics["gate"].get("reasons") or []),
@@ -70,10 +79,11 @@ def summarize(
     out_dir: Path,
     horizon: int,
     thresholds: GateThresholds,
-    costs: dict[str, Any],
+    costs: Costs,
     n_boot: int,
 ) -> dict[str, Any]:
-    """Pooled accuracy (block-bootstrap CI) and edge (paired CI) over every finished fold's test rows."""
+    """Pooled accuracy (block-bootstrap CI) and edge (paired CI) over every finished fold's test rows,
+    and the net return per trade (its CI) over every finished fold's trades."""
     from crpbot.evaluation.metrics import block_bootstrap_ci, default_block_length, predicted_up
 
     def share(passed: int) -> float | None:
@@ -96,6 +106,7 @@ def summarize(
             "min_accuracy": thresholds.min_accuracy,
             "max_calibration_error": thresholds.max_calibration_error,
             "reading": thresholds.reading,
+            "net_pnl": thresholds.net_pnl,
             "folds_passing": passing,
             "share_passing": share(passing),
             "recipe_reading": {
@@ -105,7 +116,7 @@ def summarize(
             },
         },
         "backtest": {
-            **costs,
+            **asdict(costs),
             "trades": sum(int(r["trades"]) for r in ok),
             "net_pnl": float(sum(r["net_pnl"] for r in ok)),
         },
@@ -130,7 +141,19 @@ def summarize(
         f"{n_boot} resamples",
     }
     summary["pooled_edge"] = _pooled_edge(pooled, horizon, n_boot)
+    summary["pooled_net_return_per_trade"] = _pooled_net_return(out_dir, ok, n_boot)
     return summary
+
+
+def _pooled_net_return(out_dir: Path, ok: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
+    """The net return per trade over every finished fold's trades (their trades.parquet), with its CI."""
+    paths = [out_dir / "folds" / str(r["fold"]) / "evaluation" / TRADES_FILE for r in ok]
+    missing = [str(r["fold"]) for r, path in zip(ok, paths, strict=True) if not path.is_file()]
+    if missing:
+        note = f"no {TRADES_FILE} in fold(s) {', '.join(missing)}"
+        return {"mean": None, "ci": None, "trades": None, "note": note}
+    pnl = np.concatenate([pd.read_parquet(path)["net_return"].to_numpy(dtype=np.float64) for path in paths])
+    return {**net_return_per_trade(pnl, n_boot=n_boot), "pooled_over": "every finished fold's trades"}
 
 
 def _pooled_edge(pooled: pd.DataFrame, horizon: int, n_boot: int) -> dict[str, Any]:
@@ -174,6 +197,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"Backtest over all folds: {summary['backtest']['trades']:,} trades, "
-            f"net PnL {summary['backtest']['net_pnl']:+.4f}"
+            f"net PnL {summary['backtest']['net_pnl']:+.4f}, "
+            f"net return per trade {net_return_text(summary['pooled_net_return_per_trade'])}"
         )
     return lines
