@@ -70,13 +70,12 @@ in_env() {
   "$@"
 }
 
-cuda() {  # one line and exit 0 without CUDA: the dry run's GPU steps
-  if ! in_env "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-    echo "no CUDA: skipped"
-    return 0
-  fi
-  in_env "$@"
+no_cuda() {  # true, after one line saying so, without CUDA: the dry run's GPU steps
+  in_env "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null && return 1
+  echo "no CUDA: skipped"
 }
+
+cuda() { no_cuda || in_env "$@"; }
 
 bench() { cuda "$PYTHON" benchmarks/bench_gpu.py --out "$OUT/bench" --input data/sample/BTC-USD_1m.parquet "$@"; }
 
@@ -91,7 +90,7 @@ step_env() {
 
 step_install() {
   bash scripts/install_offline.sh "$CARRY/$BUNDLE_NAME" "$PREFIX" || return 1
-  if ! "$PYTHON" -c 'import pytest, pytest_timeout' 2>/dev/null; then  # unpack the carried wheels
+  if ! in_env "$PYTHON" -c 'import pytest, pytest_timeout' 2>/dev/null; then  # the carried wheels
     mkdir -p "$WORK/test-site"
     for wheel in "$CARRY"/wheels/*.whl; do
       "$PYTHON" -m zipfile -e "$wheel" "$WORK/test-site"
@@ -114,13 +113,14 @@ step_full_btc() { bench --parts f --full-input "$CARRY/BTC-USD_1m.parquet"; }
 
 step_ensemble() {
   # gpu.yaml on 131,072 train windows of full BTC (validation and the temperature fit see all of it)
-  cuda "$PYTHON" -c "
+  no_cuda && return 0
+  in_env "$PYTHON" -c "
 import yaml
 config = yaml.safe_load(open('tune_configs/gpu.yaml'))
 config.update(max_train_windows=131072, max_epochs=2)
 yaml.safe_dump(config, open('$WORK/ensemble.yaml', 'w'))" || return 1
   rm -rf "$WORK/ensemble"
-  cuda "$PYTHON" -m crpbot ensemble --coin BTC --config "$WORK/ensemble.yaml" --seeds 2 --gpu --gpu-share 0.5 \
+  in_env "$PYTHON" -m crpbot ensemble --coin BTC --config "$WORK/ensemble.yaml" --seeds 2 --gpu --gpu-share 0.5 \
     --input "$CARRY/BTC-USD_1m.parquet" --out "$WORK/ensemble"
 }
 
@@ -137,7 +137,7 @@ step_pipeline() {
   cuda "$PYTHON" -m crpbot pipeline --budget smoke --gpu --run-dir "$WORK/pipeline" --registry "$WORK/models"
 }
 
-export -f in_env cuda bench step_env step_install step_doctor step_gpu_tests step_ray_train step_packed \
+export -f in_env no_cuda cuda bench step_env step_install step_doctor step_gpu_tests step_ray_train step_packed \
   step_full_btc step_ensemble step_ray_tests step_kernels step_scoring step_pipeline
 
 # id name function timeout expected-seconds
