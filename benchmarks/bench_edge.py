@@ -8,7 +8,7 @@ Each contender is ``run_walkforward`` with the same small model (tune_configs/sm
 1-layer BiLSTM, hidden 16, lookback 60; ``--epochs`` epochs of ``--windows`` training windows)
 on the same folds (planned on the target's own rows, so both contenders share cut times); the
 context contender adds BTC's 39 features (``context_coins: [BTC]``). Per coin and contender it
-prints the pooled walk-forward test accuracy with its block-bootstrap CI and the edge over each
+prints the pooled walk-forward test accuracy with its CI (``metrics.mean_interval``) and the edge over each
 fold's best baseline (chosen on that fold's validation split) with its paired CI, and per coin
 the paired difference context minus per-coin on the test rows both scored. Nothing is chosen on
 test: every contender is reported.
@@ -44,7 +44,7 @@ def main() -> None:
 
     from crpbot.config import CONFIG_DIR, load_config
     from crpbot.data.folds import FoldSpec
-    from crpbot.evaluation.metrics import paired_block_bootstrap_ci, predicted_up
+    from crpbot.evaluation.metrics import paired_interval, predicted_up
     from crpbot.pipeline.walkforward import run_walkforward
 
     config = load_config(CONFIG_DIR / "smoke.yaml").replace(
@@ -101,10 +101,10 @@ def main() -> None:
             for key, frame in pooled.items()
         }
         a, b = correct["per-coin + BTC context"], correct["per-coin"]
-        low, high = paired_block_bootstrap_ci(a, b, horizon=config.horizon)
+        paired = paired_interval(a, b, horizon=config.horizon)
         print(
             f"{coin:<5} context - per-coin on the {len(both):,} rows both scored: "
-            f"{a.mean() - b.mean():+.4f} [{low:+.4f}, {high:+.4f}]",
+            f"{a.mean() - b.mean():+.4f} [{paired.low:+.4f}, {paired.high:+.4f}]",
             flush=True,
         )
 

@@ -17,8 +17,8 @@ times and the same test rows) and changes ONE thing of bench_edge's per-coin set
 - ``hidden64``: hidden size 64 instead of 16 (head 16 unchanged);
 - ``lr1e-3``: learning rate 1e-3 instead of 3e-3 (the default config's rate).
 
-Per variant: the pooled test accuracy with its block-bootstrap CI (the walk-forward summary's),
-the edge over the 15-minute reversal rule on the same rows with a paired block-bootstrap CI (the
+Per variant: the pooled test accuracy with its CI (the walk-forward summary's),
+the edge over the 15-minute reversal rule on the same rows with a paired CI (the
 rule's per-row predictions from ``reversal_predictions`` on each fold's prepared data), how often
 the model calls the same direction as the rule and calls up, and per fold the best epoch (on val
 loss) of the epochs run, from the fold artifact's history.json, and the paired difference to
@@ -127,7 +127,7 @@ def main() -> None:
 
     from crpbot.config import CONFIG_DIR, load_config
     from crpbot.data.folds import FoldSpec
-    from crpbot.evaluation.metrics import edge_over_baseline, paired_block_bootstrap_ci, predicted_up
+    from crpbot.evaluation.metrics import edge_over_baseline, paired_interval, predicted_up
     from crpbot.pipeline.walkforward import run_walkforward
 
     base = load_config(CONFIG_DIR / "smoke.yaml").replace(
@@ -183,8 +183,8 @@ def main() -> None:
             if name != "baseline" and baseline_right is not None:
                 both = right.index.intersection(baseline_right.index)
                 a, b = right.loc[both].to_numpy(), baseline_right.loc[both].to_numpy()
-                low, high = paired_block_bootstrap_ci(a, b, horizon=config.horizon)
-                versus = f"{a.mean() - b.mean():+.4f} [{low:+.4f}, {high:+.4f}]"
+                paired = paired_interval(a, b, horizon=config.horizon)
+                versus = f"{a.mean() - b.mean():+.4f} [{paired.low:+.4f}, {paired.high:+.4f}]"
             acc = result.summary["pooled"]
             print(
                 f"{coin:<5} {name:<10} {acc['n']:<8,} {acc['accuracy']:.4f} "

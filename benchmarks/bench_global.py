@@ -1,7 +1,7 @@
 """The global model as a walk-forward contender beside a finished per-coin walk-forward, same folds.
 
 Usage: .venv/bin/python benchmarks/bench_global.py --per-coin RUN_DIR [RUN_DIR ...]
-       [--data-dir DIR] [--out DIR] [--n-boot 1000]
+       [--data-dir DIR] [--out DIR]
 
 Each ``RUN_DIR`` is a finished ``run_walkforward`` of one coin (its ``plan.json``, ``folds.csv``
 and per-fold ``predictions.parquet``; e.g. ``bench_edge.py``'s per-coin runs). Its training
@@ -9,7 +9,7 @@ config and fold spec are reused unchanged, plus ``coins: [BTC, ETH, SOL]``, for 
 ``run_global_walkforward`` (no Ray): one network per fold trained on all three coins' windows
 (the same ``max_train_windows`` per epoch as each per-coin model, so the same training budget),
 scored per coin. Per coin it prints both contenders' pooled test accuracy with its
-block-bootstrap CI, the edge over each fold's best baseline (chosen on that fold's validation
+CI (``metrics.mean_interval``), the edge over each fold's best baseline (chosen on that fold's validation
 split) with its paired CI, and the paired difference global minus per-coin on the test rows both
 scored. The folds must be the same (checked: same test periods).
 """
@@ -51,7 +51,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-coin", type=Path, nargs="+", required=True, help="finished per-coin run dirs")
     parser.add_argument("--data-dir", type=Path, default=SHARED)
-    parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument(
         "--out", type=Path, default=Path("runs") / f"bench-global-{time.strftime('%Y%m%d-%H%M%S')}"
     )
@@ -61,7 +60,7 @@ def main() -> None:
 
     from crpbot.config import TrainConfig, config_keys
     from crpbot.data.folds import FoldSpec
-    from crpbot.evaluation.metrics import paired_block_bootstrap_ci, predicted_up
+    from crpbot.evaluation.metrics import paired_interval, predicted_up
     from crpbot.pipeline.walkforward_global import run_global_walkforward
 
     torch.set_num_threads(1)
@@ -89,7 +88,7 @@ def main() -> None:
     )
     started = time.perf_counter()
     results = run_global_walkforward(
-        config, spec, out_dir=args.out, data_dir=args.data_dir, n_boot=args.n_boot, log=lambda _: None
+        config, spec, out_dir=args.out, data_dir=args.data_dir, log=lambda _: None
     )
     print(f"global walk-forward: {time.perf_counter() - started:.0f} s")
     horizon = config.horizon
@@ -106,14 +105,12 @@ def main() -> None:
         labels = both["label_per_coin"].to_numpy() == 1
         right_global = (predicted_up(both["prob_up_global"].to_numpy()) == labels).astype(np.float64)
         right_per_coin = (predicted_up(both["prob_up_per_coin"].to_numpy()) == labels).astype(np.float64)
-        low, high = paired_block_bootstrap_ci(
-            right_global, right_per_coin, horizon=horizon, n_boot=args.n_boot
-        )
+        paired = paired_interval(right_global, right_per_coin, horizon=horizon)
         print(f"{coin} per-coin: {describe(per_coin_summary)}")
         print(f"{coin} global:   {describe(mine.summary)}")
         print(
             f"{coin} global - per-coin on the same {len(both):,} test rows: "
-            f"{right_global.mean() - right_per_coin.mean():+.4f} [{low:+.4f}, {high:+.4f}]"
+            f"{right_global.mean() - right_per_coin.mean():+.4f} [{paired.low:+.4f}, {paired.high:+.4f}]"
         )
 
 

@@ -14,7 +14,7 @@ Reads finished walk-forwards and adds what they lack, on the same folds:
   same rows and split times as the models'): the GBDT on the coin's own features, the GBDT with
   BTC's 39 features beside them, and the 15-minute reversal rule, each as a contender of its own.
 
-Per coin and contender: pooled test accuracy with its block-bootstrap CI, the edge over each
+Per coin and contender: pooled test accuracy with its CI (``metrics.mean_interval``), the edge over each
 fold's best baseline chosen on that fold's validation split (the per-coin evaluation's
 ``baseline_up``, no context: one yardstick for every contender) with its paired CI, and the
 paired difference to the per-coin model on the same rows; then each lever alone (the same
@@ -91,7 +91,6 @@ def main() -> None:
     parser.add_argument("--global-run", type=Path, required=True, help="bench_global.py's output directory")
     parser.add_argument("--coins", nargs="+", default=["ETH", "SOL", "BTC"])
     parser.add_argument("--data-dir", type=Path, default=SHARED)
-    parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument(
         "--out", type=Path, default=Path("runs") / f"bench-levers-{time.strftime('%Y%m%d-%H%M%S')}"
     )
@@ -101,12 +100,7 @@ def main() -> None:
 
     from crpbot.config import TrainConfig, config_keys
     from crpbot.data.folds import FoldSpec
-    from crpbot.evaluation.metrics import (
-        block_bootstrap_ci,
-        default_block_length,
-        paired_block_bootstrap_ci,
-        predicted_up,
-    )
+    from crpbot.evaluation.metrics import mean_ci, paired_interval, predicted_up
     from crpbot.pipeline.walkforward_global import run_global_walkforward
 
     torch.set_num_threads(1)
@@ -141,7 +135,6 @@ def main() -> None:
                 spec,
                 out_dir=out_dir,
                 data_dir=args.data_dir,
-                n_boot=args.n_boot,
                 log=lambda _: None,
             )
             print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
@@ -167,32 +160,26 @@ def main() -> None:
         names = [name for name in table.columns if name not in ("label", "baseline_up")]
         right = {name: (table[name].to_numpy().astype(bool) == truth).astype(np.float64) for name in names}
         for name in names:
-            low, high = block_bootstrap_ci(
-                right[name], block_length=default_block_length(len(truth), horizon), n_boot=args.n_boot
-            )
-            e_low, e_high = paired_block_bootstrap_ci(
-                right[name], base_right, horizon=horizon, n_boot=args.n_boot
-            )
+            low, high = mean_ci(right[name], horizon=horizon)
+            paired = paired_interval(right[name], base_right, horizon=horizon)
             versus = "—"
             if "per-coin" in right and name != "per-coin":
-                d_low, d_high = paired_block_bootstrap_ci(
-                    right[name], right["per-coin"], horizon=horizon, n_boot=args.n_boot
-                )
+                minus = paired_interval(right[name], right["per-coin"], horizon=horizon)
                 diff = right[name].mean() - right["per-coin"].mean()
-                versus = f"{diff:+.4f} [{d_low:+.4f}, {d_high:+.4f}]"
+                versus = f"{diff:+.4f} [{minus.low:+.4f}, {minus.high:+.4f}]"
             edge = right[name].mean() - base_right.mean()
             print(
                 f"| {coin} | {name} | {len(truth):,} | {right[name].mean():.4f} [{low:.4f}, {high:.4f}] "
-                f"| {edge:+.4f} [{e_low:+.4f}, {e_high:+.4f}] | {versus} |",
+                f"| {edge:+.4f} [{paired.low:+.4f}, {paired.high:+.4f}] | {versus} |",
                 flush=True,
             )
         for with_btc, without in LEVERS:  # each lever alone: the same contender with and without it
             if with_btc in right and without in right:
-                low, high = paired_block_bootstrap_ci(
-                    right[with_btc], right[without], horizon=horizon, n_boot=args.n_boot
-                )
+                lever = paired_interval(right[with_btc], right[without], horizon=horizon)
                 diff = right[with_btc].mean() - right[without].mean()
-                print(f"{coin}: {with_btc} minus {without}: {diff:+.4f} [{low:+.4f}, {high:+.4f}]")
+                print(
+                    f"{coin}: {with_btc} minus {without}: {diff:+.4f} [{lever.low:+.4f}, {lever.high:+.4f}]"
+                )
         print(f"({coin}: baselines fitted and scored in {time.perf_counter() - started:.0f} s)", flush=True)
 
 

@@ -5,8 +5,8 @@ Usage: nice .venv/bin/python benchmarks/bench_skip.py [--coins BTC ETH SOL] [--s
 
 For each coin and seed it trains the same small model (tune_configs/smoke.yaml, with the given
 epochs and training windows per epoch) twice, without and with the skip path, on the same
-splits, and scores both once on the test split with ``evaluate_model`` (accuracy with its block
-bootstrap CI, and the baselines: reversal, momentum, logistic regression fitted on train).
+splits, and scores both once on the test split with ``evaluate_model`` (accuracy with its HAC
+t-interval, and the baselines: reversal, momentum, logistic regression fitted on train).
 Nothing is chosen on test: both variants are reported. In-process ``fit`` (no Ray): the loop
 Ray Train and Tune run. Default data: the bundled samples (about 30k rows per coin).
 """

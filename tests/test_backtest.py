@@ -148,12 +148,12 @@ def test_a_months_long_gap_is_not_trading_time():
     assert gap_free.summary["minutes_with_data"] == 9 + 3
 
 
-def test_net_return_per_trade_has_a_ci_and_says_why_it_has_none(monkeypatch):
+def test_net_return_per_trade_has_a_ci_and_says_why_it_has_none():
     from crpbot.evaluation import backtest
 
     rng = np.random.default_rng(0)
     pnl = rng.normal(0.001, 0.002, 400)
-    net = backtest.net_return_per_trade(pnl, n_boot=200)
+    net = backtest.net_return_per_trade(pnl)
     assert net["trades"] == 400 and net["mean"] == pytest.approx(pnl.mean())
     assert net["ci"][0] < net["mean"] < net["ci"][1]
     assert backtest.net_return_per_trade(np.array([])) == {
@@ -163,13 +163,12 @@ def test_net_return_per_trade_has_a_ci_and_says_why_it_has_none(monkeypatch):
         "note": "no trades",
     }
 
-    def too_few(*args, **kwargs):
-        raise CrpbotError("fewer than 10 blocks of rows")
-
-    monkeypatch.setattr(backtest, "mean_ci", too_few)
     few = backtest.net_return_per_trade(np.array([0.01, 0.02, 0.03]))
     assert few["ci"] is None and few["trades"] == 3 and few["mean"] == pytest.approx(0.02)
-    assert few["note"] == "not enough trades for a CI (3): fewer than 10 blocks of rows"
+    assert few["note"] == (
+        "not enough trades for a CI (3): not enough rows for an honest interval: "
+        "3 rows, need >= 10 (10 × horizon 1)"
+    )
 
 
 @pytest.mark.parametrize(

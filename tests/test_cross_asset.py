@@ -203,7 +203,7 @@ def test_planted_lead_lag_is_learned_with_context_and_not_without(lead_lag, tmp_
     record = json.loads((artifact / "config.json").read_text())["context"]
     assert record["coins"] == ["BTC-USD"] and record["columns"] == ["BTC-USD:log_ret_1", "BTC-USD:log_ret_5"]
     assert record["inputs"]["BTC-USD"]["fingerprint"] == data.context["BTC-USD"]["fingerprint"]
-    scored = evaluate_model(artifact, out_dir=tmp_path / "eval", n_boot=50, log=lambda _: None)
+    scored = evaluate_model(artifact, out_dir=tmp_path / "eval", log=lambda _: None)
     assert scored.metrics["accuracy"] > 0.7
 
     # served live, with BTC's latest bars, it gives evaluation's P(up); without them, or misaligned, none
@@ -350,7 +350,7 @@ def test_a_global_model_with_btc_context_learns_the_lead_and_checks_its_inputs(t
     record = json.loads((artifact / "config.json").read_text())["context"]
     assert record["coins"] == ["BTC-USD"] and set(record["inputs"]) == {"BTC-USD"}
     # SOL's evaluation (the second coin) rebuilds its rows with BTC's recorded file and checks them
-    scored = evaluate_model(artifact, coin="SOL", out_dir=tmp_path / "sol", n_boot=20, log=lambda _: None)
+    scored = evaluate_model(artifact, coin="SOL", out_dir=tmp_path / "sol", log=lambda _: None)
     assert scored.metrics["accuracy"] > 0.7, scored.metrics["accuracy"]
     with pytest.raises(CrpbotError, match="needs context bars of BTC-USD, its input has none"):
         load_predictor(artifact, "SOL").predictions(prepared["plain"].part("SOL"), "test")

@@ -182,7 +182,7 @@ def test_two_seed_ensemble_on_ray_then_evaluate(ray_session, tmp_path, sample_pa
     predictor = load_predictor(out)
     weights = [next(iter(m.state_dict().values())) for m in predictor.models]
     assert not np.allclose(weights[0].numpy(), weights[1].numpy())  # different seeds, different members
-    result = evaluate_model(out, out_dir=tmp_path / "eval", n_boot=50, log=lambda _: None)
+    result = evaluate_model(out, out_dir=tmp_path / "eval", log=lambda _: None)
     assert result.metrics["kind"] == "ensemble" and result.metrics["members"] == 2
     assert 0.4 < result.metrics["accuracy"] < 0.6
     assert not list(tmp_path.glob(".tmp-*"))  # staging of member artifacts cleaned up

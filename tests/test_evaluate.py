@@ -31,7 +31,7 @@ def tiny_model(train_tiny_artifact):
 
 def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     lines: list[str] = []
-    result = evaluate_model(tiny_model, out_dir=tmp_path / "eval", n_boot=200, log=lines.append)
+    result = evaluate_model(tiny_model, out_dir=tmp_path / "eval", log=lines.append)
     out = result.out_dir
     for name in (
         "predictions.parquet",
@@ -166,14 +166,13 @@ def test_lenient_gate_passes_and_existing_output_is_kept(tiny_model, tmp_path):
     result = evaluate_model(
         tiny_model,
         out_dir=tmp_path / "eval",
-        n_boot=50,
         log=lambda _: None,
         thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, net_pnl="report"),
     )
     assert result.passed and result.metrics["gate"]["reasons"] == []
     before = (result.out_dir / "metrics.json").read_text()
     with pytest.raises(CrpbotError, match="already exists"):
-        evaluate_model(tiny_model, out_dir=tmp_path / "eval", n_boot=50, log=lambda _: None)
+        evaluate_model(tiny_model, out_dir=tmp_path / "eval", log=lambda _: None)
     assert (result.out_dir / "metrics.json").read_text() == before
 
 
@@ -189,9 +188,7 @@ def test_input_after_training_period_is_scored_whole(tiny_model, tmp_path, sampl
     path = tmp_path / "BTC-USD_later.parquet"
     later.to_parquet(path)
     # the last 3000 bars lie in the stored test split; only the windows after val count
-    result = evaluate_model(
-        tiny_model, input_path=path, out_dir=tmp_path / "e", n_boot=50, log=lambda _: None
-    )
+    result = evaluate_model(tiny_model, input_path=path, out_dir=tmp_path / "e", log=lambda _: None)
     assert result.metrics["test_source"].startswith("all of")
     assert result.metrics["baselines"]["logistic"] is not None  # fitted on the stored train split
 
@@ -338,7 +335,7 @@ def test_output_under_a_file_is_refused_before_scoring(tiny_model, tmp_path):
     afile.write_text("x")
     lines: list[str] = []
     with pytest.raises(CrpbotError, match=f"cannot write {afile}/ev: {afile} is not a directory"):
-        evaluate_model(tiny_model, out_dir=afile / "ev", n_boot=10, log=lines.append)
+        evaluate_model(tiny_model, out_dir=afile / "ev", log=lines.append)
     assert lines == [], "refused before any data was loaded or scored"
 
 
@@ -361,7 +358,7 @@ def test_baselines_are_fitted_before_the_model_predicts_test(tiny_model, tmp_pat
 
     monkeypatch.setattr(Predictor, "predictions", record_predictions)
     monkeypatch.setattr(evaluate, "score_baselines", record_baselines)
-    evaluate_model(tiny_model, out_dir=tmp_path / "e", n_boot=10, log=lambda _: None)
+    evaluate_model(tiny_model, out_dir=tmp_path / "e", log=lambda _: None)
     assert calls == ["predict val", "baselines", "predict test"]
 
 
@@ -385,7 +382,21 @@ def test_moved_input_names_the_missing_file_and_the_differing_fallback(tiny_mode
         data_fingerprint="0" * 64,
     )
     with pytest.raises(CrpbotError) as caught:
-        evaluate_model(copy, out_dir=tmp_path / "e", n_boot=10, log=lambda _: None)
+        evaluate_model(copy, out_dir=tmp_path / "e", log=lambda _: None)
     message = str(caught.value)
     assert f"the model's input {moved} is missing here" in message
     assert "bundled fallback" in message and "fingerprint differs" in message
+
+
+def test_too_few_test_rows_for_an_interval_is_one_line_and_no_output(
+    tiny_model, tmp_path, sample_path, capsys
+):
+    from crpbot.cli import main
+
+    path = tmp_path / "BTC-USD_last.parquet"
+    pd.read_parquet(sample_path("BTC")).iloc[-250:].to_parquet(path)  # 120 warm-up bars, ~100 windows
+    out = tmp_path / "e"
+    assert main(["evaluate", "--model", str(tiny_model), "--input", str(path), "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "not enough rows for an honest interval" in error and "need >= 150 (10 × horizon 15)" in error
+    assert len(error.splitlines()) == 1 and not out.exists()

@@ -196,9 +196,7 @@ def test_a_global_artifact_is_evaluated_served_and_promoted_per_coin(
     recorded = json.loads((artifact / "config.json").read_text())
     assert recorded["coins"] == ["BTC-USD", "ETH-USD"] and "coin" not in recorded
 
-    evaluation = evaluate_model(
-        artifact, coin="eth", out_dir=tmp_path / "eval-eth", n_boot=20, log=lambda _: None
-    )
+    evaluation = evaluate_model(artifact, coin="eth", out_dir=tmp_path / "eval-eth", log=lambda _: None)
     assert evaluation.metrics["coin"] == "ETH-USD"
     # what evaluation scored is ETH's own test windows, with ETH's scaler and ETH's embedding
     scored = pd.read_parquet(tmp_path / "eval-eth" / "predictions.parquet")
@@ -358,7 +356,7 @@ def test_a_global_walk_forward_scores_each_coin_on_the_per_coin_folds(tmp_path, 
     spec = FoldSpec(train_days=6, val_days=2, test_days=2, folds=2)
     with pytest.raises(CrpbotError, match="needs a config with coins"):
         run_global_walkforward(GLOBAL.replace(coins=[]), spec, out_dir=tmp_path / "none")
-    results = run_global_walkforward(GLOBAL, spec, out_dir=tmp_path / "wf", n_boot=20, log=lambda _: None)
+    results = run_global_walkforward(GLOBAL, spec, out_dir=tmp_path / "wf", log=lambda _: None)
     assert list(results) == ["BTC-USD", "ETH-USD"]
     for coin, result in results.items():
         own = plan_folds(

@@ -1,9 +1,10 @@
-"""Metrics against scikit-learn on random inputs, and the block bootstrap's behaviour."""
+"""Metrics against scikit-learn on random inputs, and the coverage of the mean's CI."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
 from sklearn.metrics import log_loss as sk_log_loss
@@ -69,19 +70,73 @@ def test_coverage_curve_counts_confident_rows():
     assert curve[0.95]["n"] == 0 and curve[0.95]["accuracy"] is None
 
 
-def test_block_bootstrap_ci_covers_mean_and_widens_with_dependence():
+def test_mean_interval_is_the_textbook_t_interval_for_independent_rows():
     rng = np.random.default_rng(0)
-    independent = (rng.uniform(size=3000) < 0.55).astype(float)
-    low, high = metrics.block_bootstrap_ci(independent, block_length=1, n_boot=500)
-    assert low < independent.mean() < high
-    # runs of 30 identical values: an i.i.d. bootstrap would be far too narrow
-    runs = np.repeat((rng.uniform(size=100) < 0.55).astype(float), 30)
-    narrow = np.diff(metrics.block_bootstrap_ci(runs, block_length=1, n_boot=500))[0]
-    wide = np.diff(metrics.block_bootstrap_ci(runs, block_length=60, n_boot=500))[0]
-    assert wide > 2 * narrow
+    values = rng.normal(0.3, 2.0, size=500)
+    interval = metrics.mean_interval(values, horizon=1)
+    scale = values.std(ddof=1) / np.sqrt(len(values))
+    assert (interval.low, interval.high) == pytest.approx(
+        stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=scale)
+    )
+    assert metrics.mean_ci(values, horizon=1) == (interval.low, interval.high)
+    assert interval.method == "95% t-interval, independent rows, 499 df, 500 rows"
 
 
-def test_paired_bootstrap_resolves_an_edge_the_separate_cis_cannot():
+def test_mean_interval_widens_with_dependence():
+    rng = np.random.default_rng(0)
+    runs = np.repeat((rng.uniform(size=100) < 0.55).astype(float), 30)  # runs of 30 equal values
+    narrow = np.diff(metrics.mean_ci(runs, horizon=1))[0]
+    wide = metrics.mean_interval(runs, horizon=30)
+    assert wide.high - wide.low > 4 * narrow
+    assert wide.method.startswith("95% t-interval, Hansen-Hodrick HAC variance, lags 0-29")
+
+
+def _walk_labels(reps: int, n: int, horizon: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``reps`` driftless random walks: right or wrong of "always up" and of the reversal
+    rule, on ``horizon``-bar labels that overlap (both have true accuracy 0.5)."""
+    rng = np.random.default_rng(seed)
+    prices = np.cumsum(rng.standard_normal((reps, n + 2 * horizon)), axis=1)
+    rows = np.arange(horizon, horizon + n)
+    future = prices[:, rows + horizon] - prices[:, rows]
+    past = prices[:, rows] - prices[:, rows - horizon]
+    return (future > 0).astype(float), ((past < 0) == (future > 0)).astype(float)
+
+
+def test_mean_interval_keeps_its_coverage_on_overlapping_labels():
+    """600 rows of 60-bar labels (10 independent stretches, the fewest allowed): the interval still
+    covers the true 0.5 about 95% of the time (>= 90% over 300 walks: ~4 standard errors of slack),
+    where an interval that ignores the overlap covers less than half the time."""
+    always_up, reversal = _walk_labels(300, 600, 60, seed=0)
+    for right in (always_up, reversal, always_up - reversal):
+        truth = 0.0 if right.min() < 0 else 0.5
+        covered = [metrics.mean_interval(row, horizon=60) for row in right]
+        assert np.mean([c.low <= truth <= c.high for c in covered]) >= 0.90
+        naive = [metrics.mean_interval(row, horizon=1) for row in right]
+        assert np.mean([c.low <= truth <= c.high for c in naive]) < 0.5
+
+
+def test_too_few_rows_is_an_error_not_a_degenerate_interval():
+    """Ten rows with eight right used to get CI (0.8, 0.8) and pass a strict gate."""
+    right = np.r_[np.ones(8), np.zeros(2)]
+    with pytest.raises(CrpbotError, match=r"^not enough rows for an honest interval: 10 rows, need >= 150 "):
+        metrics.mean_ci(right, horizon=15)
+    with pytest.raises(CrpbotError, match=r"40 rows, need >= 150 \(10 × horizon 15\)$"):
+        metrics.classification_metrics(np.ones(40), np.full(40, 0.7), horizon=15)
+    with pytest.raises(CrpbotError, match="not enough rows"):
+        metrics.paired_interval(np.ones(149), np.zeros(149), horizon=15)
+    low, high = metrics.mean_ci(np.tile(right, 15), horizon=15)  # 150 rows: enough
+    assert low < 0.8 < high
+    with pytest.raises(CrpbotError, match="invalid horizon"):
+        metrics.mean_ci(right, horizon=0)
+
+
+def test_a_negative_hansen_hodrick_variance_falls_back_to_newey_west():
+    alternating = np.tile([1.0, 0.0], 100)  # lag-1 autocorrelation -1: Hansen-Hodrick gives <= 0
+    interval = metrics.mean_interval(alternating, horizon=2)
+    assert "Newey-West" in interval.method and interval.low <= 0.5 <= interval.high
+
+
+def test_paired_interval_resolves_an_edge_the_separate_cis_cannot():
     """Model and baseline share the hard stretches: a 2-point edge is invisible to the two separate
     accuracy CIs (they overlap) but the paired CI of the difference excludes 0."""
     rng = np.random.default_rng(3)
@@ -90,19 +145,17 @@ def test_paired_bootstrap_resolves_an_edge_the_separate_cis_cannot():
     model = baseline.copy()
     flip = rng.choice(np.flatnonzero(baseline == 0), size=n // 50, replace=False)
     model[flip] = 1.0  # right where the baseline was wrong on 2% of rows, otherwise identical
-    low, high = metrics.paired_block_bootstrap_ci(model, baseline, horizon=15, n_boot=500)
+    paired = metrics.paired_interval(model, baseline, horizon=30)
     edge = model.mean() - baseline.mean()
-    assert edge == pytest.approx(0.02) and 0 < low < edge < high
-    block = metrics.default_block_length(n, 15)
-    model_ci = metrics.block_bootstrap_ci(model, block_length=block, n_boot=500)
-    baseline_ci = metrics.block_bootstrap_ci(baseline, block_length=block, n_boot=500)
+    assert edge == pytest.approx(0.02) and 0 < paired.low < edge < paired.high
+    model_ci = metrics.mean_ci(model, horizon=30)
+    baseline_ci = metrics.mean_ci(baseline, horizon=30)
     assert model_ci[0] < baseline_ci[1], "the separate CIs overlap"
-    # the same blocks for both: exactly the bootstrap of the per-row differences
-    assert (low, high) == metrics.block_bootstrap_ci(model - baseline, block_length=block, n_boot=500)
-    same = metrics.paired_block_bootstrap_ci(model, model, horizon=15, n_boot=50)
-    assert same == (0.0, 0.0)
+    assert paired == metrics.mean_interval(model - baseline, horizon=30)  # the CI of the differences
+    same = metrics.paired_interval(model, model, horizon=30)
+    assert (same.low, same.high) == (0.0, 0.0)
     with pytest.raises(CrpbotError, match="equal 1-d arrays"):
-        metrics.paired_block_bootstrap_ci(model, model[:-1], horizon=15)
+        metrics.paired_interval(model, model[:-1], horizon=30)
 
 
 def test_bad_inputs_raise_one_line_errors():
@@ -124,7 +177,7 @@ def test_classification_metrics_keys():
     rng = np.random.default_rng(1)
     probs = rng.uniform(size=300)
     labels = rng.integers(0, 2, 300).astype(float)
-    out = metrics.classification_metrics(labels, probs, horizon=15, n_boot=200)
+    out = metrics.classification_metrics(labels, probs, horizon=15)
     assert set(out) >= {"n", "accuracy", "accuracy_ci", "ece", "brier", "log_loss", "auc"}
     assert out["accuracy_ci"][0] <= out["accuracy"] <= out["accuracy_ci"][1]
 
@@ -206,7 +259,7 @@ def test_calibration_in_the_large_is_mean_prob_minus_up_rate():
 
 def test_classification_metrics_reports_both_calibration_views():
     labels, probs = _adversarial()
-    out = metrics.classification_metrics(labels, probs, horizon=15, n_boot=50)
+    out = metrics.classification_metrics(labels, probs, horizon=15)
     assert out["ece"] == pytest.approx(metrics.expected_calibration_error(labels, probs))
     assert out["ece_equal_mass"] == pytest.approx(_direct_equal_mass_ece(labels, probs))
     assert out["calibration_in_the_large"] == pytest.approx(probs.mean() - labels.mean())

@@ -59,6 +59,10 @@ def _bad_copy(artifact: Path, out: Path) -> Path:
     """The same weights with the prior correction shifted by +3 logits: P(up) ~ 0.05 on every row."""
     config = read_artifact_json(artifact, "config.json")
     config["logit_offset"] += 3.0
+    return _copy_with_config(artifact, out, config)
+
+
+def _copy_with_config(artifact: Path, out: Path, config: dict) -> Path:
     names = ("scaler.json", "features.json", "history.json")
     return write_artifact(
         out,
@@ -90,14 +94,14 @@ def models(tmp_path_factory, sample_path) -> dict[str, Path]:
 
 
 def test_shared_period_is_unseen_by_both_and_trimmed_or_refused(models) -> None:
-    fair = compare_on_shared_period(models["old"], models["new"], n_boot=200)
+    fair = compare_on_shared_period(models["old"], models["new"])
     assert fair.fair and fair.n == fair.challenger_test_rows > 1000, "an older champion saw none of it"
     assert 0.3 < fair.champion["accuracy"] < 0.7 and 0.3 < fair.challenger["accuracy"] < 0.7
     low, high = fair.ci
     assert low <= fair.log_loss_difference <= high
     assert fair.log_loss_difference == pytest.approx(fair.challenger["log_loss"] - fair.champion["log_loss"])
 
-    trimmed = compare_on_shared_period(models["late"], models["new"], n_boot=200)
+    trimmed = compare_on_shared_period(models["late"], models["new"])
     late_val_end = read_artifact_json(models["late"], "config.json")["split_times"]["val"][1]
     assert trimmed.fair and 0 < trimmed.n < trimmed.challenger_test_rows
     assert "dropped" in trimmed.note
@@ -108,7 +112,7 @@ def test_shared_period_is_unseen_by_both_and_trimmed_or_refused(models) -> None:
 
     # a champion trained on data newer than the challenger's test period: nothing left to compare,
     # so the champion stays, unless the user's flag lets the gate alone decide
-    refused = compare_on_shared_period(models["new"], models["old"], n_boot=200)
+    refused = compare_on_shared_period(models["new"], models["old"])
     assert not refused.fair and refused.n == 0 and refused.note.startswith("no fair comparison")
     assert "retrain input" in refused.note and "not newer" in refused.note
     kept, why = decide(PASS, refused)
@@ -118,21 +122,31 @@ def test_shared_period_is_unseen_by_both_and_trimmed_or_refused(models) -> None:
     assert not decide(FAIL, refused, promote_unjudged=True)[0]
 
 
+def test_too_few_shared_rows_is_an_error_not_a_decision(models, tmp_path: Path) -> None:
+    """A champion validated up to 40 minutes before the challenger's test period ends leaves a few
+    shared rows: no interval is honest on them, so the comparison refuses instead of deciding."""
+    config = read_artifact_json(models["late"], "config.json")
+    test_end = read_artifact_json(models["new"], "config.json")["split_times"]["test"][1]
+    config["split_times"]["val"][1] = test_end - 40 * 60 * 10**9
+    recent = _copy_with_config(models["late"], tmp_path / "recent", config)
+    refusal = r"^not enough shared unseen rows .* need >= 150 \(10 × horizon 15\)$"
+    with pytest.raises(CrpbotError, match=refusal):
+        compare_on_shared_period(recent, models["new"])
+
+
 def test_each_decision_is_taken_as_stated_and_recorded(models, tmp_path: Path) -> None:
     root = tmp_path / "models"
     logged: list[str] = []
 
     # no champion: the gate alone decides
-    refused = judge_challenger(
-        "BTC", models["bad_old"], FAIL, registry_root=root, n_boot=200, log=logged.append
-    )
+    refused = judge_challenger("BTC", models["bad_old"], FAIL, registry_root=root, log=logged.append)
     assert refused.decision == "not promoted" and current_version("BTC", root=root) is None
-    first = judge_challenger("BTC", models["old"], PASS, registry_root=root, n_boot=200, log=logged.append)
+    first = judge_challenger("BTC", models["old"], PASS, registry_root=root, log=logged.append)
     assert first.promoted and first.comparison is None and "no champion" in first.reason
     champion = first.challenger_version
 
     # a champion better on the shared period keeps its place, though the challenger passes the gate
-    kept = judge_challenger("BTC", models["bad_new"], PASS, registry_root=root, n_boot=200, log=logged.append)
+    kept = judge_challenger("BTC", models["bad_new"], PASS, registry_root=root, log=logged.append)
     assert kept.decision == "kept champion" and not kept.promoted
     assert kept.comparison["ci"][0] > 0 and "worse than the champion beyond noise" in kept.reason
     assert current_version("BTC", root=root) == champion
@@ -140,13 +154,11 @@ def test_each_decision_is_taken_as_stated_and_recorded(models, tmp_path: Path) -
     # a better challenger replaces a bad champion
     bad_root = tmp_path / "bad"
     promote(models["bad_old"], "BTC", root=bad_root, version="bad")
-    better = judge_challenger(
-        "BTC", models["new"], PASS, registry_root=bad_root, n_boot=200, log=logged.append
-    )
+    better = judge_challenger("BTC", models["new"], PASS, registry_root=bad_root, log=logged.append)
     assert better.promoted and better.comparison["ci"][1] < 0
     assert current_version("BTC", root=bad_root) == better.challenger_version != "bad"
     # ... but never one that fails the gate
-    judge_challenger("BTC", models["bad_new"], FAIL, registry_root=bad_root, n_boot=200, log=logged.append)
+    judge_challenger("BTC", models["bad_new"], FAIL, registry_root=bad_root, log=logged.append)
 
     # a champion that no longer verifies is not silently replaced: kept, with the reason recorded
     damaged_root = tmp_path / "damaged"
@@ -192,10 +204,6 @@ def test_bad_retrain_arguments_fail_before_ray(tmp_path: Path, sample_path, caps
     assert main(["retrain", "--coins", "BTC,BTC", "--input-dir", str(sample_path().parent)]) == 2
     assert "listed twice" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
-    with pytest.raises(CrpbotError, match="n_boot"):
-        from crpbot.pipeline.retrain import run_retrain
-
-        run_retrain(["BTC"], input_dir=sample_path().parent, n_boot=0)
 
 
 @pytest.mark.ray
@@ -227,7 +235,6 @@ def test_retrain_end_to_end(ray_session, s3_endpoint, models, sample_path, tmp_p
         bucket="retrain",
         endpoint_url=s3_endpoint,
         thresholds=GateThresholds(min_accuracy=0.0, max_calibration_error=1.0, quorum=1, net_pnl="report"),
-        n_boot=200,
         log=logged.append,
     )
     summary = json.loads((tmp_path / "run" / "retrain.json").read_text())
@@ -254,7 +261,7 @@ def test_an_unjudged_challenger_keeps_the_champion_unless_the_user_flag_promotes
     ``promote_unjudged`` promoted, and the history says it was by the user's flag."""
     root = tmp_path / "models"
     promote(models["new"], "BTC", root=root, version="champion")
-    kept = judge_challenger("BTC", models["old"], PASS, registry_root=root, n_boot=50, log=lambda _: None)
+    kept = judge_challenger("BTC", models["old"], PASS, registry_root=root, log=lambda _: None)
     assert (kept.decision, kept.unjudged, kept.promoted) == ("kept champion", True, False)
     assert current_version("BTC", root=root) == "champion"
     record = read_history("BTC", root=root)[-1]
@@ -262,7 +269,7 @@ def test_an_unjudged_challenger_keeps_the_champion_unless_the_user_flag_promotes
     assert "not newer than the champion's" in record["reason"] and not record["comparison"]["fair"]
 
     forced = judge_challenger(
-        "BTC", models["old"], PASS, registry_root=root, n_boot=50, promote_unjudged=True, log=lambda _: None
+        "BTC", models["old"], PASS, registry_root=root, promote_unjudged=True, log=lambda _: None
     )
     assert (
         forced.promoted and forced.unjudged and current_version("BTC", root=root) == forced.challenger_version
@@ -285,8 +292,8 @@ def test_a_context_champion_is_scored_on_its_own_context_bars(models, tmp_path_f
     champion = _fit(with_eth, old_dir / "BTC-USD_1m.parquet", base / "ctx_old")
     context_challenger = _fit(with_eth, sample_path("BTC"), base / "ctx_new")
 
-    plain = compare_on_shared_period(champion, models["new"], n_boot=50)
-    both = compare_on_shared_period(champion, context_challenger, n_boot=50)
+    plain = compare_on_shared_period(champion, models["new"])
+    both = compare_on_shared_period(champion, context_challenger)
     assert plain.fair and both.fair and plain.n > 1000
     assert plain.n == both.n and plain.period == both.period, "the same rows: ETH has no gap there"
     assert plain.champion == both.champion, (
@@ -297,7 +304,7 @@ def test_a_context_champion_is_scored_on_its_own_context_bars(models, tmp_path_f
     # the plain challenger's input lies where no ETH bars are: the champion cannot be scored
     root = tmp_path_factory.mktemp("context_registry")
     promote(champion, "BTC", root=root, version="eth-context")
-    kept = judge_challenger("BTC", models["old"], PASS, registry_root=root, n_boot=50, log=lambda _: None)
+    kept = judge_challenger("BTC", models["old"], PASS, registry_root=root, log=lambda _: None)
     assert kept.decision == "kept champion" and kept.unjudged
     assert (
         "context coin ETH-USD: bars missing" in kept.reason
@@ -330,7 +337,6 @@ def test_a_failure_judging_one_coin_is_its_outcome_and_retrain_json_keeps_every_
         path,
         {"promote_unjudged": False},
         registry_root=root,
-        n_boot=50,
         log=logged.append,
     )
     assert eth.decision == "not promoted" and "last record is cut off" in eth.error

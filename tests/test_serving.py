@@ -41,7 +41,7 @@ def bars(sample_path):
 
 
 def test_predict_on_bars_up_to_t_equals_evaluate_for_row_t(tiny_model, bars, tmp_path, monkeypatch):
-    evaluated = evaluate_model(tiny_model, out_dir=tmp_path / "eval", n_boot=20, log=lambda _: None)
+    evaluated = evaluate_model(tiny_model, out_dir=tmp_path / "eval", log=lambda _: None)
     scored = pd.read_parquet(evaluated.out_dir / "predictions.parquet")
     rows = pd.Index(bars.frame["timestamp"]).get_indexer(scored["timestamp"])
     segments = bars.segment_ids[rows]

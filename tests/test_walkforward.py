@@ -186,9 +186,7 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
     out = tmp_path / "wf"
 
     def run():
-        return run_walkforward(
-            TINY, "BTC", spec, input_path=path, out_dir=out, n_boot=200, log=lambda _: None
-        )
+        return run_walkforward(TINY, "BTC", spec, input_path=path, out_dir=out, log=lambda _: None)
 
     first = run()
     table = first.folds
@@ -251,7 +249,6 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
             FoldSpec(train_days=1.5, val_days=0.5, test_days=0.5, folds=4),
             input_path=path,
             out_dir=out,
-            n_boot=200,
         )
     with pytest.raises(CrpbotError, match="holds a walk-forward with other evaluation"):
-        run_walkforward(TINY, "BTC", spec, input_path=path, out_dir=out, n_boot=200, costs=Costs(fee_bps=5.0))
+        run_walkforward(TINY, "BTC", spec, input_path=path, out_dir=out, costs=Costs(fee_bps=5.0))

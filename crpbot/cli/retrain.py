@@ -2,7 +2,7 @@
 
 Usage: crpbot retrain --input-dir DIR [--coins BTC,ETH,SOL] [--budget smoke|full|gpu] [--address ADDR]
        [--gpu] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
-       [--bucket B [--prefix P] [--endpoint-url URL]] [--n-boot N] [--net-pnl require|report]
+       [--bucket B [--prefix P] [--endpoint-url URL]] [--net-pnl require|report]
        [--promote-unjudged]
 
 Exit status 0 whatever the decisions (a kept champion is a result); non-zero only for errors.
@@ -26,7 +26,7 @@ from crpbot.cli.options import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from crpbot.pipeline.chain import BUDGETS
-    from crpbot.pipeline.retrain import DEFAULT_N_BOOT, PROMOTE_UNJUDGED_FLAG
+    from crpbot.pipeline.retrain import PROMOTE_UNJUDGED_FLAG
 
     parser.add_argument("--coins", default="BTC,ETH,SOL", help="comma-separated coins (default BTC,ETH,SOL)")
     parser.add_argument(
@@ -51,12 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", help="push each coin's registry and history to this S3 bucket")
     parser.add_argument("--prefix", default="crpbot", help="key prefix in the bucket (default crpbot)")
     parser.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto); default: AWS, or AWS_ENDPOINT_URL")
-    parser.add_argument(
-        "--n-boot",
-        type=int,
-        default=DEFAULT_N_BOOT,
-        help=f"bootstrap resamples of the champion/challenger log-loss CI (default {DEFAULT_N_BOOT})",
-    )
     parser.add_argument(
         PROMOTE_UNJUDGED_FLAG,
         dest="promote_unjudged",
@@ -85,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
         bucket=args.bucket,
         prefix=args.prefix,
         endpoint_url=args.endpoint_url,
-        n_boot=args.n_boot,
         promote_unjudged=args.promote_unjudged,
     )
     return 0

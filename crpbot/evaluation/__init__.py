@@ -7,8 +7,9 @@ __getattr__, __all__ = lazy_exports(
     __name__,
     {
         "accuracy": "metrics",
-        "block_bootstrap_ci": "metrics",
-        "paired_block_bootstrap_ci": "metrics",
+        "mean_ci": "metrics",
+        "mean_interval": "metrics",
+        "paired_interval": "metrics",
         "expected_calibration_error": "metrics",
         "baseline_accuracies": "baselines",
         "run_backtest": "backtest",

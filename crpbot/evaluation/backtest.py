@@ -29,7 +29,7 @@ The same rows with the gap closed to the tail (the second stretch starting ``hor
 the first one's last row) give the same Sharpe and exposure.
 
 :func:`net_return_per_trade` is what the gate reads: the mean net return per trade with its 95% CI
-(``crpbot.evaluation.metrics.mean_ci``; trades never overlap, so each trade is its own block unit)
+(``crpbot.evaluation.metrics.mean_interval``; trades never overlap, so the dependence spans one trade)
 and the number of trades.
 """
 
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.metrics import mean_ci
+from crpbot.evaluation.metrics import mean_interval
 
 MINUTE_NS = 60 * 1_000_000_000
 MINUTES_PER_YEAR = 365.25 * 24 * 60
@@ -178,7 +178,7 @@ def covered_minutes(timestamps: np.ndarray, horizon: int) -> int:
     return int(np.minimum(steps, horizon).sum() + horizon)
 
 
-def net_return_per_trade(pnl: np.ndarray, *, n_boot: int = 1000) -> dict[str, Any]:
+def net_return_per_trade(pnl: np.ndarray) -> dict[str, Any]:
     """The mean net return per trade, its 95% CI and the number of trades; ``ci`` is None (with a
     ``note`` saying why) when there are no trades or too few for an interval."""
     pnl = np.asarray(pnl, dtype=np.float64)
@@ -187,10 +187,11 @@ def net_return_per_trade(pnl: np.ndarray, *, n_boot: int = 1000) -> dict[str, An
         return {**record, "note": "no trades"}
     record["mean"] = float(pnl.mean())
     try:
-        low, high = mean_ci(pnl, horizon=1, n_boot=n_boot)
+        # trades never overlap (one position at a time), so their dependence spans one trade
+        interval = mean_interval(pnl, horizon=1)
     except CrpbotError as exc:
         return {**record, "note": f"not enough trades for a CI ({len(pnl)}): {exc}"}
-    return {**record, "ci": [low, high], "ci_method": "95% CI of the mean over trades (metrics.mean_ci)"}
+    return {**record, "ci": [interval.low, interval.high], "ci_method": f"over trades: {interval.method}"}
 
 
 def _annualised_sharpe(pnl: np.ndarray, span_minutes: float) -> float | None:

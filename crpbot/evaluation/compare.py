@@ -6,9 +6,11 @@ champion trained on newer data than the challenger's test split leaves nothing t
 the comparison says so). Both models score the same timestamps with the same labels, each on
 its own inputs: its own scaler and its own context coins' bars (a context champion against a
 challenger without context, or the reverse, is compared on the rows where both have a window),
-and the difference is judged by a paired block bootstrap of per-row log loss: the two models
-are right and wrong on largely the same stretches, so pairing resolves a difference that two
-separate intervals would hide, and blocks keep the overlap of 15-minute labels honest.
+and the difference is judged by the paired CI of per-row log loss (``metrics.paired_interval``):
+the two models are right and wrong on largely the same stretches, so pairing resolves a difference
+that two separate intervals would hide, and its HAC variance keeps the overlap of the labels honest.
+Too few shared rows for that interval is an error (the caller keeps the champion), never a
+decision on the point estimate.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.evaluate import MINUTE_NS, stored_split_data
-from crpbot.evaluation.metrics import accuracy, brier_score, default_block_length, paired_block_bootstrap_ci
+from crpbot.evaluation.metrics import accuracy, brier_score, paired_interval, require_rows
 from crpbot.model.predictions import Predictions
 from crpbot.model.predictor import Predictor, load_predictor
 
@@ -34,7 +36,7 @@ class Comparison:
     """What both models scored on the shared rows; ``fair`` is False when there were none.
 
     ``log_loss_difference`` is challenger minus champion (negative: the challenger is better),
-    with its paired block-bootstrap ``ci``.
+    with its paired ``ci`` (``ci_method`` says how it was computed).
     """
 
     fair: bool
@@ -57,9 +59,7 @@ class Comparison:
         return dataclasses.asdict(self)
 
 
-def compare_on_shared_period(
-    champion_dir: str | Path, challenger_dir: str | Path, *, n_boot: int = 1000, seed: int = 0
-) -> Comparison:
+def compare_on_shared_period(champion_dir: str | Path, challenger_dir: str | Path) -> Comparison:
     """Score both artifacts on the challenger's test rows that the champion has not seen either.
 
     Each model is scored on its own inputs at the same timestamps: the challenger on its stored
@@ -115,6 +115,7 @@ def compare_on_shared_period(
             ),
             challenger_test_rows=total,
         )
+    require_rows(len(shared_ts), horizon, "shared unseen rows (champion vs challenger)")
     champion_rows = unseen[in_unseen]
     labels = test.labels[in_test]
     if not np.array_equal(own.labels[champion_rows], labels):
@@ -123,9 +124,7 @@ def compare_on_shared_period(
     champion_probs = own.probs[champion_rows]
     challenger_losses = row_log_losses(labels, challenger_probs)
     champion_losses = row_log_losses(labels, champion_probs)
-    low, high = paired_block_bootstrap_ci(
-        challenger_losses, champion_losses, horizon=horizon, n_boot=n_boot, seed=seed
-    )
+    interval = paired_interval(challenger_losses, champion_losses, horizon=horizon, level=CI_LEVEL)
     trimmed = total - len(shared_ts)
     note = f"{len(shared_ts):,} rows of the challenger's test period; " + (
         f"{trimmed:,} rows dropped whose windows the champion had seen or could not fill "
@@ -133,7 +132,6 @@ def compare_on_shared_period(
         if trimmed
         else "the champion saw none of them"
     )
-    block = default_block_length(len(shared_ts), horizon)
     return Comparison(
         fair=True,
         note=note,
@@ -143,11 +141,8 @@ def compare_on_shared_period(
         champion=_scores(labels, champion_probs, champion_losses),
         challenger=_scores(labels, challenger_probs, challenger_losses),
         log_loss_difference=float(challenger_losses.mean() - champion_losses.mean()),
-        ci=[low, high],
-        ci_method=(
-            f"{CI_LEVEL:.0%} paired circular block bootstrap of per-row log loss "
-            f"(challenger - champion), block {block} rows, {n_boot} resamples"
-        ),
+        ci=[interval.low, interval.high],
+        ci_method=f"per-row log loss, challenger - champion: {interval.method}",
     )
 
 

@@ -93,7 +93,6 @@ def evaluate_model(
     thresholds: GateThresholds | None = None,
     costs: Costs | None = None,
     trade_threshold: float | None = None,
-    n_boot: int = 1000,
     overwrite: bool = False,
     prepared: Any | None = None,
     log: Callable[[str], None] = print,
@@ -116,8 +115,6 @@ def evaluate_model(
     costs = costs if costs is not None else Costs()
     if trade_threshold is not None and not 0.5 <= trade_threshold <= 1.0:
         raise CrpbotError(f"invalid trade threshold {trade_threshold}: must be in [0.5, 1]")
-    if n_boot < 1:
-        raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     model_dir = Path(model_dir)
     predictor = load_predictor(model_dir, coin)
     coin = predictor.coin
@@ -193,10 +190,10 @@ def evaluate_model(
         # flat outcomes (close[t+h] == close[t]) are neither up nor down: excluded from accuracy
         "test_ties": int(tie.sum()),
     }
-    metrics.update(classification_metrics(test.labels, test.probs, horizon=test_data.horizon, n_boot=n_boot))
+    metrics.update(classification_metrics(test.labels, test.probs, horizon=test_data.horizon))
     metrics["ece_definition"] = ECE_DEFINITION
     metrics["baselines"] = baselines.accuracies
-    metrics["edge_over_best_baseline"] = _edge(test, baselines, test_data.horizon, n_boot)
+    metrics["edge_over_best_baseline"] = _edge(test, baselines, test_data.horizon)
     metrics["coverage_curve"] = coverage_curve(test.labels, test.probs)
     trades = run_backtest(
         traded.timestamps,
@@ -208,7 +205,7 @@ def evaluate_model(
     )
     metrics["backtest"] = {**trades.summary, "threshold_source": tau_source}
     metrics["net_return_per_trade"] = {
-        **net_return_per_trade(trades.pnl, n_boot=n_boot),
+        **net_return_per_trade(trades.pnl),
         "threshold": tau,
         "threshold_source": tau_source,
         "cost_bps_per_side": costs.per_side_bps,
@@ -245,7 +242,7 @@ def evaluate_model(
     return EvaluationResult(out_dir=out_dir, metrics=metrics)
 
 
-def _edge(test: Predictions, baselines: BaselineScores, horizon: int, n_boot: int) -> dict[str, Any]:
+def _edge(test: Predictions, baselines: BaselineScores, horizon: int) -> dict[str, Any]:
     """metrics.json's ``edge_over_best_baseline``: model accuracy minus the validation-chosen
     baseline's on the same test rows, with the paired CI; null numbers when there is no validation."""
     edge: dict[str, Any] = {
@@ -260,9 +257,7 @@ def _edge(test: Predictions, baselines: BaselineScores, horizon: int, n_boot: in
     if baselines.best_up is None:
         edge["note"] = "no validation split to choose the best baseline on"
         return edge
-    edge.update(
-        edge_over_baseline(test.labels, test.probs, baselines.best_up, horizon=horizon, n_boot=n_boot)
-    )
+    edge.update(edge_over_baseline(test.labels, test.probs, baselines.best_up, horizon=horizon))
     edge["ci_method"] = "95% paired circular block bootstrap (the same resampled rows for model and baseline)"
     return edge
 

@@ -2,7 +2,7 @@
 
 What the per-coin check compares is configurable, and the defaults are strict:
 
-- ``gate_on="ci-lower"``: the lower bound of the accuracy's 95% block-bootstrap CI must reach
+- ``gate_on="ci-lower"``: the lower bound of the accuracy's 95% CI (``metrics.mean_interval``) must reach
   ``min_accuracy`` (on a 3-day test split the CI is +-3 points wide, so a model whose true
   accuracy is below the bar passes a point-estimate gate by luck about half the time);
   ``"point"`` compares the point estimate, as the recipe does;

@@ -1,4 +1,4 @@
-"""Scores of probabilistic direction forecasts: pure numpy, no Ray, no torch.
+"""Scores of probabilistic direction forecasts: numpy (and scipy's t quantiles), no Ray, no torch.
 
 ``probs`` is always P(up) per row and ``labels`` is 1.0 for up, 0.0 otherwise. The
 predicted class is up when ``probs >= 0.5``, everywhere in the project (metrics,
@@ -9,6 +9,8 @@ split's name so that selection steps can refuse the test split.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -152,77 +154,107 @@ def calibration_in_the_large(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(probs.mean() - labels.mean())
 
 
-def block_bootstrap_ci(
-    values: np.ndarray, *, block_length: int, n_boot: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile CI of the mean by the circular moving-block bootstrap.
+MIN_BLOCKS = 10
 
-    Consecutive windows share most of their bars and their 15-minute labels overlap, so rows
-    are not independent; resampling blocks longer than that dependence keeps the interval honest
-    where an i.i.d. bootstrap would be too narrow.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    n = len(values)
-    if n == 0:
-        raise CrpbotError("no rows to bootstrap")
-    if block_length < 1 or n_boot < 1 or not 0 < level < 1:
+
+@dataclass(frozen=True)
+class MeanInterval:
+    """A CI of a mean and the sentence that says how it was computed (metrics.json's ``*_ci_method``)."""
+
+    low: float
+    high: float
+    method: str
+
+
+def dependence_length(horizon: int) -> int:
+    """Rows over which per-row values of ``horizon``-bar labels depend on each other: the label of
+    row t shares bars with rows t+1 .. t+horizon-1 and none after, so lags 0 .. horizon-1."""
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise CrpbotError(f"invalid horizon {horizon!r}: must be an integer >= 1")
+    return int(horizon)
+
+
+def require_rows(n: int, horizon: int, what: str = "rows") -> None:
+    """Refuse fewer than ``MIN_BLOCKS`` dependence lengths of rows in one line (:func:`mean_interval`)."""
+    need = MIN_BLOCKS * dependence_length(horizon)
+    if n < need:
         raise CrpbotError(
-            f"invalid bootstrap settings: block_length={block_length}, n_boot={n_boot}, level={level}"
+            f"not enough {what} for an honest interval: {n:,} rows, need >= {need:,} "
+            f"({MIN_BLOCKS} × horizon {horizon})"
         )
-    block_length = min(block_length, n)
-    n_blocks = -(-n // block_length)
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, n, size=(n_boot, n_blocks))
-    offsets = np.arange(block_length)
-    # resamples in chunks of ~4M indices: a 60k-row test split x 1000 resamples would need 0.5 GB at once
-    chunk = max(1, 4_000_000 // (n_blocks * block_length))
-    means = np.concatenate(
-        [
-            values[((part[:, :, None] + offsets) % n).reshape(len(part), -1)[:, :n]].mean(axis=1)
-            for part in np.array_split(starts, range(chunk, n_boot, chunk))
-        ]
-    )
-    alpha = (1 - level) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return float(low), float(high)
 
 
-def mean_ci(
-    values: np.ndarray, *, horizon: int, n_boot: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
+def mean_interval(values: np.ndarray, *, horizon: int, level: float = 0.95) -> MeanInterval:
     """CI of the mean of rows whose dependence reaches ``horizon`` rows (overlapping labels).
 
-    The one entry point for every interval the product reports on a mean of per-row values
-    (accuracy, differences to a baseline, losses, net return per trade): the method lives here.
+    The one method behind every interval the product reports on a mean of per-row values
+    (accuracy, differences to a baseline or a champion, net return per trade): a t-interval
+    on the Hansen-Hodrick (1980) HAC variance, i.e. uniform weights on the autocovariances at
+    lags 0 .. horizon-1. Two h-bar labels k < h rows apart share h - k bars and labels h or more
+    apart none, so those weights are unbiased for exactly this overlap, where a block bootstrap
+    (weights 1 - k/b) or Newey-West (1 - k/(L+1)) shrinks every lag and is too narrow (a block of
+    2h covered as little as 89% for a nominal 95%; benchmarks/RESULTS.md, "CI coverage").
+
+    Small samples: n = 4,000 rows at h = 60 hold only ~67 independent labels, so the variance is
+    divided by n - (2h - 1) (demeaning removes about (2h - 1)/n of it) and the critical value is
+    Student's t with n/(2h - 1) - 1 degrees of freedom (the estimator's variance is about
+    2(2h - 1)/n of its square; the fixed-b reasoning of Kiefer-Vogelsang and Sun 2014). At h = 1
+    this is the textbook t-interval. Hansen-Hodrick can be negative when the sample shows
+    negative dependence; then Newey-West over the same lags is used and the method says so.
+
+    Fewer than 10 dependence lengths of rows is an error: with so few independent stretches
+    no interval is honest (a block bootstrap collapses to the point estimate there).
     """
+    from scipy.stats import t
+
     values = np.asarray(values, dtype=np.float64)
-    block = default_block_length(len(values), horizon)
-    return block_bootstrap_ci(values, block_length=block, n_boot=n_boot, level=level, seed=seed)
+    lags = dependence_length(horizon) - 1
+    n = len(values)
+    if values.ndim != 1:
+        raise CrpbotError(f"a CI of a mean needs a 1-d array of per-row values, got shape {values.shape}")
+    if not 0 < level < 1:
+        raise CrpbotError(f"invalid CI level {level}: must be in (0, 1)")
+    require_rows(n, horizon)
+    if not np.all(np.isfinite(values)):
+        raise CrpbotError("a CI of a mean needs finite values")
+    mean = float(values.mean())
+    centred = values - mean
+    # einsum, not @: BLAS threads make a 1-d dot product ~50x slower on a busy host
+    autocov = np.array([np.einsum("i,i->", centred[: n - k], centred[k:]) for k in range(lags + 1)]) / n
+    variance = autocov[0] + 2 * autocov[1:].sum()
+    kernel = f"Hansen-Hodrick HAC variance, lags 0-{lags}" if lags else "independent rows"
+    if variance <= 0:
+        bartlett = 1 - np.arange(1, lags + 1) / (lags + 1)
+        variance = max(autocov[0] + 2 * (autocov[1:] * bartlett).sum(), 0.0)  # >= 0 but for rounding
+        kernel = f"Newey-West HAC variance, lags 0-{lags} (the Hansen-Hodrick one was not positive)"
+    effective = 2 * lags + 1
+    df = n / effective - 1
+    half = float(t.ppf(0.5 + level / 2, df) * np.sqrt(variance / (n - effective)))
+    return MeanInterval(
+        low=mean - half,
+        high=mean + half,
+        method=f"{level:.0%} t-interval, {kernel}, {df:,.0f} df, {n:,} rows",
+    )
 
 
-def paired_block_bootstrap_ci(
-    a: np.ndarray,
-    b: np.ndarray,
-    *,
-    horizon: int,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile CI of mean(a) - mean(b) over the same rows, both resampled with the same blocks.
+def mean_ci(values: np.ndarray, *, horizon: int, level: float = 0.95) -> tuple[float, float]:
+    """(low, high) of :func:`mean_interval`, for callers that report the method elsewhere."""
+    interval = mean_interval(values, horizon=horizon, level=level)
+    return interval.low, interval.high
 
-    Pairing is what makes a small edge measurable: the model and a baseline are right and wrong
-    on largely the same hard stretches, so the CI of the difference is much narrower than the two
-    accuracies' CIs suggest. With the same resampled rows for both, mean(a*) - mean(b*) is the mean
-    of (a - b)*, so this is :func:`block_bootstrap_ci` of the per-row differences, with the block
-    length of :func:`default_block_length`.
+
+def paired_interval(a: np.ndarray, b: np.ndarray, *, horizon: int, level: float = 0.95) -> MeanInterval:
+    """CI of mean(a) - mean(b) over the same rows: :func:`mean_interval` of the per-row differences.
+
+    Pairing is what makes a small edge measurable: the model and a baseline (or a challenger
+    and its champion) are right and wrong on largely the same hard stretches, so the CI of the
+    difference is much narrower than the two means' CIs suggest.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
-        raise CrpbotError(f"paired bootstrap needs two equal 1-d arrays, got {a.shape} and {b.shape}")
-    block = default_block_length(len(a), horizon)
-    return block_bootstrap_ci(a - b, block_length=block, n_boot=n_boot, level=level, seed=seed)
+        raise CrpbotError(f"a paired CI needs two equal 1-d arrays, got {a.shape} and {b.shape}")
+    return mean_interval(a - b, horizon=horizon, level=level)
 
 
 def edge_over_baseline(
@@ -231,10 +263,8 @@ def edge_over_baseline(
     baseline_up: np.ndarray,
     *,
     horizon: int,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, float | int]:
-    """The model's accuracy minus a baseline's on the same rows, with the paired block-bootstrap CI."""
+) -> dict[str, float | int | str]:
+    """The model's accuracy minus a baseline's on the same rows, with the paired CI."""
     labels, probs = _check(labels, probs)
     baseline_up = np.asarray(baseline_up, dtype=bool)
     if baseline_up.shape != labels.shape:
@@ -244,20 +274,14 @@ def edge_over_baseline(
     truth = labels == 1
     model_right = (predicted_up(probs) == truth).astype(np.float64)
     baseline_right = (baseline_up == truth).astype(np.float64)
-    low, high = paired_block_bootstrap_ci(
-        model_right, baseline_right, horizon=horizon, n_boot=n_boot, seed=seed
-    )
+    interval = paired_interval(model_right, baseline_right, horizon=horizon)
     return {
         "edge": float(model_right.mean() - baseline_right.mean()),
-        "ci_low": low,
-        "ci_high": high,
+        "ci_low": interval.low,
+        "ci_high": interval.high,
+        "ci_method": interval.method,
         "n": len(labels),
     }
-
-
-def default_block_length(n: int, horizon: int) -> int:
-    """Twice the label horizon (overlap of labels), or n^(1/3) when that is longer."""
-    return max(2 * horizon, round(n ** (1 / 3)), 1)
 
 
 def coverage_curve(
@@ -284,19 +308,16 @@ def coverage_curve(
     return curve
 
 
-def classification_metrics(
-    labels: np.ndarray, probs: np.ndarray, *, horizon: int, n_boot: int = 1000, seed: int = 0
-) -> dict[str, object]:
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, *, horizon: int) -> dict[str, object]:
     """The scalar metrics of metrics.json for one set of scored rows."""
     labels, probs = _check(labels, probs)
     correct = (predicted_up(probs) == (labels == 1)).astype(np.float64)
-    block = default_block_length(len(labels), horizon)
-    low, high = block_bootstrap_ci(correct, block_length=block, n_boot=n_boot, seed=seed)
+    interval = mean_interval(correct, horizon=horizon)
     return {
         "n": len(labels),
         "accuracy": float(correct.mean()),
-        "accuracy_ci": [low, high],
-        "accuracy_ci_method": f"95% circular block bootstrap, block {block} rows, {n_boot} resamples",
+        "accuracy_ci": [interval.low, interval.high],
+        "accuracy_ci_method": interval.method,
         "ece": expected_calibration_error(labels, probs),
         "ece_equal_mass": equal_mass_calibration_error(labels, probs),
         "calibration_in_the_large": calibration_in_the_large(labels, probs),

@@ -55,7 +55,6 @@ from crpbot.ray_runtime import ClusterSettings
 from crpbot.registry.artifact import write_json_atomic
 from crpbot.registry.storage import validate_storage
 
-DEFAULT_N_BOOT = 1000
 PROMOTE_UNJUDGED_FLAG = "--promote-unjudged"
 RETRAIN_FILE = "retrain.json"
 # test metrics of a challenger kept in its history record (the rest is in the run's evaluation)
@@ -121,7 +120,6 @@ def judge_challenger(
     *,
     registry_root: str | Path = "models",
     test_metrics: dict[str, Any] | None = None,
-    n_boot: int = DEFAULT_N_BOOT,
     promote_unjudged: bool = False,
     log: Callable[[str], None] = print,
 ) -> RetrainDecision:
@@ -139,7 +137,7 @@ def judge_challenger(
     try:
         champion = current_version(coin, root=registry_root)
         return _judge(
-            coin, champion, challenger_dir, gate, registry_root, test_metrics, n_boot, promote_unjudged, log
+            coin, champion, challenger_dir, gate, registry_root, test_metrics, promote_unjudged, log
         )
     except Exception as exc:  # any failure is this coin's outcome; the run goes on
         return _failed_judgement(coin, champion, challenger_dir, gate, registry_root, exc, log)
@@ -152,7 +150,6 @@ def _judge(
     gate: GateDecision,
     registry_root: str | Path,
     test_metrics: dict[str, Any] | None,
-    n_boot: int,
     promote_unjudged: bool,
     log: Callable[[str], None],
 ) -> RetrainDecision:
@@ -161,9 +158,7 @@ def _judge(
     comparison = None
     if champion is not None and challenger_dir is not None:
         try:
-            comparison = compare_on_shared_period(
-                coin_dir(registry_root, coin) / champion, challenger_dir, n_boot=n_boot
-            )
+            comparison = compare_on_shared_period(coin_dir(registry_root, coin) / champion, challenger_dir)
         except CrpbotError as exc:  # no judgement possible: unjudged, like a comparison without rows
             comparison = Comparison(
                 fair=False,
@@ -270,7 +265,6 @@ def run_retrain(
     bucket: str | None = None,
     prefix: str = "crpbot",
     endpoint_url: str | None = None,
-    n_boot: int = DEFAULT_N_BOOT,
     promote_unjudged: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[RetrainDecision]:
@@ -289,8 +283,6 @@ def run_retrain(
     thresholds = thresholds if thresholds is not None else GateThresholds()
     costs = costs if costs is not None else Costs()
     coins = checked_coins(coins)
-    if n_boot < 1:
-        raise CrpbotError(f"invalid n_boot {n_boot}: must be >= 1")
     validate_storage(storage)
     inputs = checked_inputs(coins, input_dir, plan)
     for coin in coins:
@@ -325,7 +317,6 @@ def run_retrain(
             run_dir / RETRAIN_FILE,
             summary,
             registry_root=registry_root,
-            n_boot=n_boot,
             promote_unjudged=promote_unjudged,
             bucket=bucket,
             prefix=prefix,
@@ -345,7 +336,6 @@ def judge_outcomes(
     summary: dict[str, Any],
     *,
     registry_root: str | Path,
-    n_boot: int = DEFAULT_N_BOOT,
     promote_unjudged: bool = False,
     bucket: str | None = None,
     prefix: str = "crpbot",
@@ -370,7 +360,6 @@ def judge_outcomes(
                 _gate(gate_of, outcome),
                 registry_root=registry_root,
                 test_metrics=outcome.metrics or None,
-                n_boot=n_boot,
                 promote_unjudged=promote_unjudged,
                 log=log,
             )

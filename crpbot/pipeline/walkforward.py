@@ -67,7 +67,6 @@ def run_walkforward(
     thresholds: GateThresholds | None = None,
     costs: Costs | None = None,
     max_parallel: int | None = None,
-    n_boot: int = 1000,
     log: Callable[[str], None] = print,
 ) -> WalkForwardResult:
     """Train and score every fold of ``spec`` on ``coin`` in parallel on Ray; outputs go to ``out_dir``.
@@ -111,7 +110,6 @@ def run_walkforward(
         "evaluation": {
             "thresholds": dataclasses.asdict(thresholds),
             **dataclasses.asdict(costs),
-            "n_boot": n_boot,
         },
         "folds": [fold.to_dict() for fold in folds],
     }
@@ -142,7 +140,6 @@ def run_walkforward(
             "input_path": str(input_path),
             "thresholds": thresholds,
             "costs": costs,
-            "n_boot": n_boot,
             "device": "cuda" if cluster.gpu else "cpu",
             "context": ray.put(context) if context is not None else None,
         }
@@ -152,7 +149,7 @@ def run_walkforward(
 
     rows = [records[fold.index] for fold in folds]
     table = folds_table(rows)
-    summary = summarize(plan, rows, out_dir, config.horizon, thresholds, costs, n_boot)
+    summary = summarize(plan, rows, out_dir, config.horizon, thresholds, costs)
     write_outputs(out_dir, table, summary)
     for line in summary_lines(summary):
         log(line)
@@ -241,7 +238,6 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
         out_dir=directory / "evaluation",
         thresholds=shared["thresholds"],
         costs=shared["costs"],
-        n_boot=shared["n_boot"],
         prepared=data,  # the fold's own data: no second load and preparation of the file
         log=lambda _: None,
     )

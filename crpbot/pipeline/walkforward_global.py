@@ -47,7 +47,6 @@ def run_global_walkforward(
     data_dir: str | Path | None = None,
     thresholds: GateThresholds | None = None,
     costs: Costs | None = None,
-    n_boot: int = 1000,
     log: Callable[[str], None] = print,
 ) -> dict[str, WalkForwardResult]:
     """Train a global model (``config.coins``) fold by fold and score each coin; one result per coin."""
@@ -104,7 +103,6 @@ def run_global_walkforward(
                 out_dir=out_dir / coin / "folds" / str(fold.index) / "evaluation",
                 thresholds=thresholds,
                 costs=costs,
-                n_boot=n_boot,
                 prepared=data.part(coin),
                 log=lambda _: None,
             )
@@ -132,7 +130,7 @@ def run_global_walkforward(
             "spec": dataclasses.asdict(spec),
         }
         table = folds_table(rows)
-        summary = summarize(plan, rows, out_dir / coin, config.horizon, thresholds, costs, n_boot)
+        summary = summarize(plan, rows, out_dir / coin, config.horizon, thresholds, costs)
         summary["global_model_of"] = list(inputs)
         write_outputs(out_dir / coin, table, summary)
         results[coin] = WalkForwardResult(

@@ -80,11 +80,10 @@ def summarize(
     horizon: int,
     thresholds: GateThresholds,
     costs: Costs,
-    n_boot: int,
 ) -> dict[str, Any]:
-    """Pooled accuracy (block-bootstrap CI) and edge (paired CI) over every finished fold's test rows,
-    and the net return per trade (its CI) over every finished fold's trades."""
-    from crpbot.evaluation.metrics import block_bootstrap_ci, default_block_length, predicted_up
+    """Pooled accuracy and edge over every finished fold's test rows, and the net return per trade
+    over every finished fold's trades, each with its ``metrics.mean_interval`` CI."""
+    from crpbot.evaluation.metrics import mean_interval, predicted_up
 
     def share(passed: int) -> float | None:
         return passed / len(ok) if ok else None
@@ -130,22 +129,20 @@ def summarize(
     pooled = pd.concat(frames, ignore_index=True)
     labels = pooled["label"].to_numpy()
     correct = (predicted_up(pooled["prob_up"].to_numpy()) == (labels == 1)).astype(np.float64)
-    block = default_block_length(len(correct), horizon)
-    low, high = block_bootstrap_ci(correct, block_length=block, n_boot=n_boot)
+    interval = mean_interval(correct, horizon=horizon)
     summary["pooled"] = {
         "n": len(correct),
         "test_period": [ok[0]["test_start"], ok[-1]["test_end"]],
         "accuracy": float(correct.mean()),
-        "accuracy_ci": [low, high],
-        "accuracy_ci_method": f"95% circular block bootstrap over the pooled test rows, block {block} rows, "
-        f"{n_boot} resamples",
+        "accuracy_ci": [interval.low, interval.high],
+        "accuracy_ci_method": f"over the pooled test rows: {interval.method}",
     }
-    summary["pooled_edge"] = _pooled_edge(pooled, horizon, n_boot)
-    summary["pooled_net_return_per_trade"] = _pooled_net_return(out_dir, ok, n_boot)
+    summary["pooled_edge"] = _pooled_edge(pooled, horizon)
+    summary["pooled_net_return_per_trade"] = _pooled_net_return(out_dir, ok)
     return summary
 
 
-def _pooled_net_return(out_dir: Path, ok: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
+def _pooled_net_return(out_dir: Path, ok: list[dict[str, Any]]) -> dict[str, Any]:
     """The net return per trade over every finished fold's trades (their trades.parquet), with its CI."""
     paths = [out_dir / "folds" / str(r["fold"]) / "evaluation" / TRADES_FILE for r in ok]
     missing = [str(r["fold"]) for r, path in zip(ok, paths, strict=True) if not path.is_file()]
@@ -153,10 +150,10 @@ def _pooled_net_return(out_dir: Path, ok: list[dict[str, Any]], n_boot: int) -> 
         note = f"no {TRADES_FILE} in fold(s) {', '.join(missing)}"
         return {"mean": None, "ci": None, "trades": None, "note": note}
     pnl = np.concatenate([pd.read_parquet(path)["net_return"].to_numpy(dtype=np.float64) for path in paths])
-    return {**net_return_per_trade(pnl, n_boot=n_boot), "pooled_over": "every finished fold's trades"}
+    return {**net_return_per_trade(pnl), "pooled_over": "every finished fold's trades"}
 
 
-def _pooled_edge(pooled: pd.DataFrame, horizon: int, n_boot: int) -> dict[str, Any]:
+def _pooled_edge(pooled: pd.DataFrame, horizon: int) -> dict[str, Any]:
     """Model accuracy minus each fold's val-chosen best baseline's, on the same rows, with a paired CI."""
     from crpbot.evaluation.metrics import edge_over_baseline
 
@@ -170,7 +167,6 @@ def _pooled_edge(pooled: pd.DataFrame, horizon: int, n_boot: int) -> dict[str, A
         pooled["prob_up"].to_numpy(),
         pooled["baseline_up"].to_numpy(),
         horizon=horizon,
-        n_boot=n_boot,
     )
     return {"baseline": "each fold's best baseline, chosen on that fold's validation split", **edge}
 
