@@ -3,7 +3,7 @@
 Checks, in order, and stops at the first failure with a one-line reason:
 1. the packages crpbot imports, with their versions (torch with its CUDA and cuDNN builds); every
    missing one is named in that line (the offline bundle assumes the image has torch, numpy,
-   pandas, pyarrow, scikit-learn, matplotlib, PyYAML and safetensors);
+   pandas, pyarrow, scipy, scikit-learn, matplotlib, PyYAML and safetensors);
 2. the GPUs torch sees;
 3. Ray: a local instance starts (``address="local"``: never another instance that already runs
    on the host), or the cluster at ``--address`` is joined;
@@ -31,6 +31,7 @@ REQUIRED = {
     "numpy": "the data arrays",
     "pandas": "bars and result tables",
     "pyarrow": "Parquet and Ray's storage",
+    "scipy": "the metrics' intervals and the temperature fit",
     "sklearn": "metrics and the logistic baseline",
     "matplotlib": "reports and search plots",
     "yaml": "configs",

@@ -47,6 +47,7 @@ ASSUMED = {
     "numpy": "numpy==2.4.6",
     "pandas": "pandas==3.1.1",
     "pyarrow": "pyarrow==26.0.1",
+    "scipy": "scipy==1.17.1",
     "scikit-learn": "scikit-learn==1.9.1",
     "matplotlib": "matplotlib==3.11.2",
     "pyyaml": "PyYAML==6.0.4",

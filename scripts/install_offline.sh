@@ -9,8 +9,8 @@
 # file matches the manifest inside. It unpacks to a temporary directory beside PREFIX, writes
 # PREFIX/activate there, and renames it into place: PREFIX holds a whole bundle or nothing.
 # The image must already have the packages in ASSUMED.txt (torch, numpy, pandas, pyarrow,
-# scikit-learn, matplotlib, PyYAML, safetensors) and an xz binary: both are checked, and what is
-# missing is named. Installing the same bundle at the same PREFIX again is a no-op (exit 0);
+# scipy, scikit-learn, matplotlib, PyYAML, safetensors) and an xz binary: both are checked, and
+# what is missing is named. Installing the same bundle at the same PREFIX again is a no-op (exit 0);
 # any other existing PREFIX is refused. Errors are one line on stderr, exit status 1.
 set -euo pipefail
 
