@@ -5,7 +5,7 @@ Usage: .venv/bin/python benchmarks/bench_baselines.py [--input FILE] [--repeats 
 Reads one full symbol of the development data (../shared/data/ohlcv) when it is there, else the
 bundled sample, prepared with the recipe's config (lookback 60). Times, in this process and on
 the same prepared data: the logistic fit (train, capped at 100k rows), the GBDT fit (all train
-windows, early stopping on the validation windows, one thread) and the whole of
+windows, early stopping on the latest 15% of them, one thread) and the whole of
 ``score_baselines`` (both fits, the choice on validation, every baseline on the test windows).
 Goal (issue 12): the GBDT costs seconds on ~300k train rows on 2 CPUs.
 """

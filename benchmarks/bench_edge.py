@@ -6,7 +6,8 @@ Usage: flock /tmp/crpbot-ray.lock .venv/bin/python benchmarks/bench_edge.py \\
 
 Each contender is ``run_walkforward`` with the same small model (tune_configs/smoke.yaml: a
 1-layer BiLSTM, hidden 16, lookback 60; ``--epochs`` epochs of ``--windows`` training windows)
-on the same folds (planned on the target's own rows, so both contenders share cut times); the
+on the same folds (planned on the minutes the coins share; where BTC has every minute the target
+has, these are the target's own folds, so both contenders share cut times); the
 context contender adds BTC's 39 features (``context_coins: [BTC]``). Per coin and contender it
 prints the pooled walk-forward test accuracy with its CI (``metrics.mean_interval``) and the edge over each
 fold's best baseline (chosen on that fold's validation split) with its paired CI, and per coin

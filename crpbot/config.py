@@ -20,6 +20,7 @@ from crpbot.errors import CrpbotError
 # The shipped configs and search spaces, found from the package so commands work from any directory.
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "tune_configs"
 CELLS = ("lstm", "gru")
+MODELS = ("rnn", "gbdt")
 OPTIMIZERS = ("adam", "adamw", "radam")
 MAX_SEED = 2**32 - 1
 
@@ -73,10 +74,41 @@ class TrainConfig:
     # width of the learned coin embedding appended to every bar of a global model's window
     # (0: the network is not told which coin a window comes from)
     coin_embedding: int = 4
+    # --- model family (crpbot.model.gbdt): "rnn" trains the network above; "gbdt" LightGBM's
+    # gradient-boosted trees on tabular rows (the last bar's features, lagged returns over the
+    # lookback, a coin column for a global model). The keys below are the trees' and refused on an
+    # rnn config (and the network's keys on a gbdt config) when set away from their defaults.
+    model: str = "rnn"
+    num_leaves: int = 15
+    learning_rate: float = 0.05
+    min_data_in_leaf: int = 200
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    lambda_l2: float = 1.0
+    num_boost_round: int = 500
+    early_stopping_rounds: int = 30
+    # the chronological tail of the train split that early stopping reads (purged from the fit rows)
+    stopping_fraction: float = 0.15
+    num_threads: int = 1
 
     def __post_init__(self) -> None:
         _check_types(self)
         self._check_values()
+        self._check_family()
+
+    def _check_family(self) -> None:
+        """A key of the other family set away from its default would be silently ignored: refuse it."""
+        if self.model not in MODELS:
+            raise CrpbotError(
+                f"invalid config value model={self.model!r}: expected one of {', '.join(MODELS)}"
+            )
+        foreign = RNN_KEYS if self.model == "gbdt" else GBDT_KEYS
+        for key in foreign:
+            if getattr(self, key) != _DEFAULTS[key]:
+                raise CrpbotError(
+                    f"config key {key} is not a setting of model {self.model!r} "
+                    f"(it belongs to {'rnn' if self.model == 'gbdt' else 'gbdt'} models): remove it"
+                )
 
     def _check_values(self) -> None:
         def need(ok: bool, key: str, what: str) -> None:
@@ -119,6 +151,14 @@ class TrainConfig:
         # torch.manual_seed and numpy take 32-bit seeds; a larger one overflows inside a Ray worker
         need(0 <= self.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}]")
         need(self.coin_embedding >= 0, "coin_embedding", "must be >= 0")
+        for key in ("min_data_in_leaf", "num_boost_round", "early_stopping_rounds", "num_threads"):
+            need(getattr(self, key) >= 1, key, "must be >= 1")
+        need(self.num_leaves >= 2, "num_leaves", "must be >= 2")
+        need(self.learning_rate > 0, "learning_rate", "must be > 0")
+        need(0.0 < self.feature_fraction <= 1.0, "feature_fraction", "must be in (0, 1]")
+        need(0.0 < self.bagging_fraction <= 1.0, "bagging_fraction", "must be in (0, 1]")
+        need(self.lambda_l2 >= 0, "lambda_l2", "must be >= 0")
+        need(0.0 < self.stopping_fraction < 1.0, "stopping_fraction", "must be in (0, 1)")
         need(all(coin.strip() for coin in self.coins), "coins", "coin names must be non-empty")
         need(len(self.coins) != 1, "coins", "a global model needs at least two coins (empty: one coin)")
         short = [coin.strip().upper().removesuffix("-USD") for coin in self.coins]
@@ -163,6 +203,47 @@ class TrainConfig:
 
 def config_keys() -> set[str]:
     return {f.name for f in fields(TrainConfig)}
+
+
+# The keys only one family reads (the rest -- data, windowing, seed, coins, context -- both do).
+GBDT_KEYS: tuple[str, ...] = (
+    "num_leaves",
+    "learning_rate",
+    "min_data_in_leaf",
+    "feature_fraction",
+    "bagging_fraction",
+    "lambda_l2",
+    "num_boost_round",
+    "early_stopping_rounds",
+    "stopping_fraction",
+    "num_threads",
+)
+RNN_KEYS: tuple[str, ...] = (
+    "cell",
+    "hidden_size",
+    "num_layers",
+    "dropout",
+    "bidirectional",
+    "head_hidden",
+    "skip_last_bar",
+    "max_train_windows",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "grad_clip",
+    "t0",
+    "t_mult",
+    "eta_min",
+    "max_epochs",
+    "patience",
+    "min_delta",
+    "bf16",
+    "coin_embedding",
+)
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(TrainConfig) if f.default is not dataclasses.MISSING
+}
 
 
 def _check_types(config: TrainConfig) -> None:

@@ -1,4 +1,4 @@
-"""Build the offline bundle: crpbot + Ray 2.60 + Optuna + boto3 for a CUDA node without a package index.
+"""Build the offline bundle: crpbot + Ray 2.60 + Optuna + boto3 + LightGBM for a CUDA node without an index.
 
 Usage: python scripts/build_offline_bundle.py [--python 3.12] [--out dist]
        (make bundle [BUNDLE_PYTHON=3.12])
@@ -53,7 +53,7 @@ ASSUMED = {
     "pyyaml": "PyYAML==6.0.4",
     "safetensors": "safetensors==0.8.0",
 }
-BUNDLED = ["ray[default,train,tune]==2.60.0", "optuna==5.0.0", "boto3==1.44.8"]
+BUNDLED = ["ray[default,train,tune]==2.60.0", "optuna==5.0.0", "boto3==1.44.8", "lightgbm==4.7.0"]
 # Newer copies carried for images whose own are too old for Ray: name -> minimum version.
 FALLBACKS = {"protobuf": "5.0", "typing-extensions": "4.16", "packaging": "24.2"}
 # Distributions never loaded on crpbot's paths (runtime-env pip installs, profiling, GCP auth).
@@ -85,6 +85,7 @@ PROBE_MODULES = [
     "crpbot.cli",
     "crpbot.model.trainer",
     "crpbot.model.ensemble",
+    "crpbot.model.gbdt",
     "crpbot.search.tune",
     "crpbot.pipeline.chain",
     "crpbot.pipeline.run",
@@ -103,6 +104,7 @@ PROBE_MODULES = [
     "ray.autoscaler._private.monitor",
     "optuna.visualization.matplotlib",
     "boto3",
+    "lightgbm",
     "tensorboardX",
 ]
 

@@ -33,18 +33,18 @@ def sample_path() -> callable:
 
 @pytest.fixture(scope="session")
 def train_tiny_artifact(tmp_path_factory, sample_path):
-    """Train a tiny model on a bundled coin with ``fit`` directly (no Ray); returns (artifact dir, data)."""
+    """Train a tiny model (either family) on a bundled coin directly, no Ray; returns (artifact dir, data)."""
 
     def train(config, coin: str):
         import torch
 
         from crpbot.data.dataset import load_prepared
-        from crpbot.model.fit import fit
+        from crpbot.model.family import fit_model
         from crpbot.model.inference import save_model_artifact
 
         torch.set_num_threads(1)
         data = load_prepared(coin, sample_path(coin), config)
-        result = fit(config, data, log=lambda _: None)
+        result = fit_model(config, data, log=lambda _: None)
         path = save_model_artifact(
             tmp_path_factory.mktemp("model") / coin.lower(),
             model_state=result.best_state,

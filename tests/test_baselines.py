@@ -1,5 +1,5 @@
 """Baselines on hand-made and real data: momentum/reversal from past returns, logistic on train only,
-GBDT on train early-stopped on validation, and the best baseline chosen on validation."""
+GBDT on train early-stopped on train's purged tail, and the best baseline chosen on validation."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from crpbot.config import TrainConfig
 from crpbot.evaluation.baselines import (
     GBDT_PARAMS,
     baseline_accuracies,
+    early_stopping_split,
     fit_gbdt,
     fit_logistic,
     majority_predictions,
@@ -75,38 +76,50 @@ def _planted(data, split: str, values: np.ndarray) -> object:
     return dataclasses.replace(data, labels=labels)
 
 
-def test_gbdt_reads_train_labels_and_val_labels_only_to_stop(real_data):
-    """Planted test labels change nothing; planted val labels change only where boosting stops:
-    the early-stopped model equals one fitted on train alone for that many iterations."""
+def test_gbdt_reads_train_labels_only_and_stops_on_the_purged_tail_of_train(real_data):
+    """Planted val and test labels leave the fitted GBDT identical (validation chooses the best
+    baseline, so the GBDT must not have tuned itself there); the tail it stops on is the latest
+    15% of train windows, ``horizon`` rows after the fit part, and it decides where boosting stops."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
     rows = real_data.window_ends("test", 20)
     x_test = tabular_features(real_data, rows)
     fitted = fit_gbdt(real_data, 20)
-    flipped = _planted(real_data, "test", 1.0 - real_data.labels)
+    coin_flips = (np.random.default_rng(1).uniform(size=len(real_data.labels)) < 0.5).astype(float)
     with threadpool_limits(limits=1):
-        np.testing.assert_array_equal(
-            fit_gbdt(flipped, 20).predict_proba(x_test), fitted.predict_proba(x_test)
-        )
+        for split, values in (("val", coin_flips), ("val", 1.0 - real_data.labels), ("test", coin_flips)):
+            poisoned = fit_gbdt(_planted(real_data, split, values), 20)
+            assert poisoned.n_iter_ == fitted.n_iter_
+            np.testing.assert_array_equal(poisoned.predict_proba(x_test), fitted.predict_proba(x_test))
 
     train_rows = real_data.window_ends("train", 20)
+    fit_rows, tail = early_stopping_split(train_rows, real_data.horizon)
+    assert len(tail) == int(0.15 * len(train_rows)) and tail[-1] == train_rows[-1]
+    assert fit_rows[-1] + real_data.horizon <= tail[0]  # no fit label covers a bar of a tail label
+    assert len(fit_rows) + len(tail) >= len(train_rows) - real_data.horizon
     settings = {**GBDT_PARAMS, "early_stopping": False}
-    coin_flips = (np.random.default_rng(1).uniform(size=len(real_data.labels)) < 0.5).astype(float)
     stopped_at = []
-    for data in (real_data, _planted(real_data, "val", coin_flips)):
+    for data in (
+        real_data,
+        _planted(
+            real_data,
+            "train",
+            np.where(np.isin(np.arange(len(coin_flips)), tail), coin_flips, real_data.labels),
+        ),
+    ):
         stopped = fit_gbdt(data, 20) if data is not real_data else fitted
         stopped_at.append(stopped.n_iter_)
         assert 1 <= stopped.n_iter_ < GBDT_PARAMS["max_iter"]
-        on_train_only = HistGradientBoostingClassifier(
+        on_fit_part_only = HistGradientBoostingClassifier(
             **{**settings, "max_iter": stopped.n_iter_}, random_state=0
         )
         with threadpool_limits(limits=1):  # one thread, as fit_gbdt: two crawl on a busy host
-            on_train_only.fit(tabular_features(data, train_rows), data.labels[train_rows].astype(np.int64))
-            np.testing.assert_allclose(on_train_only.predict_proba(x_test), stopped.predict_proba(x_test))
-    assert stopped_at[0] != stopped_at[1], "the val labels decided where boosting stopped"
+            on_fit_part_only.fit(tabular_features(data, fit_rows), data.labels[fit_rows].astype(np.int64))
+            np.testing.assert_allclose(on_fit_part_only.predict_proba(x_test), stopped.predict_proba(x_test))
+    assert stopped_at[0] != stopped_at[1], "the tail's labels decided where boosting stopped"
     with pytest.raises(TestSplitAccessError):
-        fit_logistic(flipped, "test", 20)
+        fit_logistic(_planted(real_data, "test", coin_flips), "test", 20)
 
 
 def test_gbdt_beats_majority_on_a_planted_tabular_signal_and_is_chosen_on_validation(real_data):

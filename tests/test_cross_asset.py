@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from search_helpers import best_trial, last_state, lowest_val_loss, trial_dirs
 
 from crpbot.cli import main
 from crpbot.config import TrainConfig, load_config, save_config
@@ -291,9 +292,20 @@ def test_search_over_context_coins_runs_both_choices_on_shared_rows(ray_session,
             }
         )
     )
+    # BTC lacks five 3-minute stretches of ETH's later bars (each also costs BTC's warm-up): a trial
+    # that validated on ETH's own rows would score other rows than the shared ones
+    from crpbot.data.bars import default_input
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "ETH-USD_1m.parquet").symlink_to(default_input("ETH"))
+    btc = pd.read_parquet(default_input("BTC"))
+    holes = np.concatenate([np.arange(start, start + 3) for start in range(21_500, 25_000, 700)])
+    btc.drop(index=btc.index[holes]).to_parquet(inputs / "BTC-USD_1m.parquet")
     result = run_search(
         load_search_space(path),
         "ETH",
+        input_path=inputs / "ETH-USD_1m.parquet",
         storage=tmp_path / "runs",
         name="context",
         exhaustive=True,
@@ -302,7 +314,35 @@ def test_search_over_context_coins_runs_both_choices_on_shared_rows(ray_session,
     )
     table = result.table
     assert sorted(table["context_coins"]) == ["BTC", "none"] and (table["status"] != "error").all()
-    assert load_config(result.best_yaml).context_coins in ([], ["BTC"])
+    best = table.set_index("trial_id").loc[best_trial(result.experiment_path), "context_coins"]
+    assert load_config(result.best_yaml).context_coins == ([] if best == "none" else ["BTC"])
+
+    # same validation rows for every trial: each trial's reported val loss is recomputed from its
+    # checkpoint on the search's shared rows (only minutes BTC has too), with its own columns
+    import torch
+
+    from crpbot.model.fit import positive_weight
+    from crpbot.model.inference import predict_windows
+
+    torch.set_num_threads(1)
+    space = load_search_space(path)
+    shared = load_prepared("ETH", inputs / "ETH-USD_1m.parquet", space.data_config())
+    alone = load_prepared("ETH", inputs / "ETH-USD_1m.parquet", space.data_config().replace(context_coins=[]))
+    assert len(alone.window_ends("val", 10)) != len(shared.window_ends("val", 10))  # other rows
+    losses, stamps = lowest_val_loss(result.experiment_path), []
+    for trial_id, directory in trial_dirs(result.experiment_path).items():
+        choice = table.set_index("trial_id").loc[trial_id, "context_coins"]
+        config = space.trial_config({"context_coins": choice})
+        data = select_context(shared, ContextSpec.from_config(config))
+        ends = data.window_ends("val", config.lookback)
+        stamps.append(data.timestamps[ends])
+        model = build_model(config, data.features.shape[1])
+        model.load_state_dict(last_state(directory)["best_state"])
+        up = predict_windows(model, data.features, ends, config.lookback).astype(np.float64)
+        labels, weight = data.labels[ends].astype(np.float64), positive_weight(data, config.lookback)
+        loss = -np.mean(weight * labels * np.log(up) + (1 - labels) * np.log1p(-up))
+        assert loss == pytest.approx(losses[trial_id], rel=1e-4), (choice, loss, losses[trial_id])
+    np.testing.assert_array_equal(*stamps)
 
 
 def test_a_global_model_with_btc_context_learns_the_lead_and_checks_its_inputs(tmp_path) -> None:

@@ -346,9 +346,9 @@ def test_baselines_are_fitted_before_the_model_predicts_test(tiny_model, tmp_pat
     from crpbot.model.predictor import Predictor
 
     calls: list[str] = []
-    predictions, baselines = Predictor.predictions, evaluate.score_baselines
+    predictions, baselines = Predictor.predictions_at, evaluate.score_baselines
 
-    def record_predictions(self, data, split, *args, **kwargs):
+    def record_predictions(self, data, split, *args, **kwargs):  # every model prediction of a split
         calls.append(f"predict {split}")
         return predictions(self, data, split, *args, **kwargs)
 
@@ -356,7 +356,7 @@ def test_baselines_are_fitted_before_the_model_predicts_test(tiny_model, tmp_pat
         calls.append("baselines")
         return baselines(*args, **kwargs)
 
-    monkeypatch.setattr(Predictor, "predictions", record_predictions)
+    monkeypatch.setattr(Predictor, "predictions_at", record_predictions)
     monkeypatch.setattr(evaluate, "score_baselines", record_baselines)
     evaluate_model(tiny_model, out_dir=tmp_path / "e", log=lambda _: None)
     assert calls == ["predict val", "baselines", "predict test"]

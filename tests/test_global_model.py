@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from search_helpers import best_trial
 
 from crpbot.cli import main
 from crpbot.config import CONFIG_DIR, TrainConfig, load_config
@@ -342,7 +343,8 @@ def test_a_search_trains_the_global_and_the_per_coin_model(ray_session, tmp_path
     )
     assert sorted(result.table["coins"]) == ["BTC+ETH", "none"]
     assert (result.table["status"] == "complete").all()
-    assert result.best_config.coins in ([], ["BTC", "ETH"])
+    best = result.table.set_index("trial_id").loc[best_trial(result.experiment_path), "coins"]
+    assert result.best_config.coins == ([] if best == "none" else ["BTC", "ETH"])
     assert load_config(result.best_yaml).coins == result.best_config.coins
 
 
@@ -370,6 +372,19 @@ def test_a_global_walk_forward_scores_each_coin_on_the_per_coin_folds(tmp_path, 
             np.datetime_as_string(np.datetime64(fold.split_times["test"][0], "ns"), unit="m") + "Z"
             for fold in own
         ]
-        assert result.summary["pooled"]["n"] == table["n"].sum() > 0
-        assert result.summary["pooled_edge"]["edge"] is not None
+        pooled = result.summary["pooled"]
+        assert pooled["n"] == table["n"].sum() > 0
+        # the pooled edge is the pooled accuracy minus the pooled accuracy of each fold's best baseline
+        baseline = float((table["best_baseline_accuracy"] * table["n"]).sum() / table["n"].sum())
+        assert result.summary["pooled_edge"]["edge"] == pytest.approx(pooled["accuracy"] - baseline, abs=1e-9)
+        # the report says what a global fold does: no temperature (its evaluations score at 1)
+        report = (result.out_dir / "report.md").read_text()
+        assert (
+            "no temperature (scored at temperature 1" in report and "temperature on its own val" not in report
+        )
+        for fold in table["fold"]:
+            metrics = json.loads(
+                (result.out_dir / "folds" / str(fold) / "evaluation" / "metrics.json").read_text()
+            )
+            assert metrics["temperature"] == 1.0
         assert (result.out_dir / "folds.csv").is_file() and (result.out_dir / "summary.json").is_file()

@@ -140,6 +140,66 @@ def test_a_passing_batch_is_promoted_and_pushed(ray_session, s3_endpoint, tmp_pa
     assert any(key.startswith("runs/ETH-USD/train/") and key.endswith("state.pt") for key in keys)
 
 
+def test_a_chain_reads_test_once_and_its_validation_checks_read_only_val(
+    ray_session, tmp_path, monkeypatch
+) -> None:
+    """Every read of a split's rows goes through ``PreparedData.window_ends``; a spy on it (it records
+    the split and calls the real method) sees the chain's own steps, which run in this process when
+    the chain does: the validation checks of the recipe and the ensemble, the ensemble's temperature
+    and the one evaluation. Training, search trials and ensemble members run in Ray workers, out of
+    its sight; they read train and val through ``fit``. The recipe misses the gate's 0.68 on val,
+    so the chain takes its longest path: recipe, search, seed ensemble, one test evaluation."""
+    import yaml
+    from tiny import TINY_GRU
+
+    from crpbot.config import save_config
+    from crpbot.data.dataset import PreparedData
+    from crpbot.evaluation import evaluate
+    from crpbot.pipeline import chain
+
+    reads: list[tuple[str, str]] = []
+    step = ["chain"]
+    window_ends = PreparedData.window_ends
+
+    def spy(self, split, lookback, **kwargs):
+        reads.append((step[-1], split))
+        return window_ends(self, split, lookback, **kwargs)
+
+    def as_step(name, function):
+        def run(*args, **kwargs):
+            step.append(name)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                step.pop()
+
+        return run
+
+    monkeypatch.setattr(PreparedData, "window_ends", spy)
+    monkeypatch.setattr(chain, "validation_check", as_step("validation check", chain.validation_check))
+    monkeypatch.setattr(evaluate, "evaluate_model", as_step("evaluation", evaluate.evaluate_model))
+    save_config(TINY_GRU, tmp_path / "tiny.yaml")
+    (tmp_path / "space.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "base": str(tmp_path / "tiny.yaml"),
+                "budget": {"num_samples": 2, "max_epochs": 1},
+                "space": {"lr": {"choice": [0.003, 0.01]}},
+            }
+        )
+    )
+    budget = chain.PipelineBudget(
+        train_config=str(tmp_path / "tiny.yaml"), search_space=str(tmp_path / "space.yaml"), seeds=2
+    )
+    outcome = chain.run_coin_chain(
+        "BTC", default_input("BTC"), tmp_path / "BTC", budget=budget, log=lambda _: None
+    )
+    assert outcome.stage == "ensemble" and not outcome.recipe_validation["passed"]
+    assert [where for where, split in reads if split == "test"] == ["evaluation"], reads
+    assert [split for where, split in reads if where == "validation check"] == ["val", "val"], reads
+    assert {split for where, split in reads if where == "evaluation"} == {"train", "val", "test"}
+
+
 def test_bad_pipeline_arguments_are_one_line_errors(tmp_path) -> None:
     """Every mistake fails before the run directory exists and before Ray starts, so the same
     command can be rerun, and a bad third input does not cost two trained coins first."""

@@ -1,4 +1,5 @@
-"""S3 push/pull against moto's real HTTP server: round trips, damaged objects, concurrent pushes."""
+"""S3 push/pull against moto's real HTTP server: round trips, damaged objects, forged versions,
+concurrent pushes."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from crpbot.cli import main
 from crpbot.errors import CrpbotError
 from crpbot.model.inference import load_model
 from crpbot.registry.artifact import WEIGHTS_FILE
-from crpbot.registry.local import current_path, current_version, list_versions, promote
+from crpbot.registry.local import current_path, current_version, list_versions, promote, show
 from crpbot.registry.transfer import pull, push
 
 
@@ -117,6 +118,62 @@ def test_consistently_forged_manifest_is_caught_by_the_pointer(
     assert list_versions(tmp_path / "local") == []
 
 
+def _forge(raw_s3, bucket: str, base: str, payload: bytes) -> str:
+    """Rewrite a version's weights and its manifest coherently, as someone with write access could;
+    returns the forged manifest's content digest."""
+    import hashlib
+
+    from crpbot.registry.artifact import content_digest
+
+    raw_s3.put_object(Bucket=bucket, Key=f"{base}/{WEIGHTS_FILE}", Body=payload)
+    manifest = json.loads(raw_s3.get_object(Bucket=bucket, Key=f"{base}/manifest.json")["Body"].read())
+    manifest["files"][WEIGHTS_FILE] = {"sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)}
+    raw_s3.put_object(Bucket=bucket, Key=f"{base}/manifest.json", Body=json.dumps(manifest).encode())
+    return content_digest(manifest)
+
+
+def test_a_consistently_forged_named_version_is_refused_by_a_digest_from_outside_s3(
+    tmp_path: Path, s3_endpoint: str, bucket: str, pushed: Path, raw_s3, capsys
+) -> None:
+    """Weights, manifest, pointer and history all rewritten to agree: S3 alone vouches for the forgery,
+    so the digest must come from this registry's own records or from the user (--digest)."""
+    v1 = show("BTC", "v1", root=pushed)["digest"]
+    known = tmp_path / "known"  # a machine that pulled current before the forgery: it holds the records
+    pull(known, bucket, endpoint_url=s3_endpoint)
+    forged = _forge(raw_s3, bucket, "crpbot/BTC-USD/v1", b"forged weights")
+    history_key = "crpbot/BTC-USD/history.jsonl"
+    history = raw_s3.get_object(Bucket=bucket, Key=history_key)["Body"].read().decode()
+    raw_s3.put_object(Bucket=bucket, Key=history_key, Body=history.replace(v1, forged).encode())
+    assert (
+        forged != v1 and forged in raw_s3.get_object(Bucket=bucket, Key=history_key)["Body"].read().decode()
+    )
+
+    before = registry_snapshot(known)
+    with pytest.raises(
+        CrpbotError, match=f"digest {forged[:12]} differs from the {v1[:12]} this registry recorded"
+    ):
+        pull(known, bucket, coin="BTC", version="v1", endpoint_url=s3_endpoint)
+    assert registry_snapshot(known) == before, "nothing local was written, the forged history not merged"
+
+    fresh = tmp_path / "fresh"  # no record of the push: refused without --digest, and with the true one
+    with pytest.raises(CrpbotError, match="no independent digest for BTC-USD v1: .* pass --digest"):
+        pull(fresh, bucket, coin="BTC", version="v1", endpoint_url=s3_endpoint)
+    with pytest.raises(CrpbotError, match=f"manifest digest {forged[:12]} is not the --digest {v1[:12]}"):
+        pull(fresh, bucket, coin="BTC", version="v1", digest=v1, endpoint_url=s3_endpoint)
+    assert not fresh.exists() or list_versions(fresh) == []
+    argv = ["registry", "pull", "--coin", "BTC", "--version", "v1", "--bucket", bucket]
+    argv += ["--endpoint-url", s3_endpoint, "--registry", str(fresh)]
+    assert main([*argv, "--digest", v1[:12]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not the --digest" in err
+    assert main([*argv, "--digest", "xyz"]) == 2 and "invalid --digest 'xyz'" in capsys.readouterr().err
+
+    # the unforged v2, on the fresh machine: accepted with its digest (a 12-digit prefix will do)
+    v2 = show("BTC", "v2", root=pushed)["digest"]
+    [pulled] = pull(fresh, bucket, coin="BTC", version="v2", digest=v2[:12], endpoint_url=s3_endpoint)
+    assert pulled.digest == v2 and pulled.new
+
+
 def test_concurrent_pushes_of_different_versions_do_not_clobber(
     tmp_path: Path, s3_endpoint: str, bucket: str
 ) -> None:
@@ -140,8 +197,9 @@ def test_concurrent_pushes_of_different_versions_do_not_clobber(
         thread.join(timeout=60)
     assert not errors
     clone = tmp_path / "clone"
-    for seed in range(3):
-        pulled = pull(clone, bucket, coin="BTC", version=f"v{seed}", endpoint_url=s3_endpoint)
+    for seed in range(3):  # a fresh machine: each digest comes from the machine that pushed it
+        digest = show("BTC", f"v{seed}", root=roots[seed])["digest"]
+        pulled = pull(clone, bucket, coin="BTC", version=f"v{seed}", digest=digest, endpoint_url=s3_endpoint)
         assert registry_snapshot(roots[seed] / "promoted" / "BTC-USD" / f"v{seed}") == registry_snapshot(
             pulled[0].path
         )

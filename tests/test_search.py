@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from search_helpers import best_trial, lowest_val_loss
 
 from crpbot.config import load_config
 from crpbot.search.space import load_search_space
@@ -66,7 +67,11 @@ def test_four_trial_search_writes_results_study_and_a_trainable_best_yaml(ray_se
     values = sorted(t.value for t in result.study.trials if t.state.name == "COMPLETE")
     assert values == pytest.approx(sorted(table["best_val_loss"]))
 
+    # the best trial is the one whose own reported epochs reached the lowest val loss
     best = load_config(result.best_yaml)
+    losses = lowest_val_loss(result.experiment_path)
+    assert len(losses) == 4 and best.notes["trial_id"] == best_trial(result.experiment_path)
+    assert best.notes["best_val_loss"] == pytest.approx(min(losses.values()), rel=1e-12)
     assert best.notes["trial_id"] == table.loc[0, "trial_id"]
     assert best.lr == pytest.approx(table.loc[0, "lr"]) and best.max_epochs == 2
 

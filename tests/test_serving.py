@@ -134,6 +134,22 @@ def test_too_short_open_or_stale_bars_are_refused(tiny_model, bars, tmp_path):
     model.predict(pd.concat([frame.iloc[:2000], frame.iloc[2100:2240]]), max_staleness=None)  # 140: enough
     with pytest.raises(CrpbotError, match="the bars hold 100 gap-free bars"):
         model.predict(frame.iloc[:100], max_staleness=None)
+    # no gap in the bars: the run may have begun earlier, so fewer than HISTORY_BARS + lookback bars
+    # (enough for the warm-up, not for the recursive averages to forget their start) are refused
+    needed = model.bars_needed(last=2)
+    assert needed == serving.HISTORY_BARS + model.lookback + 1
+    with pytest.raises(CrpbotError) as short:
+        model.predict(frame.iloc[-(needed - 1) :], last=2, max_staleness=None)
+    assert str(short.value).count("\n") == 0 and f"the bars hold {needed - 1:,} gap-free bars" in str(
+        short.value
+    )
+    assert (
+        f"predicting the last 2 needs {needed:,} (feature history {serving.HISTORY_BARS} + lookback"
+        in str(short.value)
+    )
+    enough = model.predict(frame.iloc[-needed:], last=2, max_staleness=None)
+    whole = model.predict(bars, last=2, max_staleness=None)
+    assert [p.prob_up for p in enough] == pytest.approx([p.prob_up for p in whole], abs=1e-6)
     with pytest.raises(CrpbotError, match="still open until"):
         model.predict(bars, now=latest + pd.Timedelta(seconds=30))
     fresh = model.predict(bars, now=latest + 6 * MINUTE)

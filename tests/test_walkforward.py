@@ -207,8 +207,14 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
     assert net["mean"] == pytest.approx(summary["backtest"]["net_pnl"] / net["trades"])
     assert net["ci"][0] <= net["mean"] <= net["ci"][1]
     assert set(table["best_baseline_chosen_on"]) == {"val"} and table["gate_passed_recipe"].notna().all()
-    assert (out / "walkforward.png").stat().st_size > 0 and "| fold |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert (out / "walkforward.png").stat().st_size > 0 and "| fold |" in report
     assert pd.read_csv(out / "folds.csv")["fold"].tolist() == [0, 1, 2, 3, 4]
+    # what the report says each fold did is what it did: a temperature fitted on its own val
+    assert "- each fold: its own train-only scaler, early stopping and temperature on its own val" in report
+    for fold in range(5):
+        metrics = json.loads((out / "folds" / str(fold) / "evaluation" / "metrics.json").read_text())
+        assert metrics["temperature"] != 1.0
 
     # fold 1 killed half-way (no result.json) and now failing: reported, the others untouched
     finished = {k: (out / "folds" / str(k) / "result.json").stat().st_mtime_ns for k in (0, 2, 3, 4)}
@@ -252,3 +258,37 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
         )
     with pytest.raises(CrpbotError, match="holds a walk-forward with other evaluation"):
         run_walkforward(TINY, "BTC", spec, input_path=path, out_dir=out, costs=Costs(fee_bps=5.0))
+
+
+def test_a_context_walk_forward_plans_on_the_minutes_every_coin_has(ray_session, tmp_path) -> None:
+    """BTC (the context) misses three minutes that ETH (the target) has, right where a fold planned
+    on ETH's minutes alone starts its val/test purge: BTC's gap and warm-up then eat that purge and
+    the fold cannot be prepared. Planned on the minutes both coins have, every fold runs."""
+    from crpbot.data.cross_asset import ContextSpec, load_context
+    from crpbot.data.dataset import prepare_for_config, usable_timestamps
+    from crpbot.data.folds import FoldSpec, plan_folds
+    from crpbot.pipeline.walkforward import run_walkforward
+
+    config = TINY.replace(max_epochs=1, context_coins=["BTC"], context_features=["log_ret_1"])
+    spec = FoldSpec(train_days=1.0, val_days=0.25, test_days=0.25, folds=2)
+    eth_path, eth = _bars(tmp_path, _bars_frame(4000, seed=0), name="ETH-USD_1m.parquet")
+    eth.coin = "ETH-USD"
+    target_only = plan_folds(usable_timestamps(eth), spec, lookback=LOOKBACK, horizon=HORIZON)
+    purge_start = usable_timestamps(eth)[target_only[0].bounds["val"][1]]
+    btc = _bars_frame(4000, seed=1)
+    gap = pd.Timestamp(purge_start, tz="UTC")
+    btc = btc[~btc["timestamp"].between(gap, gap + pd.Timedelta(minutes=2))]
+    btc.reset_index(drop=True).to_parquet(tmp_path / "BTC-USD_1m.parquet")
+    context = load_context("ETH", ContextSpec.from_config(config), eth_path)
+    with pytest.raises(CrpbotError, match="closer than the purge"):
+        prepare_for_config(eth, config, split_times=target_only[0].split_times, context=context)
+
+    result = run_walkforward(
+        config, "ETH", spec, input_path=eth_path, out_dir=tmp_path / "wf", log=lambda _: None
+    )
+    assert list(result.folds["status"]) == ["ok", "ok"], result.folds["error"].tolist()
+    planned = json.loads((tmp_path / "wf" / "plan.json").read_text())["folds"]
+    shared = usable_timestamps(eth, context)
+    for fold in planned:  # every split boundary is a minute both coins have
+        for first, last in fold["split_times"].values():
+            assert np.isin([first, last], shared).all()

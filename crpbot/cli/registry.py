@@ -5,7 +5,8 @@ Usage: crpbot registry list [--coin BTC]
        crpbot registry rollback COIN VERSION
        crpbot registry history COIN [--json]
        crpbot registry push [--coin BTC] --bucket B [--prefix P] [--endpoint-url URL]
-       crpbot registry pull [--coin BTC [--version V]] --bucket B [--prefix P] [--endpoint-url URL]
+       crpbot registry pull [--coin BTC [--version V [--digest D]]] --bucket B [--prefix P]
+                            [--endpoint-url URL]
 Every form takes --registry DIR (default: models). S3 credentials come from boto3's default
 chain (environment, profile, instance role).
 """
@@ -45,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if name == "pull":
             transfer.add_argument(
                 "--version", help="this version instead of the remote current (needs --coin)"
+            )
+            transfer.add_argument(
+                "--digest",
+                help="the version's content digest (>= 12 hex digits; `registry show` on the machine that "
+                "pushed it): a named version must match it, or a digest this registry recorded",
             )
         transfer.add_argument("--bucket", required=True)
         transfer.add_argument("--prefix", default="crpbot", help="S3 key prefix (default: crpbot)")
@@ -97,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             args.bucket,
             coin=args.coin,
             version=args.version,
+            digest=args.digest,
             prefix=args.prefix,
             endpoint_url=args.endpoint_url,
         ):

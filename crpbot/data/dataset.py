@@ -59,7 +59,17 @@ class PreparedData:
         Rows without a label (t+h past the segment end, or a tie) are not served, unless
         ``labelled`` is False: then ties are served too (a trading rule would trade them, and
         pay the round trip for a zero move), which is what a backtest needs.
+
+        Every read of a split's rows (fitting, scoring, choosing) goes through here, so counting
+        the calls counts the reads: ``tests/test_pipeline.py`` checks a coin's chain reads test once.
         """
+        return self._window_ends(split, lookback, labelled)
+
+    def window_count(self, split: str, lookback: int, *, labelled: bool = True) -> int:
+        """How many windows :meth:`window_ends` would serve: a check that a split is usable, no read."""
+        return len(self._window_ends(split, lookback, labelled))
+
+    def _window_ends(self, split: str, lookback: int, labelled: bool) -> np.ndarray:
         if split not in self.split_bounds:
             raise CrpbotError(f"no {split!r} split in this data (have {', '.join(self.split_bounds)})")
         if lookback < 1:
@@ -114,9 +124,9 @@ def prepare_data(
         scaler = Scaler.fit(rows["features"][train_start:train_end])
     data = _assemble(bars, rows, bounds, horizon, purge, scaler, context)
     for split in SPLITS:
-        if len(data.window_ends(split, lookback)) == 0:
+        if data.window_count(split, lookback) == 0:
             start, end = bounds[split]
-            ties = len(data.window_ends(split, lookback, labelled=False))
+            ties = data.window_count(split, lookback, labelled=False)
             if ties:  # windows exist, but no outcome has a direction: more of the same data won't help
                 raise CrpbotError(
                     f"the {split} split ({end - start} rows) has {ties:,} gap-free windows but every "

@@ -10,8 +10,10 @@ simple rule here is *reversal* (momentum is below 50%), and a model has to beat 
 - ``logistic``: logistic regression on the last step's (train-scaled) features, fitted on
   train windows only;
 - ``gbdt``: scikit-learn's histogram gradient boosting on the last step's features plus a few
-  lagged returns (:func:`tabular_features`), fitted on train windows with early stopping on the
-  validation windows (the only use of validation labels), seeded.
+  lagged returns (:func:`tabular_features`), fitted on the train windows, early-stopped on the
+  train split's own chronological tail (:func:`early_stopping_split`), seeded. It never reads
+  validation labels: the best baseline is chosen on validation, and a baseline tuned there
+  would be favoured in that choice.
 
 The *best* baseline, the one the model's edge is measured against, is chosen on validation
 (:func:`best_on_validation`), never on the rows being scored. ``majority`` is the best constant
@@ -26,21 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from crpbot.data.tabular import BASELINE_LAGS, tabular_rows
 from crpbot.model.predictions import guard_selection
 
 # Enough rows to fit a dozen weights well; more only costs time.
 MAX_LOGISTIC_TRAIN_ROWS = 100_000
-# (feature, lag in bars): past returns the GBDT sees beside the last bar's features; the 5- and
-# 15-bar returns are lagged by their own length so no two of them cover the same bars.
-LAGGED_RETURNS: tuple[tuple[str, int], ...] = (
-    ("log_ret_1", 1),
-    ("log_ret_1", 2),
-    ("log_ret_1", 3),
-    ("log_ret_5", 5),
-    ("log_ret_15", 15),
-)
 # Shallow, strongly regularised trees: the signal is a point or two above chance, and early
-# stopping on validation stops the boosting long before max_iter.
+# stopping on the tail of train stops the boosting long before max_iter.
 GBDT_PARAMS: dict[str, Any] = {
     "learning_rate": 0.05,
     "max_iter": 300,
@@ -51,6 +45,8 @@ GBDT_PARAMS: dict[str, Any] = {
     "scoring": "loss",
     "n_iter_no_change": 20,
 }
+# The share of the train windows (the latest ones) the GBDT's early stopping scores.
+GBDT_STOPPING_FRACTION = 0.15
 
 
 def past_returns(data: Any, rows: np.ndarray) -> np.ndarray:
@@ -103,56 +99,58 @@ def fit_logistic(data: Any, split: str, lookback: int, seed: int = 0) -> Any:
 
 
 def tabular_features(data: Any, rows: np.ndarray) -> np.ndarray:
-    """Row t's features plus :data:`LAGGED_RETURNS` read at t - lag (bars <= t only).
+    """Row t's features plus :data:`BASELINE_LAGS` read at t - lag (bars <= t only; NaN across a gap)."""
+    return tabular_rows(data.features, rows, data.feature_names, data.segment_ids, BASELINE_LAGS)
 
-    A lag that reaches into another gap-free segment is NaN (the GBDT treats it as missing).
+
+def early_stopping_split(rows: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train window ends cut in time: the fit part, and the last :data:`GBDT_STOPPING_FRACTION` of them.
+
+    The tail starts ``horizon`` rows after the fit part's last window end, so no label of the fit
+    part (close[t + horizon] against close[t]) covers a bar of a tail label: the stopping loss
+    scores outcomes the trees were not fitted on.
     """
     rows = np.asarray(rows, dtype=np.int64)
-    columns = [np.asarray(data.features[rows], dtype=np.float64)]
-    names = list(data.feature_names)
-    for name, lag in LAGGED_RETURNS:
-        back = rows - lag
-        ok = back >= 0
-        ok[ok] = data.segment_ids[back[ok]] == data.segment_ids[rows[ok]]
-        lagged = np.full(len(rows), np.nan)
-        lagged[ok] = data.features[back[ok], names.index(name)]
-        columns.append(lagged[:, None])
-    return np.hstack(columns)
+    n_tail = int(len(rows) * GBDT_STOPPING_FRACTION)
+    if n_tail == 0:
+        return rows, rows[:0]
+    tail = rows[len(rows) - n_tail :]
+    return rows[rows <= tail[0] - horizon], tail
 
 
 def fit_gbdt(data: Any, lookback: int, seed: int = 0) -> Any:
-    """HistGradientBoosting on train windows, early-stopped on the validation windows; None without both.
+    """HistGradientBoosting on train windows, early-stopped on train's own tail; None without both parts.
 
-    ``X_val``/``y_val`` are passed to ``fit`` explicitly (scikit-learn >= 1.6), so the early stopping
-    reads the validation split and not a random slice of train (which would sit next to, and share
-    labels with, the rows it is fitted on). Train and validation are ``data``'s own splits; the test
-    split is never read here.
+    The tail (:func:`early_stopping_split`) is passed to ``fit`` as ``X_val``/``y_val``
+    (scikit-learn >= 1.6), so the stopping scores the latest train rows behind a purge and not a
+    random slice of train (which would sit next to, and share labels with, the rows it is fitted
+    on). Only the train split is read: validation stays unseen, so choosing the best baseline
+    there is fair to the rules that have nothing to tune, and the test split is never read here.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
-    train_rows = data.window_ends("train", lookback)
-    val_rows = data.window_ends("val", lookback)
-    if len(train_rows) == 0 or len(val_rows) == 0:
+    fit_rows, stop_rows = early_stopping_split(data.window_ends("train", lookback), data.horizon)
+    if len(fit_rows) == 0 or len(stop_rows) == 0:
         return None
-    train_labels, val_labels = data.labels[train_rows], data.labels[val_rows]
-    if len(np.unique(train_labels)) < 2 or len(np.unique(val_labels)) < 2:
+    fit_labels, stop_labels = data.labels[fit_rows], data.labels[stop_rows]
+    if len(np.unique(fit_labels)) < 2 or len(np.unique(stop_labels)) < 2:
         return None
     model = HistGradientBoostingClassifier(**GBDT_PARAMS, random_state=seed)
     # One OpenMP thread: on a busy 2-core host two threads spin-waiting on each other made this fit
     # 30x slower (21.8 s vs 0.7 s measured on the BTC sample); one is also what a Ray task owns.
     with threadpool_limits(limits=1):
         return model.fit(
-            tabular_features(data, train_rows),
-            train_labels.astype(np.int64),
-            X_val=tabular_features(data, val_rows),
-            y_val=val_labels.astype(np.int64),
+            tabular_features(data, fit_rows),
+            fit_labels.astype(np.int64),
+            X_val=tabular_features(data, stop_rows),
+            y_val=stop_labels.astype(np.int64),
         )
 
 
 @dataclass(frozen=True)
 class FittedBaselines:
-    """Everything the baselines learned, from train (and validation for the GBDT's early stopping)."""
+    """Everything the baselines learned, from the train split only."""
 
     lookback: int
     logistic: Any | None
@@ -160,7 +158,7 @@ class FittedBaselines:
 
 
 def fit_baselines(train_data: Any | None, lookback: int, seed: int = 0) -> FittedBaselines:
-    """Fit the learned baselines on ``train_data``'s train split (GBDT: early stopping on its val)."""
+    """Fit the learned baselines on ``train_data``'s train split (GBDT: early stopping on its tail)."""
     if train_data is None:
         return FittedBaselines(lookback, None, None)
     return FittedBaselines(
@@ -229,8 +227,8 @@ class BaselineScores:
 def score_baselines(
     data: Any, rows: np.ndarray, *, lookback: int, train_data: Any | None, seed: int = 0
 ) -> BaselineScores:
-    """Fit on ``train_data`` (train; validation only for the GBDT's early stopping and the choice
-    of the best baseline), then score every baseline on ``rows`` of ``data``."""
+    """Fit on ``train_data``'s train split, choose the best baseline on its validation split, then
+    score every baseline on ``rows`` of ``data``."""
     rows = np.asarray(rows, dtype=np.int64)
     truth = data.labels[rows] == 1
     fitted = fit_baselines(train_data, lookback, seed)

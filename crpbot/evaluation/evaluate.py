@@ -2,7 +2,7 @@
 
 Order matters and is the point of this module: the validation split is predicted first
 (the selective threshold and the trading threshold are chosen there), the logistic and GBDT
-baselines are fitted on train (the GBDT early-stopped on validation), the best baseline is
+baselines are fitted on train (the GBDT early-stopped on train's tail), the best baseline is
 chosen on validation, and only then is the model's test split predicted -- once -- and scored,
 with its edge over that baseline. Nothing computed from test feeds back into any choice.
 
@@ -159,20 +159,20 @@ def evaluate_model(
         )
 
     # 2. the baselines on the windows the model will be scored on; the logistic and GBDT ones are
-    # fitted on train here (GBDT early-stopped on val), and the best one chosen on val, before the
-    # model predicts test (fit_logistic refuses the test split)
-    scored_rows = test_data.window_ends("test", predictor.lookback)
+    # fitted on train here (GBDT early-stopped on train's tail), and the best one chosen on val,
+    # before the model predicts test (fit_logistic refuses the test split). The test rows are read
+    # once (ties included), here: the baselines score the labelled ones, the model all of them.
+    traded_rows = test_data.window_ends("test", predictor.lookback, labelled=False)
+    scored_rows = traded_rows[~np.isnan(test_data.labels[traded_rows])]
     if len(scored_rows) == 0:
         raise CrpbotError("the test split holds no complete window to score")
     baselines = score_baselines(test_data, scored_rows, lookback=predictor.lookback, train_data=original)
 
     # 3. the test split, predicted once. Accuracy and calibration score the labelled windows;
     # the backtest trades every window, ties included (a zero move still pays the round trip).
-    traded = predictor.predictions(test_data, "test", labelled=False)
+    traded = predictor.predictions_at(test_data, "test", traded_rows)
     tie = np.isnan(traded.labels)
-    test = traded.where(~tie)
-    if not np.array_equal(test.timestamps, test_data.timestamps[scored_rows]):
-        raise CrpbotError("the scored test windows differ from the baselines' rows; cannot pair them")
+    test = traded.where(~tie)  # exactly the baselines' rows: both are the labelled traded_rows
     log(
         f"Scoring {len(test):,} test windows of {coin} ({test_source}; "
         f"{int(tie.sum()):,} more whose {test_data.horizon}-minute move is exactly 0 are traded, not scored)"

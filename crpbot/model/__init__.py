@@ -1,5 +1,6 @@
-"""Model stage: the network, the one ``fit`` loop, Ray Train around it, seed ensembles and their
-temperature, and one :class:`Predictor` for every saved model."""
+"""Model stage: the network and the GBDT family (``fit_model`` dispatches), the one ``fit`` loop,
+Ray Train around it, seed ensembles and their temperature, and one :class:`Predictor` for every
+saved model."""
 
 from crpbot import lazy_exports
 
@@ -10,6 +11,7 @@ __getattr__, __all__ = lazy_exports(
         "build_model": "network",
         "fit": "fit",
         "FitResult": "fit",
+        "fit_model": "family",
         "predict_proba": "inference",
         "save_model_artifact": "inference",
         "load_model": "inference",

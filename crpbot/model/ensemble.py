@@ -1,7 +1,8 @@
 """Seed ensembles on Ray and their one validation-fitted temperature.
 
 K members differ only in their seed. Each member is one ``ray.remote`` task that calls
-``crpbot.model.fit.fit`` directly on the prepared arrays put once into the object store: a
+``crpbot.model.family.fit_model`` (a network's loop or a GBDT's boosting, whose seed draws its
+bagging and feature fractions) directly on the prepared arrays put once into the object store: a
 task starts in well under a second, a TorchTrainer per member costs ~20 s here. The members'
 prior-corrected probabilities are averaged (``crpbot.model.predictor``), then one temperature
 -- fitted on the validation split by minimising NLL on the logit of the average -- sharpens or
@@ -23,7 +24,7 @@ from crpbot.config import TrainConfig
 from crpbot.errors import CrpbotError
 from crpbot.model.predictions import Predictions
 from crpbot.model.predictor import CALIBRATION_FILE, Predictor, load_predictor
-from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
+from crpbot.ray_runtime import init_ray, require_gpus
 
 
 def fit_ensemble_temperature(predictor: Predictor, data: Any) -> dict[str, Any]:
@@ -126,20 +127,6 @@ def build_ensemble(
     )
 
 
-def _train_member(config_dict: dict[str, Any], data: Any, device: str) -> dict[str, Any]:
-    """One member, run as a Ray task: the shared loop on the shared arrays, best weights back."""
-    import torch
-
-    from crpbot.model.fit import fit
-
-    quiet_worker_logs()
-    torch.set_num_threads(1)  # one task per core; more threads only contend
-    config = TrainConfig.from_dict(config_dict)
-    tag = f"[{data.coin} seed {config.seed}]"  # members of several coins train side by side
-    result = fit(config, data, device=device, log=lambda line: print(f"{tag} {line}"))
-    return {"best_state": result.best_state, "history": result.history, "best_epoch": result.best_epoch}
-
-
 def train_ensemble(
     config: TrainConfig,
     coin: str,
@@ -159,13 +146,13 @@ def train_ensemble(
     ``gpu_share`` (with ``use_gpu``): the fraction of a GPU each member claims; a small RNN leaves
     most of a GPU idle, so 0.25 trains four seeds on one GPU at once.
     """
-    import ray
-
     from crpbot.data.bars import default_input, normalize_coin
     from crpbot.data.dataset import load_prepared
+    from crpbot.model.family import check_device, fit_on_ray
     from crpbot.model.inference import save_model_artifact
     from crpbot.registry.artifact import check_output_location, make_dirs, read_artifact_json
 
+    check_device(config, use_gpu)
     if not (isinstance(gpu_share, (int, float)) and 0 < gpu_share <= 1):
         raise CrpbotError(f"invalid GPU share {gpu_share!r}: must be in (0, 1]")
     seed_list = list(range(config.seed, config.seed + seeds)) if isinstance(seeds, int) else list(seeds)
@@ -191,23 +178,10 @@ def train_ensemble(
     init_ray(address)
     if use_gpu:
         require_gpus(1)
-    task = (
-        ray.remote(num_gpus=gpu_share, num_cpus=1)(_train_member)
-        if use_gpu
-        else ray.remote(num_cpus=1)(_train_member)
-    )
-    data_ref = ray.put(data)
     log(f"Training {len(seed_list)} members of {coin} (seeds {', '.join(map(str, seed_list))}) on Ray")
-    pending = [
-        task.remote(config.replace(seed=seed).to_dict(), data_ref, "cuda" if use_gpu else "cpu")
-        for seed in seed_list
-    ]
-    try:
-        results = ray.get(pending)
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, CrpbotError):  # bad data or divergence in a member: a user error
-            raise CrpbotError(str(exc.cause)) from exc
-        raise
+    results = fit_on_ray(
+        [config.replace(seed=seed) for seed in seed_list], data, num_gpus=gpu_share if use_gpu else 0
+    )
 
     make_dirs(out_dir.parent, purpose=out_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-members-{out_dir.name}-", dir=out_dir.parent))
@@ -217,11 +191,11 @@ def train_ensemble(
             member_dirs.append(
                 save_model_artifact(
                     staging / f"seed_{seed}",
-                    model_state=result["best_state"],
+                    model_state=result.best_state,
                     config=config.replace(seed=seed),
                     data=data,
-                    history=result["history"],
-                    best_epoch=result["best_epoch"],
+                    history=result.history,
+                    best_epoch=result.best_epoch,
                     input_path=input_path,
                 )
             )

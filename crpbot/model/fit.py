@@ -41,9 +41,12 @@ PROGRESS_SECONDS = 10.0
 
 @dataclass
 class FitResult:
-    """What a finished run hands back: the best weights (CPU) and the per-epoch history."""
+    """What a finished run hands back: the best weights (CPU) and the per-epoch history.
 
-    best_state: dict[str, torch.Tensor]
+    A GBDT's run (``crpbot.model.gbdt``) hands back its LightGBM model text as ``best_state`` and
+    one history row per boosting round."""
+
+    best_state: dict[str, torch.Tensor] | str
     history: list[dict[str, float]]
     best_epoch: int
     stopped_early: bool

@@ -20,8 +20,8 @@ from torch import nn
 from crpbot.config import TrainConfig
 from crpbot.data.windows import as_tensor, gather_windows
 from crpbot.errors import CrpbotError
-from crpbot.model.fit import EVAL_BATCH, positive_weight
-from crpbot.model.network import RecurrentClassifier, build_model
+from crpbot.model.family import load_family_model, stored_model
+from crpbot.model.fit import EVAL_BATCH
 
 
 @torch.inference_mode()
@@ -99,7 +99,7 @@ def predict_windows(
 def save_model_artifact(
     out_dir: str | Path,
     *,
-    model_state: dict[str, torch.Tensor],
+    model_state: dict[str, torch.Tensor] | str,
     config: TrainConfig,
     data: Any,
     history: list[dict[str, float]],
@@ -109,6 +109,8 @@ def save_model_artifact(
 ) -> Path:
     """Write a model artifact directory (weights, config, scaler, feature manifest, history).
 
+    ``model_state`` is a network's weights, or a GBDT's LightGBM model text (``model.txt``, see
+    ``crpbot.model.family.stored_model``).
     A model with context coins records them under ``context`` (``crpbot.data.cross_asset``).
     config.json records the loss's ``pos_weight`` and ``logit_offset = log(pos_weight)``, which
     every reader must subtract from the logits (``predict_proba(..., logit_offset=...)``).
@@ -120,7 +122,7 @@ def save_model_artifact(
     from crpbot.data.features import feature_manifest
     from crpbot.registry.artifact import write_artifact
 
-    pos_weight = positive_weight(data, config.lookback)
+    stored = stored_model(config, model_state, data)
     config_json = {
         "kind": "model",
         "coin": data.coin,
@@ -132,9 +134,9 @@ def save_model_artifact(
         },
         "input_path": str(input_path),
         "best_epoch": int(best_epoch),
-        "pos_weight": float(pos_weight),
-        "logit_offset": math.log(pos_weight),
-        "param_count": sum(int(tensor.numel()) for tensor in model_state.values()),
+        "pos_weight": float(stored.pos_weight),
+        "logit_offset": math.log(stored.pos_weight),
+        "param_count": stored.param_count,
     }
     if getattr(
         data, "context", None
@@ -162,25 +164,22 @@ def save_model_artifact(
             "features.json": feature_manifest(),
             "history.json": history,
         },
-        tensors=model_state,
+        tensors=stored.tensors,
+        text_files=stored.text_files,
         data_fingerprint=data.fingerprint,
         overwrite=overwrite,
     )
 
 
-def load_model(artifact_dir: str | Path) -> tuple[RecurrentClassifier, dict[str, Any]]:
-    """The verified model of an artifact directory (eval mode, CPU) and its config.json."""
-    from crpbot.registry.artifact import load_weights, read_artifact_json
+def load_model(artifact_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The verified model of an artifact directory (eval mode, CPU) and its config.json.
+
+    The model is a network or a GBDT (``crpbot.model.gbdt.GbdtClassifier``): windows in, logits out.
+    """
+    from crpbot.registry.artifact import read_artifact_json
 
     config_json = read_artifact_json(artifact_dir, "config.json")
     if not isinstance(config_json, dict) or config_json.get("kind") != "model":
         raise CrpbotError(f"artifact {artifact_dir}: config.json does not describe a single model")
     config = TrainConfig.from_dict(config_json.get("train_config"), source=f"{artifact_dir}/config.json")
-    model = build_model(config, int(config_json["input_size"]))
-    try:
-        model.load_state_dict(load_weights(artifact_dir))
-    except RuntimeError as exc:
-        raise CrpbotError(
-            f"artifact {artifact_dir}: weights do not fit the architecture in config.json"
-        ) from exc
-    return model.eval(), config_json
+    return load_family_model(config, config_json, artifact_dir), config_json

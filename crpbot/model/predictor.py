@@ -131,7 +131,15 @@ class Predictor:
         self, data: Any, split: str, device: str | None = None, *, labelled: bool = True
     ) -> Predictions:
         """``predict_proba`` packed with the split's name, timestamps, labels (NaN on ties) and returns."""
-        ends, probs = self.predict_proba(data, split, device, labelled=labelled)
+        ends = np.asarray(data.window_ends(split, self.lookback, labelled=labelled), dtype=np.int64)
+        return self.predictions_at(data, split, ends, device)
+
+    def predictions_at(self, data: Any, split: str, ends: np.ndarray, device: str = "cpu") -> Predictions:
+        """:meth:`predictions` of the windows ending at rows ``ends`` of ``split``, rows the caller read
+        (evaluation reads its test rows once, for the baselines and the model alike)."""
+        self.check_inputs(data)
+        ends = np.asarray(ends, dtype=np.int64)
+        probs = self.proba_at(data.features, ends, device)
         return Predictions(
             split=split,
             timestamps=np.asarray(data.timestamps[ends], dtype=np.int64),

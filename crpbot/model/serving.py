@@ -8,8 +8,10 @@ training computed from the segment start (see ``crpbot.data.features``); the fea
 scaled with the artifact's train-only scaler and scored through the same
 ``Predictor.proba_at`` as evaluation, so P(up) at bar t equals evaluate's for row t.
 
-Two inputs are refused rather than answered: bars whose last gap-free run is too short for
-the feature warm-up plus a window (the features would be undefined), and bars whose latest
+Three inputs are refused rather than answered: bars without a gap that are fewer than
+``HISTORY_BARS + lookback`` (the run may have begun earlier, and the recursive averages would
+then differ from training's), bars whose last run after a gap is too short for the feature
+warm-up plus a window (the features would be undefined), and bars whose latest
 bar closed longer ago than ``max_staleness`` (the bot's feed stopped; a prediction for a
 market that has moved on is worse than none). "Stale" is measured from the latest bar's
 close (its open time + 1 minute) to ``now`` (UTC wall clock unless given).
@@ -143,15 +145,7 @@ class LiveModel:
             )
         latest = bars.frame["timestamp"].iloc[-1]
         self._check_fresh(latest, now, max_staleness)
-        run = _last_run_length(bars.segment_ids)
-        needed = WARMUP_BARS + self.lookback + last - 1
-        if run < needed:
-            after = "" if run == len(bars) else f" after the gap before {bars.frame['timestamp'].iloc[-run]}"
-            raise CrpbotError(
-                f"the bars{after} hold {run:,} gap-free bars; predicting the last {last} needs {needed:,} "
-                f"(feature warm-up {WARMUP_BARS} + lookback {self.lookback}"
-                f"{f' + {last - 1} more' if last > 1 else ''})"
-            )
+        run = self._check_history(bars, last)
         recent = bars.tail(min(run, self.bars_needed(last)))
         features = compute_features(recent).to_numpy(dtype=np.float64)
         if self.context or context:
@@ -167,6 +161,34 @@ class LiveModel:
             LivePrediction(self.coin, stamp, float(prob), self.horizon, self.version)
             for stamp, prob in zip(stamps, probs, strict=True)
         ]
+
+    def _check_history(self, bars: Bars, last: int) -> int:
+        """Refuse bars too short for the features training computed at these minutes.
+
+        After a gap inside ``bars`` the last run starts where training's features restarted too, so
+        warm-up + lookback bars give training's numbers. Without a gap the run may have begun
+        before the first bar given, and training's recursive averages remember that start: fewer
+        than :meth:`bars_needed` bars would give features that differ from training's (~1e-3 sd in
+        ``rsi_14`` at 180 bars), a silently different prediction, so they are refused. Returns the
+        length of the last gap-free run.
+        """
+        run = _last_run_length(bars.segment_ids)
+        more = f" + {last - 1} more" if last > 1 else ""
+        if run == len(bars) and run < self.bars_needed(last):
+            raise CrpbotError(
+                f"the bars hold {run:,} gap-free bars; predicting the last {last} needs "
+                f"{self.bars_needed(last):,} (feature history {HISTORY_BARS} + lookback "
+                f"{self.lookback}{more}) to compute training's features; pass more bars, or bars from "
+                "before the gap that starts them"
+            )
+        needed = WARMUP_BARS + self.lookback + last - 1
+        if run < needed:
+            raise CrpbotError(
+                f"the bars after the gap before {bars.frame['timestamp'].iloc[-run]} hold {run:,} gap-free "
+                f"bars; predicting the last {last} needs {needed:,} (feature warm-up {WARMUP_BARS} + "
+                f"lookback {self.lookback}{more})"
+            )
+        return run
 
     def _context_columns(self, recent: Bars, context: Mapping[str, Bars | pd.DataFrame]) -> np.ndarray:
         """The context coins' features on ``recent``'s minutes, from their bars over the same span."""

@@ -51,29 +51,20 @@ def train(
     ``progress``: rank 0 prints samples/s and an ETA within long epochs (default: when this
     process's output is a terminal; logs and CI keep one line per epoch).
     """
-    import ray
-    from ray.train import (
-        CheckpointConfig,
-        FailureConfig,
-        LoggingConfig,
-        RunConfig,
-        ScalingConfig,
-        TrainingFailedError,
-    )
-    from ray.train.torch import TorchTrainer
-
     from crpbot.data.bars import default_input, normalize_coin
     from crpbot.data.dataset import load_prepared
     from crpbot.data.multicoin import coin_inputs, prepare_coins
+    from crpbot.model.family import check_device, fit_on_ray
     from crpbot.model.inference import save_model_artifact
     from crpbot.registry.artifact import check_output_location
-    from crpbot.registry.storage import ray_storage, validate_storage
+    from crpbot.registry.storage import validate_storage
 
     if num_workers < 1:
         raise CrpbotError(f"invalid number of workers {num_workers}: must be >= 1")
     if max_failures < 0:
         raise CrpbotError(f"invalid max_failures {max_failures}: must be >= 0")
     validate_storage(storage_path)
+    check_device(config, use_gpu, num_workers)
     if config.coins:
         if coin is not None or input_path is not None:
             raise CrpbotError(
@@ -103,6 +94,51 @@ def train(
     )
 
     init_ray(address)
+    if config.model == "gbdt":  # boosting is one task on num_threads CPUs, not a worker group
+        (fitted,) = fit_on_ray([config], data, num_cpus=config.num_threads, max_retries=max_failures)
+        best_state, history, best_epoch = fitted.best_state, fitted.history, fitted.best_epoch
+    else:
+        best_state, history, best_epoch = _fit_on_ray_train(
+            config, data, coin, stamp, num_workers, use_gpu, storage_path, run_name, max_failures, progress
+        )
+    artifact = save_model_artifact(
+        out_dir,
+        model_state=best_state,
+        config=config,
+        data=data,
+        history=history,
+        best_epoch=best_epoch,
+        input_path=input_path,
+    )
+    return artifact
+
+
+def _fit_on_ray_train(
+    config: TrainConfig,
+    data: Any,
+    coin: str,
+    stamp: str,
+    num_workers: int,
+    use_gpu: bool,
+    storage_path: str | Path | None,
+    run_name: str | None,
+    max_failures: int,
+    progress: bool | None,
+) -> tuple[dict[str, Any], list[dict[str, float]], int]:
+    """A network's data-parallel fit on a TorchTrainer: (best weights, history, best epoch)."""
+    import ray
+    from ray.train import (
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+        TrainingFailedError,
+    )
+    from ray.train.torch import TorchTrainer
+
+    from crpbot.registry.storage import ray_storage
+
     if use_gpu:
         require_gpus(num_workers)
     storage, filesystem = ray_storage(storage_path, default="runs/train")
@@ -133,16 +169,7 @@ def train(
     if result.checkpoint is None:
         raise CrpbotError("training finished without a checkpoint (no epoch completed)")
     state = _load_state(result.checkpoint)
-    artifact = save_model_artifact(
-        out_dir,
-        model_state=state["best_state"],
-        config=config,
-        data=data,
-        history=state["history"],
-        best_epoch=state["early_stopping"]["best_epoch"],
-        input_path=input_path,
-    )
-    return artifact
+    return state["best_state"], state["history"], state["early_stopping"]["best_epoch"]
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:

@@ -77,13 +77,14 @@ def run_walkforward(
     """
     from crpbot.data.bars import default_input, load_bars, normalize_coin
     from crpbot.data.cross_asset import ContextSpec, load_context
-    from crpbot.data.dataset import usable_timestamps
     from crpbot.data.folds import plan_folds
+    from crpbot.model.family import check_device
     from crpbot.registry.artifact import check_output_location
 
     cluster = cluster if cluster is not None else ClusterSettings()
     thresholds = thresholds if thresholds is not None else GateThresholds()
     costs = costs if costs is not None else Costs()
+    check_device(config, cluster.gpu)
     coin = normalize_coin(coin)
     if max_parallel is not None and max_parallel < 1:
         raise CrpbotError(f"invalid max_parallel {max_parallel}: must be >= 1")
@@ -96,10 +97,14 @@ def run_walkforward(
     check_output_location(out_dir)
     bars = load_bars(input_path)
     bars.coin = coin
-    # a context model's context bars (beside the input): checked here, before Ray; the folds are
-    # planned on the target's own rows, so a contender with context is cut at the same times
+    # a context model's context bars (beside the input): checked here, before Ray. The folds are
+    # planned on the minutes the target and every context coin share, the rows a fold prepares, so
+    # each planned purge is a purge of those rows (where the coins have the same minutes, these
+    # are the folds of the target alone, and a contender without context is cut at the same times)
     context = load_context(coin, ContextSpec.from_config(config), input_path)
-    folds = plan_folds(usable_timestamps(bars), spec, lookback=config.lookback, horizon=config.horizon)
+    folds = plan_folds(
+        shared_timestamps([bars], context), spec, lookback=config.lookback, horizon=config.horizon
+    )
     plan = {
         "coin": coin,
         "input_path": str(input_path),
@@ -157,6 +162,19 @@ def run_walkforward(
     return WalkForwardResult(out_dir=out_dir, folds=table, summary=summary, trained=[f.index for f in todo])
 
 
+def shared_timestamps(coins_bars: list[Any], context: Any | None = None) -> np.ndarray:
+    """The minutes (int64 ns) every coin of ``coins_bars`` and every context coin has a usable row
+    at: what a walk-forward plans its folds on, so a fold's split times map back to the row ranges
+    (and purges) planned for each coin it prepares."""
+    from crpbot.data.dataset import usable_timestamps
+
+    common = None
+    for bars in coins_bars:
+        stamps = usable_timestamps(bars, context)
+        common = stamps if common is None else np.intersect1d(common, stamps, assume_unique=True)
+    return common
+
+
 def _run_all(
     ray: Any,
     task: Any,
@@ -207,7 +225,7 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
     from crpbot.data.dataset import prepare_for_config
     from crpbot.evaluation.evaluate import evaluate_model
     from crpbot.model.ensemble import build_ensemble
-    from crpbot.model.fit import fit
+    from crpbot.model.family import fit_model
     from crpbot.model.inference import save_model_artifact
 
     quiet_worker_logs()
@@ -219,7 +237,9 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
     context = ray.get(shared["context"]) if shared.get("context") is not None else None
     data = prepare_for_config(bars, config, split_times=fold.split_times, context=context)
     prepared = time.perf_counter()
-    result = fit(config, data, device=shared["device"], log=lambda line: print(f"[fold {fold.index}] {line}"))
+    result = fit_model(
+        config, data, device=shared["device"], log=lambda line: print(f"[fold {fold.index}] {line}")
+    )
     trained = time.perf_counter()
     member = save_model_artifact(
         directory / "member",

@@ -28,14 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from crpbot.config import TrainConfig
 from crpbot.data.folds import FoldSpec
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.gate import GateThresholds
-from crpbot.pipeline.walkforward import WalkForwardResult, fold_periods, write_outputs
+from crpbot.pipeline.walkforward import WalkForwardResult, fold_periods, shared_timestamps, write_outputs
 from crpbot.pipeline.walkforward_summary import fold_metrics, folds_table, summarize
 
 
@@ -51,11 +49,10 @@ def run_global_walkforward(
 ) -> dict[str, WalkForwardResult]:
     """Train a global model (``config.coins``) fold by fold and score each coin; one result per coin."""
     from crpbot.data.bars import load_bars
-    from crpbot.data.dataset import usable_timestamps
     from crpbot.data.folds import plan_folds
     from crpbot.data.multicoin import coin_inputs, load_coins_context, prepare_coins
     from crpbot.evaluation.evaluate import evaluate_model
-    from crpbot.model.fit import fit
+    from crpbot.model.family import fit_model
     from crpbot.model.inference import save_model_artifact
     from crpbot.registry.artifact import check_output_location
 
@@ -69,12 +66,12 @@ def run_global_walkforward(
     check_output_location(out_dir)
     inputs = coin_inputs(config.coins, data_dir)
     context = load_coins_context(config, inputs)  # folds on the minutes every context coin has too
-    common = None
+    coins_bars = []
     for coin, path in inputs.items():
         bars = load_bars(path)
         bars.coin = coin
-        stamps = usable_timestamps(bars, context)
-        common = stamps if common is None else np.intersect1d(common, stamps, assume_unique=True)
+        coins_bars.append(bars)
+    common = shared_timestamps(coins_bars, context)
     folds = plan_folds(common, spec, lookback=config.lookback, horizon=config.horizon)
     log(
         f"Global walk-forward of {', '.join(inputs)}: {len(folds)} folds ({spec.window}, train "
@@ -85,7 +82,7 @@ def run_global_walkforward(
     for fold in folds:
         started = time.perf_counter()
         data = prepare_coins(config, inputs, split_times=fold.split_times)
-        result = fit(config, data, log=lambda line, k=fold.index: log(f"[fold {k}] {line}"))
+        result = fit_model(config, data, log=lambda line, k=fold.index: log(f"[fold {k}] {line}"))
         trained = time.perf_counter()
         artifact = save_model_artifact(
             out_dir / "folds" / str(fold.index) / "model",

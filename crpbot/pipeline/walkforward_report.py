@@ -74,8 +74,7 @@ def report_markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
         f"- folds: {summary['folds_planned']} ({summary['window']} window; train {days['train']:g}, "
         f"val {days['val']:g}, test {days['test']:g} days; a day is {summary['day_definition']}); "
         f"{summary['folds_finished']} finished",
-        "- each fold: its own train-only scaler, early stopping and temperature on its own val, "
-        "scored once on its own test period; test periods tile the evaluated span",
+        f"- each fold: {fold_procedure(summary)}",
         f"- backtest: fee {backtest['fee_bps']:g} bps + slippage {backtest['slippage_bps']:g} bps per side, "
         f"entry {backtest['entry_delay_bars']} bar(s) after the signal",
         f"- gate per fold: accuracy >= {gate['min_accuracy']}, ECE <= {gate['max_calibration_error']}, read "
@@ -120,6 +119,22 @@ def report_markdown(table: pd.DataFrame, summary: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def fold_procedure(summary: dict[str, Any]) -> str:
+    """What each fold did, true to the kind of run: a global model's folds fit no temperature."""
+    coins = summary.get("global_model_of")
+    if coins:
+        return (
+            f"one network for {', '.join(coins)} with each coin's own train-only scaler, early stopping on "
+            "the fold's val (every coin's), no temperature (scored at temperature 1: accuracy and the "
+            "edge do not depend on it, calibration does), scored once per coin on its own test period; "
+            "test periods tile the evaluated span"
+        )
+    return (
+        "its own train-only scaler, early stopping and temperature on its own val, "
+        "scored once on its own test period; test periods tile the evaluated span"
+    )
 
 
 def plot_walkforward(table: pd.DataFrame, path: str | Path) -> None:

@@ -35,11 +35,13 @@ def write_artifact(
     tensors: dict[str, Any] | None = None,
     data_fingerprint: str,
     copy_dirs: dict[str, Path] | None = None,
+    text_files: dict[str, str] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Build an artifact in a temp dir beside ``out_dir``, seal it with a manifest, rename it into place.
 
     ``tensors`` go to ``model.safetensors``; ``json_files[name]`` to the JSON file ``name``;
+    ``text_files[name]`` to the UTF-8 text file ``name`` (a GBDT's LightGBM model file);
     ``copy_dirs[sub]`` (verified first when it is an artifact itself) is copied to ``sub/``.
     An existing ``out_dir`` is refused unless ``overwrite``; then it is replaced only after
     the new directory is complete.
@@ -47,7 +49,8 @@ def write_artifact(
     out_dir = Path(out_dir)
     json_files = dict(json_files)
     copy_dirs = dict(copy_dirs or {})
-    _check_entry_names(json_files, copy_dirs, with_weights=tensors is not None)
+    text_files = dict(text_files or {})
+    _check_entry_names(json_files, copy_dirs, with_weights=tensors is not None, text_files=text_files)
     if not isinstance(data_fingerprint, str) or not data_fingerprint:
         raise CrpbotError("artifact data_fingerprint must be a non-empty string")
     if out_dir.exists() and not overwrite:
@@ -61,6 +64,8 @@ def write_artifact(
         for name, value in json_files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             _write_json_file(tmp / name, value)
+        for name, text in text_files.items():
+            _write_text_file(tmp / name, text)
         for sub, source in copy_dirs.items():
             source = Path(source)
             if not source.is_dir():
@@ -179,6 +184,14 @@ def read_artifact_json(path: str | Path, name: str) -> Any:
     return json.loads(_read_verified(Path(path), name))
 
 
+def read_artifact_text(path: str | Path, name: str) -> str:
+    """One UTF-8 text file of an artifact, its size and sha256 checked against the manifest."""
+    try:
+        return _read_verified(Path(path), name).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CrpbotError(f"artifact {path}: {name} is not UTF-8 text") from exc
+
+
 def load_weights(path: str | Path) -> dict[str, Any]:
     """Verify the whole artifact, then load its safetensors weights on the CPU (never a pickle)."""
     from safetensors import SafetensorError
@@ -231,11 +244,16 @@ def write_json_atomic(path: str | Path, value: Any) -> None:
     fsync_dir(path.parent)
 
 
-def _check_entry_names(json_files: dict[str, Any], copy_dirs: dict[str, Path], *, with_weights: bool) -> None:
+def _check_entry_names(
+    json_files: dict[str, Any], copy_dirs: dict[str, Path], *, with_weights: bool, text_files: dict[str, str]
+) -> None:
     """Entries are safe relative names ("config.json", "members/seed_0"); none may contain another."""
-    names = [MANIFEST_FILE, *([WEIGHTS_FILE] if with_weights else []), *json_files, *copy_dirs]
-    for name in [*json_files, *copy_dirs]:
+    names = [MANIFEST_FILE, *([WEIGHTS_FILE] if with_weights else []), *json_files, *text_files, *copy_dirs]
+    for name in [*json_files, *text_files, *copy_dirs]:
         _check_relative_name(name, "artifact entries include")
+    for name in text_files:
+        if not name.endswith(".txt"):
+            raise CrpbotError(f"artifact text file {name!r} must end in .txt")
     for name in json_files:
         if not name.endswith(".json"):
             raise CrpbotError(f"artifact JSON file {name!r} must end in .json")
@@ -282,6 +300,13 @@ def _write_json_file(path: Path, value: Any) -> None:
         raise CrpbotError(f"cannot write {path.name} as strict JSON: {exc}") from exc
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_text_file(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -8,6 +8,16 @@ pointer's digest) and only then renamed into place, under the same per-coin lock
 promotion (``crpbot.registry.local``). A coin's decision history (``history.jsonl``) travels
 with it: records are never edited, so push and pull merge it by union
 (``crpbot.registry.history``), conditionally on S3, and refuse a copy with a damaged record.
+
+Files matching their manifest prove only that the manifest and the files agree: someone who can
+write the bucket can rewrite both coherently (and the pointer, and the history). So which
+manifest is the right one comes from outside S3 where it can: a digest the user passes
+(``--digest``, from ``crpbot registry show`` on the machine that pushed), and the digests this
+registry itself recorded for the version (its ``current.json`` and its history's promote and
+rollback records, read before this pull merges anything; a record an earlier pull merged in
+is trusted from then on). A named version with neither is
+refused; the remote current, with no local record of its version, is trusted as the bucket
+says (whoever can write the bucket decides what is current).
 """
 
 from __future__ import annotations
@@ -102,6 +112,7 @@ def pull(
     *,
     coin: str | None = None,
     version: str | None = None,
+    digest: str | None = None,
     prefix: str = DEFAULT_PREFIX,
     endpoint_url: str | None = None,
 ) -> list[PromotedVersion]:
@@ -109,11 +120,18 @@ def pull(
 
     Files land in a temporary directory, are checked against the manifest (and the pointer's
     digest), and only then renamed into place; pulling the remote current also moves the
-    local pointer. Any mismatch raises and leaves the local registry as it was.
+    local pointer. The manifest's digest must also match ``digest`` (the full digest or a prefix
+    of >= 12 hex digits) and every digest this registry recorded for the version; a named version
+    needs one of the two (see the module docstring). Any mismatch raises and leaves the local
+    registry as it was.
     """
     prefix = _check_prefix(prefix)
     if version is not None and coin is None:
         raise CrpbotError("pulling a named version needs a coin")
+    if digest is not None:
+        if version is None:
+            raise CrpbotError("--digest checks a named version: give --coin and --version too")
+        digest = _check_digest(digest)
     client = s3.make_client(endpoint_url)
     s3.check_bucket(client, bucket)
     remote_coins = [coin] if coin else s3.list_subprefixes(client, bucket, prefix)
@@ -122,6 +140,7 @@ def pull(
         raise CrpbotError(f"nothing to pull: no models under s3://{bucket}/{prefix}/")
     pulled = []
     for name in coins:
+        recorded = _recorded_digests(Path(root), name)  # before this pull merges any remote record
         expected_digest = None
         wanted = version
         if wanted is None:
@@ -142,6 +161,7 @@ def pull(
                 name,
                 wanted,
                 expected_digest,
+                trusted=_Trusted(digest, recorded.get(wanted, set())),
                 move_current=version is None,
             )
         )
@@ -226,6 +246,55 @@ def _push_version(client: Any, bucket: str, prefix: str, coin: str, path: Path) 
     return PushedVersion(coin, path.name, url, uploaded=True)
 
 
+@dataclass(frozen=True)
+class _Trusted:
+    """Digests of a version from outside S3: the user's ``--digest`` and this registry's records."""
+
+    given: str | None
+    recorded: set[str]
+
+    def check(self, digest: str, url: str, coin: str, version: str, *, named: bool, local: bool) -> None:
+        if self.given is not None and not digest.startswith(self.given):
+            raise CrpbotError(
+                f"{url}: manifest digest {digest[:12]} is not the --digest {self.given[:12]} given "
+                "(forged on S3, or another version under this name?); nothing pulled"
+            )
+        if self.recorded and digest not in self.recorded:
+            raise CrpbotError(
+                f"{url}: manifest digest {digest[:12]} differs from the "
+                f"{', '.join(sorted(d[:12] for d in self.recorded))} this registry recorded for {coin} "
+                f"{version} (forged on S3?); nothing pulled"
+            )
+        if named and not local and self.given is None and not self.recorded:
+            raise CrpbotError(
+                f"no independent digest for {coin} {version}: this registry has no record of it and "
+                f"S3 alone cannot vouch for {url}; pass --digest (`crpbot registry show {coin} {version}` "
+                "on the machine that pushed it prints it)"
+            )
+
+
+def _recorded_digests(root: Path, coin: str) -> dict[str, set[str]]:
+    """version -> digests this registry recorded: its ``current.json`` and its promote/rollback records."""
+    directory = coin_dir(root, coin)
+    found: dict[str, set[str]] = {}
+    pointer = read_pointer(directory) if directory.is_dir() else None
+    if pointer is not None:
+        found.setdefault(pointer["version"], set()).add(pointer["digest"])
+    path = directory / HISTORY_FILE
+    if path.is_file():
+        for record in parse_history(path.read_bytes(), str(path)):
+            if isinstance(record.get("version"), str) and isinstance(record.get("digest"), str):
+                found.setdefault(record["version"], set()).add(record["digest"])
+    return found
+
+
+def _check_digest(digest: str) -> str:
+    cleaned = digest.strip().lower()
+    if len(cleaned) < 12 or any(char not in "0123456789abcdef" for char in cleaned):
+        raise CrpbotError(f"invalid --digest {digest!r}: the version's content digest, >= 12 hex digits")
+    return cleaned
+
+
 def _pull_version(
     client: Any,
     bucket: str,
@@ -235,6 +304,7 @@ def _pull_version(
     version: str,
     expected_digest: str | None,
     *,
+    trusted: _Trusted,
     move_current: bool,
 ) -> PromotedVersion:
     check_version_name(version)
@@ -250,6 +320,8 @@ def _pull_version(
             f"{url}: manifest digest {digest[:12]} differs from the remote pointer's "
             f"{expected_digest[:12]} (tampered manifest?)"
         )
+    directory = coin_dir(root, coin)
+    trusted.check(digest, url, coin, version, named=not move_current, local=(directory / version).is_dir())
 
     def download(tmp: Path) -> None:
         tmp.mkdir()
@@ -261,7 +333,6 @@ def _pull_version(
             if sha256 != entry["sha256"]:
                 raise CrpbotError(f"{url}/{name}: sha256 does not match its manifest (tampered?)")
 
-    directory = coin_dir(root, coin)
     with coin_lock(directory):
         target = directory / version
         new = not target.exists()

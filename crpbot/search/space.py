@@ -48,8 +48,9 @@ BUDGET_KEYS = (
     "gpus_per_trial",
 )
 # The budget owns max_epochs; notes are provenance, not a hyperparameter; the context features
-# fix the data's columns, which every trial shares (context_coins selects among them).
-NOT_SEARCHABLE = ("max_epochs", "notes", "context_features")
+# fix the data's columns, which every trial shares (context_coins selects among them); the model
+# family is the base config's (a trial of the other family would refuse its keys).
+NOT_SEARCHABLE = ("max_epochs", "notes", "context_features", "model")
 
 
 @dataclass(frozen=True)
@@ -109,10 +110,14 @@ class SearchSpace:
         return [dim.key for dim in self.dimensions]
 
     def trial_config(self, params: dict[str, Any]) -> TrainConfig:
-        """The full training config of one trial: base, budget's epochs, sampled values."""
+        """The full training config of one trial: base, budget's epochs, sampled values.
+
+        A GBDT has no epochs (its rounds stop early on its own): the budget's ``max_epochs`` is
+        then only ASHA's horizon and stays out of the config."""
         dims = {dim.key: dim for dim in self.dimensions}
         values = {key: dims[key].decode(value) if key in dims else value for key, value in params.items()}
-        return self.base.replace(max_epochs=self.budget.max_epochs, **values)
+        epochs = {} if self.base.model == "gbdt" else {"max_epochs": self.budget.max_epochs}
+        return self.base.replace(**epochs, **values)
 
     def global_coins(self) -> list[str]:
         """The coins of every global model this space can train ([] when it trains none)."""
@@ -198,7 +203,7 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
     if key in NOT_SEARCHABLE:
         raise CrpbotError(
             f"{where}: space.{key}: cannot be searched (max_epochs is set by budget; "
-            "context_features fixes the data's columns)"
+            "context_features fixes the data's columns; model is the base config's family)"
         )
     if not isinstance(spec, dict) or len(spec) != 1:
         raise CrpbotError(f"{where}: space.{key}: expected one distribution, e.g. {{choice: [a, b]}}")

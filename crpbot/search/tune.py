@@ -3,7 +3,8 @@
 Each trial runs :func:`crpbot.model.fit.fit` directly inside a Tune function trial on one CPU
 (or one GPU): a Ray Train worker group per trial costs ~20 s of start-up and, with two
 concurrent trials on two CPUs, deadlocked (field notes). Searches parallelise across trials,
-as many at once as the cluster has CPUs (GPUs).
+as many at once as the cluster has CPUs (GPUs). A GBDT trial (``model: gbdt``) is one LightGBM
+fit on one CPU that reports once.
 
 The prepared data is built once, with the largest lookback of the space so every trial's
 windows respect the purge between splits (and every context coin the space names), and put
@@ -91,6 +92,7 @@ def run_search(
 
     from crpbot.data.dataset import load_prepared
     from crpbot.data.multicoin import coin_inputs, prepare_coins
+    from crpbot.model.family import check_device
     from crpbot.registry.storage import is_remote, ray_storage, validate_storage
 
     coin = normalize_coin(coin)
@@ -98,6 +100,7 @@ def run_search(
     missing = missing_packages(["matplotlib"])  # the plots are drawn at the end, after every trial
     if missing:
         raise CrpbotError(f"the search cannot draw its plots: {', '.join(missing)} is not installed")
+    check_device(space.base, use_gpu)
     if resume and (num_samples is not None or max_epochs is not None):
         raise CrpbotError("a resumed search keeps its budget: drop --num-samples and --epochs with --resume")
     space = space.with_budget(num_samples=num_samples, max_epochs=max_epochs)
@@ -328,6 +331,9 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool, c
 
     torch.set_num_threads(1)
     config = space.trial_config(params)
+    if config.model == "gbdt":
+        _gbdt_trial(config, _trial_data(data, config, coin), entered)
+        return
     checkpoint = tune.get_checkpoint()
     resume_state = None
     if checkpoint is not None:
@@ -362,6 +368,36 @@ def _trial(params: dict[str, Any], *, data, space: SearchSpace, use_gpu: bool, c
         reporter=report,
         resume=resume_state,
         log=_quiet,
+    )
+
+
+def _gbdt_trial(config: TrainConfig, data: Any, entered: float) -> None:
+    """One GBDT trial: one fit (early-stopped on its train tail), one report of its model's val loss.
+
+    No checkpoint: a trial interrupted mid-fit is simply fitted again on resume.
+    """
+    from ray import tune
+
+    from crpbot.model.family import fit_model
+
+    setup_seconds = time.perf_counter() - entered
+    result = fit_model(config, data, log=_quiet)
+    kept = result.history[result.best_epoch - 1]  # the round the model file is cut at
+    trial_seconds = time.perf_counter() - entered
+    tune.report(
+        {
+            "epoch": 1,
+            "train_loss": kept["train_loss"],
+            "val_loss": kept["val_loss"],
+            "val_acc": kept["val_acc"],
+            METRIC: kept["val_loss"],
+            "best_val_acc": kept["val_acc"],
+            "best_epoch": result.best_epoch,
+            "patience_stop": result.stopped_early,
+            "trial_seconds": trial_seconds,
+            "train_seconds": trial_seconds - setup_seconds,
+            "setup_seconds": setup_seconds,
+        }
     )
 
 
