@@ -4,7 +4,7 @@
 # What it carries (the device tool's carry: [".gpu_carry"]; 64 MiB at most, ../shared does not
 # travel), written by `bash scripts/gpu_run.sh --prepare` here (needs `make bundle
 # BUNDLE_PYTHON=3.12` first):
-#   .gpu_carry/crpbot-offline-py3.12-x86_64.tar.xz (+ .sha256)  the offline bundle, ~34 MiB
+#   .gpu_carry/crpbot-offline-py3.12-x86_64.tar.xz (+ .sha256)  the offline bundle, ~38 MiB
 #   .gpu_carry/BTC-USD_1m.parquet                                 the full BTC bars, ~12.5 MiB
 #   .gpu_carry/wheels/                                            pytest 9.2, pytest-timeout 2.4
 #                                                                 and their deps, ~2 MiB (py3)
