@@ -1,7 +1,9 @@
 """``crpbot doctor``: is this machine (or cluster) able to run crpbot?
 
 Checks, in order, and stops at the first failure with a one-line reason:
-1. the packages crpbot imports, with their versions (torch with its CUDA and cuDNN builds);
+1. the packages crpbot imports, with their versions (torch with its CUDA and cuDNN builds); every
+   missing one is named in that line (the offline bundle assumes the image has torch, numpy,
+   pandas, pyarrow, scipy, scikit-learn, matplotlib, PyYAML and safetensors);
 2. the GPUs torch sees;
 3. Ray: a local instance starts (``address="local"``: never another instance that already runs
    on the host), or the cluster at ``--address`` is joined;
@@ -14,9 +16,10 @@ Checks, in order, and stops at the first failure with a one-line reason:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from crpbot import __version__
 from crpbot.errors import CrpbotError
@@ -28,6 +31,7 @@ REQUIRED = {
     "numpy": "the data arrays",
     "pandas": "bars and result tables",
     "pyarrow": "Parquet and Ray's storage",
+    "scipy": "the metrics' intervals and the temperature fit",
     "sklearn": "metrics and the logistic baseline",
     "matplotlib": "reports and search plots",
     "yaml": "configs",
@@ -45,11 +49,14 @@ REPORTED = ("torch", "numpy", "pandas", "pyarrow", "sklearn", "ray", "optuna", "
 def run_doctor(address: str | None = None, log: Callable[[str], None] = print) -> None:
     """Run every check; raise :class:`CrpbotError` naming the first that fails."""
     log(f"crpbot {__version__}, python {platform.python_version()} ({platform.machine()})")
+    missing = missing_packages(REQUIRED)
+    if missing:
+        raise CrpbotError(f"doctor: cannot import {', '.join(missing)}")
     modules = {}
     for name, why in REQUIRED.items():
         try:
             modules[name] = importlib.import_module(name)
-        except ImportError as exc:
+        except ImportError as exc:  # installed, but broken
             raise CrpbotError(f"doctor: cannot import {name} ({why}): {exc}") from exc
     log("packages: " + ", ".join(f"{n} {getattr(modules[n], '__version__', '?')}" for n in REPORTED))
 
@@ -81,6 +88,19 @@ def run_doctor(address: str | None = None, log: Callable[[str], None] = print) -
         ray.shutdown()
     log("Ray: stopped" if address is None else "Ray: disconnected")
     log("doctor: OK")
+
+
+def missing_packages(names: Iterable[str]) -> list[str]:
+    """Those of ``names`` (keys of :data:`REQUIRED`) not installed here, each as "name (why crpbot
+    needs it)": one line can then name every one, before anything starts."""
+
+    def installed(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            return False
+
+    return [f"{name} ({REQUIRED[name]})" for name in names if not installed(name)]
 
 
 def _check_state_api() -> None:

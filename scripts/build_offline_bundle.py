@@ -47,6 +47,7 @@ ASSUMED = {
     "numpy": "numpy==2.4.6",
     "pandas": "pandas==3.1.1",
     "pyarrow": "pyarrow==26.0.1",
+    "scipy": "scipy==1.17.1",
     "scikit-learn": "scikit-learn==1.9.1",
     "matplotlib": "matplotlib==3.11.2",
     "pyyaml": "PyYAML==6.0.4",
@@ -76,6 +77,7 @@ DROPPED_DISTS = {
 DROPPED_PATHS = ["ray/jars", "ray/rllib", "ray/serve", "ray/llm", "ray/dashboard/client/build"]
 KEPT_BOTOCORE_SERVICES = {"s3", "sts", "sso", "sso-oidc"}
 STRIPPED = ["ray/_raylet.so", "ray/core/src/ray/raylet/raylet", "ray/core/src/ray/gcs/gcs_server"]
+CUDA_DIST = re.compile(r"^\s*(nvidia-|cuda-|triton\b)", re.IGNORECASE)
 PLATFORMS = ["manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "linux_x86_64"]
 # What the probe imports: the modules crpbot's commands, Ray Train/Tune, the dashboard and the
 # runtime-env agent load.
@@ -122,7 +124,27 @@ def pip(*args: str, python: str) -> list[str]:
 
 
 def assumed_closure(python: str, scratch: Path) -> set[str]:
-    """Every distribution the assumed image packages pull in (resolved from metadata, no download)."""
+    """Every distribution the assumed image packages pull in (resolved from metadata, no download).
+
+    torch's CUDA libraries (nvidia-*, cuda-*, triton) are left out of the resolution: the image
+    has them with its torch, nothing in the bundle needs them, and the exact builds a torch release
+    pins may have no wheel for the platform tags resolved here (torch 2.13.0's cuDNN for Python
+    3.12 is manylinux_2_27 only).
+    """
+    (torch_item,) = dry_run_install(python, scratch, ASSUMED["torch"], "--no-deps")
+    torch_deps = [
+        requirement
+        for requirement in torch_item["metadata"].get("requires_dist", [])
+        if not CUDA_DIST.match(requirement)
+    ]
+    others = [spec for name, spec in ASSUMED.items() if name != "torch"]
+    return {"torch"} | {
+        canonical(item["metadata"]["name"]) for item in dry_run_install(python, scratch, *others, *torch_deps)
+    }
+
+
+def dry_run_install(python: str, scratch: Path, *requirements: str) -> list[dict]:
+    """What pip would install for ``requirements`` on the target Python (its ``--report``)."""
     report = scratch / "assumed.json"
     subprocess.run(
         pip(
@@ -134,12 +156,12 @@ def assumed_closure(python: str, scratch: Path) -> set[str]:
             str(report),
             "--target",
             str(scratch / "unused"),
-            *ASSUMED.values(),
+            *requirements,
             python=python,
         ),
         check=True,
     )
-    return {canonical(item["metadata"]["name"]) for item in json.loads(report.read_text())["install"]}
+    return json.loads(report.read_text())["install"]
 
 
 def download(python: str, wheels: Path) -> None:

@@ -2,7 +2,7 @@
 # The offline bundle end to end, as on an air-gapped CUDA node (here on the CPU):
 #   1. build it for this machine's Python (make bundle);
 #   2. make a fresh virtual environment holding only what the bundle assumes of the image
-#      (torch, numpy, pandas, pyarrow, scikit-learn, matplotlib, PyYAML, safetensors);
+#      (torch, numpy, pandas, pyarrow, scipy, scikit-learn, matplotlib, PyYAML, safetensors);
 #   3. install the bundle with scripts/install_offline.sh;
 #   4. import-probe every module on the product's paths from the bundle alone;
 #   5. python -m crpbot doctor;

@@ -19,7 +19,9 @@ LOG_DIR="${OUT:-$PWD/gpu_check_logs}"
 mkdir -p "$LOG_DIR"
 LOG="$LOG_DIR/gpu_check.log"
 : >"$LOG"
+# the checkout's code first; the tests' Ray with every CPU (packed trials are not held to 2 at once)
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
+export CRPBOT_TEST_RAY_CPUS=${CRPBOT_TEST_RAY_CPUS:-$(nproc)}
 failed=0
 
 step() {

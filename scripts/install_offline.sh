@@ -9,7 +9,9 @@
 # file matches the manifest inside. It unpacks to a temporary directory beside PREFIX, writes
 # PREFIX/activate there, and renames it into place: PREFIX holds a whole bundle or nothing.
 # The image must already have the packages in ASSUMED.txt (torch, numpy, pandas, pyarrow,
-# scikit-learn, matplotlib, PyYAML, safetensors). Errors are one line on stderr, exit status 1.
+# scipy, scikit-learn, matplotlib, PyYAML, safetensors) and an xz binary: both are checked, and
+# what is missing is named. Installing the same bundle at the same PREFIX again is a no-op (exit 0);
+# any other existing PREFIX is refused. Errors are one line on stderr, exit status 1.
 set -euo pipefail
 
 fail() {
@@ -30,12 +32,18 @@ wanted=${BASH_REMATCH[1]}
 have=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")' 2>/dev/null) ||
   fail "cannot run $python (set PYTHON to the image's python)"
 [ "$have" = "$wanted" ] || fail "the bundle is for Python $wanted, but $python is Python $have"
-[ ! -e "$prefix" ] || fail "$prefix already exists; remove it or choose another PREFIX"
+digest=$(sha256sum "$bundle" | cut -d' ' -f1)
+if [ -e "$prefix" ]; then
+  [ "$(cat "$prefix/BUNDLE.sha256" 2>/dev/null)" = "$digest" ] ||
+    fail "$prefix already exists; remove it or choose another PREFIX"
+  echo "crpbot offline bundle $name is already installed at $prefix; nothing to do"
+  exit 0
+fi
+command -v xz >/dev/null || fail "no xz binary on PATH (needed to unpack $bundle): install xz-utils"
 
 if [ -f "$bundle.sha256" ]; then
   expected=$(cut -d' ' -f1 "$bundle.sha256")
-  actual=$(sha256sum "$bundle" | cut -d' ' -f1)
-  [ "$expected" = "$actual" ] || fail "$bundle does not match $bundle.sha256 (corrupt or incomplete download)"
+  [ "$expected" = "$digest" ] || fail "$bundle does not match $bundle.sha256 (corrupt or incomplete download)"
 fi
 
 parent=$(dirname "$prefix")
@@ -48,6 +56,20 @@ root="$staging/$name"
 [ -f "$root/MANIFEST.sha256" ] || fail "$bundle has no $name/MANIFEST.sha256 (not a crpbot bundle?)"
 (cd "$root" && sha256sum --check --quiet --strict MANIFEST.sha256 >/dev/null 2>&1) ||
   fail "$bundle: unpacked files do not match its MANIFEST.sha256 (corrupt bundle)"
+[ -f "$root/ASSUMED.txt" ] || fail "$bundle has no $name/ASSUMED.txt (not a crpbot bundle?)"
+lacking=$("$python" - "$root/ASSUMED.txt" <<'EOF'
+import importlib.metadata as md, re, sys
+specs = [line.strip() for line in open(sys.argv[1]) if line.strip() and not line.startswith("#")]
+def installed(spec):
+    try:
+        md.version(re.split(r"[=<>!~; ]", spec, maxsplit=1)[0])
+        return True
+    except md.PackageNotFoundError:
+        return False
+print(", ".join(spec for spec in specs if not installed(spec)))
+EOF
+)
+[ -z "$lacking" ] || fail "$python lacks what the bundle assumes of the image: $lacking (ASSUMED.txt)"
 
 # Ray drops its dashboard silently with an old protobuf, typing_extensions or packaging; put the
 # bundle's newer copies first on the path only when the image's are missing or too old.
@@ -63,6 +85,7 @@ print(int(any(version(name) < least for name, least in minimum.items())))
 EOF
 )
 
+echo "$digest" >"$root/BUNDLE.sha256"  # a rerun with this bundle finds it installed
 mkdir -p "$root/bin"
 final_site="$prefix/site"
 path_entries="$final_site"

@@ -61,12 +61,14 @@ def train_tiny_artifact(tmp_path_factory, sample_path):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One real local Ray instance (2 CPUs, dashboard on for the State API) for the whole session."""
+    """One real local Ray instance (dashboard on for the State API) for the whole session: 2 CPUs,
+    or ``CRPBOT_TEST_RAY_CPUS`` (scripts/gpu_run.sh gives the device's count, so packed GPU trials
+    are not held back to two at a time)."""
     import ray
 
     from crpbot.ray_runtime import init_ray
 
-    init_ray(None, num_cpus=2, object_store_memory=1 << 30)
+    init_ray(None, num_cpus=int(os.environ.get("CRPBOT_TEST_RAY_CPUS", "2")), object_store_memory=1 << 30)
     yield ray
     ray.shutdown()
 

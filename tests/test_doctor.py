@@ -40,3 +40,22 @@ def test_doctor_names_a_missing_package_in_one_line_before_ray_starts() -> None:
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "cannot import optuna (the fallback search)" in proc.stderr
     assert "Ray:" not in proc.stdout
+
+
+def test_doctor_names_every_missing_package_in_one_line() -> None:
+    proc = _doctor("import sys", "sys.modules['sklearn'] = sys.modules['matplotlib'] = None")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "cannot import sklearn (metrics and the logistic baseline), matplotlib (reports" in proc.stderr
+
+
+def test_a_search_without_matplotlib_stops_before_its_trials(monkeypatch, tmp_path) -> None:
+    """The plots are drawn after every trial has run: a missing matplotlib is named up front."""
+    from crpbot.config import CONFIG_DIR
+    from crpbot.errors import CrpbotError
+    from crpbot.search.space import load_search_space
+    from crpbot.search.tune import run_search
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(CrpbotError, match=r"cannot draw its plots: matplotlib \(reports and search plots\)"):
+        run_search(load_search_space(CONFIG_DIR / "smoke_search.yaml"), "BTC", storage=tmp_path)
+    assert not (tmp_path / "tune-BTC-smoke_search").exists()

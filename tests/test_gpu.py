@@ -25,6 +25,14 @@ DEFAULT = TrainConfig(dropout=0.0)
 N_FEATURES = 39
 
 
+def _held(required_resources: dict[str, float]) -> dict[str, float]:
+    """An actor's or task's resources by their own names: inside a placement group (Ray Train's
+    workers, Tune's trials) the State API reports ``GPU_group_<pg>`` and ``GPU_group_0_<pg>``."""
+    from ray._private.utils import parse_pg_formatted_resources_to_original
+
+    return parse_pg_formatted_resources_to_original(required_resources)
+
+
 def _loss_and_grads(model: torch.nn.Module, windows: torch.Tensor, target: torch.Tensor, bf16: bool):
     model.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
@@ -134,7 +142,7 @@ def test_ray_train_gpu_run_gives_its_worker_one_gpu(request, tmp_path):
         for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=10_000)
         if actor.actor_id not in before
     ]
-    assert len(workers) == 1 and all(actor.required_resources.get("GPU") == 1 for actor in workers)
+    assert len(workers) == 1 and all(_held(actor.required_resources).get("GPU") == 1 for actor in workers)
 
 
 @pytest.mark.ray
@@ -180,7 +188,7 @@ def test_tune_gpu_packs_four_trials_on_one_gpu(request, tmp_path):
     trials = [
         actor
         for actor in list_actors(detail=True, limit=10_000)
-        if actor.actor_id not in before and actor.required_resources.get("GPU") == 0.25
+        if actor.actor_id not in before and _held(actor.required_resources).get("GPU") == 0.25
     ]
     assert trials, "no trial actor held a quarter of a GPU"
 
@@ -201,7 +209,7 @@ def test_ensemble_gpu_seeds_share_one_gpu(request, tmp_path):
     )
     assert (artifact / "calibration.json").is_file()
     members = list_tasks(filters=[("func_or_class_name", "=", "_train_member")], detail=True, limit=10_000)
-    assert any(task.required_resources.get("GPU") == 0.5 for task in members)
+    assert any(_held(task.required_resources).get("GPU") == 0.5 for task in members)
 
 
 @pytest.mark.ray
@@ -230,3 +238,31 @@ def test_pipeline_gpu_runs_three_coins_side_by_side(request, tmp_path):
         (datetime.fromisoformat(c["started_at"]), datetime.fromisoformat(c["finished_at"])) for c in coins
     ]
     assert max(start for start, _ in spans) < min(end for _, end in spans), "the coins did not overlap"
+
+
+@pytest.mark.ray
+def test_a_gpu_scoring_claim_scores_on_the_gpu_as_the_cpu_does(request, train_tiny_artifact):
+    """A chain's scoring with --gpu: a Ray task holding half a GPU, the windows on the device."""
+    pytest.importorskip("ray", reason="Ray is not installed on this machine")
+    request.getfixturevalue("ray_session")
+    import numpy as np
+
+    from crpbot.model.predictor import Predictor, load_predictor
+    from crpbot.model.scoring import ScoringClaim, scoring_claim
+    from tests.tiny import TINY_GRU
+
+    class OnDevice(torch.nn.Module):  # local: sent to the task by value
+        def forward(self, windows: torch.Tensor, coins: torch.Tensor | None = None) -> torch.Tensor:
+            return windows.new_full((len(windows),), float(windows.is_cuda))
+
+    path, data = train_tiny_artifact(TINY_GRU, "BTC")
+    predictor = load_predictor(path)
+    ends = np.asarray(data.window_ends("val", TINY_GRU.lookback), dtype=np.int64)
+    on_cpu = predictor.raw_proba_at(data.features, ends, device="cpu")
+    with scoring_claim(ScoringClaim(cpus=1, gpus=0.5)):
+        on_gpu = predictor.raw_proba_at(data.features, ends)
+        where = Predictor(
+            [OnDevice()], logit_offsets=[0.0], config_json=predictor.config_json, scaler={}
+        ).raw_proba_at(data.features, ends[:3])
+    np.testing.assert_allclose(where, 1 / (1 + np.exp(-1.0)), rtol=1e-6)  # the windows were on CUDA
+    np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-4)

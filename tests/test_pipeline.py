@@ -24,6 +24,7 @@ from crpbot.evaluation.gate import (
     DEFAULT_QUORUM,
     GateThresholds,
 )
+from crpbot.model.scoring import ScoringClaim
 from crpbot.pipeline.run import _chain_task, run_pipeline
 from crpbot.ray_runtime import ClusterSettings
 from crpbot.registry.local import current_version, list_versions
@@ -266,7 +267,9 @@ def test_a_failing_chain_becomes_a_reported_outcome(tmp_path) -> None:
     """What a coin's Ray task returns when its chain raises: the reason and the times, no exception
     (so the other coins' results are kept). Fails before Ray is needed: the input is gone."""
     outcome = _chain_task(
-        "SOL-USD", {"input_path": tmp_path / "gone.parquet", "coin_dir": tmp_path / "SOL-USD"}
+        "SOL-USD",
+        {"input_path": tmp_path / "gone.parquet", "coin_dir": tmp_path / "SOL-USD"},
+        ScoringClaim(),
     )
     assert outcome.failed and "gone.parquet" in outcome.error and "\n" not in outcome.error
     assert outcome.stage == "failed" and outcome.seconds >= 0

@@ -96,40 +96,38 @@ class Predictor:
             raise CrpbotError("the input's feature columns differ from the model's feature_names")
 
     def raw_proba(
-        self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
+        self, data: Any, split: str, device: str | None = None, *, labelled: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """Window ends of ``split`` and the members' mean prior-corrected P(up), before the temperature."""
         self.check_inputs(data)
         ends = np.asarray(data.window_ends(split, self.lookback, labelled=labelled), dtype=np.int64)
         return ends, self.raw_proba_at(data.features, ends, device)
 
-    def raw_proba_at(self, features: np.ndarray, ends: np.ndarray, device: str = "cpu") -> np.ndarray:
+    def raw_proba_at(self, features: np.ndarray, ends: np.ndarray, device: str | None = None) -> np.ndarray:
         """The members' mean prior-corrected P(up) of the windows ending at rows ``ends`` of scaled
-        ``features``: evaluation and live prediction both score through here, so they agree."""
-        from crpbot.model.inference import predict_windows
+        ``features``: evaluation and live prediction both score through here, so they agree.
+        ``device=None``: where ``crpbot.model.scoring`` places it (a chain's claim, or this process's
+        own CPUs and GPU)."""
+        from crpbot.model.scoring import mean_proba
 
-        total = None
-        for model, offset in zip(self.models, self.logit_offsets, strict=True):
-            probs = predict_windows(
-                model,
-                features,
-                ends,
-                self.lookback,
-                device=device,
-                logit_offset=offset,
-                coin_index=self.coin_index,
-            )
-            total = probs.astype(np.float64) if total is None else total + probs
-        return total / len(self.models)
+        return mean_proba(
+            self.models,
+            self.logit_offsets,
+            features,
+            ends,
+            self.lookback,
+            coin_index=self.coin_index,
+            device=device,
+        )
 
-    def proba_at(self, features: np.ndarray, ends: np.ndarray, device: str = "cpu") -> np.ndarray:
+    def proba_at(self, features: np.ndarray, ends: np.ndarray, device: str | None = None) -> np.ndarray:
         """Calibrated P(up) of the windows ending at rows ``ends`` of scaled ``features``."""
         from crpbot.model.calibration import apply_temperature
 
         return apply_temperature(self.raw_proba_at(features, ends, device), self.temperature)
 
     def predict_proba(
-        self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
+        self, data: Any, split: str, device: str | None = None, *, labelled: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """Window ends of ``split`` and calibrated P(up)."""
         from crpbot.model.calibration import apply_temperature
@@ -138,7 +136,7 @@ class Predictor:
         return ends, apply_temperature(probs, self.temperature)
 
     def predictions(
-        self, data: Any, split: str, device: str = "cpu", *, labelled: bool = True
+        self, data: Any, split: str, device: str | None = None, *, labelled: bool = True
     ) -> Predictions:
         """``predict_proba`` packed with the split's name, timestamps, labels (NaN on ties) and returns."""
         ends = np.asarray(data.window_ends(split, self.lookback, labelled=labelled), dtype=np.int64)

@@ -9,9 +9,12 @@ no CPU or GPU itself and is pinned to the driver's node (it reads the inputs and
 run directory there). The training run, search trials and ensemble members it launches claim
 the real CPUs and GPUs, so three coins on a cluster with three free slots run at once, and on
 fewer they queue for them. No process holds a CPU or GPU while it waits for another one, so
-coins cannot deadlock on each other's reservations. A process per coin rather than a driver
-thread: Tune keeps process-wide state (verbosity, Optuna's logger), and a coin whose process
-dies (out of memory, say) is reported as failed while the others finish.
+coins cannot deadlock on each other's reservations. Holding nothing, a chain runs on one thread:
+its predictions (validation checks, temperature fit, test evaluation) run in Ray tasks claiming
+an equal part of a node's CPUs, or a GPU share with ``--gpu`` (``crpbot.model.scoring``). A
+process per coin rather than a driver thread: Tune keeps process-wide state (verbosity,
+Optuna's logger), and a coin whose process dies (out of memory, say) is reported as failed
+while the others finish.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crpbot.config import CONFIG_DIR, load_config
 from crpbot.errors import CrpbotError
@@ -39,6 +42,9 @@ from crpbot.pipeline.run_report import (
 )
 from crpbot.ray_runtime import ClusterSettings, init_ray, require_gpus
 from crpbot.registry.storage import join, validate_storage
+
+if TYPE_CHECKING:
+    from crpbot.model.scoring import ScoringClaim
 
 # Environment variables a coin's chain needs from the driver: S3 (endpoint, region, credentials
 # when not from an instance profile) and crpbot's own settings.
@@ -159,6 +165,8 @@ def launch_chains(
     log: Callable[[str], None],
 ) -> list[CoinOutcome]:
     """Start Ray and run every coin's chain in parallel under ``run_dir/<coin>`` (pipeline and retrain)."""
+    from crpbot.model.scoring import chain_claim
+
     init_ray(cluster.address)
     if cluster.gpu:
         require_gpus(cluster.workers)  # one line now, not a failure per coin (or a wait) later
@@ -175,11 +183,17 @@ def launch_chains(
         }
         for coin in coins
     }
-    return _run_chains_in_parallel(coins, kwargs, log)
+    # the chains claim nothing themselves: their validation checks, temperature fits and test
+    # evaluations claim this each (crpbot.model.scoring)
+    claim = chain_claim(len(coins), plan.gpu_share if cluster.gpu else None)
+    return _run_chains_in_parallel(coins, kwargs, claim, log)
 
 
 def _run_chains_in_parallel(
-    coins: list[str], chain_kwargs: dict[str, dict[str, Any]], log: Callable[[str], None]
+    coins: list[str],
+    chain_kwargs: dict[str, dict[str, Any]],
+    claim: ScoringClaim,
+    log: Callable[[str], None],
 ) -> list[CoinOutcome]:
     """Submit every coin's chain at once; collect each as it finishes, failures included."""
     import ray
@@ -192,7 +206,9 @@ def _run_chains_in_parallel(
     task = ray.remote(num_cpus=0, max_retries=0, runtime_env={"env_vars": forwarded})(_chain_task)
     submitted_at = utc_now()
     pending = {
-        task.options(name=f"chain-{coin}", scheduling_strategy=here).remote(coin, chain_kwargs[coin]): coin
+        task.options(name=f"chain-{coin}", scheduling_strategy=here).remote(
+            coin, chain_kwargs[coin], claim
+        ): coin
         for coin in coins
     }
     finished: dict[str, CoinOutcome] = {}
@@ -209,8 +225,10 @@ def _run_chains_in_parallel(
     return [finished[coin] for coin in coins]
 
 
-def _chain_task(coin: str, kwargs: dict[str, Any]) -> CoinOutcome:
+def _chain_task(coin: str, kwargs: dict[str, Any], claim: ScoringClaim) -> CoinOutcome:
     """One coin's chain in its own Ray worker; a failure becomes a reported outcome, not an exception."""
+    from crpbot.model.scoring import scoring_claim
+
     started_at = utc_now()
 
     def say(message: str) -> None:
@@ -218,7 +236,8 @@ def _chain_task(coin: str, kwargs: dict[str, Any]) -> CoinOutcome:
             print(f"[{coin}] {line}", flush=True)
 
     try:
-        outcome = run_coin_chain(coin, log=say, **kwargs)
+        with scoring_claim(claim):
+            outcome = run_coin_chain(coin, log=say, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any failure of this coin is reported, the others go on
         say(f"failed: {one_line(exc)}")
         return CoinOutcome.failure(coin, one_line(exc), started_at=started_at, finished_at=utc_now())

@@ -29,6 +29,7 @@ import pandas as pd
 
 from crpbot.config import TrainConfig
 from crpbot.data.bars import normalize_coin
+from crpbot.doctor import missing_packages
 from crpbot.errors import CrpbotError
 from crpbot.model.trainer import STATE_FILE
 from crpbot.ray_runtime import init_ray, quiet_worker_logs, require_gpus
@@ -96,6 +97,9 @@ def run_search(
 
     coin = normalize_coin(coin)
     validate_storage(storage)
+    missing = missing_packages(["matplotlib"])  # the plots are drawn at the end, after every trial
+    if missing:
+        raise CrpbotError(f"the search cannot draw its plots: {', '.join(missing)} is not installed")
     check_device(space.base, use_gpu)
     if resume and (num_samples is not None or max_epochs is not None):
         raise CrpbotError("a resumed search keeps its budget: drop --num-samples and --epochs with --resume")
