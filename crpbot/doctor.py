@@ -33,6 +33,7 @@ REQUIRED = {
     "pyarrow": "Parquet and Ray's storage",
     "scipy": "the metrics' intervals and the temperature fit",
     "sklearn": "metrics and the logistic baseline",
+    "lightgbm": "the gradient-boosting model family (model: gbdt)",
     "matplotlib": "reports and search plots",
     "yaml": "configs",
     "safetensors": "model artifacts",
