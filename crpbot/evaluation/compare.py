@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from crpbot.errors import CrpbotError
-from crpbot.evaluation.evaluate import MINUTE_NS, stored_split_data
+from crpbot.evaluation.evaluate import MINUTE_NS, inference_data, stored_split_data
 from crpbot.evaluation.metrics import accuracy, brier_score, paired_interval, require_rows
 from crpbot.model.predictions import Predictions
 from crpbot.model.predictor import Predictor, load_predictor
@@ -175,9 +175,6 @@ def _champion_predictions(
     """The champion's predictions on the challenger's input from ``first_ns`` (the challenger's first
     test row) on: the same target bars, the champion's own scaler and context coins."""
     from crpbot.data.bars import default_input, load_bars
-    from crpbot.data.cross_asset import load_context, spec_from_record
-    from crpbot.data.dataset import prepare_inference
-    from crpbot.data.scaler import Scaler
 
     path = Path(challenger.config_json["input_path"])
     path = path if path.is_file() else default_input(challenger.coin)
@@ -185,14 +182,7 @@ def _champion_predictions(
     bars.coin = challenger.coin
     if bars.fingerprint != data.fingerprint:
         raise CrpbotError(f"{path} changed while the champion and the challenger were being compared")
-    context = load_context(challenger.coin, spec_from_record(champion.config_json.get("context")), path)
-    own = prepare_inference(
-        bars,
-        scaler=Scaler.from_dict(champion.scaler),
-        horizon=data.horizon,
-        context=context,
-        target=champion.target,
-    )
+    own = inference_data(champion, bars, path)  # the same horizon: checked before this is called
     start = int(np.searchsorted(own.timestamps, first_ns - (champion.lookback - 1) * MINUTE_NS))
     own = dataclasses.replace(own, split_bounds={"test": (start, len(own))})
     return champion.predictions(own, "test")

@@ -358,27 +358,39 @@ def _own_split_data(predictor: Predictor, data: Any) -> Any:
     return data
 
 
+def inference_data(
+    predictor: Predictor,
+    bars: Any,
+    input_path: Path,
+    context_inputs: dict[str, str | Path] | None = None,
+) -> Any:
+    """``bars`` (of ``input_path``) prepared as ``predictor`` was trained: its own train-only scaler,
+    its own context coins' bars (found beside ``input_path`` unless ``context_inputs`` names them),
+    its horizon and target; every row is the test split."""
+    from crpbot.data.cross_asset import load_context, spec_from_record
+    from crpbot.data.dataset import prepare_inference
+    from crpbot.data.scaler import Scaler
+
+    spec = spec_from_record(predictor.config_json.get("context"))
+    return prepare_inference(
+        bars,
+        scaler=Scaler.from_dict(predictor.scaler),
+        horizon=predictor.train_config.horizon,
+        context=load_context(predictor.coin, spec, input_path, context_inputs),
+        target=predictor.target,
+    )
+
+
 def _input_data(
     predictor: Predictor, input_path: Path, context_inputs: dict[str, str | Path] | None = None
 ) -> Any:
     """All of ``input_path`` as the test split, refused when it overlaps the model's train/val period."""
     from crpbot.data.bars import load_bars
-    from crpbot.data.cross_asset import load_context, spec_from_record
-    from crpbot.data.dataset import prepare_inference
-    from crpbot.data.scaler import Scaler
 
     config = predictor.train_config
     bars = load_bars(input_path)
     bars.coin = predictor.coin
-    spec = spec_from_record(predictor.config_json.get("context"))
-    context = load_context(predictor.coin, spec, input_path, context_inputs)
-    data = prepare_inference(
-        bars,
-        scaler=Scaler.from_dict(predictor.scaler),
-        horizon=config.horizon,
-        context=context,
-        target=predictor.target,
-    )
+    data = inference_data(predictor, bars, input_path, context_inputs)
     ends = data.window_ends("test", config.lookback)
     if len(ends) == 0:
         raise CrpbotError(
