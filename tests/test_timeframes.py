@@ -237,3 +237,12 @@ def test_train_then_evaluate_with_timeframes_through_the_commands(ray_session, t
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_windows"] > 0 if "n_windows" in metrics else metrics
     capsys.readouterr()
+
+
+def test_a_challenger_with_other_timeframes_is_not_compared_with_the_champion(tf_model, train_tiny_artifact):
+    from crpbot.evaluation.compare import compare_on_shared_period
+
+    champion, _ = train_tiny_artifact(TINY_GBDT_TF.replace(timeframes=[5]), "BTC")
+    refused = compare_on_shared_period(champion, tf_model[0])
+    assert not refused.fair
+    assert refused.note == "no fair comparison: the champion and the challenger use different features"
