@@ -82,6 +82,9 @@ class TrainConfig:
     # timestamp, are added beside the target's; "all" of their features or a list of names
     context_coins: list[str] = field(default_factory=list)
     context_features: str | list[str] = "all"
+    # higher-timeframe features (crpbot.data.timeframes): for each k, the price and volume features
+    # of the last closed k-minute bar beside every 1-minute bar; each k in [2, lookback]
+    timeframes: list[int] = field(default_factory=list)
     # free-form note carried into artifacts (e.g. which search produced it)
     notes: dict[str, Any] = field(default_factory=dict)
     # a global model: one network trained on these coins' windows (empty: one coin's model).
@@ -188,6 +191,13 @@ class TrainConfig:
         # columns of its windows): context coins are other coins, e.g. coins [ETH, SOL] + [BTC]
         both = sorted(set(coins) & set(short))
         need(not both, "context_coins", f"{', '.join(both)} is also one of the global model's coins")
+        need(all(k >= 2 for k in self.timeframes), "timeframes", "each must be whole minutes >= 2")
+        need(len(set(self.timeframes)) == len(self.timeframes), "timeframes", "a timeframe is listed twice")
+        need(
+            all(k <= self.lookback for k in self.timeframes),
+            "timeframes",
+            f"each must be <= lookback {self.lookback}: a window must cover one bar of each timeframe",
+        )
         if isinstance(self.context_features, str):
             need(self.context_features == "all", "context_features", "expected 'all' or a list of names")
         else:
@@ -312,6 +322,14 @@ def _check_types(config: TrainConfig) -> None:
             ok = isinstance(value, dict)
         elif expected == "list[str]":
             ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        elif expected == "list[int]":
+            ok = isinstance(value, list) and all(
+                isinstance(item, int) and not isinstance(item, bool) for item in value
+            )
+            if not ok:
+                raise CrpbotError(
+                    f"invalid config value {f.name}={value!r}: expected a list of whole numbers of minutes"
+                )
         elif expected == "str | list[str]":
             ok = isinstance(value, str) or (
                 isinstance(value, list) and all(isinstance(item, str) for item in value)

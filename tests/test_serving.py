@@ -13,9 +13,9 @@ from tiny import TINY_GRU
 
 from crpbot.cli import main
 from crpbot.data.bars import load_bars
+from crpbot.data.features import HISTORY_BARS, WARMUP_BARS
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.evaluate import evaluate_model
-from crpbot.model import serving
 from crpbot.model.serving import LiveModel
 
 # Short train/val fractions put the test split on both sides of the sample's real gap, so
@@ -64,7 +64,7 @@ def test_predict_on_bars_up_to_t_equals_evaluate_for_row_t(tiny_model, bars, tmp
     served = np.array([live(i) for i in picks])
     assert np.abs(served - scored["prob_up"].to_numpy()[picks]).max() <= 1e-6
     # the same check fails when the live slice keeps only the warm-up, not the averages' history
-    monkeypatch.setattr(serving, "HISTORY_BARS", serving.WARMUP_BARS)
+    monkeypatch.setattr(model, "history_bars", WARMUP_BARS)
     deep = [i for i in picks if np.sum(bars.segment_ids[: rows[i] + 1] == segments[i]) > 1000][:10]
     short = np.array([live(i) for i in deep])
     assert np.abs(short - scored["prob_up"].to_numpy()[deep]).max() > 1e-6
@@ -138,15 +138,14 @@ def test_too_short_open_or_stale_bars_are_refused(tiny_model, bars, tmp_path):
     # no gap in the bars: the run may have begun earlier, so fewer than HISTORY_BARS + lookback bars
     # (enough for the warm-up, not for the recursive averages to forget their start) are refused
     needed = model.bars_needed(last=2)
-    assert needed == serving.HISTORY_BARS + model.lookback + 1
+    assert needed == HISTORY_BARS + model.lookback + 1
     with pytest.raises(CrpbotError) as short:
         model.predict(frame.iloc[-(needed - 1) :], last=2, max_staleness=None)
     assert str(short.value).count("\n") == 0 and f"the bars hold {needed - 1:,} gap-free bars" in str(
         short.value
     )
-    assert (
-        f"predicting the last 2 needs {needed:,} (feature history {serving.HISTORY_BARS} + lookback"
-        in str(short.value)
+    assert f"predicting the last 2 needs {needed:,} (feature history {HISTORY_BARS} + lookback" in str(
+        short.value
     )
     enough = model.predict(frame.iloc[-needed:], last=2, max_staleness=None)
     whole = model.predict(bars, last=2, max_staleness=None)

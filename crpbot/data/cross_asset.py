@@ -30,6 +30,8 @@ import numpy as np
 from crpbot.data.bars import Bars, default_input, load_bars, normalize_coin, timestamps_ns
 from crpbot.data.features import FEATURE_NAMES, compute_features
 from crpbot.data.scaler import Scaler
+from crpbot.data.timeframes import column_names as timeframe_columns
+from crpbot.data.timeframes import timeframe_features
 from crpbot.errors import CrpbotError
 
 if TYPE_CHECKING:
@@ -41,17 +43,25 @@ ALL_FEATURES = "all"
 
 @dataclass(frozen=True)
 class ContextSpec:
-    """Which coins give context and which of their features: the part of the recipe an artifact records."""
+    """The columns beside a coin's own features, the part of the recipe an artifact records: its
+    higher-timeframe features (``crpbot.data.timeframes``), then which coins give context and
+    which of their features."""
 
     coins: tuple[str, ...] = ()
     features: tuple[str, ...] = FEATURE_NAMES
+    timeframes: tuple[int, ...] = ()
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> ContextSpec:
-        return cls.from_names(config.context_coins, config.context_features)
+        return cls.from_names(config.context_coins, config.context_features, config.timeframes)
 
     @classmethod
-    def from_names(cls, coins: Sequence[str], features: str | Sequence[str] = ALL_FEATURES) -> ContextSpec:
+    def from_names(
+        cls,
+        coins: Sequence[str],
+        features: str | Sequence[str] = ALL_FEATURES,
+        timeframes: Sequence[int] = (),
+    ) -> ContextSpec:
         """Canonical coin names and checked feature names (one-line errors naming the bad one)."""
         canonical = []
         for coin in coins:
@@ -70,13 +80,17 @@ class ContextSpec:
             if unknown:
                 raise CrpbotError(f"context_features: unknown feature(s) {', '.join(map(str, unknown))}")
             chosen = tuple(features)
-        return cls(coins=tuple(canonical), features=chosen)
+        return cls(coins=tuple(canonical), features=chosen, timeframes=tuple(int(k) for k in timeframes))
 
     def __bool__(self) -> bool:
-        return bool(self.coins)
+        return bool(self.coins or self.timeframes)
 
     def column_names(self) -> tuple[str, ...]:
-        """Names of the added columns, ``BTC-USD:log_ret_1`` style, coin by coin."""
+        """Names of the added columns: ``tf15_log_ret_1`` style, then the context coins'."""
+        return timeframe_columns(self.timeframes) + self.coin_columns()
+
+    def coin_columns(self) -> tuple[str, ...]:
+        """Names of the context coins' columns, ``BTC-USD:log_ret_1`` style, coin by coin."""
         return tuple(f"{coin}:{name}" for coin in self.coins for name in self.features)
 
     def check_target(self, coin: str) -> None:
@@ -93,10 +107,11 @@ class Context:
     bars: dict[str, Bars]
 
     def columns(self, target: Bars) -> np.ndarray:
-        """``float64 [len(target), n_columns]``: each context feature on the target row of the same
-        minute, NaN where that coin has no bar (or no defined feature) at that minute."""
+        """``float64 [len(target), n_columns]``: the target's higher-timeframe features, then each
+        context feature on the target row of the same minute, NaN where that coin has no bar (or
+        no defined feature) at that minute."""
         target_ns = timestamps_ns(target.frame["timestamp"])
-        blocks = []
+        blocks = [timeframe_features(target, self.spec.timeframes)]
         for coin in self.spec.coins:
             bars = self.bars[coin]
             own_ns = timestamps_ns(bars.frame["timestamp"])
@@ -196,11 +211,13 @@ def select_context(data: PreparedData, spec: ContextSpec) -> PreparedData:
 
 def context_record(spec: ContextSpec, sources: Mapping[str, Any]) -> dict[str, Any]:
     """What an artifact's config.json stores under ``context``: enough for any loader to rebuild
-    the columns (coins, features, column names) and to check the files (path, fingerprint)."""
+    the columns (coins, features, the coins' column names, timeframes) and to check the files
+    (path, fingerprint)."""
     return {
         "coins": list(spec.coins),
         "features": list(spec.features),
-        "columns": list(spec.column_names()),
+        "columns": list(spec.coin_columns()),
+        "timeframes": list(spec.timeframes),
         "inputs": {coin: dict(sources[coin]) for coin in spec.coins},
     }
 
@@ -209,7 +226,9 @@ def spec_from_record(record: Mapping[str, Any] | None) -> ContextSpec:
     """The spec an artifact's ``context`` record describes (empty for an artifact without one)."""
     if not record:
         return ContextSpec()
-    return ContextSpec.from_names(record.get("coins", []), record.get("features", ALL_FEATURES))
+    return ContextSpec.from_names(
+        record.get("coins", []), record.get("features", ALL_FEATURES), record.get("timeframes", [])
+    )
 
 
 def _context_path(

@@ -98,7 +98,7 @@ def compute_features(bars: Bars) -> pd.DataFrame:
     for start, end in zip(starts, ends, strict=True):
         if end - start <= WARMUP_BARS:
             continue
-        for name, values in _price_volume_features(frame.iloc[start:end]).items():
+        for name, values in price_volume_features(frame.iloc[start:end]).items():
             columns[name][start + WARMUP_BARS : end] = values[WARMUP_BARS:]
     calendar = _calendar_features(timestamps_ns(frame["timestamp"]))
     defined = ~np.isnan(columns["log_ret_1"])
@@ -107,7 +107,7 @@ def compute_features(bars: Bars) -> pd.DataFrame:
     return pd.DataFrame(table.T, index=frame.index, columns=list(FEATURE_NAMES), copy=False)
 
 
-def _price_volume_features(segment: pd.DataFrame) -> dict[str, np.ndarray]:
+def price_volume_features(segment: pd.DataFrame) -> dict[str, np.ndarray]:
     """All non-calendar features of one gap-free segment (vectorised; pandas rolling is causal)."""
     open_, high, low = segment["open"], segment["high"], segment["low"]
     close, volume = segment["close"], segment["volume"]

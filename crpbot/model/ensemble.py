@@ -61,7 +61,7 @@ def build_ensemble(
 
     Members must share coin, data recipe, scaler and splits: they differ only in the seed.
     """
-    from crpbot.data.features import feature_manifest
+    from crpbot.data.timeframes import artifact_manifest
     from crpbot.registry.artifact import read_artifact_json, write_artifact
 
     member_dirs = [Path(d) for d in member_dirs]
@@ -118,7 +118,7 @@ def build_ensemble(
         json_files={
             "config.json": config_json,
             "scaler.json": members[0].scaler,
-            "features.json": feature_manifest(),
+            "features.json": artifact_manifest(first["train_config"].get("timeframes", [])),
             "history.json": history,
             CALIBRATION_FILE: calibration,
         },

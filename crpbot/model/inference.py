@@ -111,7 +111,7 @@ def save_model_artifact(
 
     ``model_state`` is a network's weights, or a GBDT's LightGBM model text (``model.txt``, see
     ``crpbot.model.family.stored_model``).
-    A model with context coins records them under ``context`` (``crpbot.data.cross_asset``).
+    A model with context coins or timeframes records them under ``context`` (``crpbot.data.cross_asset``).
     config.json records the loss's ``pos_weight`` and ``logit_offset = log(pos_weight)``, which
     every reader must subtract from the logits (``predict_proba(..., logit_offset=...)``).
     A global model (``data`` a ``MultiCoinData``; ``input_path`` unused, each coin's file is
@@ -119,7 +119,7 @@ def save_model_artifact(
     fingerprint, and one train-only scaler per coin in scaler.json (``{"coins": {coin: ...}}``).
     """
     from crpbot.data.cross_asset import ContextSpec, context_record
-    from crpbot.data.features import feature_manifest
+    from crpbot.data.timeframes import artifact_manifest
     from crpbot.registry.artifact import write_artifact
 
     stored = stored_model(config, model_state, data)
@@ -140,10 +140,9 @@ def save_model_artifact(
         "logit_offset": math.log(stored.pos_weight),
         "param_count": stored.param_count,
     }
-    if getattr(
-        data, "context", None
-    ):  # the context coins' columns and files: evaluate and predict check them
-        config_json["context"] = context_record(ContextSpec.from_config(config), data.context)
+    spec = ContextSpec.from_config(config)
+    if spec:  # the timeframes, context coins' columns and files: evaluate and predict rebuild and check them
+        config_json["context"] = context_record(spec, getattr(data, "context", {}))
     coins = getattr(data, "coins", None)
     if coins is None:
         scaler_json = data.scaler.to_dict()
@@ -163,7 +162,7 @@ def save_model_artifact(
         json_files={
             "config.json": config_json,
             "scaler.json": scaler_json,
-            "features.json": feature_manifest(),
+            "features.json": artifact_manifest(config.timeframes),
             "history.json": history,
         },
         tensors=stored.tensors,

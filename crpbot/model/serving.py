@@ -3,7 +3,8 @@
 A bot loads a :class:`LiveModel` once (a given artifact, or the coin's promoted one, pulled
 and verified from S3 when a bucket is given) and calls :meth:`LiveModel.predict` on each new
 bar. Only the trailing bars the prediction needs are featurised: the window (``lookback``)
-plus ``HISTORY_BARS`` of feature history, so the recursive averages agree with the ones
+plus ``HISTORY_BARS`` of feature history (``HISTORY_BARS`` k-minute bars for a model with
+timeframe k, ``crpbot.data.timeframes``), so the recursive averages agree with the ones
 training computed from the segment start (see ``crpbot.data.features``); the features are
 scaled with the artifact's train-only scaler and scored through the same
 ``Predictor.proba_at`` as evaluation, so P(up) at bar t equals evaluate's for row t.
@@ -33,8 +34,9 @@ import pandas as pd
 
 from crpbot.data.bars import Bars, normalize_coin, validate_bars
 from crpbot.data.cross_asset import Context, spec_from_record
-from crpbot.data.features import HISTORY_BARS, WARMUP_BARS, compute_features, feature_manifest
+from crpbot.data.features import compute_features, feature_manifest
 from crpbot.data.scaler import Scaler
+from crpbot.data.timeframes import history_minutes, warmup_minutes
 from crpbot.errors import CrpbotError
 from crpbot.model.predictor import Predictor, load_predictor
 
@@ -83,6 +85,8 @@ class LiveModel:
         self.horizon = predictor.train_config.horizon
         self.target = predictor.target  # what prob_up is the probability of (crpbot.data.targets)
         self.scaler = Scaler.from_dict(predictor.scaler)
+        # the 1-minute features' needs, or more for higher timeframes (crpbot.data.timeframes)
+        self.history_bars = history_minutes(self.context.timeframes)
 
     @classmethod
     def load(cls, path: str | Path, *, version: str | None = None, coin: str | None = None) -> LiveModel:
@@ -120,7 +124,7 @@ class LiveModel:
 
     def bars_needed(self, last: int = 1) -> int:
         """Trailing bars featurised to predict the last ``last`` bars (fewer suffice after a gap)."""
-        return HISTORY_BARS + self.lookback + last - 1
+        return self.history_bars + self.lookback + last - 1
 
     def predict(
         self,
@@ -152,13 +156,13 @@ class LiveModel:
         features = compute_features(recent).to_numpy(dtype=np.float64)
         if self.context or context:
             features = np.hstack([features, self._context_columns(recent, context or {})])
-        features = features[WARMUP_BARS:]
+        features = features[-(self.lookback + last - 1) :]
         if not np.isfinite(features).all():
             raise CrpbotError("features of the latest bars are not all finite; check the bars")
         scaled = self.scaler.transform(features)
         ends = np.arange(len(scaled) - last, len(scaled), dtype=np.int64)
         probs = self.predictor.proba_at(scaled, ends)
-        stamps = recent.frame["timestamp"].iloc[WARMUP_BARS:].iloc[ends]
+        stamps = recent.frame["timestamp"].iloc[-len(scaled) :].iloc[ends]
         return [
             LivePrediction(self.coin, stamp, float(prob), self.horizon, self.version)
             for stamp, prob in zip(stamps, probs, strict=True)
@@ -179,15 +183,17 @@ class LiveModel:
         if run == len(bars) and run < self.bars_needed(last):
             raise CrpbotError(
                 f"the bars hold {run:,} gap-free bars; predicting the last {last} needs "
-                f"{self.bars_needed(last):,} (feature history {HISTORY_BARS} + lookback "
+                f"{self.bars_needed(last):,} (feature history {self.history_bars:,} + lookback "
                 f"{self.lookback}{more}) to compute training's features; pass more bars, or bars from "
                 "before the gap that starts them"
             )
-        needed = WARMUP_BARS + self.lookback + last - 1
+        first = bars.frame["timestamp"].iloc[-run]
+        warmup = warmup_minutes(self.context.timeframes, first.value // 60_000_000_000)
+        needed = warmup + self.lookback + last - 1
         if run < needed:
             raise CrpbotError(
-                f"the bars after the gap before {bars.frame['timestamp'].iloc[-run]} hold {run:,} gap-free "
-                f"bars; predicting the last {last} needs {needed:,} (feature warm-up {WARMUP_BARS} + "
+                f"the bars after the gap before {first} hold {run:,} gap-free "
+                f"bars; predicting the last {last} needs {needed:,} (feature warm-up {warmup:,} + "
                 f"lookback {self.lookback}{more})"
             )
         return run

@@ -57,10 +57,10 @@ BUDGET_KEYS = (
     "gpus_per_trial",
 )
 # The budget owns max_epochs; notes are provenance, not a hyperparameter; the context features
-# fix the data's columns, which every trial shares (context_coins selects among them); the model
-# family is the base config's (a trial of the other family would refuse its keys); models of
-# different targets answer different questions, so no validation loss ranks them.
-NOT_SEARCHABLE = ("max_epochs", "notes", "context_features", "model", "target")
+# and the timeframes fix the data's columns, which every trial shares (context_coins selects
+# among them); the model family is the base config's (a trial of the other family would refuse
+# its keys); models of different targets answer different questions, so no validation loss ranks them.
+NOT_SEARCHABLE = ("max_epochs", "notes", "context_features", "timeframes", "model", "target")
 # Keys that change the labels (crpbot.data.targets): each choice is prepared once, before Ray.
 LABEL_KEYS = ("horizon", "barrier_k", "sigma_window", "min_move_bps", "vol_window")
 
@@ -236,9 +236,9 @@ def _parse_dimension(key: Any, spec: Any, base: TrainConfig, where: str) -> Dime
     if key in NOT_SEARCHABLE:
         raise CrpbotError(
             f"{where}: space.{key}: cannot be searched (max_epochs is set by budget; "
-            "context_features fixes the data's columns; model is the base config's family; models of "
-            "different targets answer different questions, so no validation loss ranks them: search one "
-            "target per space)"
+            "context_features and timeframes fix the data's columns; model is the base config's family; "
+            "models of different targets answer different questions, so no validation loss ranks them: "
+            "search one target per space)"
         )
     if not isinstance(spec, dict) or len(spec) != 1:
         raise CrpbotError(f"{where}: space.{key}: expected one distribution, e.g. {{choice: [a, b]}}")
