@@ -68,6 +68,7 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     assert edge["n"] == metrics["n"]
     assert edge["edge"] == pytest.approx(metrics["accuracy"] - metrics["baselines"][edge["baseline"]])
     assert edge["ci_low"] <= edge["edge"] <= edge["ci_high"]
+    assert edge["ci_method"].startswith("95% t-interval, Hansen-Hodrick HAC variance, lags 0-")
     assert set(metrics["backtest"]) >= {
         "trades",
         "win_rate",

@@ -278,7 +278,6 @@ def _edge(test: Predictions, baselines: BaselineScores, horizon: int) -> dict[st
         edge["note"] = "no validation split to choose the best baseline on"
         return edge
     edge.update(edge_over_baseline(test.labels, test.probs, baselines.best_up, horizon=horizon))
-    edge["ci_method"] = "95% paired circular block bootstrap (the same resampled rows for model and baseline)"
     return edge
 
 

@@ -8,7 +8,7 @@ it neither trained nor validated on. Then :func:`judge_challenger` decides:
 1. the challenger must pass the gate, as in the pipeline;
 2. with a champion, both are scored on the same rows of the challenger's test period that the
    champion has not trained or validated on either (:mod:`crpbot.evaluation.compare`), and the
-   challenger replaces it unless it is worse beyond noise: the 95% paired block-bootstrap CI of
+   challenger replaces it unless it is worse beyond noise: the 95% paired CI (HAC t-interval) of
    the log-loss difference (challenger - champion) lies entirely above 0;
 3. without a champion, the gate alone decides. A challenger that cannot be judged against the
    champion (no shared unseen rows, another target, horizon or features, a retrain input older than the
