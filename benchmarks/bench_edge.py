@@ -46,7 +46,7 @@ def main() -> None:
     from crpbot.config import CONFIG_DIR, load_config
     from crpbot.data.folds import FoldSpec
     from crpbot.evaluation.metrics import paired_interval, predicted_up
-    from crpbot.pipeline.walkforward import run_walkforward
+    from crpbot.experiments.walkforward import run_walkforward
 
     config = load_config(CONFIG_DIR / "smoke.yaml").replace(
         max_epochs=args.epochs, patience=args.epochs, max_train_windows=args.windows

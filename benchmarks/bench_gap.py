@@ -128,7 +128,7 @@ def main() -> None:
     from crpbot.config import CONFIG_DIR, load_config
     from crpbot.data.folds import FoldSpec
     from crpbot.evaluation.metrics import edge_over_baseline, paired_interval, predicted_up
-    from crpbot.pipeline.walkforward import run_walkforward
+    from crpbot.experiments.walkforward import run_walkforward
 
     base = load_config(CONFIG_DIR / "smoke.yaml").replace(
         max_epochs=5, patience=5, max_train_windows=8192, seed=args.seed

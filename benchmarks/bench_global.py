@@ -61,7 +61,7 @@ def main() -> None:
     from crpbot.config import TrainConfig, config_keys
     from crpbot.data.folds import FoldSpec
     from crpbot.evaluation.metrics import paired_interval, predicted_up
-    from crpbot.pipeline.walkforward_global import run_global_walkforward
+    from crpbot.experiments.walkforward_global import run_global_walkforward
 
     torch.set_num_threads(1)
     plans = {run: json.loads((run / "plan.json").read_text()) for run in args.per_coin}

@@ -101,7 +101,7 @@ def main() -> None:
     from crpbot.config import TrainConfig, config_keys
     from crpbot.data.folds import FoldSpec
     from crpbot.evaluation.metrics import mean_ci, paired_interval, predicted_up
-    from crpbot.pipeline.walkforward_global import run_global_walkforward
+    from crpbot.experiments.walkforward_global import run_global_walkforward
 
     torch.set_num_threads(1)
     plan = json.loads((args.edge_runs / "ETH" / "per-coin" / "plan.json").read_text())

@@ -39,7 +39,7 @@ def main() -> None:
 
     from crpbot.config import CONFIG_DIR, load_config
     from crpbot.data.folds import FoldSpec
-    from crpbot.pipeline.walkforward import run_walkforward
+    from crpbot.experiments.walkforward import run_walkforward
     from crpbot.ray_runtime import init_ray
 
     config = load_config(CONFIG_DIR / "smoke.yaml")

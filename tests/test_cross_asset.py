@@ -25,12 +25,12 @@ from crpbot.data.features import FEATURE_NAMES, compute_features
 from crpbot.data.folds import FoldSpec
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.evaluate import evaluate_model
+from crpbot.experiments.walkforward import run_walkforward
 from crpbot.model.fit import fit
 from crpbot.model.inference import predict_proba, save_model_artifact
 from crpbot.model.network import build_model
 from crpbot.model.predictor import load_predictor
 from crpbot.model.serving import LiveModel
-from crpbot.pipeline.walkforward import run_walkforward
 from crpbot.search.space import load_search_space
 from crpbot.search.tune import run_search
 

@@ -85,7 +85,7 @@ def test_two_trial_gbdt_search_writes_a_trainable_best_yaml(ray_session, tmp_pat
 
 def test_gbdt_walkforward_runs_two_folds_in_parallel_tasks(ray_session, tmp_path, sample_path):
     from crpbot.data.folds import FoldSpec
-    from crpbot.pipeline.walkforward import run_walkforward
+    from crpbot.experiments.walkforward import run_walkforward
 
     spec = FoldSpec(train_days=6, val_days=2, test_days=2, folds=2)
     result = run_walkforward(

@@ -354,7 +354,7 @@ def test_a_global_walk_forward_scores_each_coin_on_the_per_coin_folds(tmp_path, 
     from crpbot.data.bars import load_bars
     from crpbot.data.dataset import usable_timestamps
     from crpbot.data.folds import FoldSpec, plan_folds
-    from crpbot.pipeline.walkforward_global import run_global_walkforward
+    from crpbot.experiments.walkforward_global import run_global_walkforward
 
     torch.set_num_threads(1)
     spec = FoldSpec(train_days=6, val_days=2, test_days=2, folds=2)

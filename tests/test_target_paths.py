@@ -212,7 +212,7 @@ def test_a_search_over_horizons_trains_each_trial_on_its_own_labels(ray_session,
 
 def test_volatility_walkforward_scores_folds_without_a_backtest(ray_session, tmp_path, sample_path):
     from crpbot.data.folds import FoldSpec
-    from crpbot.pipeline.walkforward import run_walkforward
+    from crpbot.experiments.walkforward import run_walkforward
 
     config = TINY_GRU.replace(target="volatility", vol_window=120, max_train_windows=256)
     spec = FoldSpec(train_days=4, val_days=1, test_days=1, folds=2)

@@ -178,7 +178,7 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
     ray_session, tmp_path
 ) -> None:
     from crpbot.data.folds import FoldSpec
-    from crpbot.pipeline.walkforward import run_walkforward
+    from crpbot.experiments.walkforward import run_walkforward
 
     # rows after warm-up ~ 6800; folds 0-1 train before the edge starts, folds 3-4 mostly after it
     path, bars = _bars(tmp_path, _bars_frame(6920, edge_from=3460))
@@ -267,7 +267,7 @@ def test_a_context_walk_forward_plans_on_the_minutes_every_coin_has(ray_session,
     from crpbot.data.cross_asset import ContextSpec, load_context
     from crpbot.data.dataset import prepare_for_config, usable_timestamps
     from crpbot.data.folds import FoldSpec, plan_folds
-    from crpbot.pipeline.walkforward import run_walkforward
+    from crpbot.experiments.walkforward import run_walkforward
 
     config = TINY.replace(max_epochs=1, context_coins=["BTC"], context_features=["log_ret_1"])
     spec = FoldSpec(train_days=1.0, val_days=0.25, test_days=0.25, folds=2)

@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from crpbot.config import load_config
     from crpbot.data.folds import FoldSpec
-    from crpbot.pipeline.walkforward import run_walkforward
+    from crpbot.experiments.walkforward import run_walkforward
 
     spec = FoldSpec(
         train_days=args.train_days,

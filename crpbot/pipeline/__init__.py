@@ -12,6 +12,5 @@ __getattr__, __all__ = lazy_exports(
         "run_retrain": "retrain",
         "PipelineResult": "run_report",
         "summary_table": "run_report",
-        "run_walkforward": "walkforward",
     },
 )

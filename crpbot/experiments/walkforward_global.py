@@ -3,7 +3,7 @@
 The folds are planned on the minutes every coin has (:func:`crpbot.data.folds.plan_folds` on the
 intersection of the coins' usable timestamps), so every coin is split at the same times in
 every fold; where the coins have the same minutes (the development data) these are exactly the
-folds :func:`crpbot.pipeline.walkforward.run_walkforward` plans for each coin alone, which makes
+folds :func:`crpbot.experiments.walkforward.run_walkforward` plans for each coin alone, which makes
 the per-coin and the global model contenders on the same folds. Each fold:
 
 1. prepares every coin at the fold's ``split_times`` (``prepare_coins``: per-coin train-only
@@ -33,8 +33,8 @@ from crpbot.data.folds import FoldSpec
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.gate import GateThresholds
-from crpbot.pipeline.walkforward import WalkForwardResult, fold_periods, shared_timestamps, write_outputs
-from crpbot.pipeline.walkforward_summary import fold_metrics, folds_table, summarize
+from crpbot.experiments.walkforward import WalkForwardResult, fold_periods, shared_timestamps, write_outputs
+from crpbot.experiments.walkforward_summary import fold_metrics, folds_table, summarize
 
 
 def run_global_walkforward(

@@ -1,6 +1,6 @@
 """Walk-forward outputs: a fold's row of folds.csv, and the numbers pooled over every fold.
 
-Apart from :mod:`crpbot.pipeline.walkforward` (which trains and scores the folds on Ray) so that
+Apart from :mod:`crpbot.experiments.walkforward` (which trains and scores the folds on Ray) so that
 the per-coin and the global walk-forward summarise their folds the same way. Pooled numbers
 concatenate the folds' test predictions: the test periods tile the evaluated span, so each row
 counts once; the pooled net return per trade concatenates the folds' trades (one position at a

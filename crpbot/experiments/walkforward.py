@@ -39,7 +39,7 @@ from crpbot.data.folds import Fold, FoldSpec
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.gate import GateThresholds
-from crpbot.pipeline.walkforward_summary import fold_metrics, folds_table, summarize, summary_lines
+from crpbot.experiments.walkforward_summary import fold_metrics, folds_table, summarize, summary_lines
 from crpbot.ray_runtime import ClusterSettings, init_ray, quiet_worker_logs, require_gpus
 
 RESULT_FILE = "result.json"
@@ -281,7 +281,7 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
 
 def write_outputs(out_dir: Path, table: pd.DataFrame, summary: dict[str, Any]) -> None:
     """folds.csv, summary.json, walkforward.png and report.md, each written whole then renamed."""
-    from crpbot.pipeline.walkforward_report import plot_walkforward, report_markdown
+    from crpbot.experiments.walkforward_report import plot_walkforward, report_markdown
 
     _atomic(out_dir / "folds.csv", lambda tmp: table.to_csv(tmp, index=False))
     _write_json(out_dir / "summary.json", summary)
