@@ -1,7 +1,7 @@
 """``crpbot pipeline``: the whole recipe for several coins, ending in one table and a run report.
 
 Usage: crpbot pipeline [--coins BTC,ETH,SOL] [--budget smoke|full|gpu|gbdt-smoke|gbdt] [--address ADDR]
-       [--gpu]       [--input-dir DIR] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
+       [--gpu] [--input-dir DIR] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
        [--bucket B [--prefix P] [--endpoint-url URL]] [--gate-on ci-lower|point]
        [--ece max|equal-width|equal-mass] [--net-pnl require|report] [--fee-bps 10] [--slippage-bps 0]
        [--entry-delay-bars 1]
