@@ -49,30 +49,33 @@ def cell_dir(out: Path, cell: dict[str, Any]) -> Path:
 
 
 def run(out: Path, data_dir: Path, coins: tuple[str, ...], families: tuple[str, ...]) -> None:
-    """Walk forward every unfinished cell: one locked subprocess per (family, coin), its cells in one
-    Ray session (on the shared host the lock's queue, not the work, dominated one cell per lock)."""
+    """Walk forward every unfinished cell: one locked subprocess per batch, its cells in one Ray
+    session. A batch is every GBDT cell (~15 s each under the lock), or one coin's rnn cells (~40 s
+    each): on the shared host the lock's queue, not the work, dominated one cell per lock."""
     out.mkdir(parents=True, exist_ok=True)
-    for family in families:
-        for coin in coins:
-            todo = [
-                cell_dir(out, cell).name
-                for cell in cells((coin,))
-                if cell["family"] == family and not (cell_dir(out, cell) / "summary.json").is_file()
-            ]
-            if not todo:
-                continue
-            command = [
-                "flock", LOCK, sys.executable, __file__, "batch", "--out", str(out),
-                "--data-dir", str(data_dir), "--cells", ",".join(todo),
-            ]  # fmt: skip
-            started = time.perf_counter()
-            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-            (out / f"{family}-{coin}.log").write_text(done.stdout + done.stderr)
-            print(
-                f"{time.strftime('%H:%M:%S')} {family} {coin}: {len(todo)} cells, exit {done.returncode} in "
-                f"{time.perf_counter() - started:.0f} s (lock wait included)",
-                flush=True,
-            )
+    batches = [(family, coins if family == "gbdt" else (coin,)) for family in families for coin in coins]
+    batches = list(dict.fromkeys(batches))  # the GBDT batch once
+    for family, batch_coins in batches:
+        todo = [
+            cell_dir(out, cell).name
+            for cell in cells(batch_coins)
+            if cell["family"] == family and not (cell_dir(out, cell) / "summary.json").is_file()
+        ]
+        if not todo:
+            continue
+        command = [
+            "flock", LOCK, sys.executable, __file__, "batch", "--out", str(out),
+            "--data-dir", str(data_dir), "--cells", ",".join(todo),
+        ]  # fmt: skip
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        name = f"{family}-{'-'.join(batch_coins)}"
+        (out / f"{name}.log").write_text(done.stdout + done.stderr)
+        print(
+            f"{time.strftime('%H:%M:%S')} {name}: {len(todo)} cells, exit {done.returncode} in "
+            f"{time.perf_counter() - started:.0f} s (lock wait included)",
+            flush=True,
+        )
 
 
 def batch(out: Path, data_dir: Path, names: list[str]) -> None:
