@@ -129,10 +129,11 @@ def _warm_workers(count: int) -> None:
 
     @ray.remote(num_cpus=1)
     def warm() -> None:
-        import crpbot.evaluation.evaluate  # noqa: F401
-        import crpbot.model.fit  # noqa: F401
         import lightgbm  # noqa: F401  (the GBDT family's fits)
         import sklearn.ensemble  # noqa: F401  (the GBDT baseline's)
+
+        import crpbot.evaluation.evaluate  # noqa: F401
+        import crpbot.model.fit  # noqa: F401
 
         time.sleep(2)  # held long enough that the tasks land on different workers
 
