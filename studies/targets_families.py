@@ -180,7 +180,9 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     coins = [coin for coin in COINS if any(row["coin"] == coin for row in rows)]
-    fig, axes = plt.subplots(1, len(coins), figsize=(5 * len(coins), 6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(coins), figsize=(5 * len(coins), 6), sharex=True, sharey=True, squeeze=False
+    )
     labels = [f"{target} h{horizon}" for target in TARGETS for horizon in HORIZONS]
     for ax, coin in zip(axes[0], coins, strict=True):
         for offset, (family, colour) in zip(
