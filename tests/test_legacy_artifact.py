@@ -37,6 +37,8 @@ def test_a_pre_move_ensemble_loads_and_predicts_the_same() -> None:
     np.testing.assert_allclose(raw[:20], expected["val_raw_probs_first_20"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(probs[:20], expected["val_probs_first_20"], rtol=0, atol=1e-6)
     assert abs(probs.mean() - expected["val_mean_prob"]) < 1e-6
+    # from before familiarity.json: unknown (None), never "familiar"
+    assert predictor.familiarity is None and predictor.familiar_at(data.features, ends) is None
 
 
 def test_artifact_json_names_no_module_paths(train_tiny_artifact) -> None:
