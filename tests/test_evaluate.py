@@ -125,7 +125,8 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     familiarity = metrics["familiarity"]
     assert familiarity["available"] and familiarity["threshold_chosen_on"] == "val"
     assert familiarity["test_windows"] == metrics["n"] + metrics["test_ties"]
-    assert familiarity["test_share_unfamiliar"] == familiarity["test_unfamiliar"] / familiarity["test_windows"]
+    share = familiarity["test_unfamiliar"] / familiarity["test_windows"]
+    assert familiarity["test_share_unfamiliar"] == share < 0.2
     assert familiarity["accuracy_familiar"]["n"] == predictions["familiar"].sum()
     assert familiarity["accuracy_unfamiliar"]["n"] == (~predictions["familiar"]).sum()
     assert "## Familiarity" in (out / "report.md").read_text()
