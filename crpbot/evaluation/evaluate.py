@@ -299,7 +299,7 @@ def _familiarity(
     """metrics.json's ``familiarity``: the share of test windows (``familiar``: every traded window's
     flag) outside what the model saw in training, and accuracy on either side with CIs. The threshold
     was chosen on validation when the model was trained; test only reads it."""
-    if familiar is None or predictor.familiarity is None:
+    if predictor.familiarity is None or familiar is None:
         return {"available": False, "note": "the artifact predates familiarity.json: no window is flagged"}
     record = predictor.familiarity.to_dict()
     scored = familiar[~tie]

@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 
 from crpbot.errors import CrpbotError
-from crpbot.model.predictions import guard_selection
 
 FAMILIARITY_FILE = "familiarity.json"
 METHOD = "mahalanobis distance of the window's last scaled feature row, Ledoit-Wolf covariance of train"
@@ -135,11 +134,11 @@ class Familiarity:
 
 def fit_familiarity(data: Any, lookback: int) -> dict[str, Any]:
     """familiarity.json of ``data`` (a ``PreparedData``, or a global model's ``MultiCoinData``: one
-    record per coin, as its scalers): fitted on the train windows, thresholded on validation's."""
+    record per coin, as its scalers): fitted on the train windows, thresholded on validation's; the
+    test split is never read."""
     coins = getattr(data, "coins", None)
     if coins is not None:
         return {"coins": {coin: fit_familiarity(data.part(coin), lookback) for coin in coins}}
-    guard_selection("val", "the familiarity threshold")
     train = data.window_ends("train", lookback, labelled=False)
     val = data.window_ends("val", lookback, labelled=False)
     return Familiarity.fit(data.features[train], data.features[val]).to_dict()
