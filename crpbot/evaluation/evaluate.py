@@ -73,6 +73,7 @@ VALIDATION_NOTE = (
     "so these numbers flatter the model; the test split is the honest estimate"
 )
 MINUTE_NS = 60 * 1_000_000_000
+UNKNOWN_FAMILIARITY = "unknown: the artifact predates familiarity.json, so no window can be flagged"
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,7 @@ def _familiarity(
     flag) outside what the model saw in training, and accuracy on either side with CIs. The threshold
     was chosen on validation when the model was trained; test only reads it."""
     if predictor.familiarity is None or familiar is None:
-        return {"available": False, "note": "the artifact predates familiarity.json: no window is flagged"}
+        return {"available": False, "note": UNKNOWN_FAMILIARITY}
     record = predictor.familiarity.to_dict()
     scored = familiar[~tie]
     return {
