@@ -199,12 +199,12 @@ def test_pipeline_and_retrain_decisions_are_tags(store, tmp_path) -> None:
     ]
     result = PipelineResult(run_dir=tmp_path, outcomes=outcomes, batch={"promoted": True})
     with tracker.run("pipeline") as run_id:
-        record_pipeline(tracker, run_id, result)
+        record_pipeline(tracker, run_id, result, tmp_path / "models")
     decisions = [
         RetrainDecision("SOL-USD", "v1", "c", False, "kept champion", "the challenger is worse beyond noise")
     ]
     with tracker.run("retrain") as retrain_id:
-        record_retrain(tracker, retrain_id, decisions, None)
+        record_retrain(tracker, retrain_id, decisions, None, tmp_path / "models")
 
     frame = runs(store, "crpbot-pipeline").set_index("run_id")
     assert frame.loc[run_id, "tags.decision.BTC-USD"] == "promoted v9"

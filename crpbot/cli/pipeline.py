@@ -64,19 +64,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crpbot.integrations.tracking import mirror_champion, open_tracker, record_pipeline
+    from crpbot.integrations.tracking import open_tracker, record_pipeline
     from crpbot.pipeline.run import run_pipeline
 
     coins = [coin.strip() for coin in args.coins.split(",") if coin.strip()]
-    cluster, thresholds, costs = cluster_settings(args), gate_thresholds(args), backtest_costs(args)
     tracker = open_tracker(args, "pipeline")
     with tracker.run(f"pipeline {','.join(coins)} ({args.budget})") as run_id:
         result = run_pipeline(
             coins,
             budget=args.budget,
-            cluster=cluster,
-            thresholds=thresholds,
-            costs=costs,
+            cluster=cluster_settings(args),
+            thresholds=gate_thresholds(args),
+            costs=backtest_costs(args),
             input_dir=args.input_dir,
             run_dir=args.run_dir,
             registry_root=args.registry,
@@ -85,8 +84,5 @@ def run(args: argparse.Namespace) -> int:
             prefix=args.prefix,
             endpoint_url=args.endpoint_url,
         )
-        record_pipeline(tracker, run_id, result)
-        for outcome in result.outcomes:
-            if outcome.promoted_version:
-                mirror_champion(tracker, outcome.coin, args.registry)
+        record_pipeline(tracker, run_id, result, args.registry)
     return 0

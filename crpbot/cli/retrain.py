@@ -65,20 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from crpbot.integrations.tracking import mirror_champion, open_tracker, record_retrain
+    from crpbot.integrations.tracking import open_tracker, record_retrain
     from crpbot.pipeline.retrain import run_retrain
 
     coins = [coin.strip() for coin in args.coins.split(",") if coin.strip()]
-    cluster, thresholds, costs = cluster_settings(args), gate_thresholds(args), backtest_costs(args)
     tracker = open_tracker(args, "retrain")
     with tracker.run(f"retrain {','.join(coins)} ({args.budget})") as run_id:
         decisions = run_retrain(
             coins,
             input_dir=args.input_dir,
             budget=args.budget,
-            cluster=cluster,
-            thresholds=thresholds,
-            costs=costs,
+            cluster=cluster_settings(args),
+            thresholds=gate_thresholds(args),
+            costs=backtest_costs(args),
             run_dir=args.run_dir,
             registry_root=args.registry,
             storage=args.storage,
@@ -87,8 +86,5 @@ def run(args: argparse.Namespace) -> int:
             endpoint_url=args.endpoint_url,
             promote_unjudged=args.promote_unjudged,
         )
-        record_retrain(tracker, run_id, decisions, args.run_dir)
-        for decision in decisions:
-            if decision.promoted:
-                mirror_champion(tracker, decision.coin, args.registry)
+        record_retrain(tracker, run_id, decisions, args.run_dir, args.registry)
     return 0

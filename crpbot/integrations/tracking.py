@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from crpbot.data.bars import default_input, load_bars, normalize_coin
+from crpbot.pipeline.retrain import RETRAIN_FILE
 from crpbot.pipeline.run_report import one_line
 from crpbot.registry.artifact import content_digest, git_commit, read_manifest
 from crpbot.registry.local import current_path, current_version
@@ -438,9 +439,12 @@ def record_scan(tracker: Tracker, out_dir: str | Path, *, name: str = "scan") ->
         record_table(tracker, run_id, cells, lambda row: " ".join(str(row[c]) for c in label) or "cell")
 
 
-def record_pipeline(tracker: Tracker, run_id: str | None, result: PipelineResult) -> None:
+def record_pipeline(
+    tracker: Tracker, run_id: str | None, result: PipelineResult, registry_root: str | Path
+) -> None:
     """A pipeline's parent run: each coin's gate decision and reason as tags (``decision.<COIN>``,
-    ``reason.<COIN>``), the report as artifact, and one child run per coin with its evaluation."""
+    ``reason.<COIN>``), the report as artifact, one child run per coin with its evaluation; the
+    promoted coins' champions mirrored."""
     if run_id is None:
         return
     with tracker.guard():
@@ -458,12 +462,19 @@ def record_pipeline(tracker: Tracker, run_id: str | None, result: PipelineResult
             with tracker.run(outcome.coin, parent=run_id, tags={"crpbot.stage": outcome.stage}) as child:
                 if outcome.evaluation_dir and (Path(outcome.evaluation_dir) / "metrics.json").is_file():
                     record_evaluation(tracker, child, outcome.evaluation_dir)
+            if outcome.promoted_version:
+                mirror_champion(tracker, outcome.coin, registry_root)
 
 
 def record_retrain(
-    tracker: Tracker, run_id: str | None, decisions: list[RetrainDecision], run_dir: Path | None
+    tracker: Tracker,
+    run_id: str | None,
+    decisions: list[RetrainDecision],
+    run_dir: Path | None,
+    registry_root: str | Path,
 ) -> None:
-    """A retrain's run: each coin's decision and reason as tags, ``retrain.json`` as artifact."""
+    """A retrain's run: each coin's decision and reason as tags, ``retrain.json`` as artifact
+    (with ``run_dir``); the promoted coins' champions mirrored."""
     if run_id is None:
         return
     tags: dict[str, Any] = {}
@@ -473,7 +484,10 @@ def record_retrain(
         tags[f"reason.{decision.coin}"] = decision.reason
     tracker.log(run_id, tags=tags)
     if run_dir is not None:
-        tracker.log_files(run_id, sorted(Path(run_dir).glob("retrain*.json")))
+        tracker.log_files(run_id, [Path(run_dir) / RETRAIN_FILE])
+    for decision in decisions:
+        if decision.promoted:
+            mirror_champion(tracker, decision.coin, registry_root)
 
 
 # --- the model registry mirror ---------------------------------------------------------------
