@@ -191,17 +191,20 @@ def test_a_scan_is_a_parent_run_with_one_child_per_cell_and_coin(store, tmp_path
     assert frame.set_index("run_id").loc[parent, "metrics.wall_seconds"] == pytest.approx(9.5)
 
 
-def test_pipeline_and_retrain_decisions_are_tags(store, tmp_path) -> None:
+def test_pipeline_and_retrain_decisions_are_tags(store, tiny_model, tmp_path) -> None:
     tracker = Tracker(store, "crpbot-pipeline")
+    passed = {"gate": {"passed": True, "reasons": []}}
     outcomes = [
-        CoinOutcome(coin="BTC-USD", metrics={"gate": {"passed": True, "reasons": []}}, promoted_version="v9"),
+        CoinOutcome(coin="BTC-USD", final_model=str(tiny_model), metrics=passed, promoted_version="v9"),
         CoinOutcome.failure("ETH-USD", "chain failed: no bars", started_at=utc_now(), finished_at=utc_now()),
     ]
     result = PipelineResult(run_dir=tmp_path, outcomes=outcomes, batch={"promoted": True})
     with tracker.run("pipeline") as run_id:
         record_pipeline(tracker, run_id, result, tmp_path / "models")
     decisions = [
-        RetrainDecision("SOL-USD", "v1", "c", False, "kept champion", "the challenger is worse beyond noise")
+        RetrainDecision(
+            "BTC-USD", "v1", str(tiny_model), False, "kept champion", "the challenger is worse beyond noise"
+        )
     ]
     with tracker.run("retrain") as retrain_id:
         record_retrain(tracker, retrain_id, decisions, None, tmp_path / "models")
@@ -210,8 +213,11 @@ def test_pipeline_and_retrain_decisions_are_tags(store, tmp_path) -> None:
     assert frame.loc[run_id, "tags.decision.BTC-USD"] == "promoted v9"
     assert frame.loc[run_id, "tags.decision.ETH-USD"] == "gate failed"
     assert frame.loc[run_id, "tags.reason.ETH-USD"] == "chain failed: no bars"
-    assert frame.loc[retrain_id, "tags.decision.SOL-USD"] == "kept champion"
-    assert frame.loc[retrain_id, "tags.reason.SOL-USD"] == "the challenger is worse beyond noise"
+    assert frame.loc[retrain_id, "tags.decision.BTC-USD"] == "kept champion"
+    assert frame.loc[retrain_id, "tags.reason.BTC-USD"] == "the challenger is worse beyond noise"
+    fingerprint = read_manifest(tiny_model)["data_fingerprint"]
+    for run in (run_id, retrain_id):  # the bars each coin's model was trained on
+        assert frame.loc[run, "tags.crpbot.data_fingerprint.BTC-USD"] == fingerprint
     assert len(children(frame.reset_index(), run_id)) == 2  # one child run per coin
 
 

@@ -456,7 +456,8 @@ def record_pipeline(
             tags[f"decision.{outcome.coin}"] = promoted or ("gate passed" if passed else "gate failed")
             reasons = "; ".join(gate.get("reasons", []))
             tags[f"reason.{outcome.coin}"] = outcome.error or reasons or "every check of the gate passed"
-        tracker.log(run_id, tags=tags)
+        models = {outcome.coin: outcome.final_model for outcome in result.outcomes}
+        tracker.log(run_id, tags={**tags, **_fingerprints(models)})
         tracker.log_files(run_id, [Path(result.run_dir) / "report.md"])
         for outcome in result.outcomes:
             with tracker.run(outcome.coin, parent=run_id, tags={"crpbot.stage": outcome.stage}) as child:
@@ -482,12 +483,24 @@ def record_retrain(
         version = f" {decision.challenger_version}" if decision.challenger_version else ""
         tags[f"decision.{decision.coin}"] = f"{decision.decision}{version}"
         tags[f"reason.{decision.coin}"] = decision.reason
+    with tracker.guard():
+        tags |= _fingerprints({decision.coin: decision.challenger for decision in decisions})
     tracker.log(run_id, tags=tags)
     if run_dir is not None:
         tracker.log_files(run_id, [Path(run_dir) / RETRAIN_FILE])
     for decision in decisions:
         if decision.promoted:
             mirror_champion(tracker, decision.coin, registry_root)
+
+
+def _fingerprints(models: Mapping[str, str | None]) -> dict[str, str]:
+    """``crpbot.data_fingerprint.<COIN>``: the fingerprint of the bars each coin's model was
+    trained on, from its manifest (coins without a model artifact are left out)."""
+    return {
+        f"crpbot.data_fingerprint.{coin}": read_manifest(model)["data_fingerprint"]
+        for coin, model in models.items()
+        if model and (Path(model) / "manifest.json").is_file()
+    }
 
 
 # --- the model registry mirror ---------------------------------------------------------------
