@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     promoted = promote(args.model, args.coin, root=args.registry, version=args.version)
     state = "promoted" if promoted.new else "already promoted, now current:"
     print(f"{promoted.coin} {state} {promoted.version} ({promoted.path})")
-    mirror_champion(open_tracker(args, "registry"), promoted.coin, args.registry)
+    mirror_champion(open_tracker(args, None), promoted.coin, args.registry)
     if args.bucket:
         for pushed in push(
             args.registry, args.bucket, coin=promoted.coin, prefix=args.prefix, endpoint_url=args.endpoint_url

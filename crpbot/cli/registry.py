@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{restored.coin} current -> {restored.version}")
         from crpbot.integrations.tracking import mirror_champion, open_tracker
 
-        mirror_champion(open_tracker(args, "registry"), restored.coin, args.registry)
+        mirror_champion(open_tracker(args, None), restored.coin, args.registry)
     elif args.action == "history":
         from crpbot.registry.history import describe, read_history
 

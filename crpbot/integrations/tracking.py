@@ -74,7 +74,7 @@ class Tracker:
     beside Ray Tune's callback, which keeps its own.
     """
 
-    def __init__(self, uri: str | None, experiment: str, *, say: Callable[[str], None] | None = None):
+    def __init__(self, uri: str | None, experiment: str | None, *, say: Callable[[str], None] | None = None):
         self.uri, self.experiment = uri, experiment
         self._say = say or (lambda line: print(line, file=sys.stderr))
         self.client: Any = None
@@ -102,7 +102,7 @@ class Tracker:
         except Exception as exc:  # noqa: BLE001 - whatever the store does, the run goes on
             self.off(one_line(exc))
 
-    def _connect(self, uri: str, experiment: str) -> None:
+    def _connect(self, uri: str, experiment: str | None) -> None:
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
         try:
@@ -117,6 +117,10 @@ class Tracker:
             db.parent.mkdir(parents=True, exist_ok=True)
             artifacts = (db.parent / ARTIFACT_DIR).resolve().as_uri()
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        if experiment is None:  # the registry mirror alone: no runs, no experiment to create
+            client.search_registered_models(max_results=1)
+            self.client = client
+            return
         found = client.get_experiment_by_name(experiment)
         if found is None:
             try:
@@ -203,11 +207,11 @@ class Tracker:
                     self.client.log_artifact(run_id, str(path), artifact_path)
 
 
-def open_tracker(args: Any, experiment: str) -> Tracker:
+def open_tracker(args: Any, command: str | None) -> Tracker:
     """The tracker of a command's ``--tracking-uri`` / ``--no-tracking`` (see :func:`tracking_uri`);
-    the experiment is ``crpbot-<command>``."""
+    its runs go to the experiment ``crpbot-<command>`` (None: the registry mirror only, no runs)."""
     uri = tracking_uri(getattr(args, "tracking_uri", None), disabled=getattr(args, "no_tracking", False))
-    return Tracker(uri, f"crpbot-{experiment}")
+    return Tracker(uri, None if command is None else f"crpbot-{command}")
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
