@@ -39,9 +39,17 @@ def store(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(train_tiny_artifact) -> Path:
-    path, _ = train_tiny_artifact(TINY_GRU.replace(max_epochs=2, patience=2), "BTC")
-    return path
+def tiny_pair(train_tiny_artifact) -> tuple[Path, Path, object]:
+    """Two tiny BTC models that differ only in the seed, and their prepared data."""
+    config = TINY_GRU.replace(max_epochs=2, patience=2)
+    first, data = train_tiny_artifact(config, "BTC")
+    second, _ = train_tiny_artifact(config.replace(seed=1), "BTC")
+    return first, second, data
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_pair) -> Path:
+    return tiny_pair[0]
 
 
 def runs(store: str, experiment: str) -> pd.DataFrame:
@@ -76,6 +84,28 @@ def test_a_trained_model_is_recorded_with_config_history_hash_and_commit(store, 
     for key in ("train_loss", "val_loss", "val_acc"):  # one step per epoch, the artifact's numbers
         logged = client.get_metric_history(run_id, key)
         assert [(m.step, m.value) for m in logged] == [(r["epoch"], pytest.approx(r[key])) for r in history]
+
+
+def test_an_ensemble_is_recorded_with_each_members_history(store, tiny_pair, tmp_path) -> None:
+    from mlflow import MlflowClient
+
+    from crpbot.model.ensemble import build_ensemble
+
+    first, second, data = tiny_pair
+    ensemble = build_ensemble([first, second], data, tmp_path / "ens", calibrate=False)
+    tracker = Tracker(store, "crpbot-ensemble")
+    with tracker.run("ensemble BTC") as run_id:
+        record_model(tracker, run_id, ensemble)
+
+    row = runs(store, "crpbot-ensemble").set_index("run_id").loc[run_id]
+    assert row["params.kind"] == "ensemble" and row["params.seeds"] == "0,1"
+    client = MlflowClient(store)
+    for member, directory in enumerate((first, second)):
+        history = json.loads((directory / "history.json").read_text())
+        logged = client.get_metric_history(run_id, f"member{member}.val_loss")
+        assert [(m.step, m.value) for m in logged] == [
+            (r["epoch"], pytest.approx(r["val_loss"])) for r in history
+        ]
 
 
 def test_evaluate_records_every_metric_the_gate_and_its_outputs(store, tiny_model, tmp_path, capsys) -> None:
@@ -221,12 +251,10 @@ def test_pipeline_and_retrain_decisions_are_tags(store, tiny_model, tmp_path) ->
     assert len(children(frame.reset_index(), run_id)) == 2  # one child run per coin
 
 
-def test_promote_and_rollback_move_the_champion_alias(
-    store, tiny_model, train_tiny_artifact, tmp_path
-) -> None:
+def test_promote_and_rollback_move_the_champion_alias(store, tiny_pair, tmp_path) -> None:
     from mlflow import MlflowClient
 
-    second, _ = train_tiny_artifact(TINY_GRU.replace(seed=1), "BTC")
+    tiny_model, second, _ = tiny_pair
     registry = tmp_path / "models"
     common = ["--registry", str(registry), "--tracking-uri", store]
     client = MlflowClient(store)

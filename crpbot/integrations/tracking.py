@@ -170,32 +170,49 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         step: int = 0,
     ) -> None:
-        """Params, numeric metrics (at ``step``) and tags, flattened (``a.b``) and batched."""
+        """Params, numeric metrics (at ``step``) and tags, flattened (``a.b``)."""
+        self._send(run_id, params or {}, tags or {}, [(step, metrics or {})])
+
+    def log_history(self, run_id: str | None, rows: list[dict[str, Any]], *, prefix: str = "") -> None:
+        """Per-epoch rows (``epoch`` and numbers) as metric histories, one step per epoch."""
+        steps = [
+            (int(row.get("epoch", index + 1)), {f"{prefix}{k}": v for k, v in row.items() if k != "epoch"})
+            for index, row in enumerate(rows)
+        ]
+        self._send(run_id, {}, {}, steps)
+
+    def _send(
+        self,
+        run_id: str | None,
+        params: Mapping[str, Any],
+        tags: Mapping[str, Any],
+        steps: list[tuple[int, Mapping[str, Any]]],
+    ) -> None:
+        """One ``log_batch`` per 100 params, tags and metrics (MLflow's limit per batch)."""
         if run_id is None or not self.enabled:
             return
         from mlflow.entities import Metric, Param, RunTag
 
-        flat_params = [Param(k, _text(v, _MAX_PARAM)) for k, v in flatten(params or {}).items()]
-        flat_tags = [RunTag(k, _text(v, _MAX_TAG)) for k, v in flatten(tags or {}).items()]
         now = _now_ms()
-        flat_metrics = [
-            Metric(k, float(v), now, step) for k, v in flatten(metrics or {}).items() if _is_number(v)
+        entities = [
+            *(Param(k, _text(v, _MAX_PARAM)) for k, v in flatten(params).items()),
+            *(RunTag(k, _text(v, _MAX_TAG)) for k, v in flatten(tags).items()),
+            *(
+                Metric(k, float(v), now, step)
+                for step, metrics in steps
+                for k, v in flatten(metrics).items()
+                if _is_number(v)
+            ),
         ]
         with self.guard():
-            for start in range(0, max(len(flat_params), len(flat_tags), len(flat_metrics)), _BATCH):
+            for start in range(0, len(entities), _BATCH):
+                batch = entities[start : start + _BATCH]
                 self.client.log_batch(
                     run_id,
-                    metrics=flat_metrics[start : start + _BATCH],
-                    params=flat_params[start : start + _BATCH],
-                    tags=flat_tags[start : start + _BATCH],
+                    metrics=[e for e in batch if isinstance(e, Metric)],
+                    params=[e for e in batch if isinstance(e, Param)],
+                    tags=[e for e in batch if isinstance(e, RunTag)],
                 )
-
-    def log_history(self, run_id: str | None, rows: list[dict[str, Any]], *, prefix: str = "") -> None:
-        """Per-epoch rows (``epoch`` and numbers) as metric histories, one step per epoch."""
-        for index, row in enumerate(rows):
-            step = int(row.get("epoch", index + 1))
-            metrics = {f"{prefix}{k}": v for k, v in row.items() if k not in ("epoch", "member")}
-            self.log(run_id, metrics=metrics, step=step)
 
     def log_files(self, run_id: str | None, paths: list[Path], artifact_path: str | None = None) -> None:
         """Files (those that exist) as run artifacts."""
@@ -275,7 +292,11 @@ def record_model(tracker: Tracker, run_id: str | None, artifact: str | Path) -> 
             },
         )
         for member in sorted({row.get("member") for row in history}, key=lambda m: -1 if m is None else m):
-            rows = [row for row in history if row.get("member") == member]
+            rows = [
+                {k: v for k, v in row.items() if k != "member"}
+                for row in history
+                if row.get("member") == member
+            ]
             tracker.log_history(run_id, rows, prefix="" if member is None else f"member{member}.")
         tracker.log_files(run_id, [artifact / "config.json", artifact / "history.json"], "model")
 
