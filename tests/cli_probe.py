@@ -1,6 +1,6 @@
 """Bad commands run through ``crpbot.cli.main`` in one fresh Python process, to show each fails
 before Ray: a fresh process because the test session's own Ray is running, one process for all
-of a test's commands because each start (Python, then torch) costs ~1-2 s of a 2-core CI run.
+of a test's commands because each start (Python, crpbot, often torch) costs ~0.6-1.5 s on 2 cores.
 
 Each command's exit code, stdout and stderr are captured separately, with whether ``ray`` was
 imported or started by then and which watched paths exist after it. Anything written past the
