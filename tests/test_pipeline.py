@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -14,6 +12,7 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
+from cli_probe import run_commands_in_a_fresh_process
 
 from crpbot.cli import main
 from crpbot.data.bars import default_input
@@ -208,7 +207,7 @@ def test_bad_pipeline_arguments_are_one_line_errors(tmp_path) -> None:
     for coin in ("BTC-USD", "ETH-USD"):
         (inputs / f"{coin}_1m.parquet").symlink_to(default_input(coin))
     (inputs / "SOL-USD_1m.parquet").write_bytes(b"PAR1 not a parquet file PAR1")
-    for args, message in [
+    cases = [
         (["--coins", "BTC,DOGE"], "unknown coin 'DOGE'"),
         (["--coins", "BTC,btc"], "listed twice"),
         (["--coins", " , "], "no coins given"),
@@ -223,18 +222,18 @@ def test_bad_pipeline_arguments_are_one_line_errors(tmp_path) -> None:
         (["--storage", "s3://"], "no bucket"),
         (["--storage", "s3:/bucket"], "malformed S3 URI"),
         (["--storage", "gs://bucket/runs"], "unsupported scheme 'gs'"),
-    ]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "crpbot", "pipeline", *args, "--run-dir", str(tmp_path / "run")],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
-        assert proc.stdout == "", "the pipeline started before failing"
-        assert not (tmp_path / "run").exists()
-        assert not (tmp_path / "s3:").exists()
+    ]
+    results = run_commands_in_a_fresh_process(
+        [["pipeline", *args, "--run-dir", str(tmp_path / "run")] for args, _ in cases],
+        cwd=tmp_path,
+        watched=[tmp_path / "run", tmp_path / "s3:"],
+    )
+    for (args, message), run in zip(cases, results, strict=True):
+        assert run.code == 2, (args, run.stderr)
+        assert run.stderr.count("\n") == 1 and message in run.stderr, run.stderr
+        assert run.stdout == "", "the pipeline started before failing"
+        assert not run.ray_started, args
+        assert run.existing == [], args
 
 
 def test_a_run_that_fails_before_writing_leaves_no_run_dir(tmp_path, monkeypatch) -> None:
