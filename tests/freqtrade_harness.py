@@ -9,6 +9,7 @@ of freqtrade -- data loading, the strategy, fills, fees, the results file -- run
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -125,11 +126,16 @@ def run_backtesting(monkeypatch, root: Path, config: dict[str, Any]) -> dict[str
     config_path.write_text(json.dumps(config))
     results = user_data / "backtest_results"
     serve_recorded_markets(monkeypatch)
+    root_logger = logging.getLogger()
+    handlers, level = root_logger.handlers[:], root_logger.level
     try:
         main(["backtesting", "--config", str(config_path), "--export", "trades", "--cache", "none"])
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise AssertionError(f"freqtrade backtesting exited with {exc.code}") from exc
+    finally:  # freqtrade sets up the root logger for its process; leave the test session's as it was
+        root_logger.handlers[:] = handlers
+        root_logger.setLevel(level)
     pointer = results / ".last_result.json"
     if not pointer.is_file():  # freqtrade exits 0 after a configuration error
         raise AssertionError("freqtrade backtesting wrote no result: see its log")

@@ -73,6 +73,28 @@ def test_p_up_per_candle_and_threshold_are_evaluates(family, request, candles, t
     assert np.isnan(probs[: model.live.lookback - 1]).all()
 
 
+def test_the_promoted_model_is_loaded_from_the_registry_or_pulled_from_s3(gbdt, tmp_path, s3_endpoint):
+    import boto3
+
+    from crpbot.registry.local import promote
+    from crpbot.registry.transfer import push
+
+    bucket = "crpbot-freqtrade-test"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    origin, clone = tmp_path / "origin", tmp_path / "clone"
+    promote(gbdt, "BTC", root=origin, version="v1")
+    push(origin, bucket, endpoint_url=s3_endpoint)
+    pairs = ["BTC/USDT:USDT"]
+
+    local = load_signal_model({"registry": str(origin)}, pairs=pairs, timeframe="1m")
+    remote = {"registry": str(clone), "bucket": bucket, "endpoint_url": s3_endpoint}
+    pulled = load_signal_model(remote, pairs=pairs, timeframe="1m")
+
+    assert local.live.version == pulled.live.version == "v1"
+    assert str(pulled.live.predictor.path).startswith(str(clone))
+    assert local.threshold == pulled.threshold
+
+
 @pytest.mark.parametrize(
     ("settings", "pairs", "timeframe", "message"),
     [
