@@ -116,8 +116,11 @@ class CrpbotTest(CrpbotStrategy):
 """
 
 
-def run_backtesting(monkeypatch, root: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """``freqtrade backtesting`` on ``config``; returns its stats of the strategy (the results file)."""
+def run_backtesting(
+    monkeypatch, root: Path, config: dict[str, Any], *, timerange: str | None = None
+) -> dict[str, Any]:
+    """``freqtrade backtesting`` on ``config`` (``--timerange``: freqtrade's, e.g. ``20230401-``);
+    returns its stats of the strategy (from its results file)."""
     from freqtrade.main import main
 
     user_data = Path(config["user_data_dir"])
@@ -129,7 +132,8 @@ def run_backtesting(monkeypatch, root: Path, config: dict[str, Any]) -> dict[str
     root_logger = logging.getLogger()
     handlers, level = root_logger.handlers[:], root_logger.level
     try:
-        main(["backtesting", "--config", str(config_path), "--export", "trades", "--cache", "none"])
+        argv = ["backtesting", "--config", str(config_path), "--export", "trades", "--cache", "none"]
+        main([*argv, *(["--timerange", timerange] if timerange else [])])
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise AssertionError(f"freqtrade backtesting exited with {exc.code}") from exc
