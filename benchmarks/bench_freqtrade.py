@@ -82,14 +82,20 @@ def main() -> None:
         open_to_open[:-horizon] = opens[horizon:] / opens[:-horizon] - 1
         start = pd.Timestamp(stats["backtest_start"], tz="UTC").value
         kept = (stamps >= start) & np.isfinite(open_to_open)
-        crpbot = run_backtest(
-            stamps[kept],
-            model.prob_up(frame)[kept],
-            open_to_open[kept],
-            threshold=model.threshold,
-            horizon=horizon,
-            costs=Costs(fee_bps=FEE * 1e4, entry_delay_bars=1, same_side_reentry_bars=1),
-        )
+        probs = model.prob_up(frame)[kept]
+
+        def crpbot_backtest(wait: int):
+            costs = Costs(fee_bps=FEE * 1e4, entry_delay_bars=1, same_side_reentry_bars=wait)
+            return run_backtest(
+                stamps[kept],
+                probs,
+                open_to_open[kept],
+                threshold=model.threshold,
+                horizon=horizon,
+                costs=costs,
+            )
+
+        crpbot, no_wait = crpbot_backtest(1), crpbot_backtest(0)
     evaluated = metrics["backtest"]
     print(
         f"model {args.config.name} on {args.coin}: tau {model.threshold} ({model.threshold_source}); "
@@ -104,6 +110,7 @@ def main() -> None:
         f"net {crpbot.pnl.sum():+.6f} per unit stake "
         f"(difference {closed['profit_ratio'].sum() - crpbot.pnl.sum():+.2e} on the closed trades)"
     )
+    print(f"  without the same-side wait: {no_wait.summary['trades']} trades, net {no_wait.pnl.sum():+.6f}")
     print(
         f"crpbot evaluate (close[t+1] fills, same tau): {evaluated['trades']} trades, "
         f"net {evaluated['total_pnl']:+.6f} per unit stake"
