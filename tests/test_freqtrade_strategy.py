@@ -113,6 +113,23 @@ def test_a_model_for_other_candles_is_refused_in_one_line(gbdt, settings, pairs,
     assert "\n" not in str(caught.value)
 
 
+def test_a_model_of_other_features_is_refused(gru, tmp_path):
+    from crpbot.registry.artifact import load_weights, read_artifact_json, write_artifact
+
+    config = read_artifact_json(gru, "config.json")
+    other = write_artifact(
+        tmp_path / "other",
+        json_files={
+            "config.json": {**config, "feature_names": config["feature_names"][::-1]},
+            "scaler.json": read_artifact_json(gru, "scaler.json"),
+        },
+        tensors=load_weights(gru),
+        data_fingerprint="0" * 64,
+    )
+    with pytest.raises(CrpbotError, match="was trained on other features"):
+        load_signal_model({"model": str(other)}, pairs=["BTC/USDT"], timeframe="1m")
+
+
 def test_without_freqtrade_the_strategy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "freqtrade.strategy", None)  # import fails as if not installed
     monkeypatch.delitem(sys.modules, "crpbot.integrations.freqtrade_strategy", raising=False)
@@ -138,12 +155,15 @@ def test_the_strategy_refuses_at_start_up_and_goes_long_only_on_spot(gbdt, candl
         CrpbotStrategy(config("ETH/USDT"))
     spot = CrpbotStrategy(config("BTC/USDT"))
     assert spot.minimal_roi == {"15": -1} and not spot.can_short
+    candles = candles.iloc[:3000].copy()  # a day and more than the startup candles
+    assert spot.startup_candle_count < 3000
     frame = spot.populate_entry_trend(spot.populate_indicators(candles.copy(), {}), {})
     assert "enter_short" not in frame
-    assert (frame["enter_long"] == (frame[PROB_COLUMN] >= 0.5)).all()
+    assert (frame["enter_long"] == (frame[PROB_COLUMN] >= 0.5)).all() and frame["enter_long"].sum() > 100
     futures = CrpbotStrategy(config("BTC/USDT:USDT", "futures"))
     frame = futures.populate_entry_trend(futures.populate_indicators(candles.copy(), {}), {})
     assert futures.can_short and (frame["enter_short"] == (frame[PROB_COLUMN] < 0.5)).all()
+    assert frame["enter_short"].sum() > 100
 
 
 @needs_freqtrade
