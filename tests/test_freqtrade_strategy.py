@@ -113,23 +113,6 @@ def test_a_model_for_other_candles_is_refused_in_one_line(gbdt, settings, pairs,
     assert "\n" not in str(caught.value)
 
 
-def test_a_model_of_other_features_is_refused(gru, tmp_path):
-    from crpbot.registry.artifact import load_weights, read_artifact_json, write_artifact
-
-    config = read_artifact_json(gru, "config.json")
-    other = write_artifact(
-        tmp_path / "other",
-        json_files={
-            "config.json": {**config, "feature_names": config["feature_names"][::-1]},
-            "scaler.json": read_artifact_json(gru, "scaler.json"),
-        },
-        tensors=load_weights(gru),
-        data_fingerprint="0" * 64,
-    )
-    with pytest.raises(CrpbotError, match="was trained on other features"):
-        load_signal_model({"model": str(other)}, pairs=["BTC/USDT"], timeframe="1m")
-
-
 def test_without_freqtrade_the_strategy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "freqtrade.strategy", None)  # import fails as if not installed
     monkeypatch.delitem(sys.modules, "crpbot.integrations.freqtrade_strategy", raising=False)
