@@ -62,6 +62,7 @@ class SignalModel:
         predictor = self.live.predictor
         bars = validate_bars(candles, name="candles")
         bars.coin = predictor.coin
+        # the path would locate context coins' files; the models served here have none
         data = inference_data(predictor, bars, Path("candles"))
         ends = scorable_ends(data.segment_ids, predictor.lookback)
         probs = np.full(len(candles), np.nan)
