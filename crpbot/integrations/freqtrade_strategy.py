@@ -27,6 +27,7 @@ freqtrade fills missing minutes with flat zero-volume candles; the strategy scor
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from crpbot.errors import CrpbotError
@@ -43,6 +44,7 @@ from pandas import DataFrame
 from crpbot.integrations.candle_signals import TIMEFRAME, SignalModel, entry_sides, load_signal_model
 
 PROB_COLUMN = "crpbot_prob_up"
+logger = logging.getLogger(__name__)
 
 
 class CrpbotStrategy(IStrategy):
@@ -70,6 +72,12 @@ class CrpbotStrategy(IStrategy):
         self.can_short = str(config.get("trading_mode", "spot")) == "futures"
         self.minimal_roi = {str(self.signal_model.horizon): -1}
         self.startup_candle_count = self.signal_model.startup_candles
+        live = self.signal_model.live
+        logger.info(
+            f"crpbot: model {live.predictor.path} (version {live.version}, {live.coin}), exit after "
+            f"{live.horizon} min, threshold {self.signal_model.threshold} "
+            f"({self.signal_model.threshold_source}), {'long and short' if self.can_short else 'long only'}"
+        )
 
     def populate_indicators(self, dataframe: DataFrame, metadata: dict) -> DataFrame:
         """P(up) of every candle, in one batch through ``crpbot evaluate``'s scoring path."""
