@@ -76,6 +76,7 @@ def test_artifact_round_trip_gives_the_boosters_own_probabilities(artifact, btc,
     files = sorted(p.relative_to(artifact).as_posix() for p in artifact.rglob("*") if p.is_file())
     assert files == [
         "config.json",
+        "familiarity.json",
         "features.json",
         "history.json",
         "manifest.json",
