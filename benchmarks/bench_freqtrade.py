@@ -82,7 +82,9 @@ def main() -> None:
         open_to_open[:-horizon] = opens[horizon:] / opens[:-horizon] - 1
         start = pd.Timestamp(stats["backtest_start"], tz="UTC").value
         kept = (stamps >= start) & np.isfinite(open_to_open)
-        probs = model.prob_up(frame)[kept]
+        probs, unfamiliar = model.score(frame)
+        flagged = f"{int(unfamiliar[kept].sum())} of {int(kept.sum())} candles"
+        probs = np.where(unfamiliar, np.nan, probs)[kept]  # the strategy abstains on unfamiliar windows
 
         def crpbot_backtest(wait: int):
             costs = Costs(fee_bps=FEE * 1e4, entry_delay_bars=1, same_side_reentry_bars=wait)
@@ -99,7 +101,8 @@ def main() -> None:
     evaluated = metrics["backtest"]
     print(
         f"model {args.config.name} on {args.coin}: tau {model.threshold} ({model.threshold_source}); "
-        f"test period {metrics['test_period'][0]} .. {metrics['test_period'][1]}"
+        f"test period {metrics['test_period'][0]} .. {metrics['test_period'][1]}; "
+        f"unfamiliar (no trade): {flagged}"
     )
     print(
         f"freqtrade backtesting: {len(trades)} trades ({len(closed)} closed after the horizon), "

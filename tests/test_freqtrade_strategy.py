@@ -61,11 +61,13 @@ def test_p_up_per_candle_and_threshold_are_evaluates(family, request, candles, t
     scored = pd.read_parquet(evaluated.out_dir / "predictions.parquet")
     model = load_signal_model({"model": str(model_dir)}, pairs=["BTC/USDT"], timeframe="1m")
 
-    probs = model.prob_up(candles)
+    probs, unfamiliar = model.score(candles)
 
     rows = pd.Index(candles["date"]).get_indexer(scored["timestamp"])
     # the network scores in float32 batches: other batch sizes move the last bit (~6e-8)
     np.testing.assert_allclose(probs[rows], scored["prob_up"], rtol=0, atol=1e-6)
+    assert model.abstains
+    np.testing.assert_array_equal(~unfamiliar[rows], scored["familiar"])
     assert model.threshold == evaluated.metrics["backtest"]["threshold"]
     assert model.threshold_source == evaluated.metrics["backtest"]["threshold_source"]
     # the last candles, which evaluate cannot label, are scored too: a bot trades on them
@@ -124,7 +126,7 @@ def test_without_freqtrade_the_strategy_names_the_extra(monkeypatch):
 def test_the_strategy_refuses_at_start_up_and_goes_long_only_on_spot(gbdt, candles):
     from freqtrade.exceptions import OperationalException
 
-    from crpbot.integrations.freqtrade_strategy import PROB_COLUMN, CrpbotStrategy
+    from crpbot.integrations.freqtrade_strategy import PROB_COLUMN, UNFAMILIAR_COLUMN, CrpbotStrategy
 
     def config(pair: str, trading_mode: str = "spot") -> dict:
         return {
@@ -141,11 +143,14 @@ def test_the_strategy_refuses_at_start_up_and_goes_long_only_on_spot(gbdt, candl
     candles = candles.iloc[:3000].copy()  # a day and more than the startup candles
     assert spot.startup_candle_count < 3000
     frame = spot.populate_entry_trend(spot.populate_indicators(candles.copy(), {}), {})
+    unfamiliar = frame[UNFAMILIAR_COLUMN]
+    assert unfamiliar.sum() > 0  # windows outside training's features: never traded
     assert "enter_short" not in frame
-    assert (frame["enter_long"] == (frame[PROB_COLUMN] >= 0.5)).all() and frame["enter_long"].sum() > 100
+    longs = (frame[PROB_COLUMN] >= 0.5) & ~unfamiliar
+    assert (frame["enter_long"] == longs).all() and frame["enter_long"].sum() > 100
     futures = CrpbotStrategy(config("BTC/USDT:USDT", "futures"))
     frame = futures.populate_entry_trend(futures.populate_indicators(candles.copy(), {}), {})
-    assert futures.can_short and (frame["enter_short"] == (frame[PROB_COLUMN] < 0.5)).all()
+    assert futures.can_short and (frame["enter_short"] == ((frame[PROB_COLUMN] < 0.5) & ~unfamiliar)).all()
     assert frame["enter_short"].sum() > 100
 
 
@@ -169,9 +174,12 @@ def test_freqtrade_backtest_matches_crpbot_backtest_of_the_same_signals(
     open_to_open = np.full(len(frame), np.nan)
     open_to_open[:-horizon] = opens[horizon:] / opens[:-horizon] - 1
     kept = (stamps >= pd.Timestamp(stats["backtest_start"], tz="UTC").value) & np.isfinite(open_to_open)
+    probs, unfamiliar = model.score(frame)
+    assert unfamiliar[kept].sum() > 0
+    probs[unfamiliar] = np.nan  # the strategy abstains there: no signal for crpbot's backtest either
     crpbot = run_backtest(
         stamps[kept],
-        model.prob_up(frame)[kept],
+        probs[kept],
         open_to_open[kept],
         threshold=model.threshold,
         horizon=horizon,
@@ -183,6 +191,8 @@ def test_freqtrade_backtest_matches_crpbot_backtest_of_the_same_signals(
     assert len(closed) == crpbot.summary["trades"] > 50
     assert (closed["open_timestamp"].to_numpy() * 1_000_000 == crpbot.entry_times).all()
     assert (np.where(closed["is_short"], -1, 1) == crpbot.sides).all()
+    signal_rows = np.searchsorted(stamps, trades["open_timestamp"].to_numpy() * 1_000_000) - 1
+    assert not unfamiliar[signal_rows].any()  # freqtrade entered on no flagged candle
     # freqtrade charges the fee on each side's value (profit ratio = exit value after fee / entry value
     # with fee - 1), crpbot subtracts 2 x fee from the gross return: per trade they differ by
     # 2·fee·(fee ∓ gross)/(1 ± fee), at most 2·fee·(|gross| + fee)/(1 - fee); freqtrade also rounds

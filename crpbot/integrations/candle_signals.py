@@ -6,13 +6,14 @@ freqtrade so it is testable and reusable without it:
 - :func:`load_signal_model`: the model (an artifact path, the coin's promoted version in a
   registry, or pulled from S3 first, as ``crpbot predict`` finds it), checked for the pair and
   timeframe it will trade, with the threshold ``crpbot evaluate`` trades at.
-- :meth:`SignalModel.prob_up`: P(up) for every candle at once, through ``evaluate``'s own path
+- :meth:`SignalModel.score`: P(up) for every candle at once, through ``evaluate``'s own path
   (``inference_data``: the features over the whole table, scaled with the artifact's train-only
   scaler, then ``Predictor.proba_at``), so a candle's P(up) equals the one ``crpbot evaluate``
   gives that row of the same bars. Unlike evaluate it also scores the last ``horizon`` candles
-  (they have no label yet, and a bot trades on exactly those).
+  (they have no label yet, and a bot trades on exactly those). Beside it, which candles' windows
+  are unfamiliar (``Predictor.familiar_at``: outside what the model saw in training).
 - :func:`entry_sides`: long at P(up) >= τ, short at P(up) <= 1 - τ (where shorting is allowed),
-  the rule of ``crpbot.evaluation.backtest``.
+  the rule of ``crpbot.evaluation.backtest``; nothing on an unfamiliar window.
 
 The threshold τ is chosen on the model's validation split exactly as ``crpbot evaluate`` chooses it
 (``validation_threshold``: the smallest selective threshold whose validation accuracy reaches the
@@ -56,9 +57,16 @@ class SignalModel:
         """Candles before the first one scored: the feature history and one window (``LiveModel``)."""
         return self.live.bars_needed()
 
-    def prob_up(self, candles: pd.DataFrame) -> np.ndarray:
+    @property
+    def abstains(self) -> bool:
+        """Whether the model can flag unfamiliar windows (an artifact from before familiarity.json cannot)."""
+        return self.live.predictor.familiarity is not None
+
+    def score(self, candles: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """P(up) of each candle (``date`` or ``timestamp`` and OHLCV columns), NaN where no complete
-        window ends (the feature warm-up and the first ``lookback - 1`` candles of each gap-free run)."""
+        window ends (the feature warm-up and the first ``lookback - 1`` candles of each gap-free run),
+        and whether the candle's window is unfamiliar (False where no window ends, and everywhere
+        for a model that cannot tell: :attr:`abstains`)."""
         predictor = self.live.predictor
         bars = validate_bars(candles, name="candles")
         bars.coin = predictor.coin
@@ -66,12 +74,15 @@ class SignalModel:
         data = inference_data(predictor, bars, Path("candles"))
         ends = scorable_ends(data.segment_ids, predictor.lookback)
         probs = np.full(len(candles), np.nan)
+        unfamiliar = np.zeros(len(candles), dtype=bool)
         if len(ends) == 0:
-            return probs
-        scored = predictor.proba_at(data.features, ends)
+            return probs, unfamiliar
         rows = np.searchsorted(candle_ns(candles), data.timestamps[ends])
-        probs[rows] = scored
-        return probs
+        probs[rows] = predictor.proba_at(data.features, ends)
+        familiar = predictor.familiar_at(data.features, ends)
+        if familiar is not None:
+            unfamiliar[rows] = ~familiar
+        return probs, unfamiliar
 
 
 def scorable_ends(segment_ids: np.ndarray, lookback: int) -> np.ndarray:
@@ -87,13 +98,18 @@ def candle_ns(candles: pd.DataFrame) -> np.ndarray:
     return timestamps_ns(pd.to_datetime(candles[column], utc=True))
 
 
-def entry_sides(probs: np.ndarray, threshold: float, *, can_short: bool) -> np.ndarray:
+def entry_sides(
+    probs: np.ndarray, threshold: float, *, can_short: bool, unfamiliar: np.ndarray | None = None
+) -> np.ndarray:
     """+1 (long) where P(up) >= τ, -1 (short, only when ``can_short``) where P(up) <= 1 - τ, else 0;
-    NaN (no window) is 0. The rule of ``crpbot.evaluation.backtest.run_backtest``."""
+    NaN (no window) and ``unfamiliar`` windows (abstain) are 0. Otherwise the rule of
+    ``crpbot.evaluation.backtest.run_backtest``."""
     probs = np.asarray(probs, dtype=np.float64)
     sides = np.where(probs >= threshold, 1, 0)
     if can_short:
         sides = np.where((sides == 0) & (probs <= 1 - threshold), -1, sides)
+    if unfamiliar is not None:
+        sides = np.where(unfamiliar, 0, sides)
     return sides.astype(np.int8)
 
 

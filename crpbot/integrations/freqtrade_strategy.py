@@ -14,8 +14,10 @@ promoted one, optional ``threshold``), ``"timeframe": "1m"`` and one coin's pair
 
 The model is loaded once, when freqtrade builds the strategy, and refused there (one line) when its
 coin, timeframe or features do not match. ``populate_indicators`` scores every candle in one
-batch (``crpbot_prob_up``); a candle at or above the evaluation's threshold τ enters long, one at or
-below 1 - τ short when trading futures (``can_short`` follows ``trading_mode``); each trade exits
+batch (``crpbot_prob_up``), and flags the candles whose window lies outside what the model saw in
+training (``crpbot_unfamiliar``, ``crpbot.model.familiarity``): those never trade. Otherwise a candle
+at or above the evaluation's threshold τ enters long, one at or below 1 - τ short when trading
+futures (``can_short`` follows ``trading_mode``); each trade exits
 after ``horizon`` minutes at that candle's open (``minimal_roi = {horizon: -1}``, freqtrade's
 time-based exit) -- freqtrade fills an entry at the next candle's open. No stop-loss or exit
 signal: the model's horizon is the only exit, as in crpbot's backtest.
@@ -44,6 +46,7 @@ from pandas import DataFrame
 from crpbot.integrations.candle_signals import TIMEFRAME, SignalModel, entry_sides, load_signal_model
 
 PROB_COLUMN = "crpbot_prob_up"
+UNFAMILIAR_COLUMN = "crpbot_unfamiliar"
 logger = logging.getLogger(__name__)
 
 
@@ -78,15 +81,24 @@ class CrpbotStrategy(IStrategy):
             f"{live.horizon} min, threshold {self.signal_model.threshold} "
             f"({self.signal_model.threshold_source}), {'long and short' if self.can_short else 'long only'}"
         )
+        if not self.signal_model.abstains:
+            logger.warning(
+                "crpbot: the model predates familiarity.json: unfamiliar windows cannot be told apart "
+                "and are traded like any other"
+            )
 
     def populate_indicators(self, dataframe: DataFrame, metadata: dict) -> DataFrame:
-        """P(up) of every candle, in one batch through ``crpbot evaluate``'s scoring path."""
-        dataframe[PROB_COLUMN] = self.signal_model.prob_up(dataframe)
+        """P(up) of every candle, in one batch through ``crpbot evaluate``'s scoring path, and the
+        candles whose window is unfamiliar."""
+        dataframe[PROB_COLUMN], dataframe[UNFAMILIAR_COLUMN] = self.signal_model.score(dataframe)
         return dataframe
 
     def populate_entry_trend(self, dataframe: DataFrame, metadata: dict) -> DataFrame:
         sides = entry_sides(
-            dataframe[PROB_COLUMN].to_numpy(), self.signal_model.threshold, can_short=self.can_short
+            dataframe[PROB_COLUMN].to_numpy(),
+            self.signal_model.threshold,
+            can_short=self.can_short,
+            unfamiliar=dataframe[UNFAMILIAR_COLUMN].to_numpy(dtype=bool),
         )
         dataframe["enter_long"] = (sides == 1).astype(int)
         if self.can_short:
