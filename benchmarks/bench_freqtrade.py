@@ -106,7 +106,7 @@ def main() -> None:
     )
     print(
         f"freqtrade backtesting: {len(trades)} trades ({len(closed)} closed after the horizon), "
-        f"net {trades['profit_ratio'].sum():+.6f} per unit stake"
+        f"net {trades['profit_ratio'].sum():+.6f} per unit stake ({closed['profit_ratio'].sum():+.6f} closed)"
     )
     print(
         f"crpbot run_backtest, freqtrade's fills: {crpbot.summary['trades']} trades, "
