@@ -23,6 +23,8 @@ os.environ.pop("RAY_ADDRESS", None)
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# No MLflow tracking into the repo's runs/: tests/test_tracking.py gives each use its own store.
+os.environ["CRPBOT_TRACKING_URI"] = "off"
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_coin, add_input
+from crpbot.cli.options import add_address, add_coin, add_input, add_tracking
 from crpbot.cli.train import DEFAULT_CONFIG
 
 
@@ -42,11 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, help="artifact directory (default: models/<coin>/ensemble-<timestamp>)"
     )
+    add_tracking(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from crpbot.config import load_config
     from crpbot.errors import CrpbotError
+    from crpbot.integrations.tracking import open_tracker, record_model
     from crpbot.model.ensemble import train_ensemble
 
     if args.seeds < 1:
@@ -54,14 +56,17 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.epochs is not None:
         config = config.replace(max_epochs=args.epochs)
-    train_ensemble(
-        config,
-        args.coin,
-        seeds=args.seeds,
-        input_path=args.input,
-        out_dir=args.out,
-        address=args.address,
-        use_gpu=args.gpu,
-        gpu_share=args.gpu_share,
-    )
+    tracker = open_tracker(args, "ensemble")
+    with tracker.run(f"ensemble {args.coin}", tags={"crpbot.config": args.config}) as run_id:
+        artifact = train_ensemble(
+            config,
+            args.coin,
+            seeds=args.seeds,
+            input_path=args.input,
+            out_dir=args.out,
+            address=args.address,
+            use_gpu=args.gpu,
+            gpu_share=args.gpu_share,
+        )
+        record_model(tracker, run_id, artifact)
     return 0

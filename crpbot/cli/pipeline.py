@@ -18,6 +18,7 @@ from pathlib import Path
 from crpbot.cli.options import (
     add_address,
     add_gate_and_costs,
+    add_tracking,
     backtest_costs,
     cluster_settings,
     gate_thresholds,
@@ -59,24 +60,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="crpbot", help="key prefix in the bucket (default crpbot)")
     parser.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto); default: AWS, or AWS_ENDPOINT_URL")
     add_gate_and_costs(parser, quorum=True)
+    add_tracking(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from crpbot.integrations.tracking import open_tracker, record_pipeline
     from crpbot.pipeline.run import run_pipeline
 
     coins = [coin.strip() for coin in args.coins.split(",") if coin.strip()]
-    run_pipeline(
-        coins,
-        budget=args.budget,
-        cluster=cluster_settings(args),
-        thresholds=gate_thresholds(args),
-        costs=backtest_costs(args),
-        input_dir=args.input_dir,
-        run_dir=args.run_dir,
-        registry_root=args.registry,
-        storage=args.storage,
-        bucket=args.bucket,
-        prefix=args.prefix,
-        endpoint_url=args.endpoint_url,
-    )
+    tracker = open_tracker(args, "pipeline")
+    with tracker.run(f"pipeline {','.join(coins)} ({args.budget})") as run_id:
+        result = run_pipeline(
+            coins,
+            budget=args.budget,
+            cluster=cluster_settings(args),
+            thresholds=gate_thresholds(args),
+            costs=backtest_costs(args),
+            input_dir=args.input_dir,
+            run_dir=args.run_dir,
+            registry_root=args.registry,
+            storage=args.storage,
+            bucket=args.bucket,
+            prefix=args.prefix,
+            endpoint_url=args.endpoint_url,
+        )
+        record_pipeline(tracker, run_id, result, args.registry)
     return 0

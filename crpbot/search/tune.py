@@ -72,6 +72,7 @@ def run_search(
     output_dir: str | Path | None = None,
     exhaustive: bool = False,
     progress: bool = True,
+    callbacks: list | None = None,
     log=print,
 ) -> SearchResult:
     """Search ``space`` for ``coin``; write ``results.csv`` and ``best.yaml`` and return them.
@@ -82,7 +83,8 @@ def run_search(
     budget overrides: the experiment keeps its own budget). Results go to ``output_dir``, by
     default the experiment directory when storage is local, else ``runs/<name>``. ``exhaustive`` trains every
     combination of the space's choices to the full budget (no Optuna, no ASHA): the baseline
-    the search is measured against. ``progress`` shows Tune's live trial table.
+    the search is measured against. ``progress`` shows Tune's live trial table. ``callbacks``:
+    Tune callbacks of a new search, e.g. run tracking (a resumed search keeps its first ones).
 
     A space that can train a global model (``coins``) prepares all its coins once (from
     ``data_dir``, at shared cut times); its one-coin trials train on the searched coin's part
@@ -164,6 +166,7 @@ def run_search(
             use_gpu=use_gpu,
             exhaustive=exhaustive,
             progress=progress,
+            callbacks=callbacks,
             log=log,
         )
     grid = tuner.fit()
@@ -229,6 +232,7 @@ def _new_tuner(
     use_gpu: bool,
     exhaustive: bool,
     progress: bool,
+    callbacks: list | None,
     log,
 ):
     import optuna
@@ -280,6 +284,7 @@ def _new_tuner(
             verbose=1 if progress else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=callbacks,
         ),
     )
 
