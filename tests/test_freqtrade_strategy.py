@@ -201,10 +201,6 @@ def test_freqtrade_backtest_matches_crpbot_backtest_of_the_same_signals(
     np.testing.assert_allclose(closed["profit_ratio"], fee_on_value(gross, crpbot.sides), rtol=0, atol=4e-6)
     net_gap = closed["profit_ratio"].sum() - crpbot.pnl.sum()
     assert abs(net_gap) <= (2 * FEE * (np.abs(gross) + FEE) / (1 - FEE) + 4e-6).sum()
-    print(
-        f"trades {len(closed)}; net profit per unit stake: freqtrade {closed['profit_ratio'].sum():.6f}, "
-        f"crpbot {crpbot.pnl.sum():.6f} (difference {net_gap:.2e})"
-    )
 
 
 def fee_on_value(gross: np.ndarray, sides: np.ndarray) -> np.ndarray:
