@@ -17,7 +17,7 @@ TORCH_INDEX ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(if $(TORCH_INDEX),$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0 --index-url $(TORCH_INDEX))
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,freqtrade]'
 	touch $(STAMP)
 
 demo: setup

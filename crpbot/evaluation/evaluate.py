@@ -150,16 +150,7 @@ def evaluate_model(
     validation = predictor.predictions(original, "val") if original is not None else None
     tau, tau_source = trade_threshold, "given"
     if tau is None and target.directional:
-        chosen = (
-            choose_selective_threshold(validation, thresholds.min_accuracy)
-            if validation is not None
-            else None
-        )
-        tau, tau_source = (
-            (chosen, "selective threshold chosen on val")
-            if chosen is not None
-            else (0.5, "default 0.5 (no threshold reaches min_accuracy on val)")
-        )
+        tau, tau_source = validation_threshold(validation, thresholds.min_accuracy)
 
     # 2. the baselines on the windows the model will be scored on; the logistic and GBDT ones are
     # fitted on train here (GBDT early-stopped on train's tail), and the best one chosen on val,
@@ -273,6 +264,16 @@ def evaluate_model(
         log(line)
     log(f"Evaluation written to {out_dir}")
     return EvaluationResult(out_dir=out_dir, metrics=metrics)
+
+
+def validation_threshold(validation: Predictions | None, min_accuracy: float) -> tuple[float, str]:
+    """The backtest's τ and where it came from: the selective threshold chosen on ``validation``,
+    else 0.5 (trade every window). The freqtrade strategy trades at the same τ
+    (``crpbot.integrations.freqtrade_strategy``)."""
+    chosen = choose_selective_threshold(validation, min_accuracy) if validation is not None else None
+    if chosen is not None:
+        return chosen, "selective threshold chosen on val"
+    return 0.5, "default 0.5 (no threshold reaches min_accuracy on val)"
 
 
 def _edge(test: Predictions, baselines: BaselineScores, horizon: int) -> dict[str, Any]:
