@@ -82,7 +82,8 @@ def run_search(
     budget overrides: the experiment keeps its own budget). Results go to ``output_dir``, by
     default the experiment directory when storage is local, else ``runs/<name>``. ``exhaustive`` trains every
     combination of the space's choices to the full budget (no Optuna, no ASHA): the baseline
-    the search is measured against. ``progress`` shows Tune's live trial table.
+    the search is measured against. ``progress`` shows Tune's live trial table; without it, one
+    line through ``log`` as each trial ends ("trial 3/8 done": a pipeline's progress row reads it).
 
     A space that can train a global model (``coins``) prepares all its coins once (from
     ``data_dir``, at shared cut times); its one-coin trials train on the searched coin's part
@@ -278,10 +279,30 @@ def _new_tuner(
             storage_path=storage_path,
             storage_filesystem=filesystem,
             verbose=1 if progress else 0,
+            callbacks=[] if progress else [_trial_counter(space.budget.num_samples, log)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
+
+
+def _trial_counter(total: int, log):
+    """A Tune callback that logs "trial k/total done" as each trial ends (finished, stopped early
+    by ASHA, or failed): a silent search's only progress."""
+    from ray import tune
+
+    class TrialCounter(tune.Callback):
+        def __init__(self) -> None:
+            self.done = 0
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.done += 1
+            log(f"trial {self.done}/{total} done")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.on_trial_complete(iteration, trials, trial)
+
+    return TrialCounter()
 
 
 def _trainable_name(name: str, experiment_path: str, filesystem) -> str:
