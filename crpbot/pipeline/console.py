@@ -209,7 +209,7 @@ class RunConsole:
         """A chain returned, or its process died (which sends no last line): say so in every mode."""
         with self.lock:
             row = self.rows[coin]
-            row.ended = line
+            row.ended = line.removeprefix(f"== {coin}: ")
             row.last_line = row.last_line or process_died
             if self.verbose:
                 self.stdout.write(line + "\n")
