@@ -155,7 +155,6 @@ class RunConsole:
 
     def __enter__(self) -> RunConsole:
         self.stdout, self.stderr = sys.stdout, sys.stderr
-        self.file = self.log_path.open("a", encoding="utf-8", buffering=1)
         self.streams = (_Stream(self, self.stdout), _Stream(self, self.stderr))
         sys.stdout, sys.stderr = self.streams
         if not self.verbose and self.stdout.isatty():
@@ -183,14 +182,13 @@ class RunConsole:
         if self.live is not None:
             self.live.stop()
         sys.stdout, sys.stderr = self.stdout, self.stderr
-        assert self.file is not None
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
     def line(self, raw: str, original: TextIO) -> None:
         """One whole line written to stdout or stderr (the lock is held)."""
         text = _ANSI.sub("", raw)
-        assert self.file is not None
-        self.file.write(text + "\n")
+        self._log(text)
         self.last_arrival = time.monotonic()
         worker = _WORKER.match(text)
         if self.verbose:
@@ -216,8 +214,14 @@ class RunConsole:
                 self.stdout.flush()
             else:
                 self._show(line)
-            assert self.file is not None
-            self.file.write(line + "\n")
+            self._log(line)
+
+    def _log(self, text: str) -> None:
+        # opened with the first line: a run that fails before anything ran (Ray did not start)
+        # leaves its run directory empty, so that it is removed and the rerun is not refused
+        if self.file is None:
+            self.file = self.log_path.open("a", encoding="utf-8", buffering=1)
+        self.file.write(text + "\n")
 
     def _show(self, text: str) -> None:
         if self.live is not None:
