@@ -22,7 +22,8 @@ def test_quiet_console_logs_workers_shows_stages_and_every_end(tmp_path, capsys)
         ray_prints("chain-BTC-USD", "[BTC-USD] training the recipe (smoke.yaml)")
         ray_prints("RayTrainWorker", "[BTC-USD] Epoch 1/3: Train Loss=0.6784, Val Loss=0.6791")
         ray_prints("TrainController", "[E 1 2] core_worker.cc: a harmless error-level line", err=True)
-        print("\x1b[33m(raylet)\x1b[0m WARNING: 8 PYTHON worker processes have been started")
+        print("\x1b[33m(raylet)\x1b[0m WARNING: 8 PYTHON worker processes have been started on node: 1f")
+        print("\x1b[33m(raylet)\x1b[0m Task was killed due to the node running low on memory.")
         ray_prints("chain-ETH-USD", "[ETH-USD] failed: bars.parquet: not found")
         ray_prints("chain-BTC-USD", f"[BTC-USD] {CHAIN_END}")
         console.finished("BTC-USD", "== BTC-USD: recipe scored on test (9 s)")
@@ -33,6 +34,7 @@ def test_quiet_console_logs_workers_shows_stages_and_every_end(tmp_path, capsys)
     assert captured.out.splitlines() == [
         "Driver says hello",
         "BTC-USD: recipe",
+        "(raylet) Task was killed due to the node running low on memory.",
         "== BTC-USD: recipe scored on test (9 s)",
         "== ETH-USD: failed: bars.parquet: not found (1 s)",
         "the table",

@@ -4,9 +4,11 @@ Ray forwards every worker's output (the chains, their Ray Train workers, Tune tr
 members, the raylet's warnings) to the driver and prints it to whatever ``sys.stdout`` and
 ``sys.stderr`` are at that moment. While the chains run, :class:`RunConsole` stands in for both:
 every line goes to the run's log file; a coin's own lines (``[BTC-USD] ...``) move that coin's
-row; the driver's own lines (no worker prefix) still print. The rows are a live view on a
-terminal and one plain line per stage otherwise (a CI log, a pipe). With ``verbose`` every line
-streams to the terminal as well, as it did before the view existed, and no view is drawn.
+row; the driver's own lines and Ray's system messages (the raylet's: a worker killed for memory,
+a task that cannot be scheduled; the autoscaler's) still print, the workers' do not. The rows
+are a live view on a terminal and one plain line per stage otherwise (a CI log, a pipe). With
+``verbose`` every line streams to the terminal as well, as it did before the view existed, and
+no view is drawn.
 
 Whatever the mode, each coin's end prints one line, its error when it failed: nothing that went
 wrong is hidden, only the workers' chatter, which the log file keeps whole.
@@ -33,8 +35,13 @@ END_WAIT = 10.0
 QUIET_GAP = 0.5
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# Ray prefixes every forwarded line with its source: "(chain-BTC-USD pid=12)", "(raylet)".
-_WORKER = re.compile(r"^\((?:[^()]*pid=[^()]*|raylet|autoscaler[^()]*)\) ?")
+# Ray prefixes a worker's forwarded line with its source: "(chain-BTC-USD pid=12)".
+_WORKER = re.compile(r"^\([^()]*pid=[^()]*\) ?")
+# The one system message known to be harmless here: the chains claim no CPU, so the raylet starts
+# more worker processes than a node has CPUs (the chains, Train's controllers, trials, members)
+# and warns at 4x. Its only switch, worker_maximum_startup_concurrency, would also change how many
+# workers start at once; this console leaves the setting alone and the warning in the log.
+_HARMLESS = re.compile(r"^\(raylet\) WARNING: \d+ PYTHON worker processes have been started on node")
 _COIN = re.compile(r"\[(?P<coin>[A-Z0-9]+-[A-Z0-9]+)(?: seed (?P<seed>\d+))?\] (?P<message>.*)$")
 # The chain's own stage lines (crpbot.pipeline.chain), in the order a chain reaches them.
 STAGES = (
@@ -194,8 +201,8 @@ class RunConsole:
         if self.verbose:
             original.write(raw + "\n")
             original.flush()
-        elif worker is None:
-            self._show(text)  # the driver's own line: the console does not swallow those
+        elif worker is None and not _HARMLESS.match(text):
+            self._show(text)  # the driver's own line, or Ray's word on the system
         if worker is not None and (coin := _COIN.search(text[worker.end() :])):
             row = self.rows.get(coin["coin"])
             if row is not None and row.update(coin["message"], coin["seed"]) and not self.verbose:
