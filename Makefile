@@ -47,8 +47,8 @@ check-bundle: setup
 
 # ruff, then the stage layering contract in pyproject.toml (import-linter)
 lint: setup
-	$(BIN)/ruff check crpbot tests benchmarks scripts
-	$(BIN)/ruff format --check crpbot tests benchmarks scripts
+	$(BIN)/ruff check crpbot tests benchmarks studies scripts
+	$(BIN)/ruff format --check crpbot tests benchmarks studies scripts
 	$(BIN)/lint-imports --no-cache
 
 clean:

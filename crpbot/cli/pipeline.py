@@ -4,10 +4,12 @@ Usage: crpbot pipeline [--coins BTC,ETH,SOL] [--budget smoke|full] [--address AD
        [--input-dir DIR] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
        [--bucket B [--prefix P] [--endpoint-url URL]] [--gate-on ci-lower|point]
        [--ece max|equal-width|equal-mass] [--net-pnl require|report] [--fee-bps 10] [--slippage-bps 0]
-       [--entry-delay-bars 1]
+       [--entry-delay-bars 1] [--verbose]
 
-Exit status 0 whether or not the batch is promoted (a refusal is a result, printed with its
-reasons); non-zero only for errors.
+While the coins run it shows one progress row per coin (plain lines when not on a terminal) and
+ends with the table; every worker's output goes to <run-dir>/pipeline.log (--verbose: to the
+terminal as well, as it comes). Exit status 0 whether or not the batch is promoted (a refusal is
+a result, printed with its reasons); non-zero only for errors.
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto); default: AWS, or AWS_ENDPOINT_URL")
     add_gate_and_costs(parser, quorum=True)
     add_tracking(parser)
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every worker's output (Ray Train, Tune, the chains) as it comes, instead of a "
+        "progress row per coin; it goes to <run-dir>/pipeline.log either way",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             bucket=args.bucket,
             prefix=args.prefix,
             endpoint_url=args.endpoint_url,
+            verbose=args.verbose,
         )
         record_pipeline(tracker, run_id, result, args.registry)
     return 0

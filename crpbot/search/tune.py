@@ -83,8 +83,9 @@ def run_search(
     budget overrides: the experiment keeps its own budget). Results go to ``output_dir``, by
     default the experiment directory when storage is local, else ``runs/<name>``. ``exhaustive`` trains every
     combination of the space's choices to the full budget (no Optuna, no ASHA): the baseline
-    the search is measured against. ``progress`` shows Tune's live trial table. ``callbacks``:
-    Tune callbacks of a new search, e.g. run tracking (a resumed search keeps its first ones).
+    the search is measured against. ``progress`` shows Tune's live trial table; without it, one
+    line through ``log`` as each trial ends ("trial 3/8 done": a pipeline's progress row reads it). ``callbacks``: Tune
+    callbacks of a new search, e.g. run tracking (a resumed search keeps its first ones).
 
     A space that can train a global model (``coins``) prepares all its coins once (from
     ``data_dir``, at shared cut times); its one-coin trials train on the searched coin's part
@@ -166,7 +167,7 @@ def run_search(
             use_gpu=use_gpu,
             exhaustive=exhaustive,
             progress=progress,
-            callbacks=callbacks,
+            callbacks=[*callbacks, *([] if progress else [_trial_counter(space.budget.num_samples, log)])],
             log=log,
         )
     grid = tuner.fit()
@@ -287,6 +288,25 @@ def _new_tuner(
             callbacks=callbacks,
         ),
     )
+
+
+def _trial_counter(total: int, log):
+    """A Tune callback that logs "trial k/total done" as each trial ends (finished, stopped early
+    by ASHA, or failed): a silent search's only progress."""
+    from ray import tune
+
+    class TrialCounter(tune.Callback):
+        def __init__(self) -> None:
+            self.done = 0
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.done += 1
+            log(f"trial {self.done}/{total} done")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.on_trial_complete(iteration, trials, trial)
+
+    return TrialCounter()
 
 
 def _trainable_name(name: str, experiment_path: str, filesystem) -> str:
