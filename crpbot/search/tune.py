@@ -84,8 +84,9 @@ def run_search(
     default the experiment directory when storage is local, else ``runs/<name>``. ``exhaustive`` trains every
     combination of the space's choices to the full budget (no Optuna, no ASHA): the baseline
     the search is measured against. ``progress`` shows Tune's live trial table; without it, one
-    line through ``log`` as each trial ends ("trial 3/8 done": a pipeline's progress row reads it). ``callbacks``: Tune
-    callbacks of a new search, e.g. run tracking (a resumed search keeps its first ones).
+    line through ``log`` as each trial ends ("trial 3/8 done": a pipeline's progress row reads
+    it). ``callbacks``: Tune callbacks of a new search, e.g. run tracking (a resumed search keeps
+    its first ones).
 
     A space that can train a global model (``coins``) prepares all its coins once (from
     ``data_dir``, at shared cut times); its one-coin trials train on the searched coin's part
@@ -167,7 +168,7 @@ def run_search(
             use_gpu=use_gpu,
             exhaustive=exhaustive,
             progress=progress,
-            callbacks=[*callbacks, *([] if progress else [_trial_counter(space.budget.num_samples, log)])],
+            callbacks=callbacks,
             log=log,
         )
     grid = tuner.fit()
@@ -243,6 +244,8 @@ def _new_tuner(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    counter = [] if progress else [_trial_counter(space.budget.num_samples, log)]
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Tune's table already shows every trial
     per_trial, share = ("GPU", space.budget.gpus_per_trial) if use_gpu else ("CPU", 1.0)
     concurrency = space.budget.max_concurrent or max(
@@ -285,7 +288,7 @@ def _new_tuner(
             verbose=1 if progress else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0),
-            callbacks=callbacks,
+            callbacks=[*(callbacks or []), *counter],
         ),
     )
 
