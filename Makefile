@@ -17,7 +17,7 @@ TORCH_INDEX ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(if $(TORCH_INDEX),$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0 --index-url $(TORCH_INDEX))
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,freqtrade]'
 	touch $(STAMP)
 
 demo: setup
@@ -47,8 +47,8 @@ check-bundle: setup
 
 # ruff, then the stage layering contract in pyproject.toml (import-linter)
 lint: setup
-	$(BIN)/ruff check crpbot tests benchmarks scripts
-	$(BIN)/ruff format --check crpbot tests benchmarks scripts
+	$(BIN)/ruff check crpbot tests benchmarks studies scripts
+	$(BIN)/ruff format --check crpbot tests benchmarks studies scripts
 	$(BIN)/lint-imports --no-cache
 
 clean:

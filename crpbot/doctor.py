@@ -43,6 +43,7 @@ REQUIRED = {
     "ray.tune.search.optuna": "the Optuna searcher of Ray Tune",
     "optuna": "the fallback search",
     "boto3": "S3 storage and the registry mirror",
+    "rich": "the pipeline's progress view",
 }
 REPORTED = ("torch", "numpy", "pandas", "pyarrow", "sklearn", "ray", "optuna", "boto3")
 

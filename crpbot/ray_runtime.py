@@ -20,10 +20,21 @@ GPU_WAIT_SECONDS = float(os.environ.get("CRPBOT_GPU_WAIT_SECONDS", "900"))
 # Quiet defaults that matter for correctness as much as for noise: usage stats
 # reporting needs the network, Ray Train's print patch doubles worker output, and log
 # de-duplication holds worker lines back and prints them after the results they led to.
+# Tune warns (eight times a search) that it saves the experiment's state more than once in 5 s,
+# which a search of short trials keeping one checkpoint each does by design; 0 turns it off.
 _ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     "RAY_DEDUP_LOGS": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}
+# What a pipeline's chains run with on any cluster (a joined one does not inherit this process's
+# environment): the warning above off, and Tune's "new output", which prints a configuration box
+# and result paths even at verbose=0, replaced by the reporter that verbose=0 silences (the
+# chains run their searches silent; the console reads their trial lines instead).
+CHAIN_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
 }
 # Applied when this module is imported, because Ray reads some of them (RAY_DEDUP_LOGS) when
 # it is first imported; modules that use Ray import this one at their top. setdefault: the
@@ -65,6 +76,10 @@ def init_ray(
         return
     try:
         if address is None:
+            # Ray Train's preemption watcher follows nodes being drained (spot instances on a
+            # cluster); a local instance has none, and each watcher started logs an error-level
+            # line from Ray's core about its restart arguments. Its documented switch, here only.
+            os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
             # "local" never attaches to a stale cluster named by RAY_ADDRESS or a leftover
             # /tmp/ray/ray_current_cluster file (which once made ray.init() block for minutes).
             ray.init(

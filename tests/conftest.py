@@ -23,6 +23,12 @@ os.environ.pop("RAY_ADDRESS", None)
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# No MLflow tracking into the repo's runs/: tests/test_tracking.py gives each use its own store.
+os.environ["CRPBOT_TRACKING_URI"] = "off"
+# Ray Train's controller polls its workers every 2 s by default, so each TorchTrainer run waits up
+# to that long to see its workers start, report and finish (and a killed worker die): ~6 s per run
+# here, over a dozen runs. Polling more often changes when it notices, not what happens.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 
 @pytest.fixture(scope="session")

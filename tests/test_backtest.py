@@ -124,6 +124,28 @@ def test_entry_one_bar_after_the_signal_by_hand():
         Costs(entry_delay_bars=-1)
 
 
+def test_a_same_side_position_waits_after_the_close_a_reversal_does_not():
+    """Horizon 2, entry at the signal's bar: long at 0 closes at 2. With a same-side wait of 1 bar
+    (freqtrade's backtester), the long signal at 2 waits until 3, and the short at 5 (the long's
+    close) opens at once."""
+    times = np.arange(8, dtype=np.int64) * MINUTE_NS
+    probs = np.array([0.9, 0.5, 0.9, 0.9, 0.5, 0.1, 0.5, 0.5])
+    moves = np.full(8, 0.001)
+    free = run_backtest(times, probs, moves, threshold=0.6, horizon=2, **at_signal(0))
+    waits = run_backtest(
+        times,
+        probs,
+        moves,
+        threshold=0.6,
+        horizon=2,
+        costs=Costs(fee_bps=0, entry_delay_bars=0, same_side_reentry_bars=1),
+    )
+    np.testing.assert_array_equal(free.entry_times // MINUTE_NS, [0, 2, 5])
+    np.testing.assert_array_equal(waits.entry_times // MINUTE_NS, [0, 3, 5])
+    np.testing.assert_array_equal(waits.sides, [1, 1, -1])
+    assert waits.summary["same_side_reentry_bars"] == 1
+
+
 def test_a_months_long_gap_is_not_trading_time():
     """Sharpe and exposure count minutes with data: two stretches of bars 90 days apart trade like the
     same stretches back to back (the second starting when the first one's last horizon ends)."""
@@ -178,6 +200,7 @@ def test_net_return_per_trade_has_a_ci_and_says_why_it_has_none():
         ({"slippage_bps": -1.0}, "invalid slippage -1.0 bps"),
         ({"entry_delay_bars": 1.5}, "invalid entry delay 1.5 bars"),
         ({"entry_delay_bars": True}, "invalid entry delay True bars"),
+        ({"same_side_reentry_bars": -1}, "invalid same-side re-entry -1 bars"),
     ],
 )
 def test_costs_are_checked_once(costs, message):

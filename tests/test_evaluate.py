@@ -110,7 +110,7 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     assert result.passed is False
 
     predictions = pd.read_parquet(out / "predictions.parquet")
-    assert list(predictions.columns) == ["timestamp", "prob_up", "label", "baseline_up"]
+    assert list(predictions.columns) == ["timestamp", "prob_up", "label", "baseline_up", "familiar"]
     assert len(predictions) == metrics["n"] and predictions["baseline_up"].dtype == np.int8
     # the file alone reproduces the edge: model right minus baseline right, row by row
     model_right = (predictions.prob_up >= 0.5) == (predictions.label == 1)
@@ -121,6 +121,16 @@ def test_evaluate_writes_every_output_and_an_honest_gate(tiny_model, tmp_path):
     first_test_ns = predictions["timestamp"].iloc[0].value
     assert first_test_ns >= config["split_times"]["test"][0] > config["split_times"]["val"][1]
     assert np.isclose(metrics["accuracy"], ((predictions.prob_up >= 0.5) == (predictions.label == 1)).mean())
+    # the share of test windows outside what the model saw in training (threshold chosen on val)
+    familiarity = metrics["familiarity"]
+    assert familiarity["available"] and familiarity["threshold_chosen_on"] == "val"
+    assert familiarity["test_windows"] == metrics["n"] + metrics["test_ties"]
+    share = familiarity["test_unfamiliar"] / familiarity["test_windows"]
+    assert familiarity["test_share_unfamiliar"] == share < 0.2
+    assert familiarity["accuracy_familiar"]["n"] == predictions["familiar"].sum()
+    assert familiarity["accuracy_unfamiliar"]["n"] == (~predictions["familiar"]).sum()
+    assert "## Familiarity" in (out / "report.md").read_text()
+    assert any(line.startswith("Familiarity: ") and "unfamiliar" in line for line in lines)
     assert any(
         line.startswith("Test Accuracy:") and f"best baseline {edge['baseline']}" in line for line in lines
     )

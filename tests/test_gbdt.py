@@ -3,14 +3,13 @@ model's coin column, promotion and S3, and the bad-input lines."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from cli_probe import run_commands_in_a_fresh_process
 
 from crpbot.config import TrainConfig, load_config
 from crpbot.errors import CrpbotError
@@ -76,6 +75,7 @@ def test_artifact_round_trip_gives_the_boosters_own_probabilities(artifact, btc,
     files = sorted(p.relative_to(artifact).as_posix() for p in artifact.rglob("*") if p.is_file())
     assert files == [
         "config.json",
+        "familiarity.json",
         "features.json",
         "history.json",
         "manifest.json",
@@ -217,22 +217,17 @@ def test_cli_refuses_bad_gbdt_input_before_ray(tmp_path):
         )
     )
     gbdt = str(REPO / "tune_configs" / "gbdt.yaml")
-    probe = (
-        "import sys; from crpbot.cli import main; code = main(sys.argv[1:]); "
-        "assert 'ray' not in sys.modules, 'ray was imported'; sys.exit(code)"
-    )
-    for args, message in (
+    cases = [
         (["train", "--coin", "BTC", "--config", str(bad)], "config key hidden_size is not a setting"),
         (["train", "--coin", "BTC", "--config", gbdt, "--gpu"], "model gbdt trains on CPUs"),
         (["train", "--coin", "BTC", "--config", gbdt, "--workers", "2"], "not 2 workers"),
         (["train", "--coin", "BTC", "--config", gbdt, "--epochs", "3"], "config key max_epochs is not"),
         (["tune", "--coin", "BTC", "--config", str(space)], "space.lr: config key lr is not a setting"),
-    ):
-        run = subprocess.run(
-            [sys.executable, "-c", probe, *args, "--out" if args[0] == "train" else "--name", "x"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
-        assert run.returncode == 2, run.stderr
+    ]
+    results = run_commands_in_a_fresh_process(
+        [[*args, "--out" if args[0] == "train" else "--name", "x"] for args, _ in cases], cwd=tmp_path
+    )
+    for (args, message), run in zip(cases, results, strict=True):
+        assert run.code == 2, run.stderr
         assert run.stderr.count("\n") == 1 and message in run.stderr, run.stderr
+        assert not run.ray_imported, f"ray was imported by {args}"

@@ -223,6 +223,10 @@ def test_a_global_artifact_is_evaluated_served_and_promoted_per_coin(
         coin_index=0,
     )
     assert not np.allclose(as_btc, probs)  # the coin index reaches the network
+    # each coin's familiarity, fitted on its own train rows as its scaler: ETH's flags, in the file
+    eth_flags = predictor.familiar_at(eth.features, ends)
+    np.testing.assert_array_equal(scored["familiar"].to_numpy(), eth_flags)
+    assert predictor.familiarity.threshold != load_predictor(artifact, "BTC").familiarity.threshold
 
     # live prediction of ETH with the global model: the probability evaluation gave those rows
     import dataclasses

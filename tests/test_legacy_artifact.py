@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from crpbot.config import TrainConfig
+from crpbot.data.bars import default_input, load_bars
 from crpbot.evaluation.evaluate import stored_split_data
 from crpbot.model.predictor import load_predictor
+from crpbot.model.serving import LiveModel
 from crpbot.registry.artifact import verify_artifact
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -37,6 +39,10 @@ def test_a_pre_move_ensemble_loads_and_predicts_the_same() -> None:
     np.testing.assert_allclose(raw[:20], expected["val_raw_probs_first_20"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(probs[:20], expected["val_probs_first_20"], rtol=0, atol=1e-6)
     assert abs(probs.mean() - expected["val_mean_prob"]) < 1e-6
+    # from before familiarity.json: unknown (None), never "familiar", in batch and in serving
+    assert predictor.familiarity is None and predictor.familiar_at(data.features, ends) is None
+    [served] = LiveModel.load(path).predict(load_bars(default_input("ETH")), max_staleness=None)
+    assert served.familiar is None and served.to_dict()["familiar"] is None
 
 
 def test_artifact_json_names_no_module_paths(train_tiny_artifact) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -14,6 +12,7 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
+from cli_probe import run_commands_in_a_fresh_process
 
 from crpbot.cli import main
 from crpbot.data.bars import default_input
@@ -69,6 +68,24 @@ def test_demo_pipeline_refuses_with_reasons(ray_session, tmp_path, capsys) -> No
     assert "net bps/trade [95% CI]" in out
     assert (run_dir / "report.md").read_text().startswith("# crpbot pipeline run (smoke budget)")
 
+    # What a newcomer sees (stdout is no terminal here: plain lines): each coin's stages and end,
+    # then the table, last; the workers' output (Ray Train, Tune, the chains) is in the log only.
+    lines = out.splitlines()
+    assert lines[-1] == "Batch: 0/3 coins pass (quorum 2) -> NOT PROMOTED"
+    assert lines[-6].startswith("coin     model     test acc") and lines[-7].startswith("Run report: ")
+    assert "pid=" not in out and "Epoch" not in out and "raylet" not in out
+    stages = {"BTC-USD: recipe", "ETH-USD: search", "SOL-USD: ensemble", "BTC-USD: test evaluation"}
+    assert stages <= set(lines)
+    assert sum(line.startswith("== ") for line in lines) == 3 and len(lines) < 40
+    log = (run_dir / "pipeline.log").read_text()
+    for coin in summary["coins"]:
+        name = coin["coin"]
+        assert f"[{name}] Epoch 1/" in log and f"[{name} seed 1] Epoch 1/" in log  # Train, ensemble
+        assert f"[{name}] trial 4/4 done" in log and f"[{name}] Evaluation written to" in log
+    # Ray's known harmless warnings, silenced at their source by their own settings
+    for noise in ("PreemptionWatcher", "Experiment state snapshotting", "Configuration for experiment"):
+        assert noise not in log
+
     # The coins ran side by side: every pair of chains overlapped in time.
     timeline = json.loads((run_dir / "pipeline.json").read_text())
     spans = [
@@ -81,12 +98,14 @@ def test_demo_pipeline_refuses_with_reasons(ray_session, tmp_path, capsys) -> No
     )
 
 
-def test_a_passing_batch_is_promoted_and_pushed(ray_session, s3_endpoint, tmp_path, monkeypatch) -> None:
+def test_a_passing_batch_is_promoted_and_pushed(
+    ray_session, s3_endpoint, tmp_path, monkeypatch, capsys
+) -> None:
     """With thresholds any model meets, the recipe passes validation (no search) and is promoted.
 
     Run state goes to S3 too, as on a multi-node cluster. BTC's chain process is killed while it
     runs (as the kernel's OOM killer would): BTC is reported as failed and fails the gate, and
-    ETH's finished result is still promoted.
+    ETH's finished result is still promoted. ``verbose``: the workers' output streams as it comes.
     """
     import boto3
     from ray.util.state import list_tasks
@@ -113,6 +132,7 @@ def test_a_passing_batch_is_promoted_and_pushed(ray_session, s3_endpoint, tmp_pa
             bucket="crpbot-models",
             endpoint_url=s3_endpoint,
             thresholds=lax,
+            verbose=True,
         )
         deadline = time.monotonic() + 120
         while not (chains := this_runs_btc_chain()):
@@ -123,6 +143,9 @@ def test_a_passing_batch_is_promoted_and_pushed(ray_session, s3_endpoint, tmp_pa
 
     failed, outcome = result.outcomes
     assert failed.coin == "BTC-USD" and failed.failed and failed.error and failed.stage == "failed"
+    out = capsys.readouterr().out
+    assert "(RayTrainWorker pid=" in out and "[ETH-USD] Epoch 1/" in out  # streamed, as before
+    assert f"== BTC-USD: failed: {failed.error}" in out
     assert result.batch["failed_coins"] == ["BTC-USD"]
     assert any(reason.startswith("BTC-USD: chain failed: ") for reason in result.batch["reasons"])
     timeline = json.loads((tmp_path / "run" / "pipeline.json").read_text())
@@ -208,7 +231,7 @@ def test_bad_pipeline_arguments_are_one_line_errors(tmp_path) -> None:
     for coin in ("BTC-USD", "ETH-USD"):
         (inputs / f"{coin}_1m.parquet").symlink_to(default_input(coin))
     (inputs / "SOL-USD_1m.parquet").write_bytes(b"PAR1 not a parquet file PAR1")
-    for args, message in [
+    cases = [
         (["--coins", "BTC,DOGE"], "unknown coin 'DOGE'"),
         (["--coins", "BTC,btc"], "listed twice"),
         (["--coins", " , "], "no coins given"),
@@ -223,18 +246,18 @@ def test_bad_pipeline_arguments_are_one_line_errors(tmp_path) -> None:
         (["--storage", "s3://"], "no bucket"),
         (["--storage", "s3:/bucket"], "malformed S3 URI"),
         (["--storage", "gs://bucket/runs"], "unsupported scheme 'gs'"),
-    ]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "crpbot", "pipeline", *args, "--run-dir", str(tmp_path / "run")],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
-        assert proc.stdout == "", "the pipeline started before failing"
-        assert not (tmp_path / "run").exists()
-        assert not (tmp_path / "s3:").exists()
+    ]
+    results = run_commands_in_a_fresh_process(
+        [["pipeline", *args, "--run-dir", str(tmp_path / "run")] for args, _ in cases],
+        cwd=tmp_path,
+        watched=[tmp_path / "run", tmp_path / "s3:"],
+    )
+    for (args, message), run in zip(cases, results, strict=True):
+        assert run.code == 2, (args, run.stderr)
+        assert run.stderr.count("\n") == 1 and message in run.stderr, run.stderr
+        assert run.stdout == "", "the pipeline started before failing"
+        assert not run.ray_started, args
+        assert run.existing == [], args
 
 
 def test_a_run_that_fails_before_writing_leaves_no_run_dir(tmp_path, monkeypatch) -> None:

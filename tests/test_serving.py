@@ -48,8 +48,11 @@ def test_predict_on_bars_up_to_t_equals_evaluate_for_row_t(tiny_model, bars, tmp
     assert set(segments) == {0, 1}, "the scored rows must span the gap"
     rng = np.random.default_rng(0)
     first_after_gap = np.flatnonzero(segments == 1)[:5]
-    picks = np.r_[first_after_gap, rng.choice(len(scored), size=55, replace=False)]
+    unfamiliar = np.flatnonzero(~scored["familiar"].to_numpy())[:5]
+    assert len(unfamiliar) > 0, "the sample's test split should hold a few unfamiliar windows"
+    picks = np.r_[first_after_gap, unfamiliar, rng.choice(len(scored), size=50, replace=False)]
     model = LiveModel.load(tiny_model)
+    flags: dict[int, bool | None] = {}
 
     def live(i: int) -> float:
         t = rows[i]
@@ -59,10 +62,13 @@ def test_predict_on_bars_up_to_t_equals_evaluate_for_row_t(tiny_model, bars, tmp
         )
         [prediction] = model.predict(head, now=bars.frame["timestamp"].iloc[t] + MINUTE)
         assert prediction.timestamp == scored["timestamp"].iloc[i]
+        flags[i] = prediction.familiar
         return prediction.prob_up
 
     served = np.array([live(i) for i in picks])
     assert np.abs(served - scored["prob_up"].to_numpy()[picks]).max() <= 1e-6
+    # the familiar flag too, from bars up to t only: evaluate's batch flags read no future bar
+    assert [flags[i] for i in picks] == scored["familiar"].to_numpy()[picks].tolist()
     # the same check fails when the live slice keeps only the warm-up, not the averages' history
     monkeypatch.setattr(model, "history_bars", WARMUP_BARS)
     deep = [i for i in picks if np.sum(bars.segment_ids[: rows[i] + 1] == segments[i]) > 1000][:10]
@@ -86,6 +92,8 @@ def test_an_ensemble_is_served_with_its_temperature_like_evaluation_scores_it(ti
     for t, expected in zip(rows, scored.probs[::2000], strict=True):
         [prediction] = model.predict(bars.frame.iloc[: t + 1], max_staleness=None)
         assert abs(prediction.prob_up - expected) <= 1e-6
+    # the ensemble's familiarity is fitted on its members' train rows: the member's, exactly
+    assert predictor.familiarity.threshold == load_predictor(member).familiarity.threshold
 
 
 def test_cli_json_is_one_parseable_object_for_the_latest_bars(tiny_model, bars, sample_path, capsys):
@@ -101,6 +109,8 @@ def test_cli_json_is_one_parseable_object_for_the_latest_bars(tiny_model, bars, 
     assert stamps == [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in bars.frame["timestamp"].iloc[-3:]]
     expected = LiveModel.load(tiny_model).predict(bars, last=3, max_staleness=None)
     assert [p["prob_up"] for p in record["predictions"]] == [p.prob_up for p in expected]
+    assert [p["familiar"] for p in record["predictions"]] == [p.familiar for p in expected]
+    assert all(isinstance(p["familiar"], bool) for p in record["predictions"])
     assert all(0 < p["prob_up"] < 1 for p in record["predictions"])
 
     # the bundled sample ended long ago: refused by default, one line, exit 2

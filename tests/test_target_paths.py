@@ -6,14 +6,13 @@ retrain comparison against a 15-minute direction model, and the bad-input errors
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from cli_probe import run_commands_in_a_fresh_process
 from tiny import TINY_GRU
 
 from crpbot.cli import main
@@ -99,45 +98,24 @@ def test_net_direction_trains_only_on_moves_beyond_the_round_trip(sample_path):
     assert len(traded) > len(rows)  # the small moves stay in the backtest's rows
 
 
-PROBE = (
-    "import sys; from crpbot.cli import main; code = main(sys.argv[1:]); "
-    "ray = sys.modules.get('ray'); assert ray is None or not ray.is_initialized(), 'ray started'; "
-    "sys.exit(code)"
-)
-
-
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
+def test_bad_target_and_horizon_are_one_line_errors_before_ray(tmp_path):
+    cases = [
         ({"target": "returns"}, "invalid config value target='returns': expected one of direction, "),
         ({"horizon": 0}, "invalid config value horizon=0: must be >= 1"),
         ({"target": "triple_barrier", "barrier_k": 0}, "invalid config value barrier_k=0.0: must be > 0"),
         ({"vol_window": 100}, "invalid config value vol_window=100: only the volatility target uses it"),
         ({"horizon": 40_000}, "invalid config value horizon=40000: lookback 20 + horizon 40000 bars exceed"),
-    ],
-)
-def test_bad_target_and_horizon_are_one_line_errors_before_ray(tmp_path, changes, message):
-    config = tmp_path / "bad.yaml"
-    config.write_text(yaml.safe_dump({**TINY_GRU.to_dict(), **changes}))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            PROBE,
-            "train",
-            "--coin",
-            "BTC",
-            "--config",
-            str(config),
-            "--out",
-            str(tmp_path / "m"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 2, run.stderr
-    assert run.stderr.count("\n") == 1 and message in run.stderr, run.stderr
-    assert not (tmp_path / "m").exists()
+    ]
+    commands = []
+    for i, (changes, _) in enumerate(cases):
+        config = tmp_path / f"bad{i}.yaml"
+        config.write_text(yaml.safe_dump({**TINY_GRU.to_dict(), **changes}))
+        commands.append(["train", "--coin", "BTC", "--config", str(config), "--out", str(tmp_path / "m")])
+    results = run_commands_in_a_fresh_process(commands, cwd=tmp_path, watched=[tmp_path / "m"])
+    for (changes, message), run in zip(cases, results, strict=True):
+        assert run.code == 2, run.stderr
+        assert run.stderr.count("\n") == 1 and message in run.stderr, run.stderr
+        assert not run.ray_started and run.existing == [], changes
 
 
 def test_a_horizon_longer_than_any_gap_free_run_is_named(sample_path):

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from cli_probe import run_commands_in_a_fresh_process
 from tiny import TINY_GRU
 
 from crpbot.cli import main
@@ -144,16 +143,11 @@ def test_bad_timeframes_are_one_line_errors(value, message):
 def test_a_timeframe_longer_than_the_lookback_fails_the_command_before_ray(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({**TINY_GRU.to_dict(), "timeframes": [60]}))
-    probe = (
-        "import sys; from crpbot.cli import main; code = main(sys.argv[1:]); "
-        "ray = sys.modules.get('ray'); assert ray is None or not ray.is_initialized(), 'ray started'; "
-        "sys.exit(code)"
-    )
     command = ["train", "--coin", "BTC", "--config", str(config), "--out", str(tmp_path / "m")]
-    run = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True)
-    assert run.returncode == 2, run.stderr
+    (run,) = run_commands_in_a_fresh_process([command], cwd=tmp_path, watched=[tmp_path / "m"])
+    assert run.code == 2, run.stderr
     assert run.stderr.count("\n") == 1 and "timeframes=[60]: each must be <= lookback 20" in run.stderr
-    assert not (tmp_path / "m").exists()
+    assert not run.ray_started and run.existing == []
 
 
 @pytest.fixture(scope="module")

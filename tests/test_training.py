@@ -232,6 +232,7 @@ def test_artifact_round_trip(data, sample_path, tmp_path) -> None:
     )
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json",
+        "familiarity.json",
         "features.json",
         "history.json",
         "manifest.json",

@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_coin, add_config_settings, add_input, config_with_settings
+from crpbot.cli.options import (
+    add_address,
+    add_coin,
+    add_config_settings,
+    add_input,
+    add_tracking,
+    config_with_settings,
+)
 from crpbot.cli.train import DEFAULT_CONFIG
 
 
@@ -43,11 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, help="artifact directory (default: models/<coin>/ensemble-<timestamp>)"
     )
+    add_tracking(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from crpbot.config import load_config
     from crpbot.errors import CrpbotError
+    from crpbot.integrations.tracking import open_tracker, record_model
     from crpbot.model.ensemble import train_ensemble
 
     if args.seeds < 1:
@@ -55,14 +64,17 @@ def run(args: argparse.Namespace) -> int:
     config = config_with_settings(load_config(args.config), args.set)
     if args.epochs is not None:
         config = config.replace(max_epochs=args.epochs)
-    train_ensemble(
-        config,
-        args.coin,
-        seeds=args.seeds,
-        input_path=args.input,
-        out_dir=args.out,
-        address=args.address,
-        use_gpu=args.gpu,
-        gpu_share=args.gpu_share,
-    )
+    tracker = open_tracker(args, "ensemble")
+    with tracker.run(f"ensemble {args.coin}", tags={"crpbot.config": args.config}) as run_id:
+        artifact = train_ensemble(
+            config,
+            args.coin,
+            seeds=args.seeds,
+            input_path=args.input,
+            out_dir=args.out,
+            address=args.address,
+            use_gpu=args.gpu,
+            gpu_share=args.gpu_share,
+        )
+        record_model(tracker, run_id, artifact)
     return 0

@@ -19,6 +19,7 @@ from crpbot.cli.options import (
     add_coin,
     add_context_input,
     add_gate_and_costs,
+    add_tracking,
     backtest_costs,
     gate_thresholds,
 )
@@ -51,21 +52,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, help="output directory (default: reports/evaluate/<coin>-<model>-<timestamp>)"
     )
+    add_tracking(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from crpbot.data.cross_asset import parse_context_inputs
     from crpbot.evaluation.evaluate import evaluate_model
+    from crpbot.integrations.tracking import open_tracker, record_evaluation
 
     thresholds, costs = gate_thresholds(args), backtest_costs(args)  # checked before anything loads
-    evaluate_model(
-        args.model,
-        input_path=args.input,
-        context_inputs=parse_context_inputs(args.context_input),
-        out_dir=args.out,
-        thresholds=thresholds,
-        costs=costs,
-        trade_threshold=args.trade_threshold,
-        coin=args.coin,
-    )
+    context_inputs = parse_context_inputs(args.context_input)
+    tracker = open_tracker(args, "evaluate")
+    with tracker.run(f"evaluate {args.model.name}", tags={"crpbot.model": args.model.resolve()}) as run_id:
+        result = evaluate_model(
+            args.model,
+            input_path=args.input,
+            context_inputs=context_inputs,
+            out_dir=args.out,
+            thresholds=thresholds,
+            costs=costs,
+            trade_threshold=args.trade_threshold,
+            coin=args.coin,
+        )
+        record_evaluation(tracker, run_id, result.out_dir)
     return 0

@@ -183,3 +183,14 @@ def gate_thresholds(args: argparse.Namespace) -> GateThresholds:
 def backtest_costs(args: argparse.Namespace) -> Costs:
     """The backtest's fills given by :func:`add_gate_and_costs` options."""
     return Costs(fee_bps=args.fee_bps, slippage_bps=args.slippage_bps, entry_delay_bars=args.entry_delay_bars)
+
+
+def add_tracking(parser: argparse.ArgumentParser) -> None:
+    """Where the run is recorded in MLflow (crpbot.integrations.tracking): ``--tracking-uri``,
+    ``--no-tracking``."""
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking store for this run, e.g. http://host:5000 (default: $CRPBOT_TRACKING_URI, "
+        "else sqlite:///runs/mlflow.db under the working directory; 'off' is --no-tracking)",
+    )
+    parser.add_argument("--no-tracking", action="store_true", help="do not record this run in MLflow")

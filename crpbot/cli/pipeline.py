@@ -4,10 +4,12 @@ Usage: crpbot pipeline [--coins BTC,ETH,SOL] [--budget smoke|full|gpu|gbdt-smoke
        [--gpu] [--input-dir DIR] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
        [--bucket B [--prefix P] [--endpoint-url URL]] [--gate-on ci-lower|point]
        [--ece max|equal-width|equal-mass] [--net-pnl require|report] [--fee-bps 10] [--slippage-bps 0]
-       [--entry-delay-bars 1]
+       [--entry-delay-bars 1] [--verbose]
 
-Exit status 0 whether or not the batch is promoted (a refusal is a result, printed with its
-reasons); non-zero only for errors.
+While the coins run it shows one progress row per coin (plain lines when not on a terminal) and
+ends with the table; every worker's output goes to <run-dir>/pipeline.log (--verbose: to the
+terminal as well, as it comes). Exit status 0 whether or not the batch is promoted (a refusal is
+a result, printed with its reasons); non-zero only for errors.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from crpbot.cli.options import (
     add_address,
     add_gate_and_costs,
+    add_tracking,
     backtest_costs,
     cluster_settings,
     gate_thresholds,
@@ -61,24 +64,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="crpbot", help="key prefix in the bucket (default crpbot)")
     parser.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto); default: AWS, or AWS_ENDPOINT_URL")
     add_gate_and_costs(parser, quorum=True)
+    add_tracking(parser)
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every worker's output (Ray Train, Tune, the chains) as it comes, instead of a "
+        "progress row per coin; it goes to <run-dir>/pipeline.log either way",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from crpbot.integrations.tracking import open_tracker, record_pipeline
     from crpbot.pipeline.run import run_pipeline
 
     coins = [coin.strip() for coin in args.coins.split(",") if coin.strip()]
-    run_pipeline(
-        coins,
-        budget=args.budget,
-        cluster=cluster_settings(args),
-        thresholds=gate_thresholds(args),
-        costs=backtest_costs(args),
-        input_dir=args.input_dir,
-        run_dir=args.run_dir,
-        registry_root=args.registry,
-        storage=args.storage,
-        bucket=args.bucket,
-        prefix=args.prefix,
-        endpoint_url=args.endpoint_url,
-    )
+    tracker = open_tracker(args, "pipeline")
+    with tracker.run(f"pipeline {','.join(coins)} ({args.budget})") as run_id:
+        result = run_pipeline(
+            coins,
+            budget=args.budget,
+            cluster=cluster_settings(args),
+            thresholds=gate_thresholds(args),
+            costs=backtest_costs(args),
+            input_dir=args.input_dir,
+            run_dir=args.run_dir,
+            registry_root=args.registry,
+            storage=args.storage,
+            bucket=args.bucket,
+            prefix=args.prefix,
+            endpoint_url=args.endpoint_url,
+            verbose=args.verbose,
+        )
+        record_pipeline(tracker, run_id, result, args.registry)
     return 0

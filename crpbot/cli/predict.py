@@ -20,8 +20,16 @@ from crpbot.cli.options import add_coin, add_context_input
 EPILOG = (
     "--json prints one object: {coin, version, model, horizon_minutes, target ({name, horizon, "
     "its parameters}: what prob_up is the probability of, label 1), predictions: "
-    "[{timestamp (bar open, UTC ISO 8601), prob_up}, ...]} (oldest first)."
+    "[{timestamp (bar open, UTC ISO 8601), prob_up, familiar}, ...]} (oldest first). familiar: "
+    "the window lies inside what the model saw in training (false: do not act on it; null: unknown, "
+    "the model predates familiarity.json)."
 )
+
+FAMILIAR_TEXT = {
+    True: "familiar",
+    False: "UNFAMILIAR (outside training's features: abstain)",
+    None: "familiarity unknown (model predates it)",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
                     "horizon_minutes": model.horizon,
                     "target": model.target.to_dict(),
                     "predictions": [
-                        {key: p.to_dict()[key] for key in ("timestamp", "prob_up")} for p in predictions
+                        {key: p.to_dict()[key] for key in ("timestamp", "prob_up", "familiar")}
+                        for p in predictions
                     ],
                 }
             )
@@ -107,6 +116,6 @@ def run(args: argparse.Namespace) -> int:
         for p in predictions:
             print(
                 f"{p.coin} {p.to_dict()['timestamp']}  {model.target.question()} = {p.prob_up:.4f}  "
-                f"model {p.version}"
+                f"{FAMILIAR_TEXT[p.familiar]}  model {p.version}"
             )
     return 0

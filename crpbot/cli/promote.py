@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_coin
+from crpbot.cli.options import add_coin, add_tracking
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,15 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", help="also push the coin's versions and pointer to this S3 bucket")
     parser.add_argument("--prefix", default="crpbot", help="S3 key prefix (default: crpbot)")
     parser.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto); default: AWS or $AWS_ENDPOINT_URL")
+    add_tracking(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from crpbot.integrations.tracking import mirror_champion, open_tracker
     from crpbot.registry.local import promote
     from crpbot.registry.transfer import push
 
     promoted = promote(args.model, args.coin, root=args.registry, version=args.version)
     state = "promoted" if promoted.new else "already promoted, now current:"
     print(f"{promoted.coin} {state} {promoted.version} ({promoted.path})")
+    mirror_champion(open_tracker(args, None), promoted.coin, args.registry)
     if args.bucket:
         for pushed in push(
             args.registry, args.bucket, coin=promoted.coin, prefix=args.prefix, endpoint_url=args.endpoint_url

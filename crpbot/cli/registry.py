@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from crpbot.cli.options import add_tracking
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -32,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rollback = actions.add_parser("rollback", help="point current at an earlier version")
     rollback.add_argument("coin")
     rollback.add_argument("version")
+    add_tracking(rollback)
 
     history = actions.add_parser("history", help="the coin's promotions, rollbacks and retrain decisions")
     history.add_argument("coin")
@@ -83,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "rollback":
         restored = local.rollback(args.coin, args.version, root=args.registry)
         print(f"{restored.coin} current -> {restored.version}")
+        from crpbot.integrations.tracking import mirror_champion, open_tracker
+
+        mirror_champion(open_tracker(args, None), restored.coin, args.registry)
     elif args.action == "history":
         from crpbot.registry.history import describe, read_history
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from crpbot.cli.options import (
     add_address,
     add_gate_and_costs,
+    add_tracking,
     backtest_costs,
     cluster_settings,
     gate_thresholds,
@@ -60,25 +61,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default: the champion stays",
     )
     add_gate_and_costs(parser, quorum=False)
+    add_tracking(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from crpbot.integrations.tracking import open_tracker, record_retrain
     from crpbot.pipeline.retrain import run_retrain
 
     coins = [coin.strip() for coin in args.coins.split(",") if coin.strip()]
-    run_retrain(
-        coins,
-        input_dir=args.input_dir,
-        budget=args.budget,
-        cluster=cluster_settings(args),
-        thresholds=gate_thresholds(args),
-        costs=backtest_costs(args),
-        run_dir=args.run_dir,
-        registry_root=args.registry,
-        storage=args.storage,
-        bucket=args.bucket,
-        prefix=args.prefix,
-        endpoint_url=args.endpoint_url,
-        promote_unjudged=args.promote_unjudged,
-    )
+    tracker = open_tracker(args, "retrain")
+    with tracker.run(f"retrain {','.join(coins)} ({args.budget})") as run_id:
+        decisions = run_retrain(
+            coins,
+            input_dir=args.input_dir,
+            budget=args.budget,
+            cluster=cluster_settings(args),
+            thresholds=gate_thresholds(args),
+            costs=backtest_costs(args),
+            run_dir=args.run_dir,
+            registry_root=args.registry,
+            storage=args.storage,
+            bucket=args.bucket,
+            prefix=args.prefix,
+            endpoint_url=args.endpoint_url,
+            promote_unjudged=args.promote_unjudged,
+        )
+        record_retrain(tracker, run_id, decisions, args.run_dir, args.registry)
     return 0

@@ -17,6 +17,7 @@ from crpbot.cli.options import (
     add_config_settings,
     add_context_input,
     add_input,
+    add_tracking,
     config_with_settings,
 )
 from crpbot.config import CONFIG_DIR
@@ -53,11 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Ray Train checkpoint storage: a path or s3://bucket/prefix "
         "(default: runs/train; shared storage on a multi-node cluster)",
     )
+    add_tracking(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from crpbot.config import load_config
     from crpbot.data.cross_asset import parse_context_inputs
+    from crpbot.integrations.tracking import open_tracker, record_model
     from crpbot.model.trainer import train
 
     config = config_with_settings(load_config(args.config), args.set)
@@ -66,17 +69,21 @@ def run(args: argparse.Namespace) -> int:
     }
     if overrides:
         config = config.replace(**overrides)
-    artifact = train(
-        config,
-        args.coin,
-        input_path=args.input,
-        context_inputs=parse_context_inputs(args.context_input),
-        data_dir=args.data_dir,
-        num_workers=args.workers,
-        use_gpu=args.gpu,
-        address=args.address,
-        out_dir=args.out,
-        storage_path=args.storage,
-    )
+    context_inputs = parse_context_inputs(args.context_input)
+    tracker = open_tracker(args, "train")
+    with tracker.run(f"train {args.coin or 'global'}", tags={"crpbot.config": args.config}) as run_id:
+        artifact = train(
+            config,
+            args.coin,
+            input_path=args.input,
+            context_inputs=context_inputs,
+            data_dir=args.data_dir,
+            num_workers=args.workers,
+            use_gpu=args.gpu,
+            address=args.address,
+            out_dir=args.out,
+            storage_path=args.storage,
+        )
+        record_model(tracker, run_id, artifact)
     print(f"Model artifact written to {artifact}")
     return 0

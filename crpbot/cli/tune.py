@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_coin, add_input
+from crpbot.cli.options import add_address, add_coin, add_input, add_tracking
 from crpbot.config import CONFIG_DIR
 
 DEFAULT_SPACE = CONFIG_DIR / "fallback_search.yaml"
@@ -50,25 +50,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="where results.csv and best.yaml go (default: the experiment directory, or runs/<name> for s3)",
     )
+    add_tracking(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from crpbot.integrations.tracking import absorb_callbacks, open_tracker, record_search, tune_callbacks
     from crpbot.search.space import load_search_space
     from crpbot.search.tune import run_search
 
     space = load_search_space(args.config)
-    run_search(
-        space,
-        args.coin,
-        input_path=args.input,
-        data_dir=args.data_dir,
-        num_samples=args.num_samples,
-        max_epochs=args.epochs,
-        storage=args.storage,
-        name=args.name,
-        resume=args.resume,
-        address=args.address,
-        use_gpu=args.gpu,
-        output_dir=args.out,
-    )
+    tracker = open_tracker(args, "tune")
+    name = f"tune {args.name or args.coin} ({args.config.name})" + (" resumed" if args.resume else "")
+    with tracker.run(name, tags={"crpbot.space": args.config.resolve()}) as run_id:
+        # a resumed search's trials stay under its first parent run: Tune restores its callbacks
+        callbacks = [] if args.resume else tune_callbacks(tracker, run_id)
+        result = run_search(
+            space,
+            args.coin,
+            input_path=args.input,
+            data_dir=args.data_dir,
+            num_samples=args.num_samples,
+            max_epochs=args.epochs,
+            storage=args.storage,
+            name=args.name,
+            resume=args.resume,
+            address=args.address,
+            use_gpu=args.gpu,
+            output_dir=args.out,
+            callbacks=callbacks,
+        )
+        absorb_callbacks(tracker, callbacks)
+        record_search(tracker, run_id, result, args.coin, args.input)
     return 0

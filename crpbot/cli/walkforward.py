@@ -21,6 +21,7 @@ from crpbot.cli.options import (
     add_config_settings,
     add_gate_and_costs,
     add_input,
+    add_tracking,
     backtest_costs,
     cluster_settings,
     config_with_settings,
@@ -74,12 +75,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output directory (default: runs/walkforward-<coin>-<timestamp>); reused to resume",
     )
     add_gate_and_costs(parser, quorum=False)
+    add_tracking(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from crpbot.config import load_config
     from crpbot.data.folds import FoldSpec
     from crpbot.experiments.walkforward import run_walkforward
+    from crpbot.integrations.tracking import open_tracker, record_walkforward
 
     spec = FoldSpec(
         train_days=args.train_days,
@@ -89,14 +92,23 @@ def run(args: argparse.Namespace) -> int:
         window=args.window,
         folds=args.folds,
     )
-    result = run_walkforward(
+    config, cluster, thresholds, costs = (
         config_with_settings(load_config(args.config), args.set),
-        args.coin,
-        spec,
-        input_path=args.input,
-        out_dir=args.out,
-        cluster=cluster_settings(args),
-        thresholds=gate_thresholds(args),
-        costs=backtest_costs(args),
+        cluster_settings(args),
+        gate_thresholds(args),
+        backtest_costs(args),
     )
+    tracker = open_tracker(args, "walkforward")
+    with tracker.run(f"walkforward {args.coin}", tags={"crpbot.config": args.config}) as run_id:
+        result = run_walkforward(
+            config,
+            args.coin,
+            spec,
+            input_path=args.input,
+            out_dir=args.out,
+            cluster=cluster,
+            thresholds=thresholds,
+            costs=costs,
+        )
+        record_walkforward(tracker, run_id, result.out_dir)
     return 0 if not result.summary["folds_failed"] else 1

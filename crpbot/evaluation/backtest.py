@@ -12,6 +12,9 @@ position is held ``horizon`` minutes from there (its return is row t+1's forward
 signal whose entry bar is not among the rows (past the end, or in a gap) is not traded.
 ``entry_delay_bars=0`` enters at close[t], the last bar the model saw, with no latency -- the
 recipe's backtest, which credits the model with moves no order could have caught.
+``same_side_reentry_bars`` (default 0) makes a new position on the side of the one just closed wait
+that many bars after the close (a reversal still opens at the close): freqtrade's backtester waits
+1, since it processes a candle's entries before its exits (``crpbot.integrations``, RESULTS.md).
 ``slippage_bps`` is the allowance for the fill price itself. ``win_rate`` is after costs
 (the net PnL of the trade > 0); ``gross_win_rate`` is the share of trades whose direction was
 right before costs (side * forward return > 0; a flat move is not a win), and
@@ -54,20 +57,25 @@ TRADES_FILE = "trades.parquet"  # an evaluation's trades: entry_time, side, net_
 
 @dataclass(frozen=True)
 class Costs:
-    """How the backtest fills: fee and slippage per side (bps) and the bars between signal and entry."""
+    """How the backtest fills: fee and slippage per side (bps), the bars between signal and entry, and
+    the bars a same-side position waits after the previous one closed."""
 
     fee_bps: float = DEFAULT_FEE_BPS
     slippage_bps: float = DEFAULT_SLIPPAGE_BPS
     entry_delay_bars: int = DEFAULT_ENTRY_DELAY_BARS
+    same_side_reentry_bars: int = 0
 
     def __post_init__(self) -> None:
         for name, bps in (("fee", self.fee_bps), ("slippage", self.slippage_bps)):
             number = isinstance(bps, (int, float)) and not isinstance(bps, bool)
             if not (number and math.isfinite(bps) and bps >= 0):
                 raise CrpbotError(f"invalid {name} {bps} bps: must be a finite number >= 0")
-        delay = self.entry_delay_bars
-        if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
-            raise CrpbotError(f"invalid entry delay {delay!r} bars: must be an integer >= 0")
+        for name, bars in (
+            ("entry delay", self.entry_delay_bars),
+            ("same-side re-entry", self.same_side_reentry_bars),
+        ):
+            if isinstance(bars, bool) or not isinstance(bars, int) or bars < 0:
+                raise CrpbotError(f"invalid {name} {bars!r} bars: must be an integer >= 0")
 
     @property
     def per_side_bps(self) -> float:
@@ -133,15 +141,20 @@ def run_backtest(
     fill_rows: list[int] = []
     unfilled = 0
     free_at = np.iinfo(np.int64).min
+    same_side_free_at, last_side = free_at, 0
     for row, entry_time, fill in zip(signals, entry_times, entry_rows, strict=True):
         if entry_time < free_at:
             continue  # a position is open
+        if signal[row] == last_side and entry_time < same_side_free_at:
+            continue  # the same side again, before the re-entry wait is over
         if fill < 0:
             unfilled += 1
             continue
         signal_rows.append(row)
         fill_rows.append(fill)
         free_at = entry_time + hold_ns
+        same_side_free_at = free_at + costs.same_side_reentry_bars * MINUTE_NS
+        last_side = signal[row]
     rows = np.asarray(fill_rows, dtype=np.int64)
     sides = signal[np.asarray(signal_rows, dtype=np.int64)]
     gross = sides * forward_returns[rows]
@@ -152,6 +165,7 @@ def run_backtest(
     summary: dict[str, float | int | None] = {
         "threshold": float(threshold),
         "entry_delay_bars": costs.entry_delay_bars,
+        "same_side_reentry_bars": costs.same_side_reentry_bars,
         "fee_bps": float(costs.fee_bps),
         "slippage_bps": float(costs.slippage_bps),
         "cost_bps_per_side": costs.per_side_bps,

@@ -49,6 +49,7 @@ from crpbot.evaluation.metrics import (
     edge_over_baseline,
     equal_mass_calibration_error,
     expected_calibration_error,
+    subset_accuracy,
 )
 from crpbot.evaluation.report import summary_lines, write_report
 from crpbot.model.predictions import Predictions
@@ -72,6 +73,7 @@ VALIDATION_NOTE = (
     "so these numbers flatter the model; the test split is the honest estimate"
 )
 MINUTE_NS = 60 * 1_000_000_000
+UNKNOWN_FAMILIARITY = "unknown: the artifact predates familiarity.json, so no window can be flagged"
 
 
 @dataclass(frozen=True)
@@ -148,16 +150,7 @@ def evaluate_model(
     validation = predictor.predictions(original, "val") if original is not None else None
     tau, tau_source = trade_threshold, "given"
     if tau is None and target.directional:
-        chosen = (
-            choose_selective_threshold(validation, thresholds.min_accuracy)
-            if validation is not None
-            else None
-        )
-        tau, tau_source = (
-            (chosen, "selective threshold chosen on val")
-            if chosen is not None
-            else (0.5, "default 0.5 (no threshold reaches min_accuracy on val)")
-        )
+        tau, tau_source = validation_threshold(validation, thresholds.min_accuracy)
 
     # 2. the baselines on the windows the model will be scored on; the logistic and GBDT ones are
     # fitted on train here (GBDT early-stopped on train's tail), and the best one chosen on val,
@@ -205,6 +198,9 @@ def evaluate_model(
     metrics["baselines"] = baselines.accuracies
     metrics["edge_over_best_baseline"] = _edge(test, baselines, test_data.horizon)
     metrics["coverage_curve"] = coverage_curve(test.labels, test.probs)
+    # where serving and the strategy abstain: windows outside what the model saw in training
+    familiar = predictor.familiar_at(test_data.features, traded_rows)
+    metrics["familiarity"] = _familiarity(predictor, familiar, tie, test, test_data.horizon)
     # a target that is not directional has nothing to trade: no backtest, no net return per
     # trade (report.NO_BACKTEST; the gate records that criterion as not applicable)
     trades = (
@@ -254,12 +250,30 @@ def evaluate_model(
     _write_outputs(
         out_dir,
         overwrite,
-        lambda tmp: _fill_output_dir(tmp, metrics, test, baselines.best_up, trades, history),
+        lambda tmp: _fill_output_dir(
+            tmp,
+            metrics,
+            test,
+            baselines.best_up,
+            trades,
+            history,
+            None if familiar is None else familiar[~tie],
+        ),
     )
     for line in summary_lines(metrics):
         log(line)
     log(f"Evaluation written to {out_dir}")
     return EvaluationResult(out_dir=out_dir, metrics=metrics)
+
+
+def validation_threshold(validation: Predictions | None, min_accuracy: float) -> tuple[float, str]:
+    """The backtest's τ and where it came from: the selective threshold chosen on ``validation``,
+    else 0.5 (trade every window). The freqtrade strategy trades at the same τ
+    (``crpbot.integrations.freqtrade_strategy``)."""
+    chosen = choose_selective_threshold(validation, min_accuracy) if validation is not None else None
+    if chosen is not None:
+        return chosen, "selective threshold chosen on val"
+    return 0.5, "default 0.5 (no threshold reaches min_accuracy on val)"
 
 
 def _edge(test: Predictions, baselines: BaselineScores, horizon: int) -> dict[str, Any]:
@@ -279,6 +293,27 @@ def _edge(test: Predictions, baselines: BaselineScores, horizon: int) -> dict[st
         return edge
     edge.update(edge_over_baseline(test.labels, test.probs, baselines.best_up, horizon=horizon))
     return edge
+
+
+def _familiarity(
+    predictor: Predictor, familiar: np.ndarray | None, tie: np.ndarray, test: Predictions, horizon: int
+) -> dict[str, Any]:
+    """metrics.json's ``familiarity``: the share of test windows (``familiar``: every traded window's
+    flag) outside what the model saw in training, and accuracy on either side with CIs. The threshold
+    was chosen on validation when the model was trained; test only reads it."""
+    if predictor.familiarity is None or familiar is None:
+        return {"available": False, "note": UNKNOWN_FAMILIARITY}
+    record = predictor.familiarity.to_dict()
+    scored = familiar[~tie]
+    return {
+        "available": True,
+        **{key: record[key] for key in ("method", "quantile", "threshold", "threshold_chosen_on")},
+        "test_windows": len(familiar),
+        "test_unfamiliar": int((~familiar).sum()),
+        "test_share_unfamiliar": float((~familiar).mean()),
+        "accuracy_familiar": subset_accuracy(test.labels, test.probs, scored, horizon=horizon),
+        "accuracy_unfamiliar": subset_accuracy(test.labels, test.probs, ~scored, horizon=horizon),
+    }
 
 
 def stored_split_data(predictor: Predictor, context_inputs: dict[str, str | Path] | None = None) -> Any:
@@ -433,9 +468,11 @@ def _fill_output_dir(
     baseline_up: np.ndarray | None,
     trades: BacktestResult | None,
     history: list[dict[str, Any]],
+    familiar: np.ndarray | None = None,
 ) -> None:
     """predictions.parquet (with ``baseline_up``: the best baseline's direction per row, when one
-    was chosen on validation), trades.parquet (the backtest's trades: entry time, side, net
+    was chosen on validation; ``familiar``: the row's window lies inside what the model saw in
+    training, when the artifact says), trades.parquet (the backtest's trades: entry time, side, net
     return), metrics.json, report.md and the plots."""
     import pandas as pd
 
@@ -446,6 +483,8 @@ def _fill_output_dir(
     }
     if baseline_up is not None:
         columns["baseline_up"] = baseline_up.astype(np.int8)
+    if familiar is not None:
+        columns["familiar"] = familiar.astype(bool)
     frame = pd.DataFrame(columns)
     frame.to_parquet(directory / "predictions.parquet", index=False)
     if trades is not None:  # none for a target that is not directional

@@ -11,6 +11,7 @@ split's name so that selection steps can refuse the test split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -306,6 +307,28 @@ def coverage_curve(
             }
         )
     return curve
+
+
+def subset_accuracy(
+    labels: np.ndarray, probs: np.ndarray, kept: np.ndarray, *, horizon: int
+) -> dict[str, Any]:
+    """Accuracy on the rows where ``kept`` is true, with :func:`mean_interval`'s CI over those rows in
+    time order (rows within ``horizon`` bars are within ``horizon`` places of each other there, so the
+    HAC lags still cover every shared label); too few rows for an honest CI give no accuracy and a note."""
+    labels, probs = _check(labels, probs)
+    kept = np.asarray(kept, dtype=bool)
+    correct = (predicted_up(probs) == (labels == 1)).astype(np.float64)[kept]
+    record: dict[str, Any] = {"n": len(correct), "accuracy": None, "ci": None}
+    try:
+        interval = mean_interval(correct, horizon=horizon)
+    except CrpbotError as exc:
+        return {**record, "note": str(exc)}
+    return {
+        **record,
+        "accuracy": float(correct.mean()),
+        "ci": [interval.low, interval.high],
+        "ci_method": interval.method,
+    }
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, *, horizon: int) -> dict[str, object]:

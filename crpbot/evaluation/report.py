@@ -100,6 +100,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         *trading,
         "Status: PASS" if gate["passed"] else f"Status: FAIL ({'; '.join(gate['reasons'])})",
         *_recipe_line(gate),
+        f"Familiarity: {familiarity_text(metrics.get('familiarity'))}",
     ]
     selective = gate.get("selective") or {}
     if selective.get("threshold") is not None:
@@ -246,6 +247,7 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "",
         f"CI: {metrics['accuracy_ci_method']}. Calibration: {metrics['ece_definition']}.",
         "",
+        *_familiarity_section(metrics.get("familiarity")),
         *_validation_section(metrics.get("validation")),
         "## Baselines (same rows)",
         "",
@@ -325,6 +327,35 @@ def _baselines_table(metrics: dict[str, Any]) -> list[str]:
         "the last bar's features and lagged returns, fitted on train and early-stopped on the latest 15% "
         "of train (validation stays out of sample for it, so choosing the best baseline there is fair).",
     ]
+
+
+def familiarity_text(familiarity: dict[str, Any] | None) -> str:
+    """One line: the share of test windows flagged unfamiliar (outside training's features)."""
+    if not familiarity or not familiarity.get("available"):
+        return (familiarity or {}).get("note", "not measured")
+    return (
+        f"{familiarity['test_share_unfamiliar']:.2%} of test windows unfamiliar "
+        f"({familiarity['test_unfamiliar']:,} of {familiarity['test_windows']:,}; threshold chosen on val "
+        f"to keep {familiarity['quantile']:.0%} of its windows)"
+    )
+
+
+def _familiarity_section(familiarity: dict[str, Any] | None) -> list[str]:
+    """Where serving abstains: the share of test windows flagged, and accuracy on either side."""
+    out = ["## Familiarity (test split; serving and the strategy abstain on unfamiliar windows)", ""]
+    out += [familiarity_text(familiarity) + ".", ""]
+    if not familiarity or not familiarity.get("available"):
+        return out
+    out += ["| windows | n | accuracy (95% CI) |", "|---|---|---|"]
+    for side in ("familiar", "unfamiliar"):
+        reading = familiarity[f"accuracy_{side}"]
+        value = (
+            f"{reading['accuracy']:.4f} ({reading['ci'][0]:.4f} – {reading['ci'][1]:.4f})"
+            if reading["accuracy"] is not None
+            else f"— ({reading.get('note', 'too few rows')})"
+        )
+        out.append(f"| {side} | {reading['n']:,} | {value} |")
+    return [*out, "", f"Distance: {familiarity['method']}.", ""]
 
 
 def _validation_section(validation: dict[str, Any] | None) -> list[str]:

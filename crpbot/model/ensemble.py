@@ -57,11 +57,13 @@ def build_ensemble(
     calibrate: bool = True,
     overwrite: bool = False,
 ) -> Path:
-    """Assemble member model artifacts into one ensemble artifact (temperature fitted on val).
+    """Assemble member model artifacts into one ensemble artifact (temperature fitted on val;
+    familiarity fitted on train, its threshold on val).
 
     Members must share coin, data recipe, scaler and splits: they differ only in the seed.
     """
     from crpbot.data.timeframes import artifact_manifest
+    from crpbot.model.familiarity import FAMILIARITY_FILE, fit_familiarity
     from crpbot.registry.artifact import read_artifact_json, write_artifact
 
     member_dirs = [Path(d) for d in member_dirs]
@@ -121,6 +123,8 @@ def build_ensemble(
             "features.json": artifact_manifest(first["train_config"].get("timeframes", [])),
             "history.json": history,
             CALIBRATION_FILE: calibration,
+            # refitted on the same train/val rows (members may predate it): train fits, val thresholds
+            FAMILIARITY_FILE: fit_familiarity(data, predictor.lookback),
         },
         data_fingerprint=data.fingerprint,
         copy_dirs=dict(zip(names, member_dirs, strict=True)),

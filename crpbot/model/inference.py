@@ -107,7 +107,9 @@ def save_model_artifact(
     input_path: str | Path | None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a model artifact directory (weights, config, scaler, feature manifest, history).
+    """Write a model artifact directory (weights, config, scaler, feature manifest, history, and
+    familiarity.json: the train-fitted distance and validation-chosen threshold that flag unfamiliar
+    windows, ``crpbot.model.familiarity``; one per coin for a global model, as its scalers).
 
     ``model_state`` is a network's weights, or a GBDT's LightGBM model text (``model.txt``, see
     ``crpbot.model.family.stored_model``).
@@ -120,6 +122,7 @@ def save_model_artifact(
     """
     from crpbot.data.cross_asset import ContextSpec, context_record
     from crpbot.data.timeframes import artifact_manifest
+    from crpbot.model.familiarity import FAMILIARITY_FILE, fit_familiarity
     from crpbot.registry.artifact import write_artifact
 
     stored = stored_model(config, model_state, data)
@@ -164,6 +167,7 @@ def save_model_artifact(
             "scaler.json": scaler_json,
             "features.json": artifact_manifest(config.timeframes),
             "history.json": history,
+            FAMILIARITY_FILE: fit_familiarity(data, config.lookback),
         },
         tensors=stored.tensors,
         text_files=stored.text_files,

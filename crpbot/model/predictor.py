@@ -11,6 +11,11 @@ A global model (one network for several coins) is opened for one of its coins
 (``load_predictor(path, coin=...)``): the predictor then carries that coin's scaler, input
 file and data fingerprint, and feeds the network that coin's index, so evaluation and serving
 treat it like that coin's own model. A coin it was not trained on is refused.
+
+Each predictor also says which windows are familiar (:meth:`Predictor.familiar_at`, aligned with
+:meth:`Predictor.proba_at`): inside what the model saw in training, by the artifact's
+familiarity.json (``crpbot.model.familiarity``). An artifact from before it has none: ``None``,
+"unknown", never a guess.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from crpbot.config import TrainConfig
 from crpbot.data.targets import Target, target_from_record
 from crpbot.errors import CrpbotError
+from crpbot.model.familiarity import FAMILIARITY_FILE, Familiarity
 from crpbot.model.predictions import Predictions
 
 CALIBRATION_FILE = "calibration.json"
@@ -46,6 +52,7 @@ class Predictor:
         temperature: float = 1.0,
         path: Path | None = None,
         coin_index: int | None = None,
+        familiarity: Familiarity | None = None,
     ) -> None:
         if not models:
             raise CrpbotError("a predictor needs at least one model")
@@ -61,6 +68,7 @@ class Predictor:
         self.temperature = float(temperature)
         self.path = path
         self.coin_index = coin_index
+        self.familiarity = familiarity  # None: the artifact predates familiarity.json
 
     @property
     def train_config(self) -> TrainConfig:
@@ -120,6 +128,15 @@ class Predictor:
             device=device,
         )
 
+    def familiar_at(self, features: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+        """Per window ending at rows ``ends`` of scaled ``features``: True when it lies inside what
+        the model saw in training (its last row within the validation-chosen distance), aligned with
+        :meth:`proba_at`; ``None`` (unknown) for an artifact without familiarity.json. Reads only
+        rows ``ends``, whose features are computed from bars up to each end."""
+        if self.familiarity is None:
+            return None
+        return self.familiarity.familiar(np.asarray(features)[np.asarray(ends, dtype=np.int64)])
+
     def proba_at(self, features: np.ndarray, ends: np.ndarray, device: str | None = None) -> np.ndarray:
         """Calibrated P(up) of the windows ending at rows ``ends`` of scaled ``features``."""
         from crpbot.model.calibration import apply_temperature
@@ -171,12 +188,14 @@ def load_predictor(path: str | Path, coin: str | None = None) -> Predictor:
     config_json = read_artifact_json(path, "config.json")
     kind = config_json.get("kind") if isinstance(config_json, dict) else None
     scaler = read_artifact_json(path, "scaler.json")
+    familiarity = read_artifact_json(path, FAMILIARITY_FILE) if (path / FAMILIARITY_FILE).is_file() else None
     temperature = 1.0
     if (path / CALIBRATION_FILE).is_file():
         temperature = float(read_artifact_json(path, CALIBRATION_FILE)["temperature"])
     if kind == "model":
         config_json, scaler, coin_index = _for_coin(config_json, scaler, coin, path)
         model, _ = load_model(path)
+        fitted = _familiarity_of(familiarity, config_json, path)
         return Predictor(
             [model],
             logit_offsets=[stored_logit_offset(config_json, path)],
@@ -185,12 +204,14 @@ def load_predictor(path: str | Path, coin: str | None = None) -> Predictor:
             temperature=temperature,
             path=path,
             coin_index=coin_index,
+            familiarity=fitted,
         )
     if kind == "ensemble":
         members = config_json.get("members")
         if not isinstance(members, list) or not members:
             raise CrpbotError(f"ensemble artifact {path}: config.json lists no members")
         config_json, scaler, coin_index = _for_coin(config_json, scaler, coin, path)
+        fitted = _familiarity_of(familiarity, config_json, path)
         loaded = [load_model(path / member) for member in members]
         offsets = [
             stored_logit_offset(member_json, path / member)
@@ -204,6 +225,7 @@ def load_predictor(path: str | Path, coin: str | None = None) -> Predictor:
             temperature=temperature,
             path=path,
             coin_index=coin_index,
+            familiarity=fitted,
         )
     raise CrpbotError(f"artifact {path}: config.json kind {kind!r} is neither 'model' nor 'ensemble'")
 
@@ -233,6 +255,22 @@ def _for_coin(
         "data_fingerprint": config_json["data_fingerprints"][coin],
     }
     return bound, scaler["coins"][coin], coins.index(coin)
+
+
+def _familiarity_of(record: Any, config_json: dict[str, Any], path: Path) -> Familiarity | None:
+    """The artifact's familiarity (a global model's: the bound coin's), checked to fit its features;
+    ``None`` when the artifact has no familiarity.json."""
+    if record is None:
+        return None
+    if isinstance(record, dict) and "coins" in record:
+        record = record["coins"].get(config_json["coin"]) if isinstance(record["coins"], dict) else None
+    fitted = Familiarity.from_dict(record)
+    if len(fitted.location) != int(config_json["input_size"]):
+        raise CrpbotError(
+            f"artifact {path}: familiarity.json covers {len(fitted.location)} features, "
+            f"the model {config_json['input_size']}"
+        )
+    return fitted
 
 
 def stored_logit_offset(config_json: dict[str, Any], path: str | Path) -> float:

@@ -17,6 +17,10 @@ bar closed longer ago than ``max_staleness`` (the bot's feed stopped; a predicti
 market that has moved on is worse than none). "Stale" is measured from the latest bar's
 close (its open time + 1 minute) to ``now`` (UTC wall clock unless given).
 
+Each prediction says whether its window is familiar: inside what the model saw in training
+(``crpbot.model.familiarity``; a bot should not act on ``familiar=False``); ``None`` for an artifact
+from before familiarity.json existed (unknown, not "familiar").
+
 A model with context coins (``crpbot.data.cross_asset``) also needs each context coin's latest
 bars, ending at the same minute as the target's and gap-free over the same span; anything else
 is refused (one line), since a context feature from another minute would be a different input.
@@ -47,13 +51,16 @@ BAR = pd.Timedelta(minutes=1)
 @dataclass(frozen=True)
 class LivePrediction:
     """P(label = 1) at bar t (its open time, UTC), from one model version: for the default target
-    P(close[t + horizon] > close[t]); ``LiveModel.target`` says what it is for others."""
+    P(close[t + horizon] > close[t]); ``LiveModel.target`` says what it is for others.
+    ``familiar``: the window lies inside what the model saw in training (False: abstain; None:
+    unknown, the artifact predates familiarity.json)."""
 
     coin: str
     timestamp: pd.Timestamp
     prob_up: float
     horizon_minutes: int
     version: str
+    familiar: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +69,7 @@ class LivePrediction:
             "prob_up": self.prob_up,
             "horizon_minutes": self.horizon_minutes,
             "version": self.version,
+            "familiar": self.familiar,
         }
 
 
@@ -162,10 +170,12 @@ class LiveModel:
         scaled = self.scaler.transform(features)
         ends = np.arange(len(scaled) - last, len(scaled), dtype=np.int64)
         probs = self.predictor.proba_at(scaled, ends)
+        flags = self.predictor.familiar_at(scaled, ends)
+        known = [None] * len(ends) if flags is None else [bool(flag) for flag in flags]
         stamps = recent.frame["timestamp"].iloc[-len(scaled) :].iloc[ends]
         return [
-            LivePrediction(self.coin, stamp, float(prob), self.horizon, self.version)
-            for stamp, prob in zip(stamps, probs, strict=True)
+            LivePrediction(self.coin, stamp, float(prob), self.horizon, self.version, familiar)
+            for stamp, prob, familiar in zip(stamps, probs, known, strict=True)
         ]
 
     def _check_history(self, bars: Bars, last: int) -> int:

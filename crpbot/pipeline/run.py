@@ -15,6 +15,10 @@ an equal part of a node's CPUs, or a GPU share with ``--gpu`` (``crpbot.model.sc
 process per coin rather than a driver thread: Tune keeps process-wide state (verbosity,
 Optuna's logger), and a coin whose process dies (out of memory, say) is reported as failed
 while the others finish.
+
+What the run prints (:mod:`crpbot.pipeline.console`): one progress row per coin while the chains
+run, one line as each ends (its error when it failed), then the table, last. Every line the
+workers print goes to ``<run_dir>/pipeline.log``; ``verbose`` streams them as well.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.gate import GateDecision, GateThresholds, batch_decision, metrics_decision
 from crpbot.pipeline.chain import PipelineBudget, checked_budget, resolve_budget, run_coin_chain
+from crpbot.pipeline.console import CHAIN_END, FAILED, LOG_NAME, RunConsole
 from crpbot.pipeline.run_report import (
     CoinOutcome,
     PipelineResult,
@@ -39,7 +44,7 @@ from crpbot.pipeline.run_report import (
     utc_now,
     write_run_report,
 )
-from crpbot.ray_runtime import ClusterSettings, init_ray, require_gpus
+from crpbot.ray_runtime import CHAIN_ENV, ClusterSettings, init_ray, quiet_worker_logs, require_gpus
 from crpbot.registry.storage import join, validate_storage
 
 if TYPE_CHECKING:
@@ -64,6 +69,7 @@ def run_pipeline(
     bucket: str | None = None,
     prefix: str = "crpbot",
     endpoint_url: str | None = None,
+    verbose: bool = False,
     log: Callable[[str], None] = print,
 ) -> PipelineResult:
     """Run every coin's chain in parallel, gate the batch, promote it if enough coins pass.
@@ -73,7 +79,8 @@ def run_pipeline(
     shared storage, since workers write checkpoints that the driver reads. A coin whose chain
     fails is reported with its reason and counts as failing the gate; the others' results stand.
     ``cluster``: where and on what the chains run; ``costs``: the test backtest's fills; each
-    defaults when None (a local Ray, the strict gate, 10 bps per side).
+    defaults when None (a local Ray, the strict gate, 10 bps per side). ``verbose``: stream every
+    worker's output as it comes instead of the progress rows (it goes to ``pipeline.log`` either way).
     """
 
     # Every check that can fail runs before the run directory exists and Ray starts: a mistake
@@ -90,17 +97,19 @@ def run_pipeline(
     with removed_if_empty(run_dir):
         started_at = utc_now()
         log(f"Pipeline budget={budget} coins={','.join(coins)} run_dir={run_dir} (coins in parallel)")
-        outcomes = launch_chains(
-            coins,
-            inputs,
-            run_dir,
-            plan,
-            storage=storage,
-            cluster=cluster,
-            thresholds=thresholds,
-            costs=costs,
-            log=log,
-        )
+        with RunConsole(run_dir / LOG_NAME, coins, verbose=verbose) as console:
+            outcomes = launch_chains(
+                coins,
+                inputs,
+                run_dir,
+                plan,
+                storage=storage,
+                cluster=cluster,
+                thresholds=thresholds,
+                costs=costs,
+                log=log,
+                console=console,
+            )
         decisions = {o.coin: outcome_gate(o, thresholds) for o in outcomes}
         batch = batch_decision(decisions, thresholds).to_dict()
         if batch["promoted"]:
@@ -109,9 +118,9 @@ def run_pipeline(
             run_dir=run_dir, outcomes=outcomes, batch=batch, started_at=started_at, finished_at=utc_now()
         )
         write_run_report(result, budget, thresholds)
+        log(f"Run report: {run_dir / 'report.md'}; every worker's output: {run_dir / LOG_NAME}")
         for line in summary_table(result):
             log(line)
-        log(f"Run report: {run_dir / 'report.md'}")
         return result
 
 
@@ -164,8 +173,11 @@ def launch_chains(
     thresholds: GateThresholds,
     costs: Costs,
     log: Callable[[str], None],
+    console: RunConsole | None = None,
 ) -> list[CoinOutcome]:
-    """Start Ray and run every coin's chain in parallel under ``run_dir/<coin>`` (pipeline and retrain)."""
+    """Start Ray and run every coin's chain in parallel under ``run_dir/<coin>`` (pipeline and retrain).
+
+    Each chain's end is a line through ``log``, or the ``console``'s when there is one."""
     from crpbot.model.scoring import chain_claim
 
     init_ray(cluster.address)
@@ -187,7 +199,7 @@ def launch_chains(
     # the chains claim nothing themselves: their validation checks, temperature fits and test
     # evaluations claim this each (crpbot.model.scoring)
     claim = chain_claim(len(coins), plan.gpu_share if cluster.gpu else None)
-    return _run_chains_in_parallel(coins, kwargs, claim, log)
+    return _run_chains_in_parallel(coins, kwargs, claim, log, console)
 
 
 def _run_chains_in_parallel(
@@ -195,6 +207,7 @@ def _run_chains_in_parallel(
     chain_kwargs: dict[str, dict[str, Any]],
     claim: ScoringClaim,
     log: Callable[[str], None],
+    console: RunConsole | None,
 ) -> list[CoinOutcome]:
     """Submit every coin's chain at once; collect each as it finishes, failures included."""
     import ray
@@ -202,8 +215,10 @@ def _run_chains_in_parallel(
 
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     # Workers were started with Ray's environment, not this process's: the settings a chain reads
-    # (an S3 endpoint, the GPU wait) travel with it, and on to the tasks and actors it launches.
+    # (an S3 endpoint, the GPU wait) travel with it, and on to the tasks and actors it launches,
+    # with the settings that keep Ray's harmless warnings out of its output.
     forwarded = {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_ENV)}
+    forwarded |= {key: os.environ.get(key, value) for key, value in CHAIN_ENV.items()}
     task = ray.remote(num_cpus=0, max_retries=0, runtime_env={"env_vars": forwarded})(_chain_task)
     submitted_at = utc_now()
     pending = {
@@ -216,13 +231,19 @@ def _run_chains_in_parallel(
     while pending:
         (ref,), _ = ray.wait(list(pending), num_returns=1)
         coin = pending.pop(ref)
+        died = False
         try:
             outcome = ray.get(ref)
         except ray.exceptions.RayError as exc:  # the chain's process died: OOM kill, lost node
             outcome = CoinOutcome.failure(coin, one_line(exc), started_at=submitted_at, finished_at=utc_now())
+            died = True
         finished[coin] = outcome
         ending = f"failed: {outcome.error}" if outcome.failed else f"{outcome.stage} scored on test"
-        log(f"== {coin}: {ending} ({outcome.seconds:.0f} s)")
+        line = f"== {coin}: {ending} ({outcome.seconds:.0f} s)"
+        if console is not None:
+            console.finished(coin, line, process_died=died)
+        else:
+            log(line)
     return [finished[coin] for coin in coins]
 
 
@@ -236,12 +257,14 @@ def _chain_task(coin: str, kwargs: dict[str, Any], claim: ScoringClaim) -> CoinO
         for line in str(message).splitlines():
             print(f"[{coin}] {line}", flush=True)
 
+    quiet_worker_logs()  # Tune's INFO lines in this process (the search's driver)
     try:
         with scoring_claim(claim):
             outcome = run_coin_chain(coin, log=say, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any failure of this coin is reported, the others go on
-        say(f"failed: {one_line(exc)}")
+        say(f"{FAILED}{one_line(exc)}")
         return CoinOutcome.failure(coin, one_line(exc), started_at=started_at, finished_at=utc_now())
+    say(CHAIN_END)  # the console waits for this line before the table is printed
     return outcome.timed(started_at, utc_now())
 
 

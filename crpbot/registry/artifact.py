@@ -76,7 +76,7 @@ def write_artifact(
         manifest = {
             "format": MANIFEST_FORMAT,
             "crpbot_version": __version__,
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "data_fingerprint": data_fingerprint,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "files": _scan_files(tmp),
@@ -400,7 +400,7 @@ def fsync_dir(path: str | Path) -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     """Commit of the crpbot source tree, or None outside a git checkout."""
     try:
         result = subprocess.run(

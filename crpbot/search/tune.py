@@ -72,6 +72,7 @@ def run_search(
     output_dir: str | Path | None = None,
     exhaustive: bool = False,
     progress: bool = True,
+    callbacks: list | None = None,
     log=print,
 ) -> SearchResult:
     """Search ``space`` for ``coin``; write ``results.csv`` and ``best.yaml`` and return them.
@@ -82,7 +83,10 @@ def run_search(
     budget overrides: the experiment keeps its own budget). Results go to ``output_dir``, by
     default the experiment directory when storage is local, else ``runs/<name>``. ``exhaustive`` trains every
     combination of the space's choices to the full budget (no Optuna, no ASHA): the baseline
-    the search is measured against. ``progress`` shows Tune's live trial table.
+    the search is measured against. ``progress`` shows Tune's live trial table; without it, one
+    line through ``log`` as each trial ends ("trial 3/8 done": a pipeline's progress row reads
+    it). ``callbacks``: Tune callbacks of a new search, e.g. run tracking (a resumed search keeps
+    its first ones).
 
     A space that can train a global model (``coins``) prepares all its coins once (from
     ``data_dir``, at shared cut times); its one-coin trials train on the searched coin's part
@@ -164,6 +168,7 @@ def run_search(
             use_gpu=use_gpu,
             exhaustive=exhaustive,
             progress=progress,
+            callbacks=callbacks,
             log=log,
         )
     grid = tuner.fit()
@@ -229,6 +234,7 @@ def _new_tuner(
     use_gpu: bool,
     exhaustive: bool,
     progress: bool,
+    callbacks: list | None,
     log,
 ):
     import optuna
@@ -237,6 +243,8 @@ def _new_tuner(
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
+
+    counter = [] if progress else [_trial_counter(space.budget.num_samples, log)]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # Tune's table already shows every trial
     per_trial, share = ("GPU", space.budget.gpus_per_trial) if use_gpu else ("CPU", 1.0)
@@ -280,8 +288,28 @@ def _new_tuner(
             verbose=1 if progress else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=[*(callbacks or []), *counter],
         ),
     )
+
+
+def _trial_counter(total: int, log):
+    """A Tune callback that logs "trial k/total done" as each trial ends (finished, stopped early
+    by ASHA, or failed): a silent search's only progress."""
+    from ray import tune
+
+    class TrialCounter(tune.Callback):
+        def __init__(self) -> None:
+            self.done = 0
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.done += 1
+            log(f"trial {self.done}/{total} done")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.on_trial_complete(iteration, trials, trial)
+
+    return TrialCounter()
 
 
 def _trainable_name(name: str, experiment_path: str, filesystem) -> str:

@@ -1,6 +1,6 @@
 """Does the skip path (``skip_last_bar``) close the gap to the one-line rules? A small measurement.
 
-Usage: nice .venv/bin/python benchmarks/bench_skip.py [--coins BTC ETH SOL] [--seeds 0 1]
+Usage: nice .venv/bin/python studies/skip_path.py [--coins BTC ETH SOL] [--seeds 0 1]
            [--epochs 5] [--windows 8192] [--input-dir DIR]
 
 For each coin and seed it trains the same small model (tune_configs/smoke.yaml, with the given

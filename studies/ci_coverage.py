@@ -1,6 +1,6 @@
 """Do the product's "95%" intervals cover the truth 95% of the time on overlapping labels?
 
-Usage: nice .venv/bin/python benchmarks/bench_coverage.py [--reps 1300] [--sizes 4000 20000]
+Usage: nice .venv/bin/python studies/ci_coverage.py [--reps 1300] [--sizes 4000 20000]
            [--horizons 5 15 60] [--series "random walk" "GARCH(1,1)"] [--seed 0]
 
 Simulated one-minute log prices, driftless, with known truths: a random walk with i.i.d. normal
@@ -24,7 +24,7 @@ Methods, per walk:
 - old: the circular block bootstrap with block max(2h, n^(1/3)) that the product used before
   issue 18, as a normal interval on its exact bootstrap variance (b/n times the variance of the
   n circular block means), since 1,000 resamples per walk would take hours here; the
-  percentile interval it replaced is within a point of it (RESULTS.md).
+  percentile interval it replaced is within a point of it (studies/README.md).
 
 Coverage: the share of walks whose interval holds the truth (its standard error is
 sqrt(0.95 * 0.05 / reps): 0.6 points at 1,300 walks). Width: the mean half-width over

@@ -1,6 +1,6 @@
 """Is the GPU budget's larger batch worse than the recipe's batch 32? Validation loss over seeds, on CPU.
 
-Usage: .venv/bin/python benchmarks/bench_batch.py [--seeds 0 1 2] [--epochs 4] \\
+Usage: .venv/bin/python studies/gpu_batch.py [--seeds 0 1 2] [--epochs 4] \\
            [--pairs 32:0.001 512:0.004] [--input data/sample/BTC-USD_1m.parquet] [--processes 2]
 
 The recipe network (tune_configs/default.yaml: BiLSTM 3 x 128) trains with ``fit`` under each

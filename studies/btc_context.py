@@ -1,6 +1,6 @@
 """Does BTC's context help ETH and SOL? Walk-forward, same folds, per-coin vs per-coin + BTC context.
 
-Usage: flock /tmp/crpbot-ray.lock .venv/bin/python benchmarks/bench_edge.py \\
+Usage: flock /tmp/crpbot-ray.lock .venv/bin/python studies/btc_context.py \\
            [--coins ETH SOL] [--input-dir /work/shared/data/ohlcv] [--folds 4] [--train-days 30] \\
            [--val-days 7] [--test-days 7] [--epochs 5] [--windows 8192] [--out DIR]
 

@@ -1,13 +1,13 @@
 """Issue 14's levers side by side on the same walk-forward test rows: context, global, GBDT, reversal.
 
-Usage: flock /tmp/crpbot-ray.lock nice .venv/bin/python benchmarks/bench_levers.py \\
+Usage: flock /tmp/crpbot-ray.lock nice .venv/bin/python studies/levers.py \\
            --edge-runs DIR --global-run DIR [--coins ETH SOL BTC] [--data-dir DIR] [--out DIR]
 
 Reads finished walk-forwards and adds what they lack, on the same folds:
 
-- ``--edge-runs``: ``bench_edge.py``'s output (``<COIN>/per-coin`` and
+- ``--edge-runs``: ``btc_context.py``'s output (``<COIN>/per-coin`` and
   ``<COIN>/per-coin_BTCcontext``, ``run_walkforward`` runs); their config and fold spec are reused;
-- ``--global-run``: ``bench_global.py``'s output (a global model of BTC, ETH and SOL);
+- ``--global-run``: ``global_model.py``'s output (a global model of BTC, ETH and SOL);
 - trained here (no Ray): a global model of ETH and SOL with BTC's context, and the same global
   model without it (the control: it differs from the first only by the context columns);
 - fitted here, per fold, with ``crpbot.evaluation.baselines`` on that fold's prepared data (the
@@ -87,12 +87,12 @@ def baseline_contenders(coin: str, config, spec, data_dir: Path, with_context: b
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--edge-runs", type=Path, required=True, help="bench_edge.py's output directory")
-    parser.add_argument("--global-run", type=Path, required=True, help="bench_global.py's output directory")
+    parser.add_argument("--edge-runs", type=Path, required=True, help="btc_context.py's output directory")
+    parser.add_argument("--global-run", type=Path, required=True, help="global_model.py's output directory")
     parser.add_argument("--coins", nargs="+", default=["ETH", "SOL", "BTC"])
     parser.add_argument("--data-dir", type=Path, default=SHARED)
     parser.add_argument(
-        "--out", type=Path, default=Path("runs") / f"bench-levers-{time.strftime('%Y%m%d-%H%M%S')}"
+        "--out", type=Path, default=Path("runs") / f"study-levers-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     args = parser.parse_args()
 

@@ -1,12 +1,12 @@
 """Why does the per-coin recurrent model trail the 15-minute reversal rule? One change at a time.
 
-Usage: flock /tmp/crpbot-ray.lock nice .venv/bin/python benchmarks/bench_gap.py \\
+Usage: flock /tmp/crpbot-ray.lock nice .venv/bin/python studies/reversal_gap.py \\
            [--coins ETH] [--variants baseline longer skip hidden64 lr1e-3] \\
            [--input-dir /work/shared/data/ohlcv] [--folds 4] [--max-parallel 2] [--seed 0] [--out DIR]
 
-Every variant is ``run_walkforward`` on the same folds as bench_edge.py (4 rolling folds of
+Every variant is ``run_walkforward`` on the same folds as btc_context.py (4 rolling folds of
 train/val/test 30/7/7 days, planned on the coin's own rows, so every variant has the same cut
-times and the same test rows) and changes ONE thing of bench_edge's per-coin setting
+times and the same test rows) and changes ONE thing of btc_context.py's per-coin setting
 (tune_configs/smoke.yaml, 5 epochs of 8,192 training windows, patience 5):
 
 - ``baseline``: that setting unchanged;

@@ -1,10 +1,10 @@
 """The global model as a walk-forward contender beside a finished per-coin walk-forward, same folds.
 
-Usage: .venv/bin/python benchmarks/bench_global.py --per-coin RUN_DIR [RUN_DIR ...]
+Usage: .venv/bin/python studies/global_model.py --per-coin RUN_DIR [RUN_DIR ...]
        [--data-dir DIR] [--out DIR]
 
 Each ``RUN_DIR`` is a finished ``run_walkforward`` of one coin (its ``plan.json``, ``folds.csv``
-and per-fold ``predictions.parquet``; e.g. ``bench_edge.py``'s per-coin runs). Its training
+and per-fold ``predictions.parquet``; e.g. ``btc_context.py``'s per-coin runs). Its training
 config and fold spec are reused unchanged, plus ``coins: [BTC, ETH, SOL]``, for one
 ``run_global_walkforward`` (no Ray): one network per fold trained on all three coins' windows
 (the same ``max_train_windows`` per epoch as each per-coin model, so the same training budget),
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--per-coin", type=Path, nargs="+", required=True, help="finished per-coin run dirs")
     parser.add_argument("--data-dir", type=Path, default=SHARED)
     parser.add_argument(
-        "--out", type=Path, default=Path("runs") / f"bench-global-{time.strftime('%Y%m%d-%H%M%S')}"
+        "--out", type=Path, default=Path("runs") / f"study-global-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     args = parser.parse_args()
 
