@@ -1,11 +1,13 @@
 """Where an edge could be: walk-forwards of every target x model family x horizon x coin (issue 19).
 
 Usage: .venv/bin/python studies/targets_families.py run [--data-dir /work/shared/data/ohlcv] [--out DIR]
+           [--coins BTC,ETH,SOL] [--families gbdt,rnn]
        .venv/bin/python studies/targets_families.py report [--out DIR] [--figure studies/targets_families.png]
 
-``run`` walks forward every cell with ``crpbot walkforward`` (one subprocess per cell, each under
-the host-wide Ray lock, so other jobs interleave between cells), GBDT cells first, then the
-recurrent ones; a cell whose ``summary.json`` exists is skipped, so a rerun resumes. The fold plan
+``run`` walks forward every cell with ``run_walkforward`` in batches, each batch one subprocess
+under the host-wide Ray lock (so other jobs interleave between batches): every GBDT cell first,
+then the recurrent cells coin by coin; a cell whose ``summary.json`` exists is skipped, so a rerun
+resumes (``batch`` is the subprocess's entry point). The fold plan
 is fixed before any result is seen and is the same for every cell: rolling folds of 90 / 14 / 14
 days (train / val / test), the last 6 that fit the data (84 test days). Families: ``rnn`` is
 ``tune_configs/smoke.yaml`` (the CPU budget of the walk-forward benchmark), ``gbdt`` is
