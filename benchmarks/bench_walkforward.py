@@ -2,9 +2,10 @@
 
 Usage: flock /tmp/crpbot-ray.lock .venv/bin/python benchmarks/bench_walkforward.py \\
            [--input /work/shared/data/ohlcv/BTC-USD_1m.parquet] [--folds 12] [--train-days 90] \\
-           [--val-days 14] [--test-days 14] [--cpus 2] [--out DIR]
+           [--val-days 14] [--test-days 14] [--cpus 2] [--config smoke.yaml] [--out DIR]
 
-Both runs call ``run_walkforward`` with the smoke config on the same folds and a local Ray of
+Both runs call ``run_walkforward`` with the smoke config (or ``--config``: a file, or a name in
+tune_configs/, e.g. gbdt.yaml for the GBDT family's folds) on the same folds and a local Ray of
 ``--cpus`` CPUs: once with every fold in flight (the default), once with ``max_parallel=1``. Each
 fold times its own steps; "prepare" is ``prepare_for_config`` on the fold's split times, the
 fold's only preparation (its evaluation is handed the prepared data). Goals (issue 12): speed-up
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--val-days", type=float, default=14.0)
     parser.add_argument("--test-days", type=float, default=14.0)
     parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--config", default="smoke.yaml", help="training config (default smoke.yaml)")
     parser.add_argument("--out", type=Path, help="where the two runs are written (default: a temp dir)")
     args = parser.parse_args()
 
@@ -42,7 +44,7 @@ def main() -> None:
     from crpbot.experiments.walkforward import run_walkforward
     from crpbot.ray_runtime import init_ray
 
-    config = load_config(CONFIG_DIR / "smoke.yaml")
+    config = load_config(args.config if Path(args.config).is_file() else CONFIG_DIR / args.config)
     spec = FoldSpec(
         train_days=args.train_days,
         val_days=args.val_days,
@@ -50,7 +52,10 @@ def main() -> None:
         folds=args.folds,
     )
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-walkforward-"))
-    print(f"host {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()}; Ray with {args.cpus} CPUs")
+    print(
+        f"host {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()}; Ray with {args.cpus} CPUs; "
+        f"config {args.config} (model {config.model})"
+    )
 
     print(f"host check before: {_free_cores(args.cpus)}")
     init_ray(None, num_cpus=args.cpus)
@@ -124,6 +129,9 @@ def _warm_workers(count: int) -> None:
 
     @ray.remote(num_cpus=1)
     def warm() -> None:
+        import lightgbm  # noqa: F401  (the GBDT family's fits)
+        import sklearn.ensemble  # noqa: F401  (the GBDT baseline's)
+
         import crpbot.evaluation.evaluate  # noqa: F401
         import crpbot.model.fit  # noqa: F401
 

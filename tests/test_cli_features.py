@@ -175,3 +175,27 @@ def test_no_complete_row_is_an_error_and_keeps_the_previous_table(tmp_path, samp
     assert "no row has all features defined: no gap-free run is longer than the 120-bar warm-up" in err
     assert "\n" not in err and out.read_bytes() == b"previous good table"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.parquet", "features.parquet"]
+
+
+def test_config_timeframes_add_the_last_closed_bars_columns(tmp_path, sample_path, capsys):
+    from crpbot.data.timeframes import artifact_manifest, column_names
+
+    (tmp_path / "tf.yaml").write_text("timeframes: [5, 15]\n")
+    out = tmp_path / "tf.parquet"
+    args = ["--input", str(sample_path("BTC")), "--config", str(tmp_path / "tf.yaml"), "--out", str(out)]
+    assert main(["features", *args]) == 0
+    table = pq.read_table(out)
+    assert table.column_names == ["timestamp", *FEATURE_NAMES, *column_names([5, 15])]
+    assert json.loads(table.schema.metadata[b"crpbot.feature_manifest"]) == artifact_manifest([5, 15])
+    frame = table.to_pandas()
+    assert np.isfinite(frame.drop(columns="timestamp").to_numpy()).all()
+    assert f"{len(frame):,} rows x {len(FEATURE_NAMES) + len(column_names([5, 15]))} features" in (
+        capsys.readouterr().out
+    )
+    # row t reads the last 5-minute bar closed at t: log(close at its last minute / 5 minutes before)
+    bars = pd.read_parquet(sample_path("BTC")).set_index("timestamp")["close"]
+    for _, row in frame.iloc[[0, 1, 2, 3, 4, 777, len(frame) - 1]].iterrows():
+        minute = row["timestamp"].value // 60_000_000_000
+        closed = pd.Timestamp(((minute + 1) // 5 * 5 - 1) * 60_000_000_000, tz="UTC")
+        expected = np.log(bars[closed] / bars[closed - pd.Timedelta(minutes=5)])
+        assert row["tf5_log_ret_1"] == pytest.approx(expected, rel=1e-9, abs=1e-12)

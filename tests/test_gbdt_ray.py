@@ -100,3 +100,56 @@ def test_gbdt_walkforward_runs_two_folds_in_parallel_tasks(ray_session, tmp_path
     assert result.trained == [0, 1] and list(table["status"]) == ["ok", "ok"]
     assert np.all((table["accuracy"] > 0.4) & (table["accuracy"] < 0.65))
     assert (tmp_path / "wf" / "folds" / "1" / "model" / "members" / "seed_0" / "model.txt").is_file()
+
+
+def test_global_gbdt_trains_from_the_command_line_as_a_ray_task(ray_session, tmp_path, sample_path):
+    from crpbot.cli import main
+    from crpbot.config import save_config
+    from crpbot.model.predictor import load_predictor
+
+    save_config(TINY_GBDT.replace(coins=["BTC", "ETH"], num_boost_round=20), tmp_path / "global.yaml")
+    model = tmp_path / "global"
+    args = ["train", "--config", str(tmp_path / "global.yaml"), "--data-dir", str(sample_path("BTC").parent)]
+    assert main([*args, "--out", str(model)]) == 0
+    config = json.loads((model / "config.json").read_text())
+    assert config["coins"] == ["BTC-USD", "ETH-USD"]
+    header = (model / "model.txt").read_text().split("\n\n")[0].splitlines()
+    assert next(line for line in header if line.startswith("feature_names=")).split()[-1] == "coin"
+    assert load_predictor(model, coin="ETH").config_json["train_config"]["model"] == "gbdt"
+
+
+def test_a_gbdt_budget_searches_and_ensembles_gbdts_in_the_retrain_challenger(ray_session, tmp_path):
+    """A GBDT recipe that misses the validation check falls back to a search of the GBDT space
+    and a seed ensemble of GBDTs, never the recurrent space (the retrain path runs the pipeline's chain)."""
+    from crpbot.config import save_config
+    from crpbot.data.bars import default_input
+    from crpbot.evaluation.gate import GateThresholds
+    from crpbot.pipeline.chain import PipelineBudget
+    from crpbot.pipeline.retrain import run_retrain
+
+    save_config(TINY_GBDT, tmp_path / "tiny.yaml")
+    raw = yaml.safe_load((REPO / "tune_configs" / "gbdt_smoke_search.yaml").read_text())
+    raw.update(base=str(tmp_path / "tiny.yaml"))
+    raw["budget"]["num_samples"] = 2
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(raw))
+    budget = PipelineBudget(
+        train_config=str(tmp_path / "tiny.yaml"), search_space=str(tmp_path / "space.yaml"), seeds=2
+    )
+    (decision,) = run_retrain(
+        ["BTC"],
+        input_dir=default_input("BTC").parent,
+        budget=budget,
+        run_dir=tmp_path / "run",
+        registry_root=tmp_path / "models",
+        thresholds=GateThresholds(min_accuracy=0.99, net_pnl="report"),  # the recipe misses it
+        log=lambda _: None,
+    )
+    (outcome,) = json.loads((tmp_path / "run" / "retrain.json").read_text())["outcomes"]
+    assert outcome["stage"] == "ensemble" and not decision.promoted
+    best = load_config(outcome["search_best_yaml"])
+    assert best.model == "gbdt" and best.lookback == TINY_GBDT.lookback
+    ensemble = Path(outcome["final_model"])
+    config = json.loads((ensemble / "config.json").read_text())
+    assert config["members"] == ["members/seed_0", "members/seed_1"]
+    for member in config["members"]:
+        assert (ensemble / member / "model.txt").is_file()

@@ -45,18 +45,37 @@ def test_fallback_space_covers_the_recipe_grid():
     assert (trial.cell, trial.lookback, trial.max_epochs) == ("gru", 90, space.budget.max_epochs)
 
 
-@pytest.mark.parametrize("budget", ["smoke", "full", "gpu"])
+@pytest.mark.parametrize("budget", ["smoke", "full", "gpu", "gbdt-smoke", "gbdt"])
 def test_every_pipeline_budget_names_files_that_load(budget):
-    from crpbot.config import CONFIG_DIR, load_config
-    from crpbot.pipeline.chain import BUDGETS
+    from crpbot.config import CONFIG_DIR
+    from crpbot.pipeline.chain import BUDGETS, checked_budget
 
     plan = BUDGETS[budget]
     space = load_search_space(CONFIG_DIR / plan.search_space)
-    assert load_config(CONFIG_DIR / plan.train_config) and space.budget.num_samples >= 1
+    recipe = checked_budget(plan)  # the fallback searches the recipe's family, target and horizon
+    assert space.budget.num_samples >= 1
+    assert recipe.model == space.base.model == ("gbdt" if budget.startswith("gbdt") else "rnn")
     if budget == "gpu":  # trials and seeds are packed four to a GPU
         assert space.budget.gpus_per_trial == plan.gpu_share == 0.25
         fallback = load_search_space(CONFIG_DIR / BUDGETS["full"].search_space)
         assert [d.key for d in space.dimensions] == [d.key for d in fallback.dimensions]
+
+
+def test_a_budget_whose_search_is_of_another_family_or_question_is_refused(tmp_path):
+    from crpbot.config import CONFIG_DIR
+    from crpbot.pipeline.chain import BUDGETS, PipelineBudget, checked_budget
+
+    with pytest.raises(CrpbotError, match="recipe gbdt.yaml has model 'gbdt' but the search smoke_search"):
+        checked_budget(PipelineBudget(train_config="gbdt.yaml", search_space="smoke_search.yaml", seeds=2))
+    (tmp_path / "h60.yaml").write_text(
+        (CONFIG_DIR / "gbdt.yaml").read_text().replace("horizon: 15", "horizon: 60")
+    )
+    with pytest.raises(
+        CrpbotError, match="has horizon 60 but the search gbdt_search.yaml searches horizon 15"
+    ):
+        checked_budget(PipelineBudget(str(tmp_path / "h60.yaml"), "gbdt_search.yaml", seeds=2))
+    with pytest.raises(CrpbotError, match="model gbdt trains on CPUs"):
+        checked_budget(BUDGETS["gbdt"], use_gpu=True)
 
 
 def test_int_range_is_inclusive_and_sets_the_data_lookback(tmp_path):

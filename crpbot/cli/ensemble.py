@@ -1,7 +1,7 @@
 """``crpbot ensemble``: train one config under K seeds in parallel on Ray, calibrate on validation.
 
-Usage: crpbot ensemble --coin BTC [--config best.yaml] [--seeds 5] [--epochs N] [--gpu [--gpu-share F]]
-       [--address ADDR] [--input FILE] [--out DIR]
+Usage: crpbot ensemble --coin BTC [--config best.yaml] [--set KEY=VALUE ...] [--seeds 5] [--epochs N]
+       [--gpu [--gpu-share F]] [--address ADDR] [--input FILE] [--out DIR]
 """
 
 from __future__ import annotations
@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_coin, add_input, add_tracking
+from crpbot.cli.options import (
+    add_address,
+    add_coin,
+    add_config_settings,
+    add_input,
+    add_tracking,
+    config_with_settings,
+)
 from crpbot.cli.train import DEFAULT_CONFIG
 
 
@@ -27,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=5,
         help="number of members, seeds config.seed .. config.seed+K-1 (default 5)",
     )
+    add_config_settings(parser)
     parser.add_argument("--epochs", type=int, help="override max_epochs of the config")
     parser.add_argument(
         "--gpu", action="store_true", help="one GPU per member; an error when none is visible"
@@ -53,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise CrpbotError(f"invalid --seeds {args.seeds}: must be >= 1")
-    config = load_config(args.config)
+    config = config_with_settings(load_config(args.config), args.set)
     if args.epochs is not None:
         config = config.replace(max_epochs=args.epochs)
     tracker = open_tracker(args, "ensemble")

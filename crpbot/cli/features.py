@@ -1,9 +1,11 @@
 """``crpbot features``: validate a coin's bars and write its feature table as Parquet.
 
-Usage: crpbot features --coin BTC [--input FILE] [--out FILE]
+Usage: crpbot features --coin BTC [--input FILE] [--out FILE] [--config FILE]
 
 The table has ``timestamp`` plus one column per feature; warm-up rows (features not
 yet defined) are left out, and the feature manifest is stored in the file metadata.
+With ``--config``, the config's ``timeframes`` add their ``tf{k}_<feature>`` columns (the last
+closed k-minute bar's features, as the model trained on that config reads them).
 The file is written to a temporary name and renamed, so a failure never leaves a
 half-written table in place of a good one; an output that cannot be a file, or that
 is the input itself, is refused before any work.
@@ -31,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"output Parquet (default: {DEFAULT_OUT.format(coin='<COIN>')})",
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a training config whose timeframes add their tf{k}_ columns (default: 1-minute features only)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from crpbot.config import load_config
     from crpbot.data.bars import default_input, load_bars, normalize_coin
     from crpbot.data.dataset import no_defined_rows_error
-    from crpbot.data.features import FEATURE_NAMES, compute_features, feature_manifest
+    from crpbot.data.timeframes import artifact_manifest, feature_table
     from crpbot.errors import CrpbotError
 
     coin = normalize_coin(args.coin)
@@ -51,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
         raise CrpbotError("--out is empty: give the path of the Parquet file to write")
     out = Path(args.out) if args.out is not None else Path(DEFAULT_OUT.format(coin=coin))
     _check_output(out, source)
+    timeframes = load_config(args.config).timeframes if args.config is not None else []
     bars = load_bars(source)
-    table = compute_features(bars)
+    table = feature_table(bars, timeframes)
+    features = len(table.columns)
     table.insert(0, "timestamp", bars.frame["timestamp"])
     table = table.dropna().reset_index(drop=True)
     if table.empty:  # an empty table would replace a good one and fail later, far from the cause
@@ -60,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     metadata = {
         **(arrow.schema.metadata or {}),
-        b"crpbot.feature_manifest": json.dumps(feature_manifest()).encode(),
+        b"crpbot.feature_manifest": json.dumps(artifact_manifest(timeframes)).encode(),
         b"crpbot.source_fingerprint": bars.fingerprint.encode(),
     }
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
@@ -77,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     for line in bars.report.lines():
         print(f"  {line}")
     print(
-        f"wrote {len(table):,} rows x {len(FEATURE_NAMES)} features "
+        f"wrote {len(table):,} rows x {features} features "
         f"({len(bars) - len(table):,} warm-up rows dropped) to {out}"
     )
     return 0

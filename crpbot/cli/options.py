@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from crpbot.config import TrainConfig
+from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import (
     DEFAULT_ENTRY_DELAY_BARS,
     DEFAULT_FEE_BPS,
@@ -50,6 +55,31 @@ def add_context_input(parser: argparse.ArgumentParser) -> None:
         help="bars of a context coin (repeatable); default: <COIN>-USD_1m.parquet beside --input, "
         "or for a trained model the files it records",
     )
+
+
+def add_config_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one key of the training config (repeatable; VALUE is read as YAML), e.g. "
+        "--set target=volatility --set horizon=60",
+    )
+
+
+def config_with_settings(config: TrainConfig, settings: list[str]) -> TrainConfig:
+    """``config`` with each ``--set KEY=VALUE`` applied, validated like a config file's keys."""
+    changes: dict[str, Any] = {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep or not key.strip():
+            raise CrpbotError(f"--set {setting!r}: expected KEY=VALUE, e.g. target=volatility")
+        try:
+            changes[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise CrpbotError(f"--set {setting!r}: the value is not YAML ({type(exc).__name__})") from exc
+    return config.replace(**changes) if changes else config
 
 
 def add_coin(parser: argparse.ArgumentParser, what: str, *, required: bool = True) -> None:

@@ -1,7 +1,7 @@
 """``crpbot pipeline``: the whole recipe for several coins, ending in one table and a run report.
 
-Usage: crpbot pipeline [--coins BTC,ETH,SOL] [--budget smoke|full] [--address ADDR] [--gpu]
-       [--input-dir DIR] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
+Usage: crpbot pipeline [--coins BTC,ETH,SOL] [--budget smoke|full|gpu|gbdt-smoke|gbdt] [--address ADDR]
+       [--gpu] [--input-dir DIR] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
        [--bucket B [--prefix P] [--endpoint-url URL]] [--gate-on ci-lower|point]
        [--ece max|equal-width|equal-mass] [--net-pnl require|report] [--fee-bps 10] [--slippage-bps 0]
        [--entry-delay-bars 1] [--verbose]
@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(BUDGETS),
         default="smoke",
         help="smoke: tiny models in minutes on a laptop; full: the recipe and the full "
-        "fallback search (GPU cluster); gpu: full at batch 512 with trials and seeds packed 4 per GPU",
+        "fallback search (GPU cluster); gpu: full at batch 512 with trials and seeds packed 4 per GPU; "
+        "gbdt-smoke / gbdt: the LightGBM recipe (tune_configs/gbdt.yaml), a 4- / 20-trial search of its "
+        "space and 2 / 5 seeds, on CPUs",
     )
     add_address(parser)
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker / trial / ensemble member")

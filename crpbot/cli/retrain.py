@@ -1,7 +1,7 @@
 """``crpbot retrain``: per coin, a challenger trained on new bars replaces the champion only if it earns it.
 
-Usage: crpbot retrain --input-dir DIR [--coins BTC,ETH,SOL] [--budget smoke|full|gpu] [--address ADDR]
-       [--gpu] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
+Usage: crpbot retrain --input-dir DIR [--coins BTC,ETH,SOL] [--budget smoke|full|gpu|gbdt-smoke|gbdt]
+       [--address ADDR] [--gpu] [--run-dir DIR] [--storage PATH|s3://...] [--registry DIR]
        [--bucket B [--prefix P] [--endpoint-url URL]] [--net-pnl require|report]
        [--promote-unjudged]
 

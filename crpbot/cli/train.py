@@ -1,8 +1,8 @@
 """``crpbot train``: train one model with Ray Train and write its artifact directory.
 
-Usage: crpbot train --coin BTC [--config tune_configs/default.yaml] [--epochs N] [--workers N]
-       [--gpu] [--address ADDR] [--input FILE] [--out DIR] [--seed S] [--storage PATH|s3://bucket/prefix]
-       [--context-input COIN=FILE ...]
+Usage: crpbot train --coin BTC [--config tune_configs/default.yaml] [--set KEY=VALUE ...] [--epochs N]
+       [--workers N] [--gpu] [--address ADDR] [--input FILE] [--out DIR] [--seed S]
+       [--storage PATH|s3://bucket/prefix] [--context-input COIN=FILE ...]
        crpbot train --config tune_configs/global.yaml [--data-dir DIR] ...   (one model, several coins)
 """
 
@@ -11,7 +11,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crpbot.cli.options import add_address, add_coin, add_context_input, add_input, add_tracking
+from crpbot.cli.options import (
+    add_address,
+    add_coin,
+    add_config_settings,
+    add_context_input,
+    add_input,
+    add_tracking,
+    config_with_settings,
+)
 from crpbot.config import CONFIG_DIR
 
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -25,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CONFIG,
         help="training config YAML (default: tune_configs/default.yaml, the improved recipe)",
     )
+    add_config_settings(parser)
     parser.add_argument("--epochs", type=int, help="override max_epochs of the config")
     parser.add_argument("--seed", type=int, help="override seed of the config")
     parser.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers (default 1)")
@@ -54,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from crpbot.integrations.tracking import open_tracker, record_model
     from crpbot.model.trainer import train
 
-    config = load_config(args.config)
+    config = config_with_settings(load_config(args.config), args.set)
     overrides = {
         key: value for key, value in (("max_epochs", args.epochs), ("seed", args.seed)) if value is not None
     }

@@ -1,7 +1,8 @@
 """``crpbot walkforward``: retrain a config fold after fold on Ray and score each fold on its own test period.
 
-Usage: crpbot walkforward --coin BTC [--config FILE] [--input FILE] [--train-days 180] [--val-days 14]
-       [--test-days 14] [--step-days 14] [--window rolling|expanding] [--folds N] [--address ADDR]
+Usage: crpbot walkforward --coin BTC [--config FILE] [--set KEY=VALUE ...] [--input FILE]
+       [--train-days 180] [--val-days 14] [--test-days 14] [--step-days 14]
+       [--window rolling|expanding] [--folds N] [--address ADDR]
        [--gpu [--gpu-share F]] [--out DIR] [--min-accuracy 0.68] [--max-calibration-error 0.05]
        [--gate-on ci-lower|point] [--ece max|equal-width|equal-mass] [--net-pnl require|report]
        [--fee-bps 10] [--slippage-bps 0] [--entry-delay-bars 1]
@@ -17,11 +18,13 @@ from pathlib import Path
 from crpbot.cli.options import (
     add_address,
     add_coin,
+    add_config_settings,
     add_gate_and_costs,
     add_input,
     add_tracking,
     backtest_costs,
     cluster_settings,
+    config_with_settings,
     gate_thresholds,
 )
 from crpbot.cli.train import DEFAULT_CONFIG
@@ -41,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CONFIG,
         help="training config YAML (default: tune_configs/default.yaml)",
     )
+    add_config_settings(parser)
     add_input(parser)
     parser.add_argument("--train-days", type=float, default=180.0, help="train period per fold (default 180)")
     parser.add_argument(
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds,
     )
     config, cluster, thresholds, costs = (
-        load_config(args.config),
+        config_with_settings(load_config(args.config), args.set),
         cluster_settings(args),
         gate_thresholds(args),
         backtest_costs(args),

@@ -109,6 +109,20 @@ def timeframe_features(bars: Bars, timeframes: Sequence[int]) -> np.ndarray:
     return out
 
 
+def feature_table(bars: Bars, timeframes: Sequence[int]) -> pd.DataFrame:
+    """The 1-minute features and, after them, each timeframe's ``tf{k}_`` columns, aligned with
+    ``bars.frame``: the columns a model with these ``timeframes`` reads (``crpbot features``)."""
+    from crpbot.data.features import compute_features
+
+    table = compute_features(bars)
+    if timeframes:
+        extra = pd.DataFrame(
+            timeframe_features(bars, timeframes), columns=list(column_names(timeframes)), index=table.index
+        )
+        table = pd.concat([table, extra], axis=1)
+    return table
+
+
 def _resampled_features(prices: dict[str, np.ndarray], k: int) -> np.ndarray:
     """The timeframe features of one segment's whole k-bars (``[count, F]``, NaN in the warm-up)."""
     shaped = {name: values.reshape(-1, k) for name, values in prices.items()}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from crpbot.config import CONFIG_DIR, load_config
+from crpbot.config import CONFIG_DIR, TrainConfig, load_config
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.gate import GateThresholds, metrics_decision
@@ -49,6 +49,11 @@ BUDGETS: dict[str, PipelineBudget] = {
     # the recipe at batch 512 (lr x4), the fallback space at batches 256-1024 with 4 trials per GPU,
     # 5 seeds at 4 per GPU: what makes a GPU pay (benchmarks/RESULTS.md)
     "gpu": PipelineBudget(train_config="gpu.yaml", search_space="gpu_search.yaml", seeds=5, gpu_share=0.25),
+    # gradient-boosted trees (LightGBM, model: gbdt) on CPUs: the GBDT recipe, a 4-trial search of
+    # its parameters and 2 seeds, seconds per coin (tests, a first look)
+    "gbdt-smoke": PipelineBudget(train_config="gbdt.yaml", search_space="gbdt_smoke_search.yaml", seeds=2),
+    # the GBDT recipe, the 20-trial search of tune_configs/gbdt_search.yaml, 5 seeds
+    "gbdt": PipelineBudget(train_config="gbdt.yaml", search_space="gbdt_search.yaml", seeds=5),
 }
 
 
@@ -177,6 +182,30 @@ def resolve_budget(budget: str | PipelineBudget) -> PipelineBudget:
     if budget not in BUDGETS:
         raise CrpbotError(f"unknown budget {budget!r}: expected one of {', '.join(BUDGETS)}")
     return BUDGETS[budget]
+
+
+def checked_budget(plan: PipelineBudget, use_gpu: bool = False) -> TrainConfig:
+    """The budget's recipe config, once its fallback search is known to answer the same question
+    with the same family; checked before Ray starts (pipeline and retrain).
+
+    The fallback replaces the recipe by the search's best config: a search of the other family
+    (a GBDT recipe, an RNN space) or of another target or horizon would swap the model for one
+    the recipe never asked for, silently. A GBDT budget with ``--gpu`` is refused like ``crpbot train``'s.
+    """
+    from crpbot.model.family import check_device
+    from crpbot.search.space import load_search_space
+
+    config = load_config(CONFIG_DIR / plan.train_config)
+    base = load_search_space(CONFIG_DIR / plan.search_space).base
+    for key in ("model", "target", "horizon"):
+        if getattr(base, key) != getattr(config, key):
+            raise CrpbotError(
+                f"budget: the recipe {plan.train_config} has {key} {getattr(config, key)!r} but the "
+                f"search {plan.search_space} searches {key} {getattr(base, key)!r}; the fallback must "
+                "answer the recipe's question with its family"
+            )
+    check_device(config, use_gpu)
+    return config
 
 
 def validation_check(model_dir: str | Path, thresholds: GateThresholds) -> dict[str, Any]:

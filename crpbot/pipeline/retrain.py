@@ -284,7 +284,7 @@ def run_retrain(
     costs = costs if costs is not None else Costs()
     coins = checked_coins(coins)
     validate_storage(storage)
-    inputs = checked_inputs(coins, input_dir, plan)
+    inputs = checked_inputs(coins, input_dir, plan, cluster.gpu)
     for coin in coins:
         if current_version(coin, root=registry_root) is not None:
             verify_artifact(current_path(coin, root=registry_root))  # a damaged champion fails now

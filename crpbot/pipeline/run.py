@@ -31,11 +31,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crpbot.config import CONFIG_DIR, load_config
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import Costs
 from crpbot.evaluation.gate import GateDecision, GateThresholds, batch_decision, metrics_decision
-from crpbot.pipeline.chain import PipelineBudget, resolve_budget, run_coin_chain
+from crpbot.pipeline.chain import PipelineBudget, checked_budget, resolve_budget, run_coin_chain
 from crpbot.pipeline.console import CHAIN_END, FAILED, LOG_NAME, RunConsole
 from crpbot.pipeline.run_report import (
     CoinOutcome,
@@ -92,7 +91,7 @@ def run_pipeline(
     costs = costs if costs is not None else Costs()
     coins = checked_coins(coins)
     validate_storage(storage)
-    inputs = checked_inputs(coins, input_dir, plan)
+    inputs = checked_inputs(coins, input_dir, plan, cluster.gpu)
     run_dir = new_run_dir(run_dir, "pipeline")
     storage = storage if storage is not None else run_dir.resolve()
     with removed_if_empty(run_dir):
@@ -137,14 +136,16 @@ def checked_coins(coins: list[str]) -> list[str]:
     return coins
 
 
-def checked_inputs(coins: list[str], input_dir: str | Path | None, plan: PipelineBudget) -> dict[str, Path]:
-    """Each coin's bars, read and prepared once now (~0.1 s each), so a corrupt SOL file fails before
-    BTC trains (pipeline and retrain)."""
+def checked_inputs(
+    coins: list[str], input_dir: str | Path | None, plan: PipelineBudget, use_gpu: bool = False
+) -> dict[str, Path]:
+    """The budget (:func:`checked_budget`) and each coin's bars, read and prepared once now (~0.1 s
+    each), so a corrupt SOL file fails before BTC trains (pipeline and retrain)."""
     from crpbot.data.bars import default_input
     from crpbot.data.dataset import load_prepared
 
+    config = checked_budget(plan, use_gpu)
     inputs = {coin: _input_for(coin, input_dir, default_input) for coin in coins}
-    config = load_config(CONFIG_DIR / plan.train_config)
     for coin, path in inputs.items():
         load_prepared(coin, path, config)
     return inputs
