@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--holdout-days",
         type=float,
-        help="final period: the last D days of bars of each coin (default: the budget's, 3 smoke / 30 otherwise)",
+        help="final period: the last D days of bars of each coin (default: 3 with smoke, else 30)",
     )
     parser.add_argument("--folds", type=int, help="keep the last N folds (default: the budget's)")
     parser.add_argument(

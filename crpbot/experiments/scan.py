@@ -33,7 +33,7 @@ from crpbot.errors import CrpbotError
 from crpbot.evaluation.backtest import TRADES_FILE, Costs
 from crpbot.evaluation.gate import GateThresholds
 from crpbot.experiments.scan_final import FinalPeriod, iso
-from crpbot.experiments.scan_grid import ScanGrid, budget_for
+from crpbot.experiments.scan_grid import ScanBudget, ScanGrid, budget_for
 from crpbot.experiments.walkforward import WalkForwardPlan, WalkForwardResult
 from crpbot.ray_runtime import ClusterSettings
 
@@ -69,7 +69,7 @@ def run_scan(
     coins: list[str],
     *,
     input_dir: str | Path | None = None,
-    budget: str | None = None,
+    budget: str | ScanBudget | None = None,
     holdout_days: float | None = None,
     folds: int | None = None,
     out_dir: str | Path | None = None,
@@ -85,8 +85,9 @@ def run_scan(
 ) -> ScanResult:
     """Scan every cell of ``grid`` on ``coins``; outputs in ``out_dir`` (see the module docstring).
 
-    ``budget`` (default the grid's) fixes the folds and the recurrent cells' training; ``folds``
-    keeps only the last N folds; ``holdout_days`` (default the budget's) is the final period.
+    ``budget`` (a name, default the grid's, or a :class:`ScanBudget`) fixes the folds and the
+    recurrent cells' training; ``folds`` keeps only the last N folds; ``holdout_days`` (default
+    the budget's) is the final period.
     Every check that can fail on the inputs runs before Ray starts.
     """
     from crpbot.experiments.scan_final import ledger_path
@@ -99,7 +100,7 @@ def run_scan(
     cluster = cluster if cluster is not None else ClusterSettings()
     thresholds = thresholds if thresholds is not None else GateThresholds()
     costs = costs if costs is not None else Costs()
-    chosen = budget_for(budget or grid.budget)
+    chosen = budget if isinstance(budget, ScanBudget) else budget_for(budget or grid.budget)
     spec = dataclasses.replace(chosen.spec, folds=folds) if folds is not None else chosen.spec
     holdout = holdout_days if holdout_days is not None else chosen.holdout_days
     if reps < 100:
@@ -157,7 +158,9 @@ def run_scan(
             f"{entry.coin}: final period {iso(entry.final.start_ns)} .. {iso(entry.final.end_ns)} "
             f"({entry.final.rows:,} bars) withheld until a confirmation"
         )
+    pool_started = time.perf_counter()
     results = _run_cells(plans, cluster, max_parallel, log)
+    seconds_cells = time.perf_counter() - pool_started
     from crpbot.experiments.scan_stats import coin_statistics
 
     statistics = {
@@ -194,7 +197,7 @@ def run_scan(
         statistics=statistics,
         confirmation=confirmation,
         ledger=ledger,
-        seconds=time.perf_counter() - started,
+        seconds={"total": time.perf_counter() - started, "cells": seconds_cells, "fold_tasks": todo},
     )
     log(f"Scan written to {out_dir}")
     return result
@@ -271,9 +274,8 @@ def _run_cells(
         results[key] = finish_walkforward(plans[key])
         elapsed = time.perf_counter() - started
         eta = elapsed / done * (total - done) if done else 0.0
-        log(
-            f"[{len(results)}/{len(plans)} cells] {key[0]} {key[1]}: {_cell_text(results[key])}; ~{eta / 60:.1f} min left"
-        )
+        progress = f"[{len(results)}/{len(plans)} cells] {key[0]} {key[1]}"
+        log(f"{progress}: {_cell_text(results[key])}; ~{eta / 60:.1f} min left")
 
     def on_fold(plan: WalkForwardPlan, fold: Fold, record: dict[str, Any]) -> None:
         nonlocal done

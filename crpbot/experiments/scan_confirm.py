@@ -54,10 +54,10 @@ def confirm(
         if earlier and not reuse_final:
             first = earlier[0]
             reason = (
-                f"the final period {first['start']} .. {first['end']} of {entry.coin} was already used by the "
-                f"confirmation of {first['cell']} in {first['scan']} ({first['recorded_at']}); a second look "
-                "would choose on it. Pass --reuse-final to confirm anyway (the report will say so), or wait "
-                "for newer data"
+                f"the final period {first['start']} .. {first['end']} of {entry.coin} was already used by "
+                f"the confirmation of {first['cell']} in {first['scan']} ({first['recorded_at']}); a second "
+                "look would choose on it. Pass --reuse-final to confirm anyway (the report will say so), "
+                "or wait for newer data"
             )
             records[entry.coin] = {"status": "refused", "cell": cell, "reason": reason}
             log(f"{entry.coin}: confirmation of {cell} refused: {reason}")

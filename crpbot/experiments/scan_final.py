@@ -96,7 +96,8 @@ def final_fold(
     train_start = 0 if spec.window == "expanding" else max(0, train_end - rows["train"])
     if len(timestamps) - test_start <= purge or train_end - train_start <= purge:
         raise CrpbotError(
-            f"{final.coin}: no room for the confirmation's train and validation periods before the final period"
+            f"{final.coin}: no room for the confirmation's train and validation periods before "
+            "the final period"
         )
     bounds = {
         "train": (train_start, train_end),

@@ -95,7 +95,7 @@ def write_scan_outputs(
     statistics: dict,
     confirmation: dict,
     ledger: Path,
-    seconds: float,
+    seconds: dict[str, float],
 ) -> Any:
     """Write every output and return the :class:`crpbot.experiments.scan.ScanResult`."""
     from crpbot.experiments.scan import ScanResult
@@ -146,7 +146,11 @@ def write_scan_outputs(
         "reused_final": any((c or {}).get("reused_final") for c in confirmation.values()),
         "ledger": str(ledger),
         "failed_cells": table.loc[table["status"] != "ok", ["coin", "cell", "error"]].to_dict("records"),
-        "seconds": seconds,
+        # wall time of the whole scan and of its pool of fold tasks (run by this call), and the
+        # summed time of every finished fold (run by any call)
+        "seconds": seconds["total"],
+        "seconds_cells": seconds["cells"],
+        "fold_tasks_run": seconds["fold_tasks"],
         "fold_seconds": float(table["seconds_folds"].fillna(0).sum()),
     }
     atomic_write(out_dir / CELLS_FILE, lambda tmp: table.to_csv(tmp, index=False))
@@ -178,16 +182,19 @@ def plot_scan(table: pd.DataFrame, grid: Any, path: Path) -> None:
 
     others = [key for key in grid.keys if key not in ("target", "horizon")]
     frame = table.copy()
-    frame["variant"] = frame[others].astype(str).agg(" ".join, axis=1) if others else ""
+    frame["variant"] = (
+        frame[others].apply(lambda row: " ".join(_variant_label(k, row[k]) for k in others), axis=1)
+        if others
+        else ""
+    )
     coins = list(dict.fromkeys(frame["coin"]))
     variants = list(dict.fromkeys(frame["variant"]))
     targets = list(dict.fromkeys(frame["target"])) if "target" in frame else ["(base)"]
     horizons = sorted(set(frame["horizon"])) if "horizon" in frame else ["(base)"]
+    width = 1.5 + (1.2 + 0.75 * len(horizons)) * len(variants)
+    height = 1.2 + (0.9 + 0.45 * len(targets)) * len(coins)
     fig, axes = plt.subplots(
-        len(coins),
-        len(variants),
-        figsize=(1.6 + 1.3 * len(horizons) * len(variants), 0.9 + 0.8 * len(targets) * len(coins)),
-        squeeze=False,
+        len(coins), len(variants), figsize=(width, height), squeeze=False, layout="constrained"
     )
     limit = max(
         0.01,
@@ -225,6 +232,12 @@ def plot_scan(table: pd.DataFrame, grid: Any, path: Path) -> None:
     plt.close(fig)
 
 
+def _variant_label(key: str, value: object) -> str:
+    if key == "timeframes":
+        return f"timeframes {value or 'none'}"
+    return f"{key} {value}"
+
+
 def report_markdown(table: pd.DataFrame, scan: dict[str, Any]) -> str:
     """report.md: a reused final period first, then per coin the verdict, the cells and the confirmation."""
     lines = []
@@ -233,15 +246,16 @@ def report_markdown(table: pd.DataFrame, scan: dict[str, Any]) -> str:
             "**WARNING: the final period was reused: it was scored before, so this confirmation is not an "
             "unbiased estimate.**\n"
         )
+    spec = scan["budget"]["spec"]
+    folds = len(next(iter(scan["folds"].values())))
     lines += [
         "# Scan",
         "",
         f"Grid {scan['grid']['source']}: {len(scan['grid']['cells'])} cells × {len(scan['coins'])} coins; "
-        f"budget {scan['budget']['name']} (train {scan['budget']['spec']['train_days']:g} / val "
-        f"{scan['budget']['spec']['val_days']:g} / test {scan['budget']['spec']['test_days']:g} days of bars, "
-        f"{len(next(iter(scan['folds'].values())))} folds); final period: the last {scan['holdout_days']:g} days "
-        f"of bars of each coin, withheld until the confirmation. {scan['seconds'] / 60:.1f} min wall, "
-        f"{scan['fold_seconds'] / 60:.1f} min in fold tasks.",
+        f"budget {scan['budget']['name']} (train {spec['train_days']:g} / val {spec['val_days']:g} / test "
+        f"{spec['test_days']:g} days of bars, {folds} folds); final period: the last "
+        f"{scan['holdout_days']:g} days of bars of each coin, withheld until the confirmation. "
+        f"{scan['seconds'] / 60:.1f} min wall, {scan['fold_seconds'] / 60:.1f} min in fold tasks.",
         "",
     ]
     for coin in scan["coins"]:
@@ -255,17 +269,18 @@ def report_markdown(table: pd.DataFrame, scan: dict[str, Any]) -> str:
         ]
         if spa is not None:
             lines.append(
-                f"SPA (Hansen) p-value {spa['consistent']:.3f} (lower {spa['lower']:.3f}, upper {spa['upper']:.3f}) "
-                f"that the best of {len(tests['cells_tested'])} cells beats its baseline, on {tests['rows']:,} "
-                f"aligned test minutes; {tests['block_note']}. StepM survivors (5%): "
+                f"SPA (Hansen) p-value {spa['consistent']:.3f} (lower {spa['lower']:.3f}, upper "
+                f"{spa['upper']:.3f}) that the best of {len(tests['cells_tested'])} cells beats its "
+                f"baseline, on {tests['rows']:,} aligned test minutes; {tests['block_note']}. "
+                "StepM survivors (5%): "
                 f"{', '.join(scan['stepm_survivors'][coin]) or 'none'}."
             )
         dsr = scan["dsr"][coin]
         if dsr is not None and dsr.get("dsr") is not None:
             lines.append(
                 f"Best directional cell {dsr['cell']}: Sharpe per trade {dsr['sharpe_per_trade']:+.4f} over "
-                f"{dsr['trades']:,} trades, deflated Sharpe ratio {dsr['dsr']:.3f} for {dsr['trials']} cells tried "
-                f"(expected best Sharpe without skill {dsr['expected_max_sharpe']:.4f})."
+                f"{dsr['trades']:,} trades, deflated Sharpe ratio {dsr['dsr']:.3f} for {dsr['trials']} cells "
+                f"tried (expected best Sharpe without skill {dsr['expected_max_sharpe']:.4f})."
             )
         lines += ["", _cells_markdown(table[table["coin"] == coin]), ""]
         lines += [_confirmation_markdown(coin, scan["confirmation"].get(coin)), ""]
@@ -281,7 +296,10 @@ def _cells_markdown(part: pd.DataFrame) -> str:
             return f"{value * scale:+.{digits}f}"
         return f"{value * scale:+.{digits}f} ({low * scale:+.{digits}f} to {high * scale:+.{digits}f})"
 
-    header = "| rank | cell | accuracy (95% CI) | edge over best baseline (95% CI) | net/trade bps (95% CI) | StepM |"
+    header = (
+        "| rank | cell | accuracy (95% CI) | edge over best baseline (95% CI) | net/trade bps (95% CI) "
+        "| StepM |"
+    )
     lines = [header, "|---|---|---|---|---|---|"]
     for _, row in part.sort_values("rank", na_position="last").iterrows():
         if row["status"] != "ok":
@@ -306,8 +324,9 @@ def _confirmation_markdown(coin: str, record: dict[str, Any] | None) -> str:
         return f"Confirmation of {record['cell']} failed to run: {record['reason']}."
     text = (
         f"Confirmation of {record['cell']} on the final period ({record['test_period'][0]} .. "
-        f"{record['test_period'][1]}), scored once: **{record['status']}**; accuracy {record['accuracy']:.4f} "
-        f"({record['accuracy_ci_low']:.4f}-{record['accuracy_ci_high']:.4f}, n={record['n']:,})"
+        f"{record['test_period'][1]}), scored once: **{record['status']}**; accuracy "
+        f"{record['accuracy']:.4f} ({record['accuracy_ci_low']:.4f}-{record['accuracy_ci_high']:.4f}, "
+        f"n={record['n']:,})"
     )
     if record.get("edge") is not None:
         text += (
@@ -316,7 +335,8 @@ def _confirmation_markdown(coin: str, record: dict[str, Any] | None) -> str:
     if record.get("net_per_trade") is not None:
         text += f", net return per trade {record['net_per_trade'] * 1e4:+.1f} bps"
         if record.get("net_per_trade_ci_low") is not None:
-            text += f" ({record['net_per_trade_ci_low'] * 1e4:+.1f} to {record['net_per_trade_ci_high'] * 1e4:+.1f})"
+            low, high = record["net_per_trade_ci_low"] * 1e4, record["net_per_trade_ci_high"] * 1e4
+            text += f" ({low:+.1f} to {high:+.1f})"
     if record.get("gate_reasons"):
         text += f". Gate: {record['gate_reasons']}"
     text += f". Artifact: `{record['artifact']}`"

@@ -69,6 +69,8 @@ def coin_statistics(
         BLOCK_PER_HORIZON,
         block_length,
         deflated_sharpe_ratio,
+        group_size,
+        grouped,
         sharpe_ratio,
         spa_test,
         stepm_survivors,
@@ -97,17 +99,18 @@ def coin_statistics(
     }
     if not tested:
         return stats
-    block = block_length(grid.max_horizon(), len(minutes))
-    stats["block_length"] = block
+    size = group_size(grid.max_horizon())
+    values = grouped(matrix.to_numpy(), size)
+    block = block_length(-(-grid.max_horizon() // size), len(values))
+    stats["block_length"] = block * size
     stats["block_note"] = (
-        f"stationary bootstrap, mean block {block} rows = {BLOCK_PER_HORIZON} × the largest horizon "
-        f"({grid.max_horizon()} minutes; overlapping labels depend over that many rows), capped at "
-        f"rows/10; {reps} replications, seed {seed}"
+        f"stationary bootstrap with mean block {block * size} minutes = {BLOCK_PER_HORIZON} × the largest "
+        f"horizon ({grid.max_horizon()} minutes: overlapping labels depend over that many rows; capped at "
+        f"a tenth of the rows), on means of {size}-minute groups; {reps} replications, seed {seed}"
     )
-    values = matrix.to_numpy()
     stats["spa"] = spa_test(values, block=block, reps=reps, seed=seed)
     columns = stepm_survivors(values, block=block, reps=reps, seed=seed)
-    means = values.mean(axis=0)
+    means = matrix.to_numpy().mean(axis=0)
     order = np.argsort(-means, kind="stable")
     stats["ranking"] = [
         {
