@@ -142,17 +142,27 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _line(coin: str, record: dict[str, Any]) -> str:
-    if record["status"] == "error":
-        return f"{coin}: confirmation of {record['cell']} failed to run: {record['reason']}"
+def figures(record: dict[str, Any]) -> str:
+    """A confirmation's accuracy, edge and net return per trade, each with its CI, in one phrase."""
     text = (
-        f"{coin}: confirmation of {record['cell']} on the final period: {record['status']}; accuracy "
-        f"{record['accuracy']:.4f} ({record['accuracy_ci_low']:.4f}-{record['accuracy_ci_high']:.4f})"
+        f"accuracy {record['accuracy']:.4f} ({record['accuracy_ci_low']:.4f}-"
+        f"{record['accuracy_ci_high']:.4f}, n={record['n']:,})"
     )
     if record.get("edge") is not None:
         text += (
             f", edge {record['edge']:+.4f} ({record['edge_ci_low']:+.4f} to {record['edge_ci_high']:+.4f})"
         )
     if record.get("net_per_trade") is not None:
-        text += f", net/trade {record['net_per_trade'] * 1e4:+.1f} bps"
+        text += f", net return per trade {record['net_per_trade'] * 1e4:+.1f} bps"
+        if record.get("net_per_trade_ci_low") is not None:
+            low, high = record["net_per_trade_ci_low"] * 1e4, record["net_per_trade_ci_high"] * 1e4
+            text += f" ({low:+.1f} to {high:+.1f})"
     return text
+
+
+def _line(coin: str, record: dict[str, Any]) -> str:
+    if record["status"] == "error":
+        return f"{coin}: confirmation of {record['cell']} failed to run: {record['reason']}"
+    return (
+        f"{coin}: confirmation of {record['cell']} on the final period: {record['status']}; {figures(record)}"
+    )

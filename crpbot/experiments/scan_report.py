@@ -322,21 +322,12 @@ def _confirmation_markdown(coin: str, record: dict[str, Any] | None) -> str:
         return f"Confirmation of {record['cell']} refused: {record['reason']}."
     if record["status"] == "error":
         return f"Confirmation of {record['cell']} failed to run: {record['reason']}."
+    from crpbot.experiments.scan_confirm import figures
+
     text = (
         f"Confirmation of {record['cell']} on the final period ({record['test_period'][0]} .. "
-        f"{record['test_period'][1]}), scored once: **{record['status']}**; accuracy "
-        f"{record['accuracy']:.4f} ({record['accuracy_ci_low']:.4f}-{record['accuracy_ci_high']:.4f}, "
-        f"n={record['n']:,})"
+        f"{record['test_period'][1]}), scored once: **{record['status']}**; {figures(record)}"
     )
-    if record.get("edge") is not None:
-        text += (
-            f", edge {record['edge']:+.4f} ({record['edge_ci_low']:+.4f} to {record['edge_ci_high']:+.4f})"
-        )
-    if record.get("net_per_trade") is not None:
-        text += f", net return per trade {record['net_per_trade'] * 1e4:+.1f} bps"
-        if record.get("net_per_trade_ci_low") is not None:
-            low, high = record["net_per_trade_ci_low"] * 1e4, record["net_per_trade_ci_high"] * 1e4
-            text += f" ({low:+.1f} to {high:+.1f})"
     if record.get("gate_reasons"):
         text += f". Gate: {record['gate_reasons']}"
     text += f". Artifact: `{record['artifact']}`"
