@@ -4,10 +4,11 @@ Each seed draws a random walk of 1-minute log prices and scores 8 cells (directi
 15, 60 and 240 minutes, each predicted by two skill-less rules: the sign of an independent walk's
 past move, and the sign of the coin's own move lagged 2h, which is noise on a random walk) against
 the momentum baseline, on overlapping labels -- the shape of a scan's differentials under the null.
-SPA and StepM run with the scan's block length (6 × the largest horizon) on the rows of one
-coin's 4 folds of 14 days at the cpu budget, thinned ×4 to keep the study short.
+SPA and StepM run as the scan runs them (crpbot.experiments.scan_stats): rows averaged in groups
+of 240/12 = 20 minutes, stationary bootstrap with mean block 6 × 240 minutes, on as many rows as
+one coin's 2 folds of 14 days (40,320).
 
-Usage: python studies/scan_null.py [--seeds 200] [--rows 20000] [--reps 300]
+Usage: python studies/scan_null.py [--seeds 200] [--rows 40320] [--reps 300]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 
 import numpy as np
 
-from crpbot.evaluation.multiple_testing import block_length, spa_test, stepm_survivors
+from crpbot.evaluation.multiple_testing import block_length, group_size, grouped, spa_test, stepm_survivors
 
 HORIZONS = (5, 15, 60, 240)
 
@@ -40,18 +41,22 @@ def null_cells(seed: int, rows: int) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=200)
-    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--rows", type=int, default=40320)
     parser.add_argument("--reps", type=int, default=300)
     args = parser.parse_args()
-    block = block_length(max(HORIZONS), args.rows)
+    size = group_size(max(HORIZONS))
+    block = block_length(-(-max(HORIZONS) // size), -(-args.rows // size))
     started = time.perf_counter()
     pvalues, survivors = [], 0
     for seed in range(args.seeds):
-        values = null_cells(seed, args.rows)
+        values = grouped(null_cells(seed, args.rows), size)
         pvalues.append(spa_test(values, block=block, reps=args.reps, seed=seed)["consistent"])
         survivors += bool(stepm_survivors(values, block=block, reps=args.reps, seed=seed))
     p = np.array(pvalues)
-    print(f"{args.seeds} seeds, {args.rows:,} rows × {len(HORIZONS) * 2} cells, block {block}, reps {args.reps}")
+    print(
+        f"{args.seeds} seeds, {args.rows:,} rows × {len(HORIZONS) * 2} cells in groups of {size}, "
+        f"block {block} groups, reps {args.reps}"
+    )
     print(f"SPA p < 0.05 in {np.mean(p < 0.05):.3f} of seeds, < 0.10 in {np.mean(p < 0.10):.3f}")
     print(f"p-value deciles: {np.round(np.quantile(p, np.linspace(0.1, 0.9, 9)), 3).tolist()}")
     print(f"a StepM survivor (a confirmation would run) in {survivors} of {args.seeds} seeds")

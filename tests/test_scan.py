@@ -26,18 +26,17 @@ GATE = GateThresholds(min_accuracy=0.55, max_calibration_error=0.15, net_pnl="re
 PLANTED = "gbdt_direction_h15"
 
 
-def grid_file(tmp_path: Path, grid: dict, **top) -> Path:
-    path = tmp_path / "grid.yaml"
+def grid_file(tmp_path: Path, grid: dict, name: str = "grid", **top) -> Path:
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"grid": grid, **top}))
     return path
 
 
-def small_grid(tmp_path: Path) -> Path:
-    """Two direction cells with a lookback of 120 (the planted column is 60-75 minutes back)."""
+def small_grid(tmp_path: Path, horizons: tuple[int, ...] = (15, 60)) -> Path:
+    """Direction cells with a lookback of 120 (the planted column is 60-75 minutes back)."""
     overrides = {"gbdt": {"lookback": 120, "num_boost_round": 120, "min_data_in_leaf": 100}}
-    return grid_file(
-        tmp_path, {"model": ["gbdt"], "target": ["direction"], "horizon": [15, 60]}, overrides=overrides
-    )
+    grid = {"model": ["gbdt"], "target": ["direction"], "horizon": list(horizons)}
+    return grid_file(tmp_path, grid, "grid-" + "-".join(map(str, horizons)), overrides=overrides)
 
 
 # --- the grid and bad input: one-line errors, before Ray -------------------------------------
@@ -158,11 +157,12 @@ def test_final_period_split_and_ledger(tmp_path):
 # --- scans on Ray --------------------------------------------------------------------------------
 
 
-def scan(tmp_path: Path, data: Path, out: str, ledger: Path, **options):
+def scan(tmp_path: Path, data: Path, out: str, ledger: Path, horizons=(15, 60), **options):
+    """A scan of the small grid; one cell (``horizons=(15,)``) where the test needs no ranking."""
     from crpbot.experiments.scan import run_scan
 
     return run_scan(
-        load_scan_grid(small_grid(tmp_path)),
+        load_scan_grid(small_grid(tmp_path, horizons)),
         ["BTC"],
         input_dir=data,
         budget=TINY,
@@ -223,8 +223,10 @@ def test_the_final_period_is_read_by_the_confirmation_only_and_only_once(planted
     again = scan(root, poisoned, "scan-poisoned", root / "ledger.jsonl")
     stable = [c for c in clean.cells.columns if c not in ("out_dir", "seconds_folds")]
     pd.testing.assert_frame_equal(clean.cells[stable], again.cells[stable])
-    for key in ("spa", "stepm_survivors", "ranking"):
+    for key in ("spa", "stepm_survivors", "ranking", "folds"):
         assert again.scan[key] == clean.scan[key]
+    differentials = [pd.read_parquet(r.out_dir / "differentials" / "BTC.parquet") for r in (clean, again)]
+    pd.testing.assert_frame_equal(*differentials)
     before, after = clean.scan["final_period"]["BTC-USD"], again.scan["final_period"]["BTC-USD"]
     assert before["development_fingerprint"] == after["development_fingerprint"]
     assert before["fingerprint"] != after["fingerprint"]
@@ -240,7 +242,7 @@ def test_the_final_period_is_read_by_the_confirmation_only_and_only_once(planted
 def test_a_random_walk_confirms_nothing(ray_session, tmp_path):
     data = tmp_path / "data"
     write_bars(data, "BTC", days=10, strength=0.0, seed=11)
-    result = scan(tmp_path, data, "scan", tmp_path / "ledger.jsonl")
+    result = scan(tmp_path, data, "scan", tmp_path / "ledger.jsonl", horizons=(15,))
     assert result.scan["stepm_survivors"]["BTC-USD"] == []
     assert result.scan["confirmation"]["BTC-USD"] is None and not (tmp_path / "ledger.jsonl").exists()
     assert result.scan["spa_p_value"]["BTC-USD"] > 0.05
