@@ -213,10 +213,12 @@ def test_the_final_period_is_read_by_the_confirmation_only_and_only_once(planted
     frame = pd.read_parquet(data / "BTC-USD_1m.parquet")
     final = int(1.5 * 1440)
     noise = synthetic_returns(final, strength=0.0, seed=77)
-    frame.loc[len(frame) - final :, "close"] = frame["close"].iloc[-final - 1] * np.exp(np.cumsum(noise))
-    frame["open"] = np.r_[frame["open"].iloc[0], frame["close"].iloc[:-1]]
-    frame["high"] = frame[["open", "close"]].max(axis=1) * 1.0002
-    frame["low"] = frame[["open", "close"]].min(axis=1) * 0.9998
+    tail = frame.index >= len(frame) - final  # only the final period's bars change
+    close = frame["close"].iloc[-final - 1] * np.exp(np.cumsum(noise))
+    frame.loc[tail, "close"] = close
+    frame.loc[tail, "open"] = np.r_[frame["close"].iloc[-final - 1], close[:-1]]
+    frame.loc[tail, "high"] = frame.loc[tail, ["open", "close"]].max(axis=1) * 1.0002
+    frame.loc[tail, "low"] = frame.loc[tail, ["open", "close"]].min(axis=1) * 0.9998
     poisoned.mkdir()
     frame.to_parquet(poisoned / "BTC-USD_1m.parquet", index=False)
 
