@@ -20,6 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _pause() -> None:
+    time.sleep(0.5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--coin", default="BTC")
@@ -34,7 +38,8 @@ def main() -> None:
     from crpbot.ray_runtime import init_ray
 
     init_ray(None)
-    ray.get([ray.remote(num_cpus=1)(time.sleep).remote(0.5) for _ in range(2)])  # workers up
+    warm = ray.remote(num_cpus=1)(_pause)
+    ray.get([warm.remote() for _ in range(2)])  # both workers started before the timed runs
     grid = load_scan_grid(args.grid)
     runs = {}
     for name, max_parallel in (("parallel", None), ("one at a time", 1)):
