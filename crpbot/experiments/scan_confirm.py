@@ -83,7 +83,8 @@ def confirm(
         )
         if not is_recorded(ledger, entry.final, out_dir, cell):
             record_use(ledger, entry.final, out_dir, cell, reused=bool(earlier))
-        log(f"{entry.coin}: confirming {cell} once on its final period")
+        done = "" if plan.todo else " (finished before: read back, not scored again)"
+        log(f"{entry.coin}: confirming {cell} once on its final period{done}")
         plans[entry.coin] = (plan, cell, earlier)
     run_fold_tasks([plan for plan, _, _ in plans.values()], cluster, log=log)
     for coin, (plan, cell, earlier) in plans.items():
