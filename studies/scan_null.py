@@ -18,7 +18,14 @@ import time
 
 import numpy as np
 
-from crpbot.evaluation.multiple_testing import block_length, group_size, grouped, spa_test, stepm_survivors
+from crpbot.evaluation.multiple_testing import (
+    BLOCK_PER_HORIZON,
+    block_length,
+    group_size,
+    grouped,
+    spa_test,
+    stepm_survivors,
+)
 
 HORIZONS = (5, 15, 60, 240)
 
@@ -43,9 +50,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--rows", type=int, default=40320)
     parser.add_argument("--reps", type=int, default=300)
+    parser.add_argument(
+        "--block-per-horizon", type=float, default=BLOCK_PER_HORIZON, help="mean block / largest horizon"
+    )
     args = parser.parse_args()
     size = group_size(max(HORIZONS))
-    block = block_length(-(-max(HORIZONS) // size), -(-args.rows // size))
+    groups = -(-args.rows // size)
+    block = max(1, min(round(args.block_per_horizon * max(HORIZONS) / size), groups // 10))
+    if args.block_per_horizon == BLOCK_PER_HORIZON:
+        assert block == block_length(-(-max(HORIZONS) // size), groups), "the scan's own block"
     started = time.perf_counter()
     pvalues, survivors = [], 0
     for seed in range(args.seeds):

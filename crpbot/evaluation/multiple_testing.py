@@ -11,24 +11,23 @@ biased upwards by the choice itself. Three corrections, each for the number of c
   among that many cells with no skill.
 
 SPA and StepM are ``arch``'s (``arch.bootstrap.SPA`` / ``StepM``, with the stationary
-bootstrap); this module turns differentials into their losses (``-d`` against a benchmark of 0),
-fixes the block length and studentises. arch 8.0 computes each column's long-run variance but
-then compares the unstudentised means (``SPA.compute``), so the noisiest cells set the critical
-value: on full BTC a 240-minute cell's mean moves ~6x more than a 5-minute cell's, and a
-5-minute volatility cell with an edge of +0.072 (HAC 95% CI +0.062 to +0.083) got p = 0.038.
-Hansen's test is the studentised one, so each column is divided by its long-run standard
-deviation (:func:`studentized`, the stationary bootstrap's kernel, as arch computes it) before
-arch sees it: the null of each column is unchanged and the maximum is over t-statistics.
-
-Rows of h-minute labels depend on each other over h rows
-(``crpbot.evaluation.metrics.dependence_length``), and a block bootstrap with mean block b keeps
-lag-k dependence only with weight ~(1 - k/b): a block of ``BLOCK_PER_HORIZON`` × the largest
-horizon keeps ~0.97 of the variance of overlapping labels (shared/notes, "Intervals on
+bootstrap); this module only turns differentials into their losses (``-d`` against a benchmark
+of 0) and fixes the block length. Note that arch 8.0 computes each column's long-run variance but
+compares unstudentised means (``SPA.compute``): the noisiest cells (240-minute ones) set the
+critical value, so a clear low-variance edge is found with less power (on full BTC a 5-minute
+volatility cell with edge +0.072, HAC 95% CI +0.062 to +0.083, got p = 0.038). Dividing each
+column by its kernel standard deviation first (Hansen's studentised statistic) was tried and
+measured: with one coin's single 14-day fold (~14 bootstrap blocks of 1,440 minutes) the noise in
+those standard deviations made it reject a true null in 16% of 100 random-walk scans at the 5%
+level, against 4% unstudentised (studies/scan_null.py, studies/README.md). The calibrated test is
+kept; its power is the price. Rows of h-minute labels depend on each other over h
+rows (``crpbot.evaluation.metrics.dependence_length``), and a block bootstrap with mean block b
+keeps lag-k dependence only with weight ~(1 - k/b): a block of ``BLOCK_PER_HORIZON`` × the
+largest horizon keeps ~0.97 of the variance of overlapping labels (shared/notes, "Intervals on
 overlapping labels"), where b = 2h keeps 0.90 and makes the test too liberal.
 
-Cost: the long-run variance (arch's and :func:`studentized`) sums the autocovariances at every
-lag, quadratic in the rows (60 s for 40,000 rows × 32 cells on the shared host), so the scan
-first averages rows in consecutive
+Cost: arch's studentisation sums the autocovariances at every lag, quadratic in the rows (60 s
+for 40,000 rows × 32 cells on the shared host), so the scan first averages rows in consecutive
 groups of ``horizon / GROUPS_PER_HORIZON`` minutes (:func:`grouped`): every cell's mean and the
 hypothesis are unchanged, the dependence shrinks by the same factor, and the block length is
 counted in groups.
@@ -71,37 +70,21 @@ def block_length(max_horizon: int, rows: int) -> int:
     return max(1, min(BLOCK_PER_HORIZON * int(max_horizon), rows // MIN_BLOCKS))
 
 
-def studentized(values: np.ndarray, block: int) -> np.ndarray:
-    """Each column over its long-run standard deviation: the stationary bootstrap's variance of
-    the mean × rows (Politis & Romano 1994 kernel with p = 1/block, the one arch computes); a
-    column without variance (a cell equal to its baseline on every row) stays 0."""
-    n = len(values)
-    centred = values - values.mean(axis=0)
-    variance = np.einsum("ij,ij->j", centred, centred) / n
-    p = 1.0 / block
-    for lag in range(1, n):
-        kappa = (1 - lag / n) * (1 - p) ** lag + (lag / n) * (1 - p) ** (n - lag)
-        variance += 2 * kappa * np.einsum("ij,ij->j", centred[: n - lag], centred[lag:]) / n
-    scale = np.sqrt(np.clip(variance, 0.0, None))
-    return np.divide(values, scale, out=np.zeros_like(values), where=scale > 0)
-
-
-def _losses(differentials: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+def _losses(differentials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(differentials, dtype=np.float64)
     if values.ndim != 2 or values.shape[1] < 1 or not np.all(np.isfinite(values)):
         raise CrpbotError(f"differentials must be a finite [rows, cells] array, got shape {values.shape}")
-    return np.zeros(len(values)), -studentized(values, block)
+    return np.zeros(len(values)), -values
 
 
 def spa_test(differentials: np.ndarray, *, block: int, reps: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Hansen's studentised SPA p-values (lower, consistent, upper) of H0: no column's mean
-    differential is > 0.
+    """Hansen's SPA p-values (lower, consistent, upper) of H0: no column's mean differential is > 0.
 
     The consistent p-value is the one to read; lower and upper bracket it (White's Reality Check
     is the upper one's conservative relative)."""
     from arch.bootstrap import SPA
 
-    benchmark, losses = _losses(differentials, block)
+    benchmark, losses = _losses(differentials)
     spa = SPA(benchmark, losses, block_size=block, reps=reps, bootstrap="stationary", seed=seed)
     spa.compute()
     return {name: float(value) for name, value in spa.pvalues.items()}
@@ -113,7 +96,7 @@ def stepm_survivors(
     """Columns whose mean differential is > 0 by Romano-Wolf's StepM at family-wise error ``size``."""
     from arch.bootstrap import StepM
 
-    benchmark, losses = _losses(differentials, block)
+    benchmark, losses = _losses(differentials)
     stepm = StepM(
         benchmark, losses, size=size, block_size=block, reps=reps, bootstrap="stationary", seed=seed
     )
