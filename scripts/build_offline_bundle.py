@@ -53,7 +53,13 @@ ASSUMED = {
     "pyyaml": "PyYAML==6.0.4",
     "safetensors": "safetensors==0.8.0",
 }
-BUNDLED = ["ray[default,train,tune]==2.60.0", "optuna==5.0.0", "boto3==1.44.8", "lightgbm==4.7.0", "arch==8.0.0"]
+BUNDLED = [
+    "ray[default,train,tune]==2.60.0",
+    "optuna==5.0.0",
+    "boto3==1.44.8",
+    "lightgbm==4.7.0",
+    "arch==8.0.0",
+]
 # Newer copies carried for images whose own are too old for Ray: name -> minimum version.
 FALLBACKS = {"protobuf": "5.0", "typing-extensions": "4.16", "packaging": "24.2"}
 # Distributions never loaded on crpbot's paths (runtime-env pip installs, profiling, GCP auth).
