@@ -34,6 +34,7 @@ REQUIRED = {
     "scipy": "the metrics' intervals and the temperature fit",
     "sklearn": "metrics and the logistic baseline",
     "lightgbm": "the gradient-boosting model family (model: gbdt)",
+    "arch.bootstrap": "the scan's multiple-testing tests (SPA, StepM)",
     "matplotlib": "reports and search plots",
     "yaml": "configs",
     "safetensors": "model artifacts",

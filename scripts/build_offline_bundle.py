@@ -59,6 +59,7 @@ BUNDLED = [
     "boto3==1.44.8",
     "lightgbm==4.7.0",
     "rich==15.0.0",
+    "arch==8.0.0",
 ]
 # Newer copies carried for images whose own are too old for Ray: name -> minimum version.
 FALLBACKS = {"protobuf": "5.0", "typing-extensions": "4.16", "packaging": "24.2"}
@@ -112,6 +113,7 @@ PROBE_MODULES = [
     "boto3",
     "lightgbm",
     "rich.live",
+    "arch.bootstrap",
     "tensorboardX",
 ]
 

@@ -30,6 +30,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "walkforward",
         "retrain fold after fold on Ray, score each fold on its own test period; pooled CI, report",
     ),
+    "scan": (
+        "scan",
+        "walk-forward a grid of questions on Ray; SPA/StepM/DSR on the best; confirm it on a final period",
+    ),
     "registry": ("registry", "list, show, roll back promoted models; push/pull them to/from S3"),
     "data": ("data", "maintain bar files: append new bars to a dataset atomically"),
     "predict": ("predict", "P(up) of a model (default: the promoted one) for the latest closed bars"),

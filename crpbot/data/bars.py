@@ -101,6 +101,18 @@ class Bars:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def head(self, rows: int) -> Bars:
+        """The first ``rows`` bars (a scan's data before its final period); own fingerprint."""
+        frame = self.frame.iloc[:rows].reset_index(drop=True)
+        return Bars(
+            frame=frame,
+            segment_ids=self.segment_ids[:rows],
+            report=self.report,
+            source=self.source,
+            fingerprint=_fingerprint(frame, timestamps_ns(frame["timestamp"])),
+            coin=self.coin,
+        )
+
     def tail(self, rows: int) -> Bars:
         """The last ``rows`` bars with their segment ids (live prediction needs no more); own fingerprint."""
         frame = self.frame.iloc[-rows:].reset_index(drop=True)

@@ -27,7 +27,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,28 @@ class WalkForwardResult:
     trained: list[int]  # folds trained by this call (the others were finished before, or failed)
 
 
+@dataclass
+class WalkForwardPlan:
+    """One coin's walk-forward, checked and claimed, before Ray: what :func:`run_fold_tasks` runs.
+
+    ``records`` holds the folds finished before (a rerun) and fills as folds finish; ``todo`` are
+    the folds this run trains. Several plans (a scan's cells) run in one pool of Ray tasks.
+    """
+
+    config: TrainConfig
+    coin: str
+    input_path: Path
+    out_dir: Path
+    bars: Any
+    context: Any | None
+    folds: list[Fold]
+    plan: dict[str, Any]
+    thresholds: GateThresholds
+    costs: Costs
+    todo: list[Fold]
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
 def run_walkforward(
     config: TrainConfig,
     coin: str,
@@ -75,19 +97,54 @@ def run_walkforward(
     one after another, the benchmark's baseline). Every check that can fail on the inputs runs
     before Ray starts. ``cluster``: each fold claims 1 CPU, or ``gpu_share`` of a GPU with ``gpu``.
     """
+    from crpbot.model.family import check_device
+
+    cluster = cluster if cluster is not None else ClusterSettings()
+    check_device(config, cluster.gpu)
+    if max_parallel is not None and max_parallel < 1:
+        raise CrpbotError(f"invalid max_parallel {max_parallel}: must be >= 1")
+    plan = plan_walkforward(
+        config, coin, spec, input_path=input_path, out_dir=out_dir, thresholds=thresholds, costs=costs
+    )
+    log(
+        f"Walk-forward of {plan.coin}: {len(plan.folds)} folds ({spec.window}, train {spec.train_days:g} / "
+        f"val {spec.val_days:g} / test {spec.test_days:g} days of bars), "
+        f"{len(plan.folds) - len(plan.todo)} finished before, {len(plan.todo)} to train -> {plan.out_dir}"
+    )
+    run_fold_tasks([plan], cluster, max_parallel=max_parallel, log=log)
+    result = finish_walkforward(plan)
+    for line in summary_lines(result.summary):
+        log(line)
+    log(f"Walk-forward written to {plan.out_dir}")
+    return result
+
+
+def plan_walkforward(
+    config: TrainConfig,
+    coin: str,
+    spec: FoldSpec,
+    *,
+    input_path: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    thresholds: GateThresholds | None = None,
+    costs: Costs | None = None,
+    bars: Any | None = None,
+    folds: list[Fold] | None = None,
+) -> WalkForwardPlan:
+    """Load (or take) the bars, plan (or take) the folds, claim ``out_dir`` and read finished folds.
+
+    ``bars``: rows already loaded from ``input_path`` (a scan passes each coin's bars before its
+    final period); ``folds``: folds planned by the caller (a scan gives every cell the same ones,
+    so their test rows align). Without them, the file is loaded and the folds of ``spec`` planned.
+    """
     from crpbot.data.bars import default_input, load_bars, normalize_coin
     from crpbot.data.cross_asset import ContextSpec, load_context
     from crpbot.data.folds import plan_folds
-    from crpbot.model.family import check_device
     from crpbot.registry.artifact import check_output_location
 
-    cluster = cluster if cluster is not None else ClusterSettings()
     thresholds = thresholds if thresholds is not None else GateThresholds()
     costs = costs if costs is not None else Costs()
-    check_device(config, cluster.gpu)
     coin = normalize_coin(coin)
-    if max_parallel is not None and max_parallel < 1:
-        raise CrpbotError(f"invalid max_parallel {max_parallel}: must be >= 1")
     input_path = Path(input_path if input_path is not None else default_input(coin)).resolve()
     out_dir = (
         Path(out_dir)
@@ -95,16 +152,18 @@ def run_walkforward(
         else Path("runs") / f"walkforward-{coin.split('-')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     check_output_location(out_dir)
-    bars = load_bars(input_path)
+    if bars is None:
+        bars = load_bars(input_path)
     bars.coin = coin
     # a context model's context bars (beside the input): checked here, before Ray. The folds are
     # planned on the minutes the target and every context coin share, the rows a fold prepares, so
     # each planned purge is a purge of those rows (where the coins have the same minutes, these
     # are the folds of the target alone, and a contender without context is cut at the same times)
     context = load_context(coin, ContextSpec.from_config(config), input_path)
-    folds = plan_folds(
-        shared_timestamps([bars], context), spec, lookback=config.lookback, horizon=config.horizon
-    )
+    if folds is None:
+        folds = plan_folds(
+            shared_timestamps([bars], context), spec, lookback=config.lookback, horizon=config.horizon
+        )
     plan = {
         "coin": coin,
         "input_path": str(input_path),
@@ -118,48 +177,111 @@ def run_walkforward(
         },
         "folds": [fold.to_dict() for fold in folds],
     }
-    _claim_out_dir(out_dir, plan)
-
+    claim_out_dir(out_dir, plan)
     finished = {fold.index: _read_result(out_dir, fold) for fold in folds}
-    todo = [fold for fold in folds if finished[fold.index] is None]
-    log(
-        f"Walk-forward of {coin}: {len(folds)} folds ({spec.window}, train {spec.train_days:g} / val "
-        f"{spec.val_days:g} / test {spec.test_days:g} days of bars), {len(folds) - len(todo)} finished "
-        f"before, {len(todo)} to train -> {out_dir}"
+    return WalkForwardPlan(
+        config=config,
+        coin=coin,
+        input_path=input_path,
+        out_dir=out_dir,
+        bars=bars,
+        context=context,
+        folds=folds,
+        plan=plan,
+        thresholds=thresholds,
+        costs=costs,
+        todo=[fold for fold in folds if finished[fold.index] is None],
+        records={index: record for index, record in finished.items() if record is not None},
     )
-    records = {index: record for index, record in finished.items() if record is not None}
-    if todo:
-        import ray
 
-        init_ray(cluster.address)
-        if cluster.gpu:
-            require_gpus(1)
-        task = (
-            ray.remote(num_cpus=1, num_gpus=cluster.gpu_share)(_run_fold)
-            if cluster.gpu
-            else ray.remote(num_cpus=1)(_run_fold)
-        )
-        bars_ref = ray.put(bars)
+
+def run_fold_tasks(
+    plans: list[WalkForwardPlan],
+    cluster: ClusterSettings,
+    *,
+    max_parallel: int | None = None,
+    log: Callable[[str], None] = print,
+    on_fold: Callable[[WalkForwardPlan, Fold, dict[str, Any]], None] | None = None,
+) -> None:
+    """Train and score the ``todo`` folds of every plan as one pool of Ray tasks (one per fold).
+
+    Each distinct bars object and context goes into the object store once, however many plans
+    share it (a scan's cells of one coin). A failed fold becomes a failed record and the rest
+    stand. ``on_fold`` hears of each finished fold (default: one log line per fold).
+    """
+    jobs = [(plan, fold) for plan in plans for fold in plan.todo]
+    if not jobs:
+        return
+    import ray
+
+    init_ray(cluster.address)
+    if cluster.gpu:
+        require_gpus(1)
+    task = (
+        ray.remote(num_cpus=1, num_gpus=cluster.gpu_share)(_run_fold)
+        if cluster.gpu
+        else ray.remote(num_cpus=1)(_run_fold)
+    )
+    refs: dict[int, Any] = {}
+
+    def put(value: Any) -> Any:
+        if id(value) not in refs:
+            refs[id(value)] = ray.put(value)
+        return refs[id(value)]
+
+    report = on_fold if on_fold is not None else _fold_line(log)
+    waiting = []
+    for plan, fold in jobs:
+        shutil.rmtree(_fold_dir(plan.out_dir, fold), ignore_errors=True)  # a killed run's leftovers
         shared = {
-            "config": config.to_dict(),
-            "input_path": str(input_path),
-            "thresholds": thresholds,
-            "costs": costs,
+            "config": plan.config.to_dict(),
+            "input_path": str(plan.input_path),
+            "thresholds": plan.thresholds,
+            "costs": plan.costs,
             "device": "cuda" if cluster.gpu else "cpu",
-            "context": ray.put(context) if context is not None else None,
+            "context": put(plan.context) if plan.context is not None else None,
         }
-        for fold in todo:  # leftovers of a killed run: never half-read, always rebuilt
-            shutil.rmtree(_fold_dir(out_dir, fold), ignore_errors=True)
-        records.update(_run_all(ray, task, todo, bars_ref, shared, out_dir, max_parallel, log))
+        waiting.append((plan, fold, put(plan.bars), shared))
+    running: dict[Any, tuple[WalkForwardPlan, Fold]] = {}
+    while waiting or running:
+        while waiting and (max_parallel is None or len(running) < max_parallel):
+            plan, fold, bars_ref, shared = waiting.pop(0)
+            directory = str(_fold_dir(plan.out_dir, fold).resolve())
+            running[task.remote(fold.to_dict(), bars_ref, directory, shared)] = (plan, fold)
+        (done,), _ = ray.wait(list(running), num_returns=1)
+        plan, fold = running.pop(done)
+        try:
+            record = ray.get(done)
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            reason = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+            record = {**fold_periods(fold), "fold": fold.index, "status": "failed", "error": reason}
+        plan.records[fold.index] = record
+        report(plan, fold, record)
 
-    rows = [records[fold.index] for fold in folds]
+
+def _fold_line(log: Callable[[str], None]) -> Callable[[WalkForwardPlan, Fold, dict[str, Any]], None]:
+    def line(_plan: WalkForwardPlan, fold: Fold, record: dict[str, Any]) -> None:
+        if record["status"] != "ok":
+            log(f"fold {fold.index} failed: {record['error']}")
+            return
+        log(
+            f"fold {fold.index}: test {record['test_start']} .. {record['test_end']} accuracy "
+            f"{record['accuracy']:.4f} (n={record['n']:,}) in {record['seconds_total']:.1f} s"
+        )
+
+    return line
+
+
+def finish_walkforward(plan: WalkForwardPlan) -> WalkForwardResult:
+    """The fold table and pooled summary of a plan whose folds have all run; outputs written."""
+    rows = [plan.records[fold.index] for fold in plan.folds]
     table = folds_table(rows)
-    summary = summarize(plan, rows, out_dir, config.horizon, thresholds, costs)
-    write_outputs(out_dir, table, summary)
-    for line in summary_lines(summary):
-        log(line)
-    log(f"Walk-forward written to {out_dir}")
-    return WalkForwardResult(out_dir=out_dir, folds=table, summary=summary, trained=[f.index for f in todo])
+    summary = summarize(plan.plan, rows, plan.out_dir, plan.config.horizon, plan.thresholds, plan.costs)
+    write_outputs(plan.out_dir, table, summary)
+    return WalkForwardResult(
+        out_dir=plan.out_dir, folds=table, summary=summary, trained=[fold.index for fold in plan.todo]
+    )
 
 
 def shared_timestamps(coins_bars: list[Any], context: Any | None = None) -> np.ndarray:
@@ -173,48 +295,6 @@ def shared_timestamps(coins_bars: list[Any], context: Any | None = None) -> np.n
         stamps = usable_timestamps(bars, context)
         common = stamps if common is None else np.intersect1d(common, stamps, assume_unique=True)
     return common
-
-
-def _run_all(
-    ray: Any,
-    task: Any,
-    todo: list[Fold],
-    bars_ref: Any,
-    shared: dict[str, Any],
-    out_dir: Path,
-    max_parallel: int | None,
-    log: Callable[[str], None],
-) -> dict[int, dict[str, Any]]:
-    """Submit the folds (at most ``max_parallel`` in flight); a failed fold becomes a failed record."""
-    waiting = list(todo)
-    running: dict[Any, Fold] = {}
-    records: dict[int, dict[str, Any]] = {}
-    while waiting or running:
-        while waiting and (max_parallel is None or len(running) < max_parallel):
-            fold = waiting.pop(0)
-            ref = task.remote(fold.to_dict(), bars_ref, str(_fold_dir(out_dir, fold).resolve()), shared)
-            running[ref] = fold
-        (done,), _ = ray.wait(list(running), num_returns=1)
-        fold = running.pop(done)
-        try:
-            records[fold.index] = ray.get(done)
-        except ray.exceptions.RayError as exc:
-            cause = getattr(exc, "cause", None) or exc
-            reason = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
-            records[fold.index] = {
-                **fold_periods(fold),
-                "fold": fold.index,
-                "status": "failed",
-                "error": reason,
-            }
-            log(f"fold {fold.index} failed: {reason}")
-            continue
-        record = records[fold.index]
-        log(
-            f"fold {fold.index}: test {record['test_start']} .. {record['test_end']} accuracy "
-            f"{record['accuracy']:.4f} (n={record['n']:,}) in {record['seconds_total']:.1f} s"
-        )
-    return records
 
 
 def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any]) -> dict[str, Any]:
@@ -275,7 +355,7 @@ def _run_fold(fold_dict: dict, bars: Any, fold_dir: str, shared: dict[str, Any])
         "seconds_total": evaluated - started,
         **fold_metrics(evaluation.metrics),
     }
-    _write_json(directory / RESULT_FILE, {"split_times": fold_dict["split_times"], "record": record})
+    write_json(directory / RESULT_FILE, {"split_times": fold_dict["split_times"], "record": record})
     return record
 
 
@@ -283,28 +363,28 @@ def write_outputs(out_dir: Path, table: pd.DataFrame, summary: dict[str, Any]) -
     """folds.csv, summary.json, walkforward.png and report.md, each written whole then renamed."""
     from crpbot.experiments.walkforward_report import plot_walkforward, report_markdown
 
-    _atomic(out_dir / "folds.csv", lambda tmp: table.to_csv(tmp, index=False))
-    _write_json(out_dir / "summary.json", summary)
-    _atomic(out_dir / "walkforward.png", lambda tmp: plot_walkforward(table, tmp))
-    _atomic(out_dir / "report.md", lambda tmp: Path(tmp).write_text(report_markdown(table, summary)))
+    atomic_write(out_dir / "folds.csv", lambda tmp: table.to_csv(tmp, index=False))
+    write_json(out_dir / "summary.json", summary)
+    atomic_write(out_dir / "walkforward.png", lambda tmp: plot_walkforward(table, tmp))
+    atomic_write(out_dir / "report.md", lambda tmp: Path(tmp).write_text(report_markdown(table, summary)))
 
 
-def _claim_out_dir(out_dir: Path, plan: dict[str, Any]) -> None:
+def claim_out_dir(out_dir: Path, plan: dict[str, Any], kind: str = "walk-forward") -> None:
     """A new ``out_dir`` gets plan.json; an existing one must hold the same plan (then it is resumed)."""
     plan_path = out_dir / PLAN_FILE
     if out_dir.exists():
         if not plan_path.is_file():
-            raise CrpbotError(f"output directory already exists and is not a walk-forward: {out_dir}")
+            raise CrpbotError(f"output directory already exists and is not a {kind}: {out_dir}")
         saved = json.loads(plan_path.read_text())
         if saved != json.loads(json.dumps(plan)):
             changed = sorted(key for key in plan if saved.get(key) != json.loads(json.dumps(plan[key])))
             raise CrpbotError(
-                f"{out_dir} holds a walk-forward with other {', '.join(changed)}; "
+                f"{out_dir} holds a {kind} with other {', '.join(changed)}; "
                 "resume it with the same options or choose another --out"
             )
         return
     out_dir.mkdir(parents=True)
-    _write_json(plan_path, plan)
+    write_json(plan_path, plan)
 
 
 def _read_result(out_dir: Path, fold: Fold) -> dict[str, Any] | None:
@@ -342,11 +422,11 @@ def _iso(ns: int) -> str:
     return np.datetime_as_string(np.datetime64(int(ns), "ns"), unit="m") + "Z"
 
 
-def _write_json(path: Path, value: Any) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=2, allow_nan=False) + "\n"))
+def write_json(path: Path, value: Any) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=2, allow_nan=False) + "\n"))
 
 
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """Write to a temporary file beside ``path``, then rename: a reader sees the old file or the new one."""
     tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:12]}{path.suffix}"
     try:

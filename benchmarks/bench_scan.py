@@ -1,0 +1,74 @@
+"""Cost of ``crpbot scan``: its pool of fold tasks (cells × folds) in flight together vs one at a time.
+
+Runs the smoke grid (tune_configs/scan_smoke.yaml, 4 gbdt cells) on one coin of the bundled sample
+twice through ``run_scan``: once with every fold task in flight (as many as the cluster runs), once
+with ``max_parallel=1``, each in a fresh output directory, the same Ray instance warmed up first.
+Prints the wall time of each pool, the speed-up, cells per hour and the per-fold cost that the
+projection in benchmarks/RESULTS.md ("Scan cost") starts from. Needs the host-wide Ray lock:
+
+    flock /tmp/crpbot-ray.lock .venv/bin/python benchmarks/bench_scan.py [--coin BTC] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pause() -> None:
+    time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--coin", default="BTC")
+    parser.add_argument("--grid", type=Path, default=REPO / "tune_configs" / "scan_smoke.yaml")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="bench-scan-")))
+    args = parser.parse_args()
+
+    import ray
+
+    from crpbot.experiments.scan import run_scan
+    from crpbot.experiments.scan_grid import load_scan_grid
+    from crpbot.ray_runtime import init_ray
+
+    init_ray(None)
+    warm = ray.remote(num_cpus=1)(_pause)
+    ray.get([warm.remote() for _ in range(2)])  # both workers started before the timed runs
+    grid = load_scan_grid(args.grid)
+    runs = {}
+    for name, max_parallel in (("parallel", None), ("one at a time", 1)):
+        out = args.out / name.replace(" ", "-")
+        shutil.rmtree(out, ignore_errors=True)
+        result = run_scan(
+            grid,
+            [args.coin],
+            out_dir=out,
+            ledger=args.out / "ledger.jsonl",
+            max_parallel=max_parallel,
+            log=lambda _: None,
+        )
+        runs[name] = result.scan
+        print(
+            f"{name}: {result.scan['fold_tasks_run']} fold tasks, pool {result.scan['seconds_cells']:.1f} s, "
+            f"scan {result.scan['seconds']:.1f} s, summed fold time {result.scan['fold_seconds']:.1f} s",
+            flush=True,
+        )
+    parallel, serial = runs["parallel"], runs["one at a time"]
+    cells = len(parallel["grid"]["cells"])
+    tasks = parallel["fold_tasks_run"]
+    print(f"speed-up of the pool: {serial['seconds_cells'] / parallel['seconds_cells']:.2f}x")
+    print(f"cells per hour (pool, parallel): {cells / parallel['seconds_cells'] * 3600:.0f}")
+    print(
+        f"mean fold task: {serial['fold_seconds'] / tasks:.2f} s alone, "
+        f"{parallel['fold_seconds'] / tasks:.2f} s in parallel"
+    )
+
+
+if __name__ == "__main__":
+    main()
