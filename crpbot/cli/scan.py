@@ -16,6 +16,7 @@ from pathlib import Path
 from crpbot.cli.options import (
     add_address,
     add_gate_and_costs,
+    add_tracking,
     backtest_costs,
     cluster_settings,
     gate_thresholds,
@@ -72,11 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gpu-share", type=float, default=1.0, help="with --gpu: fraction of a GPU per fold (default 1)"
     )
     add_gate_and_costs(parser, quorum=False)
+    add_tracking(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from crpbot.experiments.scan import run_scan
     from crpbot.experiments.scan_grid import load_scan_grid
+    from crpbot.integrations.tracking import open_tracker, record_scan
 
     result = run_scan(
         load_scan_grid(args.grid),
@@ -93,4 +96,5 @@ def run(args: argparse.Namespace) -> int:
         reuse_final=args.reuse_final,
         reps=args.reps,
     )
+    record_scan(open_tracker(args, "scan"), result.out_dir, name=f"scan {args.coins} ({args.grid.name})")
     return 1 if result.failed else 0
