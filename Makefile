@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Quiet, local-only Ray for every command run from here.
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test bench lint clean bundle check-bundle
+.PHONY: setup demo test bench lint clean bundle check-bundle docs-check
 
 setup: $(STAMP)
 
@@ -50,6 +50,11 @@ lint: setup
 	$(BIN)/ruff check crpbot tests benchmarks studies scripts
 	$(BIN)/ruff format --check crpbot tests benchmarks studies scripts
 	$(BIN)/lint-imports --no-cache
+
+# Every command the README and docs/ show, run on the bundled sample in scratch directories
+# (scripts/docs_check.py). Starts Ray: on a shared host run it under /tmp/crpbot-ray.lock.
+docs-check: setup
+	$(BIN)/python scripts/docs_check.py
 
 clean:
 	rm -rf runs reports data/features .pytest_cache

@@ -33,7 +33,7 @@ TABLE_COLUMNS = {
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    """The per-fold table as Markdown (also printed in the README)."""
+    """The per-fold table as Markdown (also printed in docs/walkforward-and-scan.md)."""
     lines = [
         "| " + " | ".join(TABLE_COLUMNS.values()) + " |",
         "|" + "---|" * len(TABLE_COLUMNS),
