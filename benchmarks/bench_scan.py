@@ -7,6 +7,10 @@ Prints the wall time of each pool, the speed-up, cells per hour and the per-fold
 projection in benchmarks/RESULTS.md ("Scan cost") starts from. Needs the host-wide Ray lock:
 
     flock /tmp/crpbot-ray.lock .venv/bin/python benchmarks/bench_scan.py [--coin BTC] [--out DIR]
+        [--grid FILE] [--input-dir DIR] [--folds N]
+
+``--input-dir ../shared/data/ohlcv --grid G --folds 1`` measures the pool on the full data, where a
+fold task lasts seconds rather than the sample's one.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ def main() -> None:
     parser.add_argument("--coin", default="BTC")
     parser.add_argument("--grid", type=Path, default=REPO / "tune_configs" / "scan_smoke.yaml")
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="bench-scan-")))
+    parser.add_argument("--input-dir", type=Path, help="bars directory (default: the bundled sample)")
+    parser.add_argument("--folds", type=int, help="keep the last N folds (default: the budget's)")
     args = parser.parse_args()
 
     import ray
@@ -48,6 +54,8 @@ def main() -> None:
         result = run_scan(
             grid,
             [args.coin],
+            input_dir=args.input_dir,
+            folds=args.folds,
             out_dir=out,
             ledger=args.out / "ledger.jsonl",
             max_parallel=max_parallel,
