@@ -23,6 +23,10 @@ os.environ.pop("RAY_ADDRESS", None)
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# As crpbot.ray_runtime sets for every command: no log deduplication. Ray reads it at its first
+# import, which a test module may do before crpbot's; deduplicated lines are held back and
+# flushed later, into whichever test (and pipeline.log) is running then.
+os.environ["RAY_DEDUP_LOGS"] = "0"
 # No MLflow tracking into the repo's runs/: tests/test_tracking.py gives each use its own store.
 os.environ["CRPBOT_TRACKING_URI"] = "off"
 # Ray Train's controller polls its workers every 2 s by default, so each TorchTrainer run waits up
