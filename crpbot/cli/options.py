@@ -86,6 +86,11 @@ def add_coin(parser: argparse.ArgumentParser, what: str, *, required: bool = Tru
     parser.add_argument("--coin", required=required, help=f"coin {what}, e.g. BTC or BTC-USD")
 
 
+def coin_list(text: str) -> list[str]:
+    """``--coins BTC,ETH,SOL`` as a list (blank entries ignored; validated where the coins are read)."""
+    return [coin.strip() for coin in text.split(",") if coin.strip()]
+
+
 def cluster_settings(args: argparse.Namespace) -> ClusterSettings:
     """``--address``, ``--gpu`` and, where the command has them, ``--workers`` and ``--gpu-share``
     (the defaults when absent), checked before Ray starts."""

@@ -23,6 +23,7 @@ from crpbot.cli.options import (
     add_tracking,
     backtest_costs,
     cluster_settings,
+    coin_list,
     gate_thresholds,
 )
 
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from crpbot.integrations.tracking import open_tracker, record_pipeline
     from crpbot.pipeline.run import run_pipeline
 
-    coins = [coin.strip() for coin in args.coins.split(",") if coin.strip()]
+    coins = coin_list(args.coins)
     tracker = open_tracker(args, "pipeline")
     with tracker.run(f"pipeline {','.join(coins)} ({args.budget})") as run_id:
         result = run_pipeline(

@@ -21,6 +21,7 @@ from crpbot.cli.options import (
     add_tracking,
     backtest_costs,
     cluster_settings,
+    coin_list,
     gate_thresholds,
 )
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from crpbot.integrations.tracking import open_tracker, record_retrain
     from crpbot.pipeline.retrain import run_retrain
 
-    coins = [coin.strip() for coin in args.coins.split(",") if coin.strip()]
+    coins = coin_list(args.coins)
     tracker = open_tracker(args, "retrain")
     with tracker.run(f"retrain {','.join(coins)} ({args.budget})") as run_id:
         decisions = run_retrain(

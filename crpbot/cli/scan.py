@@ -19,6 +19,7 @@ from crpbot.cli.options import (
     add_tracking,
     backtest_costs,
     cluster_settings,
+    coin_list,
     gate_thresholds,
 )
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_scan(
         load_scan_grid(args.grid),
-        [coin.strip() for coin in args.coins.split(",") if coin.strip()],
+        coin_list(args.coins),
         input_dir=args.input_dir,
         budget=args.budget,
         holdout_days=args.holdout_days,
