@@ -18,14 +18,9 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _pause() -> None:
-    time.sleep(0.5)
 
 
 def main() -> None:
@@ -37,15 +32,16 @@ def main() -> None:
     parser.add_argument("--folds", type=int, help="keep the last N folds (default: the budget's)")
     args = parser.parse_args()
 
-    import ray
+    from warmup import free_cores, warm_driver, warm_workers
 
     from crpbot.experiments.scan import run_scan
     from crpbot.experiments.scan_grid import load_scan_grid
     from crpbot.ray_runtime import init_ray
 
+    print(f"host check before: {free_cores(2)}", flush=True)
     init_ray(None)
-    warm = ray.remote(num_cpus=1)(_pause)
-    ray.get([warm.remote() for _ in range(2)])  # both workers started before the timed runs
+    warm_workers(2)  # both workers started, with the fold's imports, before the timed runs
+    warm_driver()
     grid = load_scan_grid(args.grid)
     runs = {}
     for name, max_parallel in (("parallel", None), ("one at a time", 1)):
@@ -76,6 +72,7 @@ def main() -> None:
         f"mean fold task: {serial['fold_seconds'] / tasks:.2f} s alone, "
         f"{parallel['fold_seconds'] / tasks:.2f} s in parallel"
     )
+    print(f"host check after: {free_cores(2)}")
 
 
 if __name__ == "__main__":

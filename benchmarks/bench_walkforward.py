@@ -9,9 +9,10 @@ tune_configs/, e.g. gbdt.yaml for the GBDT family's folds) on the same folds and
 ``--cpus`` CPUs: once with every fold in flight (the default), once with ``max_parallel=1``. Each
 fold times its own steps; "prepare" is ``prepare_for_config`` on the fold's split times, the
 fold's only preparation (its evaluation is handed the prepared data). Goals (issue 12): speed-up
->= 1.8x on 2 CPUs, preparation <= 10% of a fold's time. One worker per CPU is started (torch
-imported) before either run, so neither pays Ray's worker start-up. Before and after, ``--cpus``
-busy processes are timed against one: on a shared host that says how many cores the runs could get.
+>= 1.8x on 2 CPUs, preparation <= 10% of a fold's time. Before either run, one worker per CPU
+and the driver import what a first run would (``warmup.py``), so neither run pays a start-up.
+Before and after, ``--cpus`` busy processes are timed against one: on a shared host that says
+how many cores the runs could get.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where the two runs are written (default: a temp dir)")
     args = parser.parse_args()
 
+    from warmup import free_cores, warm_driver, warm_workers
+
     from crpbot.config import CONFIG_DIR, load_config
     from crpbot.data.folds import FoldSpec
     from crpbot.experiments.walkforward import run_walkforward
@@ -57,9 +60,10 @@ def main() -> None:
         f"config {args.config} (model {config.model})"
     )
 
-    print(f"host check before: {_free_cores(args.cpus)}")
+    print(f"host check before: {free_cores(args.cpus)}")
     init_ray(None, num_cpus=args.cpus)
-    _warm_workers(args.cpus)
+    warm_workers(args.cpus)
+    warm_driver()
     runs = {}
     for name, max_parallel in (("parallel", None), ("sequential", 1)):
         started = time.perf_counter()
@@ -95,49 +99,8 @@ def main() -> None:
         + f", total {folds['seconds_total'].median():.2f}"
     )
     print(f"data preparation share of fold time: {prepare / total:.1%} (goal <= 10%)")
-    print(f"host check after: {_free_cores(args.cpus)}")
+    print(f"host check after: {free_cores(args.cpus)}")
     print(f"load after: {os.getloadavg()}; outputs in {out}")
-
-
-def _spin(_: int) -> float:
-    started = time.perf_counter()
-    total = 0
-    for i in range(10_000_000):
-        total += i
-    return time.perf_counter() - started
-
-
-def _free_cores(count: int) -> str:
-    """How much of ``count`` cores this host gives now: ``count`` busy processes vs one (a shared
-    host's other jobs take cores away, and then parallel folds cannot be faster)."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(count) as pool:
-        list(pool.map(_spin, range(count)))  # start the processes
-        started = time.perf_counter()
-        list(pool.map(_spin, [0]))
-        one = time.perf_counter() - started
-        started = time.perf_counter()
-        list(pool.map(_spin, range(count)))
-        many = time.perf_counter() - started
-    return f"{count} busy processes ran at {count * one / many:.2f}x the rate of one (ideal {count}.00x)"
-
-
-def _warm_workers(count: int) -> None:
-    """Start one worker per CPU with torch and crpbot imported, so neither run pays the start-up."""
-    import ray
-
-    @ray.remote(num_cpus=1)
-    def warm() -> None:
-        import lightgbm  # noqa: F401  (the GBDT family's fits)
-        import sklearn.ensemble  # noqa: F401  (the GBDT baseline's)
-
-        import crpbot.evaluation.evaluate  # noqa: F401
-        import crpbot.model.fit  # noqa: F401
-
-        time.sleep(2)  # held long enough that the tasks land on different workers
-
-    ray.get([warm.remote() for _ in range(count)])
 
 
 if __name__ == "__main__":

@@ -213,8 +213,12 @@ def test_planted_late_edge_shows_in_late_folds_and_reruns_train_only_missing_fol
     # what the report says each fold did is what it did: a temperature fitted on its own val
     assert "- each fold: its own train-only scaler, early stopping and temperature on its own val" in report
     for fold in range(5):
-        metrics = json.loads((out / "folds" / str(fold) / "evaluation" / "metrics.json").read_text())
+        evaluation = out / "folds" / str(fold) / "evaluation"
+        metrics = json.loads((evaluation / "metrics.json").read_text())
         assert metrics["temperature"] != 1.0
+        # a fold's evaluation draws no figures (walkforward.png is the walk-forward's) and says so
+        assert not list(evaluation.glob("*.png"))
+        assert "Not drawn here" in (evaluation / "report.md").read_text()
 
     # fold 1 killed half-way (no result.json) and now failing: reported, the others untouched
     finished = {k: (out / "folds" / str(k) / "result.json").stat().st_mtime_ns for k in (0, 2, 3, 4)}

@@ -23,7 +23,7 @@ import numpy as np
 
 from crpbot.data.bars import Bars, default_input, load_bars, normalize_coin, timestamps_ns
 from crpbot.data.cross_asset import Context, ContextSpec, load_context
-from crpbot.data.features import FEATURE_NAMES, WARMUP_BARS, compute_features
+from crpbot.data.features import FEATURE_NAMES, WARMUP_BARS
 from crpbot.data.scaler import Scaler
 from crpbot.data.targets import Target, compute_labels
 from crpbot.errors import CrpbotError
@@ -281,7 +281,7 @@ def usable_rows(bars: Bars, target: Target, context: Context | None = None) -> d
     their segments. Labels and returns are NaN where t+h is past the end of the row's segment;
     elsewhere the forward return is finite (a tie's is 0.0: it makes zero PnL).
     """
-    features = compute_features(bars).to_numpy(dtype=np.float64)
+    features = bars.feature_table()
     if context is not None:
         features = np.hstack([features, context.columns(bars)])
     keep = np.isfinite(features).all(axis=1)

@@ -99,6 +99,7 @@ def evaluate_model(
     prepared: Any | None = None,
     log: Callable[[str], None] = print,
     coin: str | None = None,
+    figures: bool = True,
 ) -> EvaluationResult:
     """Evaluate the artifact at ``model_dir`` and write predictions, metrics, report and plots to ``out_dir``.
 
@@ -111,7 +112,7 @@ def evaluate_model(
     ``context_inputs`` (coin -> file): a context model's context bars, when not the files it
     records (stored split) or the files beside ``input_path`` (see ``crpbot.data.cross_asset``).
     ``coin``: which coin of a global model to evaluate (the gate stays per coin); optional for
-    a one-coin model.
+    a one-coin model. ``figures=False`` leaves out the PNG plots (report.md says so).
     """
     thresholds = thresholds if thresholds is not None else GateThresholds()
     costs = costs if costs is not None else Costs()
@@ -258,6 +259,7 @@ def evaluate_model(
             trades,
             history,
             None if familiar is None else familiar[~tie],
+            figures,
         ),
     )
     for line in summary_lines(metrics):
@@ -469,6 +471,7 @@ def _fill_output_dir(
     trades: BacktestResult | None,
     history: list[dict[str, Any]],
     familiar: np.ndarray | None = None,
+    figures: bool = True,
 ) -> None:
     """predictions.parquet (with ``baseline_up``: the best baseline's direction per row, when one
     was chosen on validation; ``familiar``: the row's window lies inside what the model saw in
@@ -496,7 +499,7 @@ def _fill_output_dir(
             }
         ).to_parquet(directory / TRADES_FILE, index=False)
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    write_report(directory, metrics, test, trades, history)
+    write_report(directory, metrics, test, trades, history, figures=figures)
 
 
 def _write_outputs(out_dir: Path, overwrite: bool, fill: Callable[[Path], None]) -> None:

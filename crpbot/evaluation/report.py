@@ -15,6 +15,7 @@ from crpbot.evaluation.metrics import reliability_bins
 
 # metrics["backtest"] of a target that predicts no direction (``crpbot.data.targets``)
 NO_BACKTEST = "not applicable: the target is not directional, so no prediction is a trade"
+NO_FIGURES = "Not drawn here (a walk-forward fold): `crpbot evaluate --model <this fold's model>` draws them."
 PLOTS = {
     "reliability": "reliability.png",
     "equity": "equity_curve.png",
@@ -197,25 +198,36 @@ def _gate_section(gate: dict[str, Any]) -> list[str]:
 
 
 def write_report(
-    directory: Path, metrics: dict[str, Any], test: Any, trades: Any, history: list[dict[str, Any]]
+    directory: Path,
+    metrics: dict[str, Any],
+    test: Any,
+    trades: Any,
+    history: list[dict[str, Any]],
+    *,
+    figures: bool = True,
 ) -> list[Path]:
-    """Write report.md and the PNG plots into ``directory``; returns the files written."""
+    """Write report.md and (with ``figures``) the PNG plots into ``directory``; returns the files written.
+
+    Drawing is most of a short evaluation's time: a walk-forward's folds (hundreds in a scan) skip it.
+    """
+    directory = Path(directory)
+    report = directory / "report.md"
+    report.write_text(_markdown(metrics, figures))
+    if not figures:
+        return [report]
     import matplotlib
 
     matplotlib.use("Agg")
-    directory = Path(directory)
     written = [
         _plot_reliability(directory / PLOTS["reliability"], test),
         *([_plot_equity(directory / PLOTS["equity"], trades)] if trades is not None else []),
         _plot_coverage(directory / PLOTS["coverage"], metrics),
         _plot_training(directory / PLOTS["training"], history),
     ]
-    report = directory / "report.md"
-    report.write_text(_markdown(metrics))
     return [report, *written]
 
 
-def _markdown(metrics: dict[str, Any]) -> str:
+def _markdown(metrics: dict[str, Any], figures: bool = True) -> str:
     low, high = metrics["accuracy_ci"]
     bt = metrics["backtest"]
     gate = metrics["gate"]
@@ -263,7 +275,11 @@ def _markdown(metrics: dict[str, Any]) -> str:
         "",
         "## Plots",
         "",
-        *[f"![{name}]({file})" for name, file in PLOTS.items() if name != "equity" or bt is not None],
+        *(
+            [f"![{name}]({file})" for name, file in PLOTS.items() if name != "equity" or bt is not None]
+            if figures
+            else [NO_FIGURES]
+        ),
         "",
     ]
     return "\n".join(out)
