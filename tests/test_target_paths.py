@@ -1,7 +1,8 @@
 """Targets and horizons through the commands, on the bundled real sample: ``crpbot train`` +
-``evaluate`` for ``volatility`` (no backtest, its own baselines, the net-return criterion not
-applicable), ``triple_barrier`` at a 60-minute horizon trained, evaluated, served and refused as a
-retrain comparison against a 15-minute direction model, and the bad-input errors before Ray."""
+``evaluate`` for ``volatility`` with higher-timeframe features (no backtest, its own baselines,
+the net-return criterion not applicable), ``triple_barrier`` at a 60-minute horizon trained,
+evaluated, served and refused as a retrain comparison against a 15-minute direction model, and the
+bad-input errors before Ray."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tiny import TINY_GRU
 from crpbot.cli import main
 from crpbot.config import save_config
 from crpbot.data.dataset import load_prepared
+from crpbot.data.timeframes import TIMEFRAME_FEATURES
 from crpbot.errors import CrpbotError
 from crpbot.evaluation.compare import compare_on_shared_period
 from crpbot.evaluation.evaluate import evaluate_model
@@ -26,20 +28,23 @@ from crpbot.model.serving import LiveModel
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_volatility_train_and_evaluate_through_the_commands(ray_session, tmp_path, capsys):
+def test_volatility_with_timeframes_trains_and_evaluates_through_the_commands(ray_session, tmp_path, capsys):
+    """One ``crpbot train`` + ``evaluate`` pair for two options at once (each pair is a Ray Train run):
+    a volatility target, and higher-timeframe features (tests/test_timeframes.py checks those alone)."""
     config = tmp_path / "volatility.yaml"
-    save_config(TINY_GRU.replace(target="volatility", vol_window=240), config)
+    save_config(TINY_GRU.replace(target="volatility", vol_window=240, timeframes=[5, 15]), config)
     model, out = tmp_path / "model", tmp_path / "eval"
     assert main(["train", "--coin", "BTC", "--config", str(config), "--out", str(model)]) == 0
-    recorded = json.loads((model / "config.json").read_text())["target"]
-    assert recorded == {"name": "volatility", "horizon": 15, "vol_window": 240}
+    recorded = json.loads((model / "config.json").read_text())
+    assert recorded["target"] == {"name": "volatility", "horizon": 15, "vol_window": 240}
+    assert recorded["input_size"] == 39 + 2 * len(TIMEFRAME_FEATURES)
 
     assert main(["evaluate", "--model", str(model), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "Target: volatility (vol_window 240), 15 minutes" in printed
+    assert "Target: volatility (vol_window 240), 15 minutes" in printed and "Test Accuracy" in printed
     assert "Backtest: not applicable" in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["backtest"] is None and metrics["target"] == recorded
+    assert metrics["n"] > 0 and metrics["backtest"] is None and metrics["target"] == recorded["target"]
     assert set(metrics["baselines"]) == {"majority", "persistence"}
     assert metrics["gate"]["not_applicable"] == {
         "net_pnl": "not applicable: the target is not directional, so nothing is traded"

@@ -1,6 +1,7 @@
 """Higher-timeframe features: row t reads the last k-minute bar closed at t (never the forming one),
 per gap-free segment; the future never changes the past; live prediction computes them alike;
-bad timeframes are one-line errors before Ray; and ``crpbot train`` + ``evaluate`` run with them."""
+bad timeframes are one-line errors before Ray. ``crpbot train`` + ``evaluate`` with them: in
+tests/test_target_paths.py, with a volatility target (one Ray Train run for both)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ import yaml
 from cli_probe import run_commands_in_a_fresh_process
 from tiny import TINY_GRU
 
-from crpbot.cli import main
-from crpbot.config import TrainConfig, save_config
+from crpbot.config import TrainConfig
 from crpbot.data.bars import Bars, load_bars
 from crpbot.data.features import HISTORY_BARS, WARMUP_BARS, price_volume_features
 from crpbot.data.timeframes import (
@@ -218,18 +218,6 @@ def test_too_short_a_history_is_refused_naming_the_timeframe_history(tf_model, s
     history = history_minutes([5, 15])
     with pytest.raises(CrpbotError, match=f"needs {needed:,} \\(feature history {history:,} "):
         model.predict(tail, max_staleness=None)
-
-
-def test_train_then_evaluate_with_timeframes_through_the_commands(ray_session, tmp_path, capsys):
-    config = tmp_path / "timeframes.yaml"
-    save_config(TINY_GRU.replace(timeframes=[5, 15]), config)
-    model, out = tmp_path / "model", tmp_path / "eval"
-    assert main(["train", "--coin", "BTC", "--config", str(config), "--out", str(model)]) == 0
-    recorded = json.loads((model / "config.json").read_text())
-    assert recorded["input_size"] == 39 + 2 * len(TIMEFRAME_FEATURES)
-    assert main(["evaluate", "--model", str(model), "--out", str(out)]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["n"] > 0 and "Test Accuracy" in capsys.readouterr().out
 
 
 def test_a_challenger_with_other_timeframes_is_not_compared_with_the_champion(tf_model, train_tiny_artifact):

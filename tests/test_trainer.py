@@ -1,6 +1,6 @@
-"""Ray Train around the loop: DDP equivalence, surviving a killed worker, the `crpbot train` CLI.
+"""Ray Train around the loop: surviving a killed worker, the `crpbot train` CLI with DDP equivalence.
 
-Few tests on purpose: each TorchTrainer start costs ~20 s on a 2-CPU machine.
+Few tests on purpose: each TorchTrainer start costs ~10-20 s on a 2-CPU machine.
 """
 
 from __future__ import annotations
@@ -35,37 +35,6 @@ TINY = TrainConfig(
     max_epochs=1,
     seed=5,
 )
-
-
-@pytest.mark.ray
-def test_two_workers_with_half_batches_match_one_process_with_full_batches(
-    ray_session, sample_path, tmp_path
-) -> None:
-    """DDP averages the two half-batch gradients into the full-batch gradient: same parameters."""
-    from crpbot.model.trainer import train
-
-    artifact = train(
-        TINY.replace(batch_size=64),
-        "BTC",
-        input_path=sample_path("BTC"),
-        num_workers=2,
-        out_dir=tmp_path / "ddp",
-        storage_path=tmp_path / "runs",
-        run_name="ddp",
-    )
-    data = load_prepared("BTC", sample_path("BTC"), TINY)
-    single = fit(TINY, data, log=lambda _: None)
-    distributed = load_weights(artifact)
-    assert distributed.keys() == single.best_state.keys()
-    for name, tensor in single.best_state.items():
-        torch.testing.assert_close(distributed[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
-    history = read_artifact_json(artifact, "history.json")
-    assert history[0]["val_loss"] == pytest.approx(single.history[0]["val_loss"], rel=1e-4)
-    # Sanity: the comparison can fail -- a full batch per worker is a different run.
-    assert not torch.allclose(
-        distributed["head.3.weight"],
-        fit(TINY.replace(batch_size=64), data, log=lambda _: None).best_state["head.3.weight"],
-    )
 
 
 def _kill_first_worker_after_a_checkpoint(run_dir: Path, killed: list[int], stop: threading.Event) -> None:
@@ -116,33 +85,25 @@ def test_a_killed_worker_is_restarted_and_training_resumes(ray_session, sample_p
 
 
 @pytest.mark.ray
-def test_cli_trains_and_writes_a_loadable_artifact(
-    ray_session, s3_endpoint, tmp_path, capsys, monkeypatch
+def test_cli_trains_two_workers_with_half_batches_like_one_process_with_full_batches(
+    ray_session, s3_endpoint, sample_path, tmp_path, capsys, monkeypatch
 ) -> None:
-    """End to end through the CLI, with the checkpoints on S3 (a real S3 API over HTTP), as on a cluster."""
+    """End to end through the CLI, with the checkpoints on S3 (a real S3 API over HTTP), as on a
+    cluster, and two DDP workers: DDP averages the two half-batch gradients into the full-batch
+    gradient, so the artifact has the parameters of one process with full batches. One Ray Train
+    run checks both (each costs seconds of start-up)."""
     import boto3
+
+    from crpbot.config import save_config
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket="crpbot-checkpoints")
+    config = tmp_path / "tiny.yaml"
+    save_config(TINY.replace(batch_size=64, max_epochs=3), config)  # 64 per worker, 128 in all
     out = tmp_path / "btc-model"
-    code = main(
-        [
-            "train",
-            "--coin",
-            "btc",
-            "--config",
-            str(SMOKE),
-            "--epochs",
-            "2",
-            "--seed",
-            "7",
-            "--out",
-            str(out),
-            "--storage",
-            "s3://crpbot-checkpoints/train",
-        ]
-    )
+    args = ["train", "--coin", "btc", "--config", str(config), "--epochs", "2", "--seed", "7"]
+    code = main([*args, "--workers", "2", "--out", str(out), "--storage", "s3://crpbot-checkpoints/train"])
     assert code == 0
     keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket="crpbot-checkpoints")["Contents"]]
     assert any(key.startswith("train/") and key.endswith("/state.pt") for key in keys)
@@ -150,7 +111,25 @@ def test_cli_trains_and_writes_a_loadable_artifact(
     model, config_json = load_model(out)
     assert config_json["coin"] == "BTC-USD"
     assert config_json["train_config"]["max_epochs"] == 2 and config_json["train_config"]["seed"] == 7
-    assert len(read_artifact_json(out, "history.json")) == 2
+    history = read_artifact_json(out, "history.json")
+    assert len(history) == 2
+
+    full_batches = TINY.replace(max_epochs=2, seed=7)
+    data = load_prepared("BTC", sample_path("BTC"), full_batches)
+    single = fit(full_batches, data, log=lambda _: None)
+    distributed = load_weights(out)
+    assert distributed.keys() == single.best_state.keys()
+    for name, tensor in single.best_state.items():
+        torch.testing.assert_close(distributed[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    assert [row["val_loss"] for row in history] == pytest.approx(
+        [row["val_loss"] for row in single.history], rel=1e-4
+    )
+    # Sanity: the comparison can fail -- a full batch per worker is a different run.
+    assert not torch.allclose(
+        distributed["head.3.weight"],
+        fit(full_batches.replace(batch_size=64), data, log=lambda _: None).best_state["head.3.weight"],
+    )
+
     # The same output again is refused, and the existing artifact is left intact.
     assert main(["train", "--coin", "BTC", "--config", str(SMOKE), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
