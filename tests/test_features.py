@@ -96,8 +96,8 @@ def test_features_restart_after_a_gap(tmp_path, btc, btc_features):
     assert np.isnan(btc_features[after_gap].to_numpy()[:WARMUP_BARS]).all()
 
 
-def test_a_bars_feature_table_is_computed_once_and_matches_the_features(btc, btc_features):
+def test_a_bars_features_are_computed_once_and_matches_the_features(btc, btc_features):
     """What a walk-forward ships with its bars to every fold: compute_features, once per Bars."""
-    table = btc.feature_table()
-    assert table is btc.feature_table()
+    table = btc.features()
+    assert table is btc.features()
     np.testing.assert_array_equal(table, btc_features.to_numpy(dtype=np.float64))

@@ -97,22 +97,22 @@ class Bars:
     source: str
     fingerprint: str
     coin: str = ""
-    _feature_table: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _features: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.frame)
 
-    def feature_table(self) -> np.ndarray:
+    def features(self) -> np.ndarray:
         """``compute_features`` as float64 rows, computed once per Bars and carried with it.
 
         A walk-forward's folds and a scan's cells prepare the same bars many times; computed on
         the driver before the bars go into Ray's object store, no fold computes it again.
         """
-        if self._feature_table is None:
+        if self._features is None:
             from crpbot.data.features import compute_features
 
-            self._feature_table = compute_features(self).to_numpy(dtype=np.float64)
-        return self._feature_table
+            self._features = compute_features(self).to_numpy(dtype=np.float64)
+        return self._features
 
     def head(self, rows: int) -> Bars:
         """The first ``rows`` bars (a scan's data before its final period); own fingerprint."""

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crpbot.data.bars import Bars, default_input, load_bars, normalize_coin, timestamps_ns
-from crpbot.data.features import FEATURE_NAMES, compute_features
+from crpbot.data.features import FEATURE_NAMES
 from crpbot.data.scaler import Scaler
 from crpbot.data.timeframes import column_names as timeframe_columns
 from crpbot.data.timeframes import timeframe_features
@@ -115,7 +115,7 @@ class Context:
         for coin in self.spec.coins:
             bars = self.bars[coin]
             own_ns = timestamps_ns(bars.frame["timestamp"])
-            values = compute_features(bars)[list(self.spec.features)].to_numpy(dtype=np.float64)
+            values = bars.features()[:, [FEATURE_NAMES.index(name) for name in self.spec.features]]
             at = np.minimum(np.searchsorted(own_ns, target_ns), len(own_ns) - 1)
             found = own_ns[at] == target_ns
             if not found.any():

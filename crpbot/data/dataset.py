@@ -281,7 +281,7 @@ def usable_rows(bars: Bars, target: Target, context: Context | None = None) -> d
     their segments. Labels and returns are NaN where t+h is past the end of the row's segment;
     elsewhere the forward return is finite (a tie's is 0.0: it makes zero PnL).
     """
-    features = bars.feature_table()
+    features = bars.features()
     if context is not None:
         features = np.hstack([features, context.columns(bars)])
     keep = np.isfinite(features).all(axis=1)

@@ -241,7 +241,8 @@ def run_fold_tasks(
             "device": "cuda" if cluster.gpu else "cpu",
             "context": put(plan.context) if plan.context is not None else None,
         }
-        plan.bars.feature_table()  # computed once here and shipped with the bars, not once per fold
+        for bars in (plan.bars, *(plan.context.bars.values() if plan.context is not None else ())):
+            bars.features()  # computed once here and shipped with the bars, not once per fold
         waiting.append((plan, fold, put(plan.bars), shared))
     running: dict[Any, tuple[WalkForwardPlan, Fold]] = {}
     while waiting or running:
