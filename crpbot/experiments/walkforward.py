@@ -233,6 +233,8 @@ def run_fold_tasks(
     waiting = []
     for plan, fold in jobs:
         shutil.rmtree(_fold_dir(plan.out_dir, fold), ignore_errors=True)  # a killed run's leftovers
+        for bars in (plan.bars, *(plan.context.bars.values() if plan.context is not None else ())):
+            bars.features()  # computed once here and shipped with the bars, not once per fold
         shared = {
             "config": plan.config.to_dict(),
             "input_path": str(plan.input_path),
@@ -241,8 +243,6 @@ def run_fold_tasks(
             "device": "cuda" if cluster.gpu else "cpu",
             "context": put(plan.context) if plan.context is not None else None,
         }
-        for bars in (plan.bars, *(plan.context.bars.values() if plan.context is not None else ())):
-            bars.features()  # computed once here and shipped with the bars, not once per fold
         waiting.append((plan, fold, put(plan.bars), shared))
     running: dict[Any, tuple[WalkForwardPlan, Fold]] = {}
     while waiting or running:
